@@ -1,0 +1,139 @@
+"""Model sources: a `model.py` file, `torchvision:NAME` or `timm:NAME`.
+
+A model file defines `model()` (returns the nn.Module) and either `example_input()` (returns a
+tensor or a tuple of tensors) or `input_shape` (a tuple, batch first). Nothing is downloaded:
+library models are built with random weights.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from widthc.errors import WidthcError
+
+
+@dataclass
+class ModelSource:
+    """A loaded model, its example inputs, and where it came from."""
+
+    model: nn.Module
+    example_inputs: tuple
+    name: str
+    module: object = None  # the imported model file, for its optional hooks (data, ...)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
+    parts = text.replace("x", ",").replace(" ", "").strip("()[]").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p != "")
+    except ValueError:
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise WidthcError(
+            f"--input-shape '{text}' is not a shape: give positive integers separated by "
+            f"commas, batch first, e.g. 1,3,224,224"
+        )
+    return shape
+
+
+def load_model(spec: str, input_shape: tuple[int, ...] | None = None) -> ModelSource:
+    """Load MODEL as the CLI names it; `input_shape` overrides the example input's shape."""
+    if spec.startswith("torchvision:"):
+        src = _torchvision(spec.split(":", 1)[1])
+    elif spec.startswith("timm:"):
+        src = _timm(spec.split(":", 1)[1])
+    else:
+        src = _from_file(spec, input_shape is not None)
+    if input_shape is not None:
+        src.example_inputs = (torch.randn(*input_shape),)
+    return src
+
+
+def _torchvision(name: str) -> ModelSource:
+    try:
+        import torchvision
+        from torchvision.models import get_model, get_model_weights, list_models
+    except ImportError as e:
+        raise WidthcError("torchvision models need torchvision: pip install 'widthc[zoo]'") from e
+    names = list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise WidthcError(
+            f"torchvision has no classification model '{name}'{hint}; "
+            f"torchvision.models.list_models() lists them"
+        )
+    size = 224
+    try:
+        size = list(get_model_weights(name))[0].transforms().crop_size[0]
+    except (ValueError, IndexError, AttributeError):
+        pass
+    kwargs = {"image_size": size} if name.startswith("vit_") else {}
+    model = get_model(name, weights=None, **kwargs)
+    return ModelSource(model.eval(), (torch.randn(1, 3, size, size),), f"torchvision:{name}")
+
+
+def _timm(name: str) -> ModelSource:
+    try:
+        import timm
+    except ImportError as e:
+        raise WidthcError("timm models need timm: pip install 'widthc[zoo]'") from e
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise WidthcError(f"timm has no model '{name}'{hint}; timm.list_models() lists them")
+    model = timm.create_model(name, pretrained=False)
+    size = model.default_cfg.get("input_size", (3, 224, 224))
+    return ModelSource(model.eval(), (torch.randn(1, *size),), f"timm:{name}")
+
+
+def _from_file(path_text: str, shape_given: bool = False) -> ModelSource:
+    path = Path(path_text)
+    if not path.is_file():
+        raise WidthcError(
+            f"model file '{path_text}' does not exist; give a model.py path, "
+            f"torchvision:NAME or timm:NAME"
+        )
+    if path.suffix != ".py":
+        raise WidthcError(f"model file '{path_text}' is not a Python file (.py)")
+    mod_name = f"_widthc_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file failed to import
+        raise WidthcError(f"importing '{path_text}' failed: {type(e).__name__}: {e}") from e
+    if not callable(getattr(module, "model", None)):
+        raise WidthcError(
+            f"'{path_text}' defines no model() function: add `def model(): return MyNet()`"
+        )
+    try:
+        model = module.model()
+    except Exception as e:  # noqa: BLE001
+        raise WidthcError(f"model() in '{path_text}' failed: {type(e).__name__}: {e}") from e
+    if not isinstance(model, nn.Module):
+        raise WidthcError(
+            f"model() in '{path_text}' returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    if callable(getattr(module, "example_input", None)):
+        example = module.example_input()
+        example = tuple(example) if isinstance(example, (tuple, list)) else (example,)
+    elif getattr(module, "input_shape", None) is not None:
+        example = (torch.randn(*module.input_shape),)
+    elif shape_given:
+        example = ()
+    else:
+        raise WidthcError(
+            f"'{path_text}' defines neither example_input() nor input_shape: add "
+            f"`input_shape = (1, 3, 224, 224)` or pass --input-shape"
+        )
+    return ModelSource(model.eval(), example, path.stem, module)

@@ -1,0 +1,1 @@
+"""Analysis and rewrite passes over the traced graph (installed as `widthc.passes`)."""

@@ -1,0 +1,69 @@
+"""FLOPs sensitivity and FLOPs-sensitive bins (paper §3.2–3.3, DESIGN §5).
+
+Sensitivity of a group (eq. 7, for any graph): the FLOPs that one more channel of the group
+adds with every other group at full width. Bin size (eq. 9): `b = max(1, round(beta * max_eps /
+eps))`, so that every bin costs about the same FLOPs; the last bin takes the remainder.
+Multi-stage search (eq. 10): the budget decays linearly to the target, beta shrinks by alpha.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from widthc.passes.flops import CostTable
+
+from widthc.ir import ChannelGroup
+
+
+def sensitivity(groups: list[ChannelGroup], flops: CostTable) -> list[float]:
+    """FLOPs of the last channel of each group, all other groups at full width."""
+    full = np.array([g.n for g in groups], dtype=np.float64)
+    rows = np.tile(full, (len(groups), 1))
+    rows[np.arange(len(groups)), np.arange(len(groups))] -= 1
+    if not len(groups):
+        return []
+    return list(flops.evaluate(full) - flops.evaluate_many(rows))
+
+
+def bin_size(eps: float, max_eps: float, beta: float, n: int) -> int:
+    if eps <= 0:
+        return n
+    return int(min(n, max(1, round(beta * max_eps / eps))))
+
+
+def split_bins(n: int, size: int) -> tuple[int, ...]:
+    """`n` channels cut into bins of `size`; the last bin takes the remainder."""
+    full, rest = divmod(n, size)
+    return (size,) * full + ((rest,) if rest else ())
+
+
+def assign_bins(groups: list[ChannelGroup], beta: float) -> None:
+    """Set `group.bins` for every group (a frozen group is one bin) from its sensitivity."""
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    eps = [g.sensitivity for g in groups if g.searchable]
+    max_eps = max(eps, default=0.0)
+    for g in groups:
+        if not g.searchable or max_eps <= 0:
+            g.bins = (g.n,)
+        else:
+            g.bins = split_bins(g.n, bin_size(g.sensitivity, max_eps, beta, g.n))
+
+
+def stage_schedule(
+    full_flops: float, target: float, stages: int, beta: float = 1.0, alpha: float = 2.0
+) -> list[tuple[float, float]]:
+    """(budget, beta) of each stage t = 1..T: eq. 10's linear budget decay and beta / alpha."""
+    if stages < 1:
+        raise ValueError("stages must be at least 1")
+    out = []
+    for t in range(1, stages + 1):
+        budget = full_flops - (full_flops - target) * t / stages
+        out.append((budget, beta / alpha ** (t - 1)))
+    return out
+
+
+def n_widths(groups: list[ChannelGroup]) -> float:
+    """Size of the width search space (number of distinct per-group bin counts), as log10."""
+    return sum(math.log10(len(g.bins)) for g in groups if g.searchable)

@@ -1,0 +1,151 @@
+"""FLOPs and parameter counts as pure functions of the group widths (DESIGN §5).
+
+Unit: multiply-accumulates of conv, linear and matmul, for one forward pass on the example
+inputs (the paper's, AutoSlim's and torchvision's "FLOPs"). Every node contributes terms
+`coef * size(layout_1) * ... * size(layout_k)`, where a layout's size is linear in the groups'
+channel counts. The table is compiled to numpy arrays once; evaluating a choice is two small
+array operations, and `evaluate_many` scores thousands of choices at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import fx
+from widthc.passes.coupling import LAYOUTS, Coupling, layer_name
+
+from widthc import ops
+from widthc.ir import Layout, TensorMeta
+from widthc.trace import MEASURED, VALUE
+
+UNIT = "MACs"
+
+
+@dataclass
+class CostTable:
+    """sum over terms of coef * prod(size(layout)); size(layout) = sum(inner * count[group])."""
+
+    n_groups: int
+    layouts: list[Layout] = field(default_factory=list)
+    terms: list[tuple[float, tuple[int, ...], str]] = field(
+        default_factory=list
+    )  # coef, layouts, owner
+
+    def add(self, coef: float, factors, owner: str) -> None:
+        idx = []
+        for f in factors:
+            if isinstance(f, Layout):
+                idx.append(self._layout_index(f))
+            else:
+                coef *= f
+        self.terms.append((float(coef), tuple(idx), owner))
+
+    def _layout_index(self, lay: Layout) -> int:
+        if not hasattr(self, "_index"):
+            self._index: dict[Layout, int] = {}
+        if lay not in self._index:
+            self._index[lay] = len(self.layouts)
+            self.layouts.append(lay)
+        return self._index[lay]
+
+    def compile(self) -> CostTable:
+        n_l = len(self.layouts)
+        self._m = np.zeros((n_l + 1, self.n_groups))  # last row: the constant 1 for padding
+        self._c = np.zeros(n_l + 1)
+        self._c[n_l] = 1.0
+        for i, lay in enumerate(self.layouts):
+            for s in lay.segments:
+                self._m[i, s.group] += s.inner
+        width = max((len(t[1]) for t in self.terms), default=0)
+        self._idx = np.full((len(self.terms), max(width, 1)), n_l, dtype=np.int64)
+        for j, (_, idx, _) in enumerate(self.terms):
+            self._idx[j, : len(idx)] = idx
+        self._coef = np.array([t[0] for t in self.terms], dtype=np.float64)
+        return self
+
+    def evaluate(self, counts: np.ndarray) -> float:
+        return float(self.evaluate_many(np.asarray(counts, dtype=np.float64)[None, :])[0])
+
+    def evaluate_many(self, counts: np.ndarray) -> np.ndarray:
+        """Cost of each row of `counts` (shape [B, n_groups]: channels kept per group)."""
+        sizes = counts @ self._m.T + self._c  # [B, n_layouts + 1]
+        return (sizes[:, self._idx].prod(axis=2) * self._coef).sum(axis=1)
+
+    def per_owner(self, counts: np.ndarray) -> dict[str, float]:
+        sizes = np.asarray(counts, dtype=np.float64) @ self._m.T + self._c
+        out: dict[str, float] = {}
+        for j, (_, _, owner) in enumerate(self.terms):
+            out[owner] = out.get(owner, 0.0) + float(self._coef[j] * sizes[self._idx[j]].prod())
+        return out
+
+
+class FlopsCtx:
+    """What a FLOPs rule sees: argument values and their resolved layouts."""
+
+    def __init__(self, node: fx.Node, modules):
+        self.node = node
+        self.module = modules.get(node.target) if node.op == "call_module" else None
+        self.out = node.meta[VALUE]
+        self.out_lay = node.meta.get(LAYOUTS)
+
+    def _raw(self, i, name):
+        if i < len(self.node.args):
+            return self.node.args[i]
+        if name is not None and name in self.node.kwargs:
+            return self.node.kwargs[name]
+        return ops._REQUIRED
+
+    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
+        raw = self._raw(i, name)
+        if raw is ops._REQUIRED:
+            if default is ops._REQUIRED:
+                raise KeyError(f"argument {name or i} of {self.node.name}")
+            return default
+        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
+    def lay(self, i: int, name: str | None = None):
+        raw = self._raw(i, name)
+        if isinstance(raw, fx.Node):
+            lays = raw.meta.get(LAYOUTS)
+            if lays is None and isinstance(raw.meta.get(VALUE), TensorMeta):
+                return (None,) * raw.meta[VALUE].ndim
+            return lays
+        return None
+
+
+def flops_table(gm: fx.GraphModule, n_groups: int) -> CostTable:
+    """The FLOPs of every node as terms over layouts. Needs the coupling pass first."""
+    modules = dict(gm.named_modules())
+    table = CostTable(n_groups)
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        spec = ops.lookup(node, modules)
+        if spec is not None and spec.flops is not None:
+            for coef, factors in spec.flops(FlopsCtx(node, modules)):
+                table.add(coef, factors, layer_name(node))
+        elif node.meta.get(MEASURED):  # ran for real (op without a formula): a constant cost
+            table.add(node.meta[MEASURED], (), layer_name(node))
+    return table.compile()
+
+
+def params_table(gm: fx.GraphModule, coupling: Coupling) -> CostTable:
+    """Number of parameters (each shared tensor once) as terms over layouts."""
+    table = CostTable(len(coupling.groups))
+    for name, p in gm.named_parameters():
+        dims = coupling.param_dims.get(name, {})
+        factors = [dims.get(d, size) for d, size in enumerate(p.shape)]
+        table.add(1.0, factors, name.rsplit(".", 1)[0])
+    return table.compile()
+
+
+def count_macs(module: torch.nn.Module, example_inputs) -> float:
+    """An independent count: FlopCounterMode over conv, linear and matmul, in MACs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(*example_inputs)
+    return counter.get_total_flops() / 2

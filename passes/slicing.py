@@ -1,0 +1,123 @@
+"""The slicing plan of one width choice: what every weight, module attribute and literal keeps.
+
+Both consumers of a `WidthChoice` read this one plan, so they cannot disagree:
+- `passes/slim.py` applies it once, for good (physically smaller copies of the weights);
+- `passes/rewrite.py` (the supernet) applies it on every forward, with `index_select` on the
+  live weights so that gradients flow back to the shared full-width tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+from widthc.passes.coupling import LAYOUTS, REWRITES
+
+from widthc import ops
+from widthc.ir import Layout, TensorMeta, WidthChoice
+from widthc.trace import VALUE
+
+
+@dataclass
+class SlicePlan:
+    """`index[g]`: kept channels of group g (only groups not at full width);
+    `counts[g]`: number of kept channels (every group)."""
+
+    index: dict[int, torch.Tensor]
+    counts: dict[int, int]
+    param_dims: Mapping[str, Mapping[int, Layout]]
+
+    def positions(self, layout: Layout | None) -> torch.Tensor | None:
+        """Kept positions along a dim with this layout; None when it keeps everything."""
+        if layout is None or not any(g in self.index for g in layout.groups):
+            return None
+        return layout.indices(self.index)
+
+    def param_slices(self, target: str) -> list[tuple[int, torch.Tensor]]:
+        """[(dim, kept positions)] for a parameter or buffer, only the dims that shrink."""
+        out = []
+        for dim, lay in sorted(self.param_dims.get(target, {}).items()):
+            idx = self.positions(lay)
+            if idx is not None:
+                out.append((dim, idx))
+        return out
+
+    def slice_param(self, target: str, tensor: torch.Tensor) -> torch.Tensor:
+        for dim, idx in self.param_slices(target):
+            tensor = tensor.index_select(dim, idx.to(tensor.device))
+        return tensor
+
+    def size(self, layout: Layout | None, full: int) -> int:
+        return full if layout is None else layout.active_size(self.counts)
+
+    def shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        """The output shape of a tensor-valued node under this choice."""
+        return active_shape(node.meta[VALUE], node.meta.get(LAYOUTS), self.counts)
+
+    def module_attrs(self, gm_modules, node: fx.Node, params: Mapping[str, torch.Tensor]) -> dict:
+        """Attributes of a call_module node's module to change (in_channels, groups, ...)."""
+        module = gm_modules[node.target]
+        spec = ops.REGISTRY.get(ops.module_key(module))
+        if spec is None or spec.resize is None:
+            return {}
+        in_shapes = [
+            active_shape(a.meta[VALUE], a.meta.get(LAYOUTS), self.counts)
+            for a in node.args
+            if isinstance(a, fx.Node) and isinstance(a.meta.get(VALUE), TensorMeta)
+        ]
+        return spec.resize(module, params, in_shapes)
+
+    def literal_args(self, node: fx.Node) -> tuple[tuple, dict] | None:
+        """The node's args and kwargs with literal channel counts rewritten, or None."""
+        rewrites = node.meta.get(REWRITES) or []
+        if not rewrites or not any(g in self.index for _, lay in rewrites for g in lay.groups):
+            return None
+        args, kwargs = _thaw(node.args), _thaw(node.kwargs)
+        for path, lay in rewrites:
+            holder = args if path[0] == "args" else kwargs
+            *inner, last = path[1:]
+            for key in inner:
+                holder = holder[key]
+            holder[last] = lay.active_size(self.counts)
+        return _freeze(args), _freeze(kwargs)
+
+
+def make_plan(program, choice: WidthChoice) -> SlicePlan:
+    """The slicing plan of `choice` on `program` (a `widthc.Program`)."""
+    program.validate(choice)
+    index, counts = {}, {g.id: g.n for g in program.groups}
+    for gid, _ in choice.widths:
+        g = program.groups[gid]
+        idx = choice.indices(g)
+        counts[gid] = len(idx)
+        if len(idx) != g.n:
+            index[gid] = idx
+    return SlicePlan(index, counts, program.param_dims)
+
+
+def active_shape(value, layouts, counts: Mapping[int, int]):
+    if not isinstance(value, TensorMeta):
+        return None
+    if layouts is None:
+        return value.shape
+    return tuple(
+        s if lay is None else lay.active_size(counts) for s, lay in zip(value.shape, layouts)
+    )
+
+
+def _thaw(x):
+    if isinstance(x, (tuple, list)):
+        return [_thaw(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _thaw(v) for k, v in x.items()}
+    return x
+
+
+def _freeze(x):
+    if isinstance(x, list):
+        return tuple(_freeze(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _freeze(v) for k, v in x.items()}
+    return x

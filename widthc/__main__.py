@@ -1,0 +1,3 @@
+from widthc.cli import main
+
+main()

@@ -1,0 +1,276 @@
+"""Tracing: torch.fx with a leaf-module policy, then shape propagation from the op registry.
+
+Shapes come from the registry's formulas (graph work, no forward pass); an op without a formula
+runs on meta tensors, and only if that fails on real random tensors, whose conv/linear/matmul
+cost is then measured with FlopCounterMode (`node.meta["widthc.measured_macs"]`). Every node's
+value lands in `node.meta["widthc.value"]`: a `TensorMeta`, a Python value, or a structure.
+"""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import fx, nn
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils.flop_counter import FlopCounterMode
+
+from widthc import ops
+from widthc.errors import TraceError, WidthcError
+from widthc.ir import TensorMeta
+
+VALUE = "widthc.value"
+MEASURED = "widthc.measured_macs"
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: Iterable, autowrap_functions=()):
+        super().__init__(autowrap_functions=tuple(autowrap_functions))
+        self._leaf_types = tuple(x for x in leaves if isinstance(x, type))
+        self._leaf_names = {x for x in leaves if isinstance(x, str)}
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self._leaf_names or type(m).__name__ in self._leaf_names:
+            return True
+        if self._leaf_types and isinstance(m, self._leaf_types):
+            return True
+        if ops.module_key(m) in ops.REGISTRY:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _timm_leaves() -> tuple[list, list]:
+    try:
+        from timm.layers import get_notrace_functions, get_notrace_modules
+    except ImportError:
+        return [], []
+    return list(get_notrace_modules()), list(get_notrace_functions())
+
+
+def trace(model: nn.Module, leaves: Sequence = ()) -> fx.GraphModule:
+    """Trace `model` with torch.fx in eval mode. `leaves`: module classes or names not to enter.
+
+    Raises TraceError naming the user's line when tracing fails (data-dependent control flow).
+    """
+    timm_modules, timm_functions = _timm_leaves()
+    tracer = _Tracer([*leaves, *timm_modules], timm_functions)
+    was_training = model.training
+    model.eval()
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported
+        raise TraceError(_trace_message(model, e)) from e
+    finally:
+        model.train(was_training)
+    name = type(model).__name__
+    gm = fx.GraphModule(tracer.root, graph, name)
+    gm.eval()
+    return gm
+
+
+def _trace_message(model: nn.Module, e: Exception) -> str:
+    frames = _user_frames(e.__traceback__)
+    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "control flow" in cause or "iterate" in cause or "len(" in cause:
+        cause = "control flow or a Python value depends on tensor data"
+    if not frames:
+        return f"torch.fx cannot trace {type(model).__name__}: {cause}."
+    frame, lineno = frames[-1]
+    code = linecache.getline(frame.f_code.co_filename, lineno).strip()
+    owner = frame.f_locals.get("self")
+    cls = type(owner).__name__ if isinstance(owner, nn.Module) else type(model).__name__
+    return (
+        f"torch.fx cannot trace {cls}.{frame.f_code.co_name} at "
+        f"{frame.f_code.co_filename}:{lineno} (`{code}`): {cause}; mark the module as a leaf "
+        f"(--leaf {cls}) or rewrite the branch so that it does not depend on tensor values."
+    )
+
+
+def _user_frames(tb) -> list:
+    out = []
+    torch_dir = torch.__file__.rsplit("/", 1)[0]
+    for frame, lineno in traceback.walk_tb(tb):
+        fname = frame.f_code.co_filename
+        if fname.startswith(torch_dir) or fname.startswith("<") or "/widthc/" in fname:
+            continue
+        out.append((frame, lineno))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# shape propagation
+
+
+def to_value(x):
+    """Real values -> analysis values: tensors become TensorMeta, the rest stays."""
+    return tree_map(
+        lambda v: TensorMeta(tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else v, x
+    )
+
+
+def _to_meta(x):
+    return tree_map(
+        lambda v: (
+            torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, TensorMeta) else v
+        ),
+        x,
+    )
+
+
+def _has_tensor(x) -> bool:
+    return any(isinstance(v, TensorMeta) for v in tree_flatten(x)[0])
+
+
+class ShapeCtx:
+    """What a shape rule sees: the node, its module and its argument values."""
+
+    def __init__(self, node: fx.Node, module, args, kwargs, run):
+        self.node, self.module, self.args, self.kwargs = node, module, args, kwargs
+        self._run = run
+
+    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
+        if i < len(self.args):
+            return self.args[i]
+        if name is not None and name in self.kwargs:
+            return self.kwargs[name]
+        if default is ops._REQUIRED:
+            raise KeyError(f"argument {name or i} of {self.node.name}")
+        return default
+
+    def values(self) -> list:
+        return tree_flatten((self.args, self.kwargs))[0]
+
+    def run_meta(self):
+        return self._run(self.node, self.args, self.kwargs, meta=True)
+
+
+class _ShapeProp:
+    def __init__(self, gm: fx.GraphModule, example_inputs: Sequence):
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.examples = list(example_inputs)
+        self.real: dict[fx.Node, torch.Tensor] = {}
+        self.gen = torch.Generator().manual_seed(0)
+
+    def run(self) -> None:
+        env: dict[fx.Node, object] = {}
+        placeholders = 0
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                if placeholders < len(self.examples):
+                    real = self.examples[placeholders]
+                elif node.args:
+                    real = node.args[0]
+                else:
+                    raise WidthcError(
+                        f"the model's forward takes an input `{node.target}` that the example "
+                        f"inputs do not provide ({len(self.examples)} given)"
+                    )
+                placeholders += 1
+                if isinstance(real, torch.Tensor):
+                    self.real[node] = real
+                value = to_value(real)
+            elif node.op == "get_attr":
+                real = _fetch_attr(self.gm, node.target)
+                if isinstance(real, torch.Tensor):
+                    self.real[node] = real
+                value = to_value(real)
+            elif node.op == "output":
+                value = None
+            else:
+                args = fx.node.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                value = self.eval_node(node, args, kwargs)
+            env[node] = value
+            node.meta[VALUE] = value
+
+    def eval_node(self, node: fx.Node, args, kwargs):
+        if node.op != "call_module" and not _has_tensor((args, kwargs)):
+            # Python arithmetic on sizes, or a tensor built from Python values
+            return to_value(_call(self.modules, node, args, kwargs))
+        spec = ops.lookup(node, self.modules)
+        if spec is not None and spec.shape is not None:
+            module = self.modules.get(node.target) if node.op == "call_module" else None
+            try:
+                return spec.shape(ShapeCtx(node, module, args, kwargs, self.execute))
+            except Exception:  # noqa: BLE001 - a formula that does not fit falls back to running
+                pass
+        return self.execute(node, args, kwargs, meta=node.op != "call_module", measure=True)
+
+    def execute(self, node, args, kwargs, meta=True, measure=False):
+        """Run one op on meta tensors, or on real random ones when meta is not enough."""
+        counter = FlopCounterMode(display=False) if measure else None
+        if meta:
+            try:
+                if counter is not None:
+                    with counter:
+                        out = _call(self.modules, node, _to_meta(args), _to_meta(kwargs))
+                else:
+                    out = _call(self.modules, node, _to_meta(args), _to_meta(kwargs))
+                if counter is not None:
+                    node.meta[MEASURED] = counter.get_total_flops() / 2
+                return to_value(out)
+            except Exception:  # noqa: BLE001
+                counter = FlopCounterMode(display=False) if measure else None
+        real_args = self._materialize(node.args, args)
+        real_kwargs = self._materialize(node.kwargs, kwargs)
+        try:
+            with torch.no_grad():
+                if counter is not None:
+                    with counter:
+                        out = _call(self.modules, node, real_args, real_kwargs)
+                    node.meta[MEASURED] = counter.get_total_flops() / 2
+                else:
+                    out = _call(self.modules, node, real_args, real_kwargs)
+        except Exception as e:  # noqa: BLE001
+            raise WidthcError(
+                f"could not work out the output shape of node `{node.name}` "
+                f"({ops.op_name(node, self.modules)}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from e
+        return to_value(out)
+
+    def _materialize(self, raw, values):
+        """Real tensors for a node's arguments: the real ones where known, random otherwise."""
+        flat_raw, _ = tree_flatten(raw)
+        flat_val, spec = tree_flatten(values)
+        out = []
+        for r, v in zip(flat_raw, flat_val):
+            if isinstance(v, TensorMeta):
+                real = self.real.get(r) if isinstance(r, fx.Node) else None
+                if real is None or tuple(real.shape) != v.shape:
+                    real = _random(v, self.gen)
+                out.append(real)
+            else:
+                out.append(v)
+        if len(flat_raw) != len(flat_val):  # structures differ (a Node that holds a tuple)
+            out = [_random(v, self.gen) if isinstance(v, TensorMeta) else v for v in flat_val]
+        return tree_unflatten(out, spec)
+
+
+def _random(v: TensorMeta, gen: torch.Generator) -> torch.Tensor:
+    if v.dtype.is_floating_point:
+        return torch.randn(v.shape, dtype=v.dtype, generator=gen)
+    return torch.zeros(v.shape, dtype=v.dtype)
+
+
+def _call(modules, node: fx.Node, args, kwargs):
+    if node.op == "call_module":
+        return modules[node.target](*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    self_obj, *rest = args
+    return getattr(self_obj, node.target)(*rest, **kwargs)
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> None:
+    """Fill `node.meta[VALUE]` for every node (see module docstring)."""
+    _ShapeProp(gm, example_inputs).run()
