@@ -190,7 +190,7 @@ class CoupleCtx:
                     st.union(base, other, self.reason(why or "shared channels"))
             if fixed:
                 for lay in layouts:
-                    st.freeze(lay, self.reason(f"{why or 'channels'} meet a fixed-width tensor"))
+                    st.freeze(lay, self.reason(f"{why or 'channels'}: meets a fixed-width tensor"))
             for v in variables:
                 st.bind(v, base)
             return base

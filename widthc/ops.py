@@ -151,7 +151,7 @@ def _elementwise(ctx) -> None:
             j = d - (out.ndim - meta.ndim)
             if j >= 0 and meta.shape[j] == out.shape[d]:
                 entries.append(lays[j])
-        result.append(ctx.unify(*entries, why="combined elementwise") if entries else None)
+        result.append(ctx.unify(*entries, why="elementwise op") if entries else None)
     ctx.set(tuple(result))
 
 
@@ -591,7 +591,7 @@ def _size_args(ctx, args, result) -> None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
             result[d] = ctx.unify(
-                ctx.entry(raw), result[d], why="reshape to a size that does not follow the channels"
+                ctx.entry(raw), result[d], why="reshape size"
             )
 
 
@@ -702,7 +702,9 @@ def _stack_couple(ctx) -> None:
 
 
 def _split_couple(ctx) -> None:
-    """chunk / split / unbind: along a channel dim that would need changing split sizes."""
+    """chunk / split / unbind. Along a channel dim, a split on the boundaries of a concatenation
+    is its inverse (sizes given as a list are rewritten; equal chunks must share their channels);
+    any other split along channels freezes them (the split sizes would have to change)."""
     x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
     if ctx.node.target in ("unbind", torch.unbind):
         dim = shapes.norm_dim(ctx.arg(1, "dim", 0), x.ndim)
@@ -710,9 +712,32 @@ def _split_couple(ctx) -> None:
         lays_out = tuple(lays[:dim]) + tuple(lays[dim + 1 :])
         return ctx.set(tuple(lays_out for _ in out))
     dim = shapes.norm_dim(ctx.arg(2, "dim", 0), x.ndim)
-    ctx.sink(lays[dim], why="split/chunk along the channel dim")
-    one = tuple(None if d == dim else lays[d] for d in range(x.ndim))
-    ctx.set(tuple(one for _ in out))
+    entry = ctx.resolve(lays[dim])
+    pieces = _split_layout(entry, [o.shape[dim] for o in out]) if isinstance(entry, Layout) else None
+    sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
+    if pieces is not None and isinstance(sizes, (list, tuple)):
+        for i, piece in enumerate(pieces):
+            ctx.rewrite(("args", 1, i), piece)
+    elif pieces is not None:  # equal chunks: every chunk keeps the same channels
+        ctx.unify(*pieces, why="equal chunks")
+    else:
+        ctx.sink(lays[dim], why="split/chunk along the channel dim")
+        pieces = [None] * len(out)
+    ctx.set(tuple(tuple(p if d == dim else lays[d] for d in range(x.ndim)) for p in pieces))
+
+
+def _split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
+    """Cut a layout into consecutive pieces of the given sizes, on segment boundaries only."""
+    pieces, segs = [], list(entry.segments)
+    for size in sizes:
+        take, total = [], 0
+        while segs and total < size:
+            total += segs[0].size * segs[0].inner
+            take.append(segs.pop(0))
+        if total != size or not take:
+            return None
+        pieces.append(Layout(tuple(take)))
+    return pieces if not segs else None
 
 
 def _getitem_couple(ctx) -> None:
@@ -1004,7 +1029,6 @@ register(
 register(
     _spec("channel shuffle", _meta, _barrier("channel shuffle permutes channels across groups")),
     nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, F.pixel_shuffle, F.pixel_unshuffle,
-    torch.roll, Method("roll"),
 )  # fmt: skip
 
 
