@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import torch
 from networkx.utils import UnionFind
 from torch import fx
-from torch.utils._pytree import tree_flatten, tree_map
 
 from widthc import ops
 from widthc.errors import Reason
 from widthc.ir import ChannelGroup, Layout, Segment, TensorMeta
 from widthc.trace import VALUE
+from widthc.tree import leaves, map_leaves
 
 LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
 REWRITES = "widthc.rewrites"  # node.meta key: [(path, Layout)] literal channel counts to rewrite
@@ -52,7 +52,7 @@ def layer_name(node: fx.Node) -> str:
 
 
 class _State:
-    def __init__(self, gm: fx.GraphModule):
+    def __init__(self, gm):
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self.uf = UnionFind()
@@ -265,12 +265,10 @@ class CoupleCtx:
 def _fixed_like(value):
     if isinstance(value, TensorMeta):
         return (None,) * value.ndim
-    if isinstance(value, (tuple, list)):
-        return (
-            type(value)(_fixed_like(v) for v in value)
-            if not hasattr(value, "_fields")
-            else tuple(_fixed_like(v) for v in value)
-        )
+    if isinstance(value, list):
+        return [_fixed_like(v) for v in value]
+    if isinstance(value, tuple):  # namedtuples and torch.Size too
+        return tuple(_fixed_like(v) for v in value)
     if isinstance(value, dict):
         return {k: _fixed_like(v) for k, v in value.items()}
     return None
@@ -287,14 +285,12 @@ def _entries_of(st: _State, raw):
 def _flat_entries(st: _State, nodes: list[fx.Node]) -> list:
     out = []
     for n in nodes:
-        leaves = tree_flatten(
-            st.entries.get(n), is_leaf=lambda x: isinstance(x, (Layout, ParamVar))
-        )[0]
-        out.extend(e for e in leaves if e is not None)
+        found = leaves(st.entries.get(n), is_leaf=lambda x: isinstance(x, (Layout, ParamVar)))
+        out.extend(e for e in found if e is not None)
     return out
 
 
-def couple(gm: fx.GraphModule) -> Coupling:
+def couple(gm) -> Coupling:
     """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first."""
     st = _State(gm)
     for node in gm.graph.nodes:
@@ -344,9 +340,7 @@ def _touches_tensors(node: fx.Node) -> bool:
     if node.op == "call_module":
         return True
     return any(
-        isinstance(v, TensorMeta)
-        for n in node.all_input_nodes
-        for v in tree_flatten(n.meta.get(VALUE))[0]
+        isinstance(v, TensorMeta) for n in node.all_input_nodes for v in leaves(n.meta.get(VALUE))
     )
 
 
@@ -357,20 +351,26 @@ def _finish(st: _State) -> Coupling:
         roots.setdefault(st.uf[a], len(roots))
     gid = {a: roots[st.uf[a]] for a in range(len(st.atom_size))}
 
+    done: dict[int, Layout | None] = {}  # many nodes share one layout object
+
     def final(e):
         r = st.resolve(e)
-        return r.map_groups(gid.__getitem__) if isinstance(r, Layout) else None
+        if not isinstance(r, Layout):
+            return None
+        if id(r) not in done:
+            done[id(r)] = r.map_groups(gid.__getitem__)
+        return done[id(r)]
 
-    members: dict[int, list[str]] = defaultdict(list)
+    members: dict[int, dict[str, None]] = defaultdict(dict)  # ordered sets
+    is_entry = lambda x: isinstance(x, (Layout, ParamVar))  # noqa: E731
     for node in st.gm.graph.nodes:
-        entries = st.entries.get(node)
-        resolved = tree_map(final, entries, is_leaf=lambda x: isinstance(x, (Layout, ParamVar)))
+        resolved = map_leaves(final, st.entries.get(node), is_leaf=is_entry)
         node.meta[LAYOUTS] = resolved
-        for lay in tree_flatten(resolved, is_leaf=lambda x: isinstance(x, Layout))[0]:
+        name = layer_name(node)
+        for lay in leaves(resolved, is_leaf=is_entry):
             if isinstance(lay, Layout):
                 for g in lay.groups:
-                    if layer_name(node) not in members[g]:
-                        members[g].append(layer_name(node))
+                    members[g][name] = None
         node.meta[REWRITES] = [
             (p, final(e)) for p, e in st.rewrites.get(node, []) if final(e) is not None
         ]
@@ -383,27 +383,23 @@ def _finish(st: _State) -> Coupling:
 
     n_groups = len(roots)
     sizes = [0] * n_groups
-    producers: dict[int, list[str]] = defaultdict(list)
-    frozen: dict[int, list[Reason]] = defaultdict(list)
-    mixing: dict[int, list[str]] = defaultdict(list)
+    producers: dict[int, dict[str, None]] = defaultdict(dict)
+    frozen: dict[int, dict[Reason, None]] = defaultdict(dict)
+    mixing: dict[int, dict[str, None]] = defaultdict(dict)
     for a, size in enumerate(st.atom_size):
         g = gid[a]
         sizes[g] = size
-        if a in st.producer and st.producer[a] not in producers[g]:
-            producers[g].append(st.producer[a])
-        for r in st.frozen.get(a, ()):
-            if r not in frozen[g]:
-                frozen[g].append(r)
-        for m in st.mixing.get(a, ()):
-            if m not in mixing[g]:
-                mixing[g].append(m)
-    consumers: dict[int, list[str]] = defaultdict(list)
+        if a in st.producer:
+            producers[g][st.producer[a]] = None
+        frozen[g].update(dict.fromkeys(st.frozen.get(a, ())))
+        mixing[g].update(dict.fromkeys(st.mixing.get(a, ())))
+    consumers: dict[int, dict[str, None]] = defaultdict(dict)
     for target, dims in param_dims.items():
         for lay in dims.values():
             for g in lay.groups:
                 for user in st.param_users.get(target, ()):
-                    if user not in producers[g] and user not in consumers[g]:
-                        consumers[g].append(user)
+                    if user not in producers[g]:
+                        consumers[g][user] = None
     groups = [
         ChannelGroup(
             id=g,

@@ -115,7 +115,7 @@ class FlopsCtx:
         return None
 
 
-def flops_table(gm: fx.GraphModule, n_groups: int) -> CostTable:
+def flops_table(gm, n_groups: int) -> CostTable:
     """The FLOPs of every node as terms over layouts. Needs the coupling pass first."""
     modules = dict(gm.named_modules())
     table = CostTable(n_groups)
@@ -131,14 +131,35 @@ def flops_table(gm: fx.GraphModule, n_groups: int) -> CostTable:
     return table.compile()
 
 
-def params_table(gm: fx.GraphModule, coupling: Coupling) -> CostTable:
-    """Number of parameters (each shared tensor once) as terms over layouts."""
+def params_table(gm, coupling: Coupling) -> CostTable:
+    """Number of parameters the graph uses (each shared tensor once) as terms over layouts."""
     table = CostTable(len(coupling.groups))
-    for name, p in gm.named_parameters():
+    for name, p in used_parameters(gm):
         dims = coupling.param_dims.get(name, {})
         factors = [dims.get(d, size) for d, size in enumerate(p.shape)]
         table.add(1.0, factors, name.rsplit(".", 1)[0])
     return table.compile()
+
+
+def used_parameters(gm) -> list[tuple[str, torch.nn.Parameter]]:
+    """(qualified name, parameter) of every parameter the graph reads, each tensor once."""
+    modules = dict(gm.named_modules())
+    seen: set[int] = set()
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            found = modules[node.target].named_parameters(prefix=node.target)
+        elif node.op == "get_attr":
+            owner, _, attr = node.target.rpartition(".")
+            p = getattr(modules[owner], attr, None)
+            found = [(node.target, p)] if isinstance(p, torch.nn.Parameter) else []
+        else:
+            continue
+        for name, p in found:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append((name, p))
+    return out
 
 
 def count_macs(module: torch.nn.Module, example_inputs) -> float:

@@ -21,14 +21,22 @@ class Program:
     """A traced, analysed model: its channel groups, bins, and FLOPs/params as functions of a
     `WidthChoice`. `gm` shares its modules (and so its weights) with the user's model."""
 
-    def __init__(self, gm, example_inputs, coupling: Coupling, flops_table, params_table, beta):
-        self.gm: fx.GraphModule = gm
+    def __init__(self, traced, example_inputs, coupling: Coupling, flops_table, params_table, beta):
+        self.traced: trace.Traced = traced
+        self._gm: fx.GraphModule | None = None
         self.example_inputs: tuple = example_inputs
         self.coupling = coupling
         self.param_dims = coupling.param_dims
         self._flops = flops_table
         self._params = params_table
         self.beta = beta
+
+    @property
+    def gm(self) -> fx.GraphModule:
+        """The traced model as an fx.GraphModule (built on first use; shares the weights)."""
+        if self._gm is None:
+            self._gm = self.traced.graph_module()
+        return self._gm
 
     # --- groups and bins -----------------------------------------------------------------------
 
@@ -53,7 +61,11 @@ class Program:
         groups = [copy.copy(g) for g in self.groups]
         bins_pass.assign_bins(groups, beta)
         coupling = Coupling(groups, self.coupling.param_dims)
-        return Program(self.gm, self.example_inputs, coupling, self._flops, self._params, beta)
+        program = Program(
+            self.traced, self.example_inputs, coupling, self._flops, self._params, beta
+        )
+        program._gm = self._gm
+        return program
 
     # --- costs --------------------------------------------------------------------------------
 
@@ -107,7 +119,7 @@ class Program:
         conv_channels = sum(len(g.producers) and g.n for g in self.groups)
         searchable_channels = sum(len(g.producers) and g.n for g in self.searchable)
         return {
-            "model": self.gm.__class__.__name__,
+            "model": self.traced.name,
             "input_shapes": [
                 list(x.shape) for x in self.example_inputs if isinstance(x, torch.Tensor)
             ],
@@ -136,9 +148,10 @@ def compile(  # noqa: A001 - the public name the design gives
     inputs = (
         tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     )
-    gm = model if isinstance(model, fx.GraphModule) and not leaves else trace.trace(model, leaves)
-    if gm is model:  # an fx GraphModule given: analyse a copy of the graph, not its meta
-        gm = fx.GraphModule(model, copy.deepcopy(model.graph), model.__class__.__name__)
+    if isinstance(model, fx.GraphModule) and not leaves:  # analyse a copy of its graph
+        gm = trace.Traced(copy.deepcopy(model.graph), model, model.__class__.__name__)
+    else:
+        gm = trace.trace_graph(model, leaves)
     trace.propagate_shapes(gm, inputs)
     coupling = couple(gm)
     table = flops_pass.flops_table(gm, len(coupling.groups))

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from widthc import ops
 from widthc.errors import TraceError, WidthcError
 from widthc.ir import TensorMeta
+from widthc.tree import leaves
 
 VALUE = "widthc.value"
 MEASURED = "widthc.measured_macs"
@@ -49,7 +50,26 @@ def _timm_leaves() -> tuple[list, list]:
     return list(get_notrace_modules()), list(get_notrace_functions())
 
 
-def trace(model: nn.Module, leaves: Sequence = ()) -> fx.GraphModule:
+class Traced:
+    """A traced graph and the module it came from: what the analysis passes read.
+
+    Cheaper than an fx.GraphModule (which copies the module tree and compiles Python code:
+    a third of the cost of tracing a 4,000-node graph); `Program.gm` builds that lazily.
+    """
+
+    def __init__(self, graph: fx.Graph, root: nn.Module, name: str):
+        self.graph, self.root, self.name = graph, root, name
+
+    def named_modules(self):
+        return self.root.named_modules()
+
+    def graph_module(self) -> fx.GraphModule:
+        gm = fx.GraphModule(self.root, self.graph, self.name)
+        gm.eval()
+        return gm
+
+
+def trace_graph(model: nn.Module, leaves: Sequence = ()) -> Traced:
     """Trace `model` with torch.fx in eval mode. `leaves`: module classes or names not to enter.
 
     Raises TraceError naming the user's line when tracing fails (data-dependent control flow).
@@ -64,10 +84,12 @@ def trace(model: nn.Module, leaves: Sequence = ()) -> fx.GraphModule:
         raise TraceError(_trace_message(model, e)) from e
     finally:
         model.train(was_training)
-    name = type(model).__name__
-    gm = fx.GraphModule(tracer.root, graph, name)
-    gm.eval()
-    return gm
+    return Traced(graph, tracer.root, type(model).__name__)
+
+
+def trace(model: nn.Module, leaves: Sequence = ()) -> fx.GraphModule:
+    """`trace_graph` as an fx.GraphModule (in eval mode)."""
+    return trace_graph(model, leaves).graph_module()
 
 
 def _trace_message(model: nn.Module, e: Exception) -> str:
@@ -105,6 +127,10 @@ def _user_frames(tb) -> list:
 
 def to_value(x):
     """Real values -> analysis values: tensors become TensorMeta, the rest stays."""
+    if isinstance(x, torch.Tensor):
+        return TensorMeta(tuple(x.shape), x.dtype)
+    if isinstance(x, torch.Size) or not isinstance(x, (tuple, list, dict)):
+        return x
     return tree_map(
         lambda v: TensorMeta(tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else v, x
     )
@@ -120,7 +146,7 @@ def _to_meta(x):
 
 
 def _has_tensor(x) -> bool:
-    return any(isinstance(v, TensorMeta) for v in tree_flatten(x)[0])
+    return any(isinstance(v, TensorMeta) for v in leaves(x))
 
 
 class ShapeCtx:
@@ -140,14 +166,14 @@ class ShapeCtx:
         return default
 
     def values(self) -> list:
-        return tree_flatten((self.args, self.kwargs))[0]
+        return leaves((self.args, self.kwargs))
 
     def run_meta(self):
         return self._run(self.node, self.args, self.kwargs, meta=True)
 
 
 class _ShapeProp:
-    def __init__(self, gm: fx.GraphModule, example_inputs: Sequence):
+    def __init__(self, gm: fx.GraphModule | Traced, example_inputs: Sequence):
         self.gm = gm
         self.modules = dict(gm.named_modules())
         self.examples = list(example_inputs)
@@ -264,13 +290,13 @@ def _call(modules, node: fx.Node, args, kwargs):
     return getattr(self_obj, node.target)(*rest, **kwargs)
 
 
-def _fetch_attr(gm: fx.GraphModule, target: str):
-    obj = gm
+def _fetch_attr(gm, target: str):
+    obj = gm.root if isinstance(gm, Traced) else gm
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def propagate_shapes(gm: fx.GraphModule, example_inputs: Sequence) -> None:
+def propagate_shapes(gm: fx.GraphModule | Traced, example_inputs: Sequence) -> None:
     """Fill `node.meta[VALUE]` for every node (see module docstring)."""
     _ShapeProp(gm, example_inputs).run()
