@@ -590,9 +590,7 @@ def _size_args(ctx, args, result) -> None:
             if raw != -1 and result[d] is not None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
-            result[d] = ctx.unify(
-                ctx.entry(raw), result[d], why="reshape size"
-            )
+            result[d] = ctx.unify(ctx.entry(raw), result[d], why="reshape size")
 
 
 def _view_couple(ctx) -> None:
@@ -713,7 +711,9 @@ def _split_couple(ctx) -> None:
         return ctx.set(tuple(lays_out for _ in out))
     dim = shapes.norm_dim(ctx.arg(2, "dim", 0), x.ndim)
     entry = ctx.resolve(lays[dim])
-    pieces = _split_layout(entry, [o.shape[dim] for o in out]) if isinstance(entry, Layout) else None
+    pieces = (
+        _split_layout(entry, [o.shape[dim] for o in out]) if isinstance(entry, Layout) else None
+    )
     sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
     if pieces is not None and isinstance(sizes, (list, tuple)):
         for i, piece in enumerate(pieces):
@@ -758,10 +758,11 @@ def _getitem_couple(ctx) -> None:
         elif i is None:
             out.append(None)
         elif isinstance(i, slice):
-            full = i == slice(None) or (
-                (i.start in (None, 0))
-                and (i.stop is None or i.stop >= src.shape[d])
-                and i.step in (None, 1)
+            # a slice that keeps everything keeps doing so once the dim shrinks
+            full = (
+                (i.start is None or i.start == 0)
+                and (i.stop is None or (isinstance(i.stop, int) and i.stop >= src.shape[d]))
+                and (i.step is None or i.step == 1)
             )
             if not full:
                 ctx.sink(lays[d], why="slicing along the channel dim")
@@ -1054,13 +1055,58 @@ register(
 )
 
 
+def _sdpa_couple(ctx) -> None:
+    """scaled_dot_product_attention(q, k, v): q and k contract on their last dim; the output
+    takes v's last dim and the query positions; batch and head dims are shared."""
+    q, lq, lk, lv = ctx.arg(0, "query"), ctx.lay(0, "query"), ctx.lay(1, "key"), ctx.lay(2, "value")
+    ctx.unify(lq[-1], lk[-1], why="attention scores")
+    ctx.sink(lk[-2], why="attention over key positions")
+    ctx.sink(lv[-2], why="attention over key positions")
+    batch = [ctx.unify(lq[d], lk[d], lv[d], why="attention batch") for d in range(q.ndim - 2)]
+    ctx.set((*batch, lq[-2], lv[-1]))
+
+
+def _sdpa_flops(ctx) -> list:
+    q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    lq, lv = ctx.lay(0, "query"), ctx.lay(2, "value")
+    const, factors = _numel_split(TensorMeta(q.shape[:-1]), lq[:-1])  # batch x heads x L
+    s = k.shape[-2]
+    e = lq[-1] if lq[-1] is not None else q.shape[-1]
+    ev = lv[-1] if lv[-1] is not None else v.shape[-1]
+    return [(const * s, (*factors, e)), (const * s, (*factors, ev))]
+
+
+register(_spec("attention", _meta, _sdpa_couple, _sdpa_flops), F.scaled_dot_product_attention)
+
+
 def _register_optional() -> None:
     """Ops of optional libraries, registered when the library is installed."""
     try:
         from torchvision.ops import stochastic_depth
+
+        register(_UNARY, stochastic_depth)
+    except ImportError:
+        pass
+    try:
+        from timm.layers import norm_act, pool2d_same
+        from timm.layers.conv2d_same import Conv2dSame
     except ImportError:
         return
-    register(_UNARY, stochastic_depth)
+    # batch norm + activation in one module: the batch-norm channel rule (timm's ConvNormAct)
+    norm_acts = [
+        getattr(norm_act, n, None)
+        for n in ("BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d")
+    ]
+    register(
+        _spec("batch norm", _same_shape, _channel_norm_couple, resize=_norm_resize),
+        *(m for m in norm_acts if m is not None),
+    )
+    # "same" padding computed at run time: shapes come from running the module
+    register(_spec("conv", None, _conv_module_couple, _conv_module_flops, _conv_resize), Conv2dSame)
+    register(
+        _spec("pooling", None, lambda ctx: _spatial(ctx, 2)),
+        pool2d_same.AvgPool2dSame, pool2d_same.MaxPool2dSame,
+    )  # fmt: skip
 
 
 _register_optional()
