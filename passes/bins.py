@@ -17,8 +17,9 @@ from widthc.ir import ChannelGroup
 
 
 def sensitivity(groups: list[ChannelGroup], flops: CostTable) -> list[float]:
-    """FLOPs of the last channel of each group, all other groups at full width."""
-    full = np.array([g.n for g in groups], dtype=np.float64)
+    """FLOPs of the last channel of each group (of each block, for a blocked group), all
+    other groups at full width."""
+    full = np.array([g.block_size for g in groups], dtype=np.float64)
     rows = np.tile(full, (len(groups), 1))
     rows[np.arange(len(groups)), np.arange(len(groups))] -= 1
     if not len(groups):
@@ -45,10 +46,11 @@ def assign_bins(groups: list[ChannelGroup], beta: float) -> None:
     eps = [g.sensitivity for g in groups if g.searchable]
     max_eps = max(eps, default=0.0)
     for g in groups:
+        n = g.block_size
         if not g.searchable or max_eps <= 0:
-            g.bins = (g.n,)
+            g.bins = (n,)
         else:
-            g.bins = split_bins(g.n, bin_size(g.sensitivity, max_eps, beta, g.n))
+            g.bins = split_bins(n, bin_size(g.sensitivity, max_eps, beta, n))
 
 
 def stage_schedule(

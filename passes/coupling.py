@@ -12,6 +12,7 @@ that slim and the supernet can slice any weight from one table.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class _State:
         self.entries: dict[fx.Node, object] = {}
         self.rewrites: dict[fx.Node, list] = defaultdict(list)
         self.param_users: dict[str, list[str]] = defaultdict(list)
+        self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
 
     # --- atoms and entries ---------------------------------------------------------------------
 
@@ -245,7 +247,25 @@ class CoupleCtx:
         return Layout(tuple(segments))
 
     def unrepeat(self, entry: Layout, tail: int) -> Layout:
-        return Layout(tuple(Segment(s.group, s.size, s.inner // tail) for s in entry.segments))
+        return Layout(
+            tuple(
+                Segment(s.group, s.size, s.inner // tail, s.outer, s.blocks) for s in entry.segments
+            )
+        )
+
+    def blocked(self, entry, n_blocks: int, why: str):
+        """Require the channels of `entry` to shrink alike in `n_blocks` equal blocks (a grouped
+        conv). Returns one block as a layout (the per-group input of the conv), or None when
+        that cannot be expressed (then the channels are frozen)."""
+        r = self.st.resolve(entry)
+        if not isinstance(r, Layout):
+            return None
+        (seg,) = r.segments if len(r.segments) == 1 else (None,)
+        if seg is None or seg.inner != 1 or seg.blocks != 1 or seg.size % n_blocks:
+            self.st.freeze(r, self.reason(why))
+            return None
+        self.st.blocks[seg.group] = math.lcm(self.st.blocks.get(seg.group, 1), n_blocks)
+        return Layout((Segment(seg.group, seg.size // n_blocks, 1, 1, n_blocks),))
 
     def rewrite(self, path: tuple, entry) -> None:
         self.st.rewrites[self.node].append((path, entry))
@@ -350,6 +370,16 @@ def _finish(st: _State) -> Coupling:
     for a in range(len(st.atom_size)):
         roots.setdefault(st.uf[a], len(roots))
     gid = {a: roots[st.uf[a]] for a in range(len(st.atom_size))}
+    # a group shrinks in as many equal blocks as its grouped convs need (lcm of their groups;
+    # every such count divides the channels, so the lcm does too)
+    blocks = [1] * len(roots)
+    for a, b in st.blocks.items():
+        blocks[gid[a]] = math.lcm(blocks[gid[a]], b)
+
+    def final_segment(s: Segment) -> Segment:
+        g = gid[s.group]
+        size = st.atom_size[s.group] // blocks[g]
+        return Segment(g, size, s.inner, s.outer * blocks[g] // s.blocks)
 
     done: dict[int, Layout | None] = {}  # many nodes share one layout object
 
@@ -358,7 +388,7 @@ def _finish(st: _State) -> Coupling:
         if not isinstance(r, Layout):
             return None
         if id(r) not in done:
-            done[id(r)] = r.map_groups(gid.__getitem__)
+            done[id(r)] = Layout(tuple(final_segment(s) for s in r.segments))
         return done[id(r)]
 
     members: dict[int, dict[str, None]] = defaultdict(dict)  # ordered sets
@@ -409,7 +439,8 @@ def _finish(st: _State) -> Coupling:
             members=tuple(members[g]),
             frozen=tuple(frozen[g]),
             mixing=tuple(mixing[g]),
-            bins=(sizes[g],),
+            bins=(sizes[g] // blocks[g],),
+            blocks=blocks[g],
         )
         for g in range(n_groups)
     ]

@@ -25,7 +25,8 @@ UNIT = "MACs"
 
 @dataclass
 class CostTable:
-    """sum over terms of coef * prod(size(layout)); size(layout) = sum(inner * count[group])."""
+    """sum over terms of coef * prod(size(layout)); size(layout) = sum(inner * outer * count[g]),
+    count[g] being the channels group g keeps per block."""
 
     n_groups: int
     layouts: list[Layout] = field(default_factory=list)
@@ -57,7 +58,7 @@ class CostTable:
         self._c[n_l] = 1.0
         for i, lay in enumerate(self.layouts):
             for s in lay.segments:
-                self._m[i, s.group] += s.inner
+                self._m[i, s.group] += s.inner * s.outer
         width = max((len(t[1]) for t in self.terms), default=0)
         self._idx = np.full((len(self.terms), max(width, 1)), n_l, dtype=np.int64)
         for j, (_, idx, _) in enumerate(self.terms):

@@ -22,8 +22,8 @@ from widthc.trace import VALUE
 
 @dataclass
 class SlicePlan:
-    """`index[g]`: kept channels of group g (only groups not at full width);
-    `counts[g]`: number of kept channels (every group)."""
+    """`index[g]`: kept channels of group g within one block (only groups not at full width);
+    `counts[g]`: number of kept channels per block (every group)."""
 
     index: dict[int, torch.Tensor]
     counts: dict[int, int]
@@ -87,12 +87,12 @@ class SlicePlan:
 def make_plan(program, choice: WidthChoice) -> SlicePlan:
     """The slicing plan of `choice` on `program` (a `widthc.Program`)."""
     program.validate(choice)
-    index, counts = {}, {g.id: g.n for g in program.groups}
+    index, counts = {}, {g.id: g.block_size for g in program.groups}
     for gid, _ in choice.widths:
         g = program.groups[gid]
-        idx = choice.indices(g)
+        idx = choice.block_indices(g)
         counts[gid] = len(idx)
-        if len(idx) != g.n:
+        if len(idx) != g.block_size:
             index[gid] = idx
     return SlicePlan(index, counts, program.param_dims)
 

@@ -21,7 +21,6 @@ from widthc.passes.slicing import make_plan
 from widthc.passes.slim import slim
 
 OUT = "output of the network"
-GROUPED = "grouped conv with groups=4 needs every group to shrink alike"
 
 # per model, per group id: (channels, producers, None if searchable else a reason it must give)
 GOLDEN = {
@@ -43,10 +42,10 @@ GOLDEN = {
         (48, ("expand.0",), None),
         (10, ("head",), OUT),
     ],
-    "grouped": [
+    "grouped": [  # a grouped conv's input and output shrink alike in each of its 4 blocks
         (16, ("a.0",), None),
-        (32, ("b.0",), GROUPED),
-        (32, ("g.0",), GROUPED),
+        (32, ("b.0",), None),
+        (32, ("g.0",), None),
         (24, ("c.0",), None),
         (10, ("fc",), OUT),
     ],
@@ -155,6 +154,20 @@ def test_depthwise_multiplier_repeats_channels():
     assert program.param_dims["dw.0.weight"] == {0: _lay((1, 48, 1))}  # no input dim: depthwise
 
 
+def test_grouped_conv_shrinks_in_blocks():
+    program, _, _ = _compile("grouped")
+    assert [g.blocks for g in program.groups] == [1, 4, 4, 1, 1]
+    assert all(sum(g.bins) == g.block_size for g in program.groups)
+    # output channels: 4 blocks of 8; input channels per conv group: one block of the input
+    assert program.param_dims["g.0.weight"] == {0: _lay((2, 8, 1, 4)), 1: _lay((1, 8, 1, 1))}
+    assert program.param_dims["b.1.weight"] == {0: _lay((1, 8, 1, 4))}
+    choice = widthc.WidthChoice.of({1: 2, 2: 1})  # keep bins [0, 2) and [0, 1) of each block
+    g1 = program.groups[1]
+    kept = choice.indices(g1)
+    assert len(kept) == choice.channels(g1) == 4 * g1.channels(range(2))
+    assert kept.tolist() == [b * 8 + i for b in range(4) for i in range(g1.channels(range(2)))]
+
+
 def test_split_on_concat_boundaries_is_reordered_by_the_concat_after_it():
     program, _, _ = _compile("chunk_split")
     assert program.param_dims["fc.weight"][1] == _lay((3, 8, 1), (2, 8, 1))
@@ -223,30 +236,48 @@ class _Block(nn.Module):
         super().__init__()
         self.kind = kind
         if kind == "conv":
-            self.f = nn.Sequential(nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+            self.f = nn.Sequential(
+                nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
+            )
             self.out = width
         elif kind == "res":
             self.f = nn.Sequential(
-                nn.Conv2d(c, width, 1), nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, c, 3, padding=1)
+                nn.Conv2d(c, width, 1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, c, 3, padding=1),
             )
             self.out = c
         elif kind == "dw":
-            self.f = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c), nn.BatchNorm2d(c), nn.ReLU6())
+            self.f = nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1, groups=c), nn.BatchNorm2d(c), nn.ReLU6()
+            )
             self.out = c
         elif kind == "se":
             self.f = nn.Sequential(
-                nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, width, 1), nn.ReLU(), nn.Conv2d(width, c, 1), nn.Sigmoid()
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(c, width, 1),
+                nn.ReLU(),
+                nn.Conv2d(width, c, 1),
+                nn.Sigmoid(),
             )
             self.out = c
         elif kind == "cat":
             self.f = nn.Conv2d(c, width, 1)
             self.out = c + width
+        elif kind == "grouped":  # ResNeXt-style bottleneck around a grouped 3x3 conv
+            self.f = nn.Sequential(
+                nn.Conv2d(c, 4 * width, 1), nn.BatchNorm2d(4 * width), nn.ReLU(),
+                nn.Conv2d(4 * width, 4 * width, 3, padding=1, groups=4), nn.ReLU(),
+                nn.Conv2d(4 * width, c, 1),
+            )  # fmt: skip
+            self.out = c
         elif kind == "pool":
             self.f = nn.MaxPool2d(2)
             self.out = c
 
     def forward(self, x):
-        if self.kind == "res":
+        if self.kind in ("res", "grouped"):
             return x + self.f(x)
         if self.kind == "se":
             return x * self.f(x)
@@ -301,7 +332,11 @@ def _zeroed_reference(program, choice, inputs):
 
 @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
-    kinds=st.lists(st.sampled_from(["conv", "res", "dw", "se", "cat", "pool"]), min_size=1, max_size=6),
+    kinds=st.lists(
+        st.sampled_from(["conv", "res", "dw", "se", "cat", "pool", "grouped"]),
+        min_size=1,
+        max_size=6,
+    ),
     widths=st.lists(st.integers(2, 12), min_size=6, max_size=6),
     flatten=st.booleans(),
     seed=st.integers(0, 2**16),

@@ -39,11 +39,23 @@ class TensorMeta:
 
 @dataclass(frozen=True)
 class Segment:
-    """`size` channels of one group (or atom, during analysis), each repeated `inner` times."""
+    """Channels of one group (or atom, during analysis) along a dimension.
+
+    `size` positions, each repeated `inner` times (channel-major: a flatten, a depthwise channel
+    multiplier), the whole repeated `outer` times (block-major: the blocks of a grouped conv).
+    `blocks` is used during analysis only: the segment is one of that many equal blocks of its
+    atom (the input channels of one group of a grouped conv).
+    """
 
     group: int
     size: int
     inner: int = 1
+    outer: int = 1
+    blocks: int = 1
+
+    @property
+    def width(self) -> int:
+        return self.size * self.inner * self.outer
 
 
 @dataclass(frozen=True)
@@ -54,43 +66,53 @@ class Layout:
 
     @property
     def size(self) -> int:
-        return sum(s.size * s.inner for s in self.segments)
+        return sum(s.width for s in self.segments)
 
     @property
     def groups(self) -> tuple[int, ...]:
         return tuple(dict.fromkeys(s.group for s in self.segments))
 
-    def shape_key(self) -> tuple[tuple[int, int], ...]:
-        return tuple((s.size, s.inner) for s in self.segments)
+    def shape_key(self) -> tuple[tuple[int, ...], ...]:
+        return tuple((s.size, s.inner, s.outer, s.blocks) for s in self.segments)
 
     def active_size(self, counts: Mapping[int, int]) -> int:
-        """Width of this dimension when group `g` keeps `counts[g]` channels (default: all)."""
-        return sum(counts.get(s.group, s.size) * s.inner for s in self.segments)
+        """Width of this dimension when group `g` keeps `counts[g]` channels per block
+        (default: all)."""
+        return sum(counts.get(s.group, s.size) * s.inner * s.outer for s in self.segments)
 
     def indices(self, group_indices: Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """Positions along this dimension kept by a choice (`group_indices`: kept channels)."""
+        """Positions along this dimension kept by a choice (`group_indices`: the kept channels
+        of each group, within one block)."""
         parts, offset = [], 0
         for s in self.segments:
             idx = group_indices.get(s.group)
             if idx is None:
                 idx = torch.arange(s.size)
-            if s.inner == 1:
-                parts.append(idx + offset)
-            else:
-                inner = torch.arange(s.inner)
-                parts.append((offset + idx[:, None] * s.inner + inner[None, :]).reshape(-1))
-            offset += s.size * s.inner
+            pos = idx * s.inner
+            if s.inner > 1:
+                pos = (pos[:, None] + torch.arange(s.inner)[None, :]).reshape(-1)
+            if s.outer > 1:
+                step = s.size * s.inner
+                pos = (torch.arange(s.outer)[:, None] * step + pos[None, :]).reshape(-1)
+            parts.append(pos + offset)
+            offset += s.width
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def map_groups(self, f) -> Layout:
-        return Layout(tuple(Segment(f(s.group), s.size, s.inner) for s in self.segments))
+        return Layout(
+            tuple(Segment(f(s.group), s.size, s.inner, s.outer, s.blocks) for s in self.segments)
+        )
 
     def repeat(self, inner: int) -> Layout:
         """Every position repeated `inner` times, channel-major (flatten, depthwise multiplier)."""
-        return Layout(tuple(Segment(s.group, s.size, s.inner * inner) for s in self.segments))
+        return Layout(
+            tuple(
+                Segment(s.group, s.size, s.inner * inner, s.outer, s.blocks) for s in self.segments
+            )
+        )
 
     def to_json(self) -> list:
-        return [[s.group, s.size, s.inner] for s in self.segments]
+        return [[s.group, s.size, s.inner, s.outer] for s in self.segments]
 
 
 @dataclass
@@ -105,11 +127,16 @@ class ChannelGroup:
     frozen: tuple[Reason, ...] = ()
     mixing: tuple[str, ...] = ()  # nodes that mix channels (layer norm, softmax over channels)
     sensitivity: float = 0.0
-    bins: tuple[int, ...] = ()  # bin sizes, in channel order; the last bin takes the remainder
+    bins: tuple[int, ...] = ()  # bin sizes within one block; the last bin takes the remainder
+    blocks: int = 1  # grouped convs: the channels are `blocks` equal blocks that shrink alike
 
     @property
     def searchable(self) -> bool:
         return not self.frozen
+
+    @property
+    def block_size(self) -> int:
+        return self.n // self.blocks
 
     @property
     def name(self) -> str:
@@ -119,6 +146,7 @@ class ChannelGroup:
         return [0, *itertools.accumulate(self.bins)]
 
     def channels(self, active_bins: Iterable[int]) -> int:
+        """Channels the active bins keep within one block."""
         return sum(self.bins[b] for b in active_bins)
 
     def to_json(self) -> dict:
@@ -129,6 +157,7 @@ class ChannelGroup:
             "searchable": self.searchable,
             "frozen": [str(r) for r in self.frozen],
             "bins": list(self.bins),
+            "blocks": self.blocks,
             "sensitivity": self.sensitivity,
             "producers": list(self.producers),
             "consumers": list(self.consumers),
@@ -188,13 +217,22 @@ class WidthChoice:
         return w.active_bins()
 
     def channels(self, group: ChannelGroup) -> int:
-        return group.channels(self.active_bins(group))
+        """Channels of `group` this choice keeps (all blocks)."""
+        return group.channels(self.active_bins(group)) * group.blocks
 
-    def indices(self, group: ChannelGroup) -> torch.Tensor:
-        """The kept channel indices of `group`, ascending (base bins, then the free bins)."""
+    def block_indices(self, group: ChannelGroup) -> torch.Tensor:
+        """The kept channel indices within one block of `group`, ascending."""
         starts = group.bin_starts()
         bins = sorted(self.active_bins(group))
         return torch.cat([torch.arange(starts[b], starts[b + 1]) for b in bins])
+
+    def indices(self, group: ChannelGroup) -> torch.Tensor:
+        """The kept channel indices of `group`, ascending (base bins, then the free bins; the
+        same positions in every block of a blocked group)."""
+        idx = self.block_indices(group)
+        if group.blocks == 1:
+            return idx
+        return (torch.arange(group.blocks)[:, None] * group.block_size + idx[None, :]).reshape(-1)
 
     def to_json(self) -> dict:
         return {str(g): {"k": w.k, "free": list(w.free)} for g, w in self.widths}

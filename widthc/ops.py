@@ -253,10 +253,15 @@ def _conv_couple(ctx, x_lay, w_lay, b_lay, groups, c_in, c_out, n_spatial, trans
         x_c = ctx.unify(x_c, why="depthwise conv input")
         out = x_c.repeat(mult) if isinstance(x_c, Layout) else x_c if mult == 1 else None
         out = ctx.unify(w_lay[0], out, why="depthwise conv")
+    elif not transposed:  # grouped: every group of the conv keeps the same positions
+        why = f"grouped conv (groups={groups}) over channels that cannot shrink in equal blocks"
+        ctx.unify(ctx.blocked(x_c, groups, why), w_lay[1], why="grouped conv input")
+        out = ctx.produce(w_lay[0], c_out)
+        ctx.blocked(out, groups, why)
     else:
-        why = f"grouped conv with groups={groups} needs every group to shrink alike"
+        why = f"grouped transposed conv (groups={groups})"
         ctx.sink(x_c, why=why)
-        out = ctx.produce(w_lay[1 if transposed else 0], c_out)
+        out = ctx.produce(w_lay[1], c_out)
         ctx.sink(out, why=why)
     if b_lay is not None:
         out = ctx.unify(b_lay[0], out, why="conv bias")
@@ -302,9 +307,11 @@ def _conv_macs(ctx, x_lay, out_lay, groups, c_in, kernel) -> list:
     cdim = out.ndim - len(kernel) - 1
     const, factors = _numel_split(out, out_lay)  # N x C_out x spatial
     const *= math.prod(kernel)
-    if groups == 1:
-        return [(const, (*factors, x_lay[cdim] if x_lay[cdim] is not None else c_in))]
-    return [(const * (c_in // groups), tuple(factors))]
+    if groups == c_in and groups > 1:  # depthwise: one input channel per output channel
+        return [(const, tuple(factors))]
+    # c_in / groups input channels per output channel (exact: a grouped conv's channels
+    # shrink in `groups` equal blocks)
+    return [(const / groups, (*factors, x_lay[cdim] if x_lay[cdim] is not None else c_in))]
 
 
 def _conv_module_flops(ctx) -> list:
@@ -357,7 +364,7 @@ def _conv_resize(m, params, in_shapes) -> dict:
         mult = m.out_channels // m.in_channels
         c = w.shape[0] // mult
         return {"in_channels": c, "out_channels": w.shape[0], "groups": c}
-    return {}
+    return {"in_channels": w.shape[1] * m.groups, "out_channels": w.shape[0]}
 
 
 def _linear_couple_lays(ctx, x_lay, w_lay, b_lay, out_features) -> None:
@@ -732,7 +739,7 @@ def _split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
     for size in sizes:
         take, total = [], 0
         while segs and total < size:
-            total += segs[0].size * segs[0].inner
+            total += segs[0].width
             take.append(segs.pop(0))
         if total != size or not take:
             return None

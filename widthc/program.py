@@ -70,12 +70,12 @@ class Program:
     # --- costs --------------------------------------------------------------------------------
 
     def counts(self, choice: WidthChoice | None = None) -> np.ndarray:
-        """Channels kept in each group (all groups, frozen ones at full width)."""
-        c = np.array([g.n for g in self.groups], dtype=np.float64)
+        """Channels kept per block in each group (all groups, frozen ones at full width)."""
+        c = np.array([g.block_size for g in self.groups], dtype=np.float64)
         if choice is not None:
-            for gid, w in choice.widths:
+            for gid, _ in choice.widths:
                 g = self.groups[gid]
-                c[gid] = g.channels(choice.active_bins(g)) if w is not None else g.n
+                c[gid] = g.channels(choice.active_bins(g))
         return c
 
     def flops(self, choice: WidthChoice | None = None) -> float:

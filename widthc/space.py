@@ -32,7 +32,7 @@ def at_ratio(groups: list[ChannelGroup], ratio: float) -> WidthChoice:
     for g in groups:
         if g.searchable:
             cum = np.cumsum(g.bins)
-            widths[g.id] = int(np.argmin(np.abs(cum - ratio * g.n))) + 1
+            widths[g.id] = int(np.argmin(np.abs(cum - ratio * g.block_size))) + 1
     return WidthChoice.of(widths)
 
 
