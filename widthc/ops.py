@@ -547,11 +547,12 @@ def _shape_args(ctx, first: int):
     return [(("args", first + i), a) for i, a in enumerate(raw)]
 
 
-def _reshape_couple(ctx, shape_from: int | None = None) -> None:
+def _reshape_couple(ctx, shape_from: int | None = None) -> tuple:
     x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
     blocks = shapes.reshape_blocks(x.shape, out.shape)
     if blocks is None:
-        return ctx.barrier("reshape with a different number of elements")
+        ctx.barrier("reshape with a different number of elements")
+        return (None,) * out.ndim
     result = [None] * out.ndim
     for src, dst in blocks:
         for d in src:  # a parameter dim that is reshaped keeps its width
@@ -585,6 +586,7 @@ def _reshape_couple(ctx, shape_from: int | None = None) -> None:
     if shape_from is not None:
         _size_args(ctx, _shape_args(ctx, shape_from), result)
     ctx.set(tuple(result))
+    return tuple(result)
 
 
 def _size_args(ctx, args, result) -> None:
@@ -602,6 +604,13 @@ def _size_args(ctx, args, result) -> None:
 
 def _view_couple(ctx) -> None:
     _reshape_couple(ctx, shape_from=1)
+
+
+def _view_as_couple(ctx) -> None:
+    """x.reshape_as(other): a reshape whose sizes are read from `other`, so they follow it."""
+    result = _reshape_couple(ctx)
+    other = ctx.lay(1, "other")
+    ctx.set(tuple(ctx.unify(r, o, why="reshape_as") for r, o in zip(result, other)))
 
 
 def _flatten_couple(ctx) -> None:
@@ -1007,6 +1016,7 @@ register(
     _FLATTEN, torch.flatten, Method("flatten"), nn.Unflatten, torch.unflatten, Method("unflatten")
 )
 register(_VIEW, Method("view"), Method("reshape"), torch.reshape)
+register(_spec("reshape", _meta, _view_as_couple), Method("view_as"), Method("reshape_as"))
 register(_PERMUTE, torch.permute, Method("permute"))
 register(
     _TRANSPOSE, torch.transpose, torch.swapaxes, Method("transpose"), Method("swapaxes"),
