@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,9 @@ class ModelSource:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224)."""
-    parts = text.replace("x", ",").replace(" ", "").strip("()[]").split(",")
+    parts = text.replace("x", ",").replace(" ", "").strip("()[]").removesuffix(",").split(",")
     try:
-        shape = tuple(int(p) for p in parts if p != "")
+        shape = tuple(int(p) for p in parts)  # an empty part ('1,,3') is not a size either
     except ValueError:
         shape = ()
     if not shape or any(s <= 0 for s in shape):
@@ -44,20 +45,23 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def load_model(spec: str, input_shape: tuple[int, ...] | None = None) -> ModelSource:
-    """Load MODEL as the CLI names it; `input_shape` overrides the example input's shape."""
+def load_model(
+    spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+) -> ModelSource:
+    """Load MODEL as the CLI names it; `input_shape` overrides the example input's shape;
+    `num_classes` builds a library model (or a model() that takes it) with that many classes."""
     if spec.startswith("torchvision:"):
-        src = _torchvision(spec.split(":", 1)[1])
+        src = _torchvision(spec.split(":", 1)[1], num_classes)
     elif spec.startswith("timm:"):
-        src = _timm(spec.split(":", 1)[1])
+        src = _timm(spec.split(":", 1)[1], num_classes)
     else:
-        src = _from_file(spec, input_shape is not None)
+        src = _from_file(spec, input_shape is not None, num_classes)
     if input_shape is not None:
         src.example_inputs = (torch.randn(*input_shape),)
     return src
 
 
-def _torchvision(name: str) -> ModelSource:
+def _torchvision(name: str, num_classes: int | None = None) -> ModelSource:
     try:
         import torchvision
         from torchvision.models import get_model, get_model_weights, list_models
@@ -77,11 +81,13 @@ def _torchvision(name: str) -> ModelSource:
     except (ValueError, IndexError, AttributeError):
         pass
     kwargs = {"image_size": size} if name.startswith("vit_") else {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     model = get_model(name, weights=None, **kwargs)
     return ModelSource(model.eval(), (torch.randn(1, 3, size, size),), f"torchvision:{name}")
 
 
-def _timm(name: str) -> ModelSource:
+def _timm(name: str, num_classes: int | None = None) -> ModelSource:
     try:
         import timm
     except ImportError as e:
@@ -90,12 +96,15 @@ def _timm(name: str) -> ModelSource:
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise WidthcError(f"timm has no model '{name}'{hint}; timm.list_models() lists them")
-    model = timm.create_model(name, pretrained=False)
+    kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    model = timm.create_model(name, pretrained=False, **kwargs)
     size = model.default_cfg.get("input_size", (3, 224, 224))
     return ModelSource(model.eval(), (torch.randn(1, *size),), f"timm:{name}")
 
 
-def _from_file(path_text: str, shape_given: bool = False) -> ModelSource:
+def _from_file(
+    path_text: str, shape_given: bool = False, num_classes: int | None = None
+) -> ModelSource:
     path = Path(path_text)
     if not path.is_file():
         raise WidthcError(
@@ -116,8 +125,16 @@ def _from_file(path_text: str, shape_given: bool = False) -> ModelSource:
         raise WidthcError(
             f"'{path_text}' defines no model() function: add `def model(): return MyNet()`"
         )
+    kwargs = {}
+    if num_classes is not None:
+        if "num_classes" not in inspect.signature(module.model).parameters:
+            raise WidthcError(
+                f"model() in '{path_text}' takes no num_classes argument: add "
+                f"`def model(num_classes=10)` or drop --num-classes"
+            )
+        kwargs["num_classes"] = num_classes
     try:
-        model = module.model()
+        model = module.model(**kwargs)
     except Exception as e:  # noqa: BLE001
         raise WidthcError(f"model() in '{path_text}' failed: {type(e).__name__}: {e}") from e
     if not isinstance(model, nn.Module):

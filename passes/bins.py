@@ -20,11 +20,7 @@ def sensitivity(groups: list[ChannelGroup], flops: CostTable) -> list[float]:
     """FLOPs of the last channel of each group (of each block, for a blocked group), all
     other groups at full width."""
     full = np.array([g.block_size for g in groups], dtype=np.float64)
-    rows = np.tile(full, (len(groups), 1))
-    rows[np.arange(len(groups)), np.arange(len(groups))] -= 1
-    if not len(groups):
-        return []
-    return list(flops.evaluate(full) - flops.evaluate_many(rows))
+    return [float(e) for e in flops.last_channel(full)]
 
 
 def bin_size(eps: float, max_eps: float, beta: float, n: int) -> int:

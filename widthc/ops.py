@@ -333,9 +333,17 @@ def _conv_fn_flops(ctx) -> list:
     return _conv_macs(ctx, ctx.lay(0, "input"), ctx.out_lay, g, w.shape[1] * g, w.shape[2:])
 
 
+def _expect(got: int, want: int, what: str) -> None:
+    """A shape formula refuses an input the real op would refuse (the fallback then runs the
+    op for real and reports PyTorch's own error)."""
+    if got != want:
+        raise ValueError(f"{what}: expected {want}, got {got}")
+
+
 def _conv_shape(ctx) -> TensorMeta:
     m, x = ctx.module, _x(ctx)
     nsp = len(m.kernel_size)
+    _expect(x.shape[-nsp - 1] if x.ndim > nsp else -1, m.in_channels, "conv input channels")
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     sp = shapes.conv_out(
         x.shape[-nsp:], m.kernel_size, m.stride, m.padding, m.dilation, transposed,
@@ -347,6 +355,7 @@ def _conv_shape(ctx) -> TensorMeta:
 def _conv_fn_shape(ctx) -> TensorMeta:
     x, w = _x(ctx), ctx.arg(1, "weight")
     nsp = w.ndim - 2
+    _expect(x.shape[-nsp - 1], w.shape[1] * ctx.arg(6, "groups", 1), "conv input channels")
     sp = shapes.conv_out(
         x.shape[-nsp:], w.shape[2:], ctx.arg(3, "stride", 1), ctx.arg(4, "padding", 0),
         ctx.arg(5, "dilation", 1),
@@ -398,11 +407,13 @@ def _linear_flops(ctx) -> list:
 
 def _linear_shape(ctx) -> TensorMeta:
     x = _x(ctx)
+    _expect(x.shape[-1], ctx.module.in_features, "linear input features")
     return TensorMeta(x.shape[:-1] + (ctx.module.out_features,), x.dtype)
 
 
 def _linear_fn_shape(ctx) -> TensorMeta:
     x = _x(ctx)
+    _expect(x.shape[-1], ctx.arg(1, "weight").shape[-1], "linear input features")
     return TensorMeta(x.shape[:-1] + (ctx.arg(1, "weight").shape[0],), x.dtype)
 
 
@@ -461,16 +472,42 @@ def _channel_norm_couple(ctx, names=("weight", "bias", "running_mean", "running_
     ctx.set(tuple(lays[:c]) + (entry,) + tuple(lays[c + 1 :]))
 
 
+def _norm_shape(ctx) -> TensorMeta:
+    x, m = _x(ctx), ctx.module
+    _expect(x.shape[1 if x.ndim > 1 else 0], m.num_features, "norm channels")
+    return x
+
+
 def _norm_resize(m, params, in_shapes) -> dict:
     c = 1 if len(in_shapes[0]) > 1 else 0
     return {"num_features": in_shapes[0][c]}
 
 
+def _group_norm_lays(ctx, lays, groups: int, w_lay, b_lay) -> None:
+    """Group norm: channels shrink alike in each of its groups; statistics mix each group."""
+    ctx.blocked(
+        lays[1], groups, f"GroupNorm({groups}) over channels that cannot shrink in equal blocks"
+    )
+    ctx.mix(lays[1])
+    entry = lays[1]
+    for p in (w_lay, b_lay):
+        if p is not None:
+            entry = ctx.unify(p[0], entry, why="group norm parameter")
+    ctx.set((lays[0], entry, *lays[2:]))
+
+
 def _group_norm_couple(ctx) -> None:
-    lays = ctx.lay(0, "input")
-    why = f"GroupNorm({ctx.module.num_groups}) needs every group to shrink alike"
-    ctx.sink(lays[1], why=why)
-    _channel_norm_couple(ctx, ("weight", "bias"))
+    m = ctx.module
+    _group_norm_lays(ctx, ctx.lay(0, "input"), m.num_groups, ctx.param("weight"), ctx.param("bias"))
+
+
+def _group_norm_fn_couple(ctx) -> None:
+    groups = ctx.arg(1, "num_groups")
+    _group_norm_lays(ctx, ctx.lay(0, "input"), groups, ctx.lay(2, "weight"), ctx.lay(3, "bias"))
+
+
+def _group_norm_resize(m, params, in_shapes) -> dict:
+    return {"num_channels": in_shapes[0][1]}
 
 
 def _layer_norm_couple(ctx) -> None:
@@ -907,10 +944,13 @@ register(
 )  # fmt: skip
 register(_spec("embedding", _embedding_shape, _embedding_couple), nn.Embedding)
 register(
-    _spec("batch norm", _same_shape, _channel_norm_couple, resize=_norm_resize),
+    _spec("batch norm", _norm_shape, _channel_norm_couple, resize=_norm_resize),
     nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.modules.instancenorm._InstanceNorm,
 )  # fmt: skip
-register(_spec("group norm", _same_shape, _group_norm_couple), nn.GroupNorm)
+register(
+    _spec("group norm", _same_shape, _group_norm_couple, resize=_group_norm_resize), nn.GroupNorm
+)
+register(_spec("group norm", _same_shape, _group_norm_fn_couple), F.group_norm)
 register(
     _spec("layer norm", _same_shape, _layer_norm_couple, resize=_layer_norm_resize), nn.LayerNorm
 )
@@ -1064,9 +1104,30 @@ def _mha_flops(ctx) -> list:
     return [(n * (proj + 2 * lq * lk * e), ())]
 
 
+def _mha_shape(ctx):
+    """(output, attention weights or None), as nn.MultiheadAttention returns them."""
+    m = ctx.module
+    q, k = ctx.arg(0, "query"), ctx.arg(1, "key")
+    _expect(q.shape[-1], m.embed_dim, "attention embedding dim")
+    need = ctx.arg(4, "need_weights", True)
+    average = ctx.arg(6, "average_attn_weights", True)
+    if q.ndim == 2:
+        lq, lk, batch = q.shape[0], k.shape[0], ()
+    elif m.batch_first:
+        lq, lk, batch = q.shape[1], k.shape[1], (q.shape[0],)
+    else:
+        lq, lk, batch = q.shape[0], k.shape[0], (q.shape[1],)
+    heads = () if average else (m.num_heads,)
+    weights = TensorMeta(batch + heads + (lq, lk), q.dtype) if need else None
+    return (TensorMeta(q.shape, q.dtype), weights)
+
+
 register(
     _spec(
-        "attention", None, _barrier("multi-head attention needs head-structured widths"), _mha_flops
+        "attention",
+        _mha_shape,
+        _barrier("multi-head attention needs head-structured widths"),
+        _mha_flops,
     ),
     nn.MultiheadAttention,
 )
@@ -1094,6 +1155,65 @@ def _sdpa_flops(ctx) -> list:
 
 
 register(_spec("attention", _meta, _sdpa_couple, _sdpa_flops), F.scaled_dot_product_attention)
+
+
+def _einsum_parse(ctx):
+    """(operand letter strings, output letters, operand metas, operand layouts) or None."""
+    eq = ctx.arg(0, "equation").replace(" ", "")
+    raw = ctx.node.args[1:]
+    if len(raw) == 1 and isinstance(raw[0], (list, tuple)):
+        metas, lays = ctx.arg(1), ctx.lay(1)
+    else:
+        metas = [ctx.arg(i) for i in range(1, len(raw) + 1)]
+        lays = [ctx.lay(i) for i in range(1, len(raw) + 1)]
+    if "." in eq:
+        return None
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if not arrow:
+        letters = "".join(terms)
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if len(terms) != len(metas) or any(len(set(t)) != len(t) for t in terms):
+        return None
+    return terms, out, metas, lays
+
+
+def _einsum_couple(ctx) -> None:
+    """einsum: dims that share a letter share channels; the output takes its letters' dims."""
+    parsed = _einsum_parse(ctx)
+    if parsed is None:
+        return ctx.barrier("einsum with an ellipsis or a repeated index")
+    terms, out, metas, lays = parsed
+    entry = {}
+    for letter in dict.fromkeys("".join(terms)):
+        found = [
+            lay[t.index(letter)]
+            for t, m, lay in zip(terms, metas, lays)
+            if letter in t and m.shape[t.index(letter)] != 1
+        ]
+        entry[letter] = ctx.unify(*found, why="einsum index") if found else None
+    ctx.set(tuple(entry[c] for c in out))
+
+
+def _einsum_flops(ctx) -> list:
+    parsed = _einsum_parse(ctx)
+    if parsed is None or len(parsed[0]) != 2:
+        return []
+    terms, _, metas, lays = parsed
+    const, factors, seen = 1, [], set()
+    for t, m, lay in zip(terms, metas, lays):
+        for d, letter in enumerate(t):
+            if letter in seen:
+                continue
+            seen.add(letter)
+            if lay[d] is not None:
+                factors.append(lay[d])
+            else:
+                const *= m.shape[d]
+    return [(const, tuple(factors))]
+
+
+register(_spec("einsum", _meta, _einsum_couple, _einsum_flops), torch.einsum)
 
 
 def _register_optional() -> None:

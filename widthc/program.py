@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Sequence
 
 import numpy as np
@@ -148,6 +149,16 @@ def compile(  # noqa: A001 - the public name the design gives
     inputs = (
         tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     )
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tracing creates many small objects: the collector took ~20% of the time
+    try:
+        return _compile(model, inputs, beta, leaves)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _compile(model: nn.Module, inputs: tuple, beta: float, leaves: Sequence) -> Program:
     if isinstance(model, fx.GraphModule) and not leaves:  # analyse a copy of its graph
         gm = trace.Traced(copy.deepcopy(model.graph), model, model.__class__.__name__)
     else:

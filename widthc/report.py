@@ -5,36 +5,70 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from widthc.ir import ChannelGroup
 from widthc.space import human
+
+_MAX_LAYERS = 4  # the table stays readable; `--json` lists every member
+
+
+def bins_text(bins: tuple[int, ...]) -> str:
+    """'16×4' for equal bins, '23×11+3' when the last bin takes a remainder: sums to the width."""
+    if len(bins) == 2 and bins[-1] != bins[0]:
+        return f"{bins[0]}+{bins[1]}"
+    if len(bins) > 2 and bins[-1] != bins[0]:
+        return f"{len(bins) - 1}×{bins[0]}+{bins[-1]}"
+    return f"{len(bins)}×{bins[0]}"
+
+
+def layers_text(g: ChannelGroup) -> str:
+    """Producers, then '→' and the other layers that read the channels, at most _MAX_LAYERS."""
+    readers = [c for c in g.consumers if c not in g.producers]
+    names = list(g.producers) + readers
+    if not names:
+        names = list(g.members)
+    shown = names[:_MAX_LAYERS]
+    n_prod = min(len(g.producers), len(shown))
+    text = ", ".join(shown[:n_prod])
+    if len(shown) > n_prod:
+        text += (" → " if n_prod else "") + ", ".join(shown[n_prod:])
+    if len(names) > len(shown):
+        text += f" (+{len(names) - len(shown)} more)"
+    return text
 
 
 def print_analysis(program, name: str, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"channel groups of {name}", show_lines=False)
+    table = Table(
+        title=f"channel groups of {name}",
+        caption="bins: count×size (+ a smaller last bin), per block of a grouped conv; "
+        "layers: producers → readers",
+        show_lines=False,
+    )
     for col, kw in (
         ("group", {"justify": "right"}),
         ("channels", {"justify": "right"}),
         ("bins", {"justify": "right"}),
         ("sensitivity", {"justify": "right"}),
-        ("status", {}),
-        ("layers", {"overflow": "fold"}),
+        ("status", {"ratio": 2}),
+        ("layers", {"ratio": 3, "overflow": "fold"}),
     ):
         table.add_column(col, **kw)
     for g in program.groups:
         if g.searchable:
             status = "[green]searchable[/green]"
-            bins = f"{len(g.bins)}×{g.bins[0]}" if len(set(g.bins[:-1])) <= 1 else str(len(g.bins))
+            bins = bins_text(g.bins)
+            if g.blocks > 1:  # grouped convs: the same bins in every block
+                bins += f" (×{g.blocks} blocks)"
         else:
             status = f"[yellow]frozen[/yellow]: {g.frozen[0]}"
             if len(g.frozen) > 1:
                 status += f" (+{len(g.frozen) - 1} more)"
             bins = "-"
-        layers = ", ".join(g.producers + g.consumers) or ", ".join(g.members[:4])
-        table.add_row(str(g.id), str(g.n), bins, human(g.sensitivity), status, layers)
+        table.add_row(str(g.id), str(g.n), bins, human(g.sensitivity), status, layers_text(g))
     console.print(table)
     data = program.to_json()
     console.print(
-        f"FLOPs: {human(program.flops())} (multiply-accumulates)   params: {human(program.params())}   "
+        f"FLOPs: {human(program.flops())} (multiply-accumulates)   params: {human(program.params())}\n"
         f"searchable groups: {len(program.searchable)}/{len(program.groups)}   "
         f"searchable conv/linear channels: {data['searchable_channel_fraction']:.0%}   "
         f"search space: 10^{data['search_space_log10']:.1f} widths"

@@ -251,9 +251,12 @@ class _ShapeProp:
                 else:
                     out = _call(self.modules, node, real_args, real_kwargs)
         except Exception as e:  # noqa: BLE001
+            layer = node.target if node.op == "call_module" else node.name
+            cause = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise WidthcError(
-                f"could not work out the output shape of node `{node.name}` "
-                f"({ops.op_name(node, self.modules)}): {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                f"the model does not run on the example input: layer `{layer}` "
+                f'({ops.op_name(node, self.modules)}) fails with "{cause.rstrip(".")}"; '
+                f"check the input shape (--input-shape)"
             ) from e
         return to_value(out)
 
