@@ -4,6 +4,7 @@ that follow them, FLOPs and bins, and a property test over random small architec
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -221,6 +222,19 @@ def test_bins_follow_eq9():
             if not g.searchable:
                 assert g.bins == (g.n,)
     assert program.bins == {g.id: g.bins for g in program.searchable}
+
+
+def test_aligned_bins_keep_multiples_of_eight_channels():
+    model, inputs = zoo.small_model("grouped")
+    program = widthc.compile(model, inputs, align=8)
+    for g in program.searchable:
+        multiple = 8 // math.gcd(8, g.blocks)  # per block: 4 blocks of 2 make 8
+        starts = g.bin_starts()[1:-1]
+        assert all(s % multiple == 0 for s in starts), (g.id, g.bins)
+        assert sum(g.bins) == g.block_size
+    assert program.rebin(1.0, align=1).align == 1 and program.align == 8
+    with pytest.raises(widthc.WidthcError, match="align"):
+        widthc.compile(model, inputs, align=0)
 
 
 def test_multi_stage_schedule_is_eq10():

@@ -22,7 +22,9 @@ class Program:
     """A traced, analysed model: its channel groups, bins, and FLOPs/params as functions of a
     `WidthChoice`. `gm` shares its modules (and so its weights) with the user's model."""
 
-    def __init__(self, traced, example_inputs, coupling: Coupling, flops_table, params_table, beta):
+    def __init__(
+        self, traced, example_inputs, coupling: Coupling, flops_table, params_table, beta, align=1
+    ):
         self.traced: trace.Traced = traced
         self._gm: fx.GraphModule | None = None
         self.example_inputs: tuple = example_inputs
@@ -31,6 +33,7 @@ class Program:
         self._flops = flops_table
         self._params = params_table
         self.beta = beta
+        self.align = align
 
     @property
     def gm(self) -> fx.GraphModule:
@@ -57,13 +60,15 @@ class Program:
     def group(self, gid: int) -> ChannelGroup:
         return self.groups[gid]
 
-    def rebin(self, beta: float) -> Program:
-        """The same graph and groups with bins for another beta (multi-stage search)."""
+    def rebin(self, beta: float, align: int | None = None) -> Program:
+        """The same graph and groups with bins for another beta (multi-stage search) or
+        another channel alignment."""
+        align = self.align if align is None else align
         groups = [copy.copy(g) for g in self.groups]
-        bins_pass.assign_bins(groups, beta)
+        bins_pass.assign_bins(groups, beta, align)
         coupling = Coupling(groups, self.coupling.param_dims)
         program = Program(
-            self.traced, self.example_inputs, coupling, self._flops, self._params, beta
+            self.traced, self.example_inputs, coupling, self._flops, self._params, beta, align
         )
         program._gm = self._gm
         return program
@@ -125,6 +130,7 @@ class Program:
                 list(x.shape) for x in self.example_inputs if isinstance(x, torch.Tensor)
             ],
             "beta": self.beta,
+            "align": self.align,
             "flops": self.flops(),
             "params": self.params(),
             "flops_unit": flops_pass.UNIT,
@@ -142,23 +148,31 @@ def compile(  # noqa: A001 - the public name the design gives
     example_inputs,
     beta: float = 1.0,
     leaves: Sequence = (),
+    align: int = 1,
 ) -> Program:
-    """Trace `model` on `example_inputs` (a tensor or a tuple) and analyse its channels."""
+    """Trace `model` on `example_inputs` (a tensor or a tuple) and analyse its channels.
+
+    `beta`: the minimum bin size of eq. 9; `leaves`: module classes or names not to trace into;
+    `align`: bin boundaries on multiples of this many channels (8 gives faster kernels)."""
     if not isinstance(model, nn.Module):
         raise WidthcError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if not beta > 0:
+        raise WidthcError(f"beta (the minimum bin size) must be positive, got {beta}")
+    if int(align) != align or align < 1:
+        raise WidthcError(f"align must be a whole number of channels, 1 or more, got {align}")
     inputs = (
         tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     )
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tracing creates many small objects: the collector took ~20% of the time
     try:
-        return _compile(model, inputs, beta, leaves)
+        return _compile(model, inputs, beta, leaves, align)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _compile(model: nn.Module, inputs: tuple, beta: float, leaves: Sequence) -> Program:
+def _compile(model, inputs: tuple, beta: float, leaves: Sequence, align: int) -> Program:
     if isinstance(model, fx.GraphModule) and not leaves:  # analyse a copy of its graph
         gm = trace.Traced(copy.deepcopy(model.graph), model, model.__class__.__name__)
     else:
@@ -169,5 +183,5 @@ def _compile(model: nn.Module, inputs: tuple, beta: float, leaves: Sequence) -> 
     params = flops_pass.params_table(gm, coupling)
     for g, eps in zip(coupling.groups, bins_pass.sensitivity(coupling.groups, table)):
         g.sensitivity = float(eps)
-    bins_pass.assign_bins(coupling.groups, beta)
-    return Program(gm, inputs, coupling, table, params, beta)
+    bins_pass.assign_bins(coupling.groups, beta, align)
+    return Program(gm, inputs, coupling, table, params, beta, align)
