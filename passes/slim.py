@@ -1,8 +1,9 @@
 """Slim: a width choice -> a physically smaller GraphModule with inherited weights (DESIGN §9).
 
-Every parameter and buffer is copied at the kept indices of the plan (passes/slicing.py), every
-resized module gets its new attributes from the op registry, and literal channel counts in the
-graph are rewritten. The program's graph and modules are left unchanged.
+The slicing plan (passes/slicing.py) says what every parameter, buffer, module attribute and
+literal channel count keeps; the supernet reads the same plan, so the two cannot disagree.
+Invariants: the program's graph, modules and weights are left untouched; the result shares no
+tensor with them; a full-width choice gives a bit-identical copy.
 """
 
 from __future__ import annotations
@@ -11,67 +12,81 @@ import copy
 
 import torch
 from torch import fx, nn
-from widthc.passes.slicing import make_plan
+from widthc.passes.slicing import SlicePlan, make_plan
 
+from widthc.errors import InternalError
 from widthc.ir import WidthChoice
+
+_WIDTHC_META = "widthc."  # node.meta keys of the analysis: full-width facts, stale after slim
 
 
 def slim(program, choice: WidthChoice) -> fx.GraphModule:
-    """A new GraphModule whose layers keep only the channels `choice` selects."""
+    """A new GraphModule (eval mode) whose layers keep only the channels `choice` selects."""
     plan = make_plan(program, choice)
     src = program.gm
-    graph = copy.deepcopy(src.graph)
-    small = fx.GraphModule(_copy_modules(src), graph, src.__class__.__name__)
-    modules = dict(small.named_modules())
+    # Deep-copy with the sliced tensors pre-seeded in the memo: every tensor the plan shrinks is
+    # copied once, already small, and the full-width weights are never duplicated.
+    memo = _sliced_tensors(src, plan)
+    small = copy.deepcopy(src, memo)
+    src_nodes, small_nodes = list(src.graph.nodes), list(small.graph.nodes)
+    if [n.name for n in src_nodes] != [n.name for n in small_nodes]:
+        raise InternalError("deep-copying the program's graph changed its nodes")
+    node_map = dict(zip(src_nodes, small_nodes))
 
-    with torch.no_grad():
-        for target in plan.param_dims:
-            if not plan.param_slices(target):
-                continue
-            owner_name, _, attr = target.rpartition(".")
-            owner = modules[owner_name] if owner_name else small
-            old = getattr(owner, attr)
-            new = plan.slice_param(target, old.detach()).clone()
-            if isinstance(old, nn.Parameter):
-                setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
-            else:
-                owner._buffers[attr] = new  # a buffer keeps being a buffer
-
-    src_nodes = {n.name: n for n in src.graph.nodes}
-    for node in small.graph.nodes:
-        ref = src_nodes[node.name]
+    src_modules, small_modules = dict(src.named_modules()), dict(small.named_modules())
+    for ref, node in node_map.items():
         if node.op == "call_module":
-            module = modules[node.target]
-            params = dict(module.named_parameters(recurse=False)) | dict(
-                module.named_buffers(recurse=False)
-            )
-            for attr, value in plan.module_attrs(dict(src.named_modules()), ref, params).items():
-                setattr(module, attr, value)
+            _resize_module(plan, src_modules, ref, small_modules[node.target])
         new_args = plan.literal_args(ref)
         if new_args is not None:
             args, kwargs = new_args
-            node.args = fx.node.map_arg(args, lambda n: _same_node(small.graph, n))
-            node.kwargs = fx.node.map_arg(kwargs, lambda n: _same_node(small.graph, n))
+            node.args = fx.node.map_arg(args, node_map.__getitem__)
+            node.kwargs = fx.node.map_arg(kwargs, node_map.__getitem__)
+        for key in [k for k in node.meta if k.startswith(_WIDTHC_META)]:
+            del node.meta[key]
     small.recompile()
     small.eval()
     return small
 
 
-def _copy_modules(gm: fx.GraphModule) -> nn.Module:
-    """A deep copy of the GraphModule's module tree, so the original stays untouched."""
-    root = copy.deepcopy(nn.Module())
-    memo: dict = {}
-    for name, child in gm.named_children():
-        root.add_module(name, copy.deepcopy(child, memo))
-    for name, p in gm.named_parameters(recurse=False):
-        root.register_parameter(name, nn.Parameter(p.detach().clone(), p.requires_grad))
-    for name, b in gm.named_buffers(recurse=False):
-        root.register_buffer(name, b.detach().clone())
-    return root
+def _sliced_tensors(src: fx.GraphModule, plan: SlicePlan) -> dict[int, torch.Tensor]:
+    """A deepcopy memo: id(full tensor) -> its sliced copy (a Parameter stays a Parameter)."""
+    memo: dict[int, torch.Tensor] = {}
+    slices_of: dict[int, list] = {}
+    for target in plan.param_dims:
+        slices = plan.param_slices(target)
+        if not slices:
+            continue
+        old = _get_tensor(src, target)
+        key = [(d, i.tolist()) for d, i in slices]
+        if id(old) in slices_of:
+            # one tensor under two names (tied weights) must shrink the same way under both
+            if slices_of[id(old)] != key:
+                raise InternalError(f"tensor `{target}` is shared but sliced two different ways")
+            continue
+        slices_of[id(old)] = key
+        with torch.no_grad():
+            new = plan.slice_param(target, old.detach()).contiguous()
+        if isinstance(old, nn.Parameter):
+            new = nn.Parameter(new, requires_grad=old.requires_grad)
+        memo[id(old)] = new
+    memo[id(memo)] = [src]  # deepcopy's keep-alive convention: ids stay valid while we copy
+    return memo
 
 
-def _same_node(graph: fx.Graph, n: fx.Node) -> fx.Node:
-    for m in graph.nodes:
-        if m.name == n.name:
-            return m
-    raise KeyError(n.name)
+def _get_tensor(gm: nn.Module, target: str) -> torch.Tensor:
+    owner_name, _, attr = target.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    value = getattr(owner, attr, None)
+    if not isinstance(value, torch.Tensor):
+        raise InternalError(f"the slicing plan names `{target}`, which is not a tensor")
+    return value
+
+
+def _resize_module(plan: SlicePlan, src_modules: dict, ref: fx.Node, module: nn.Module) -> None:
+    """Set the attributes (in_channels, groups, num_features, ...) that follow sliced weights."""
+    tensors = dict(module.named_parameters(recurse=False)) | dict(
+        module.named_buffers(recurse=False)
+    )
+    for attr, value in plan.module_attrs(src_modules, ref, tensors).items():
+        setattr(module, attr, value)

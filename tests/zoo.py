@@ -38,8 +38,14 @@ class Residual(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = _cbr(3, 16)
-        self.a1, self.a2 = _cbr(16, 12), nn.Sequential(nn.Conv2d(12, 16, 3, 1, 1), nn.BatchNorm2d(16))
-        self.b1, self.b2 = _cbr(16, 20), nn.Sequential(nn.Conv2d(20, 16, 3, 1, 1), nn.BatchNorm2d(16))
+        self.a1, self.a2 = (
+            _cbr(16, 12),
+            nn.Sequential(nn.Conv2d(12, 16, 3, 1, 1), nn.BatchNorm2d(16)),
+        )
+        self.b1, self.b2 = (
+            _cbr(16, 20),
+            nn.Sequential(nn.Conv2d(20, 16, 3, 1, 1), nn.BatchNorm2d(16)),
+        )
         self.down = nn.Sequential(nn.Conv2d(16, 32, 1, 2), nn.BatchNorm2d(32))
         self.c = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32))
         self.fc = nn.Linear(32, 10)
@@ -264,7 +270,11 @@ TORCHVISION = [
     "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn",
     "regnet_x_400mf", "densenet121", "squeezenet1_1", "convnext_tiny", "mnasnet0_5", "googlenet",
 ]  # fmt: skip
-TORCHVISION_INPUT = {"default": (2, 3, 64, 64), "googlenet": (2, 3, 64, 64), "squeezenet1_1": (2, 3, 64, 64)}
+TORCHVISION_INPUT = {
+    "default": (2, 3, 64, 64),
+    "googlenet": (2, 3, 64, 64),
+    "squeezenet1_1": (2, 3, 64, 64),
+}
 
 
 def small_model(name: str, seed: int = 0) -> tuple[nn.Module, tuple]:

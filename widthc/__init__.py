@@ -5,8 +5,12 @@ program.groups, program.bins, program.flops(choice)
 """
 
 from widthc.errors import Reason, TraceError, WidthcError
+from widthc.export import export_onnx, load, save
 from widthc.ir import ChannelGroup, GroupWidth, Layout, TensorMeta, WidthChoice
+from widthc.passes.rewrite import Supernet, supernet
+from widthc.passes.slim import slim
 from widthc.program import Program, compile
+from widthc.train import TrainConfig, train_supernet
 
 __all__ = [
     "ChannelGroup",
@@ -14,10 +18,18 @@ __all__ = [
     "Layout",
     "Program",
     "Reason",
+    "Supernet",
     "TensorMeta",
+    "TrainConfig",
     "TraceError",
     "WidthChoice",
     "WidthcError",
     "compile",
+    "export_onnx",
+    "load",
+    "save",
+    "slim",
+    "supernet",
+    "train_supernet",
 ]
 __version__ = "0.1.0"

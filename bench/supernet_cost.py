@@ -1,0 +1,223 @@
+"""The cost of CafeNet supernet training on CPU: the analogue of the paper's table 8.
+
+For mobilenet_v2 and resnet18 (10 classes) at 32x32, batch 64, one process:
+- the time of one training step (forward, backward, SGD) of a plain nn.Module of the sampled
+  width (the slimmed model), and of the supernet's min-min step with offset r = 0, 1, 2, 3,
+  selecting the min-loss candidate on the full batch and on a quarter of it (f = 0.25);
+- how often the f = 0.25 selection agrees with the full batch's (from initialisation);
+- the supernet's forward at a 50%-FLOPs width against full width (eval, no grad), and the same
+  forward run through torch.fx.Interpreter instead of the generated code;
+- the peak memory of r = 1 training against r = 0: the peak of the tensors allocated during
+  training steps, from the torch profiler's allocation events on CPU (see `peak_memory`).
+
+Every configuration replays the same sequence of sampled widths (seeded), so the ratios compare
+like with like; the configurations take turns step by step (in a new order every round), and a
+ratio is the median of the ratios of the same round. Times are medians over `--steps` steps
+after `--warmup` steps.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision
+from torch import fx
+from torch.profiler import ProfilerActivity, profile
+from widthc.frontends.data import load_data
+from widthc.passes.slim import slim
+
+import widthc
+from widthc import space
+from widthc.evaluate import batch as take
+from widthc.train import TrainConfig, _Run, sample_width
+
+SIZE, CLASSES = 32, 10
+
+
+def _program(name: str):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=CLASSES)
+    return widthc.compile(model, torch.randn(1, 3, SIZE, SIZE))
+
+
+def _batches(batch: int, n: int) -> list:
+    train, _, _ = load_data("digits", (1, 3, SIZE, SIZE), seed=0)
+    n_train = len(train)
+    return [take(train, torch.arange(i * batch, (i + 1) * batch) % n_train) for i in range(n)]
+
+
+def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool = False) -> _Run:
+    net = widthc.supernet(program, offset)
+    cfg = TrainConfig(
+        batch_size=len(batches[0][1]),
+        lr=0.01,
+        select_batch_fraction=fraction,
+        measure_agreement=agreement,
+    )
+    data = torch.utils.data.TensorDataset(
+        torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    )
+    run = _Run(net, data, None, cfg, None, None)
+    run.sampler.manual_seed(0)
+    net.train()
+    return run
+
+
+def step_times(program, batches, warmup: int) -> dict:
+    """Median ms per training step of every configuration. The configurations take turns step
+    by step, so a busy machine slows them alike and the ratios stay fair."""
+    gen = torch.Generator().manual_seed(0)
+    probe = widthc.supernet(program, 0)
+    widths = [sample_width(probe, gen) for _ in batches]
+    plain = []
+    for w in widths:
+        small = slim(program, w).train()
+        plain.append((small, torch.optim.SGD(small.parameters(), lr=0.01, momentum=0.9)))
+
+    def plain_step(i: int, j: int | None = None) -> None:
+        model, opt = plain[i if j is None else j]
+        x, y = batches[i]
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(len(batches)):  # its first step allocates the momentum buffers: not timed
+        plain_step((i + 1) % len(batches), i)
+
+    steps = {"plain": plain_step}
+    for r in (0, 1, 2, 3):
+        for f in (1.0, 0.25) if r else (1.0,):
+            run = _run(program, r, batches, f)
+            steps[f"r={r} f={f}"] = lambda i, run=run: run._step(*batches[i])
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    keys = list(steps)
+    for i in range(len(batches)):
+        for key in keys[i % len(keys) :] + keys[: i % len(keys)]:  # a new order every round
+            t = time.perf_counter()
+            steps[key](i)
+            if i >= warmup:
+                times[key].append(time.perf_counter() - t)
+    out = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    for key in keys:  # ratios of the same round (same width, same load): medians of those
+        out[f"{key} / plain"] = _ratio(times[key], times["plain"])
+        out[f"{key} / r=0"] = _ratio(times[key], times["r=0 f=1.0"])
+
+    run = _run(program, 1, batches, 0.25, agreement=True)
+    for b in batches:
+        run._step(*b)
+    out["agreement"] = run.agree[0] / max(run.agree[1], 1)
+    return out
+
+
+def _ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def forward_times(program, x, warmup: int, steps: int) -> dict:
+    """Median ms of an eval forward at full width and at a 50%-FLOPs width (taking turns)."""
+    net = widthc.supernet(program).eval()
+    half = program.uniform(flops=0.5 * program.flops())
+    small = slim(program, half).eval()
+
+    def supernet(choice, interpreter: bool = False):
+        def run():
+            net.set_choice(choice)
+            if interpreter:  # the same sliced execution, the graph run node by node
+                net.gm.forward = lambda *a: fx.Interpreter(net.gm).run(*a)
+            try:
+                net(x)
+            finally:
+                net.gm.__dict__.pop("forward", None)
+
+        return run
+
+    runs = {
+        "full": supernet(program.full()),
+        "half": supernet(half),
+        "half_interpreter": supernet(half, interpreter=True),
+        "half_plain": lambda: small(x),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for i in range(warmup + steps):
+            for key, run in runs.items():
+                t = time.perf_counter()
+                run()
+                if i >= warmup:
+                    times[key].append(time.perf_counter() - t)
+    out = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    out.update({f"{k} / full": _ratio(v, times["full"]) for k, v in times.items()})
+    out["half_flops_ratio"] = program.flops(half) / program.flops()
+    return out
+
+
+def peak_memory(program, offset: int, batches) -> float:
+    """Peak MiB of tensors allocated during training steps (after one warm-up step), from the
+    torch profiler's allocation and free events on CPU: activations, gradients, sliced weights
+    and optimizer temporaries, not the weights and optimizer state that exist before."""
+    run = _run(program, offset, batches)
+    run._step(*batches[0])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for b in batches[1:]:
+            run._step(*b)
+    events = sorted(
+        (e for e in prof.events() if e.self_cpu_memory_usage),
+        key=lambda e: e.time_range.start,
+    )
+    now = peak = 0
+    for e in events:
+        now += e.self_cpu_memory_usage
+        peak = max(peak, now)
+    return peak / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="mobilenet_v2,resnet18")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, batch {args.batch}, "
+          f"{SIZE}x{SIZE}, median of {args.steps} steps after {args.warmup} warm-up")  # fmt: skip
+    for name in args.models.split(","):
+        program = _program(name)
+        batches = _batches(args.batch, args.warmup + args.steps)
+        st = step_times(program, batches, args.warmup)
+        fw = forward_times(program, batches[0][0], args.warmup, args.steps)
+        mem = {r: peak_memory(program, r, batches[:4]) for r in (0, 1)}
+        print(f"\n### {name} ({space.human(program.flops())} FLOPs at {SIZE}x{SIZE})\n")
+        print("| training step | ms | vs plain | vs r=0 |\n|---|---:|---:|---:|")
+        print(f"| plain nn.Module of the sampled width (slim) | {st['plain']:.1f} | 1.00 | |")
+        for key in (k for k in st if k.startswith("r=") and "/" not in k):
+            vs_plain, vs_r0 = st[f"{key} / plain"], st[f"{key} / r=0"]
+            print(f"| supernet {key} | {st[key]:.1f} | {vs_plain:.2f} | {vs_r0:.2f} |")
+        n = len(batches)
+        print(
+            f"\nselection agreement, f=0.25 vs full batch (r=1, {n} steps): {st['agreement']:.0%}"
+        )
+        print(f"\n| forward, eval, batch {args.batch} | ms | vs full |\n|---|---:|---:|")
+        print(f"| supernet, full width | {fw['full']:.1f} | 1.00 |")
+        pct = f"{fw['half_flops_ratio']:.0%}"
+        for key, label in (
+            ("half", f"supernet, {pct} FLOPs width (generated code)"),
+            ("half_interpreter", f"supernet, {pct} FLOPs width (fx.Interpreter)"),
+            ("half_plain", f"plain slim model, {pct} FLOPs width"),
+        ):
+            print(f"| {label} | {fw[key]:.1f} | {fw[key + ' / full']:.2f} |")
+        print(
+            f"\npeak tensor memory of training (torch profiler, 3 steps): r=0 {mem[0]:.0f} MiB, "
+            f"r=1 {mem[1]:.0f} MiB, ratio {mem[1] / max(mem[0], 1e-9):.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

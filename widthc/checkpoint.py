@@ -1,0 +1,75 @@
+"""Checkpoints that load with `torch.load(weights_only=True)` and resume bit-for-bit.
+
+Every random state is stored as tensors, lists and numbers (no pickled objects): Python's
+`random`, numpy's global generator, torch's CPU (and CUDA) generators, and any extra
+`torch.Generator` the caller names (the width sampler). Files are written atomically: a temp
+file beside the target, then `os.replace`, so a crash never leaves half a checkpoint and the
+previous one stays until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from widthc.errors import WidthcError
+
+FORMAT = "widthc-supernet/1"
+
+
+def rng_state() -> dict:
+    """The global random states of this process (python, numpy, torch, cuda)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "mt": list(mt), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["mt"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: str | Path, payload: dict) -> None:
+    """Write `payload` to `path` atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, map_location=None) -> dict:
+    """Read a checkpoint written by `save`, with `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WidthcError(f"no checkpoint at {path}: train first, or drop --resume")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
+        raise WidthcError(f"{path} is not a readable widthc checkpoint ({type(e).__name__})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise WidthcError(f"{path} is not a widthc supernet checkpoint ({FORMAT})")
+    return data
