@@ -11,8 +11,9 @@ inference mode), at each batch size. Each round runs both models once, alternati
 first; the reported figure is the median of `--runs` rounds after one warm-up. Target: slim /
 original <= 0.6 (the physical limit is about 0.5, the FLOPs ratio).
 
-`--align 8` (the default) adds a second slimmed model: the largest uniform width within the
-same budget whose kept channel counts are multiples of 8 wherever the bins allow. onnxruntime's
+`--align 8` (the default) adds a second slimmed model: the uniform width within the same budget
+on bins aligned to multiples of 8 channels (`widthc.compile(..., align=8)`, `--align 8` in the
+CLI). onnxruntime's
 fast CPU convolutions (NCHWc blocks of 8 channels with AVX2) need such counts; with arbitrary
 counts it falls back to slower kernels, and the plain uniform slim model can even run slower
 than the original. `--align 0` leaves it out.
@@ -31,11 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import widthc  # noqa: E402
-from widthc.ir import WidthChoice  # noqa: E402
 from widthc.space import human  # noqa: E402
 
 TARGET_RATIO = 0.6
@@ -53,26 +52,6 @@ def side_by_side(run_a, run_b, runs: int) -> tuple[float, float]:
             fn()
             times.append(time.perf_counter() - start)
     return statistics.median(a), statistics.median(b)
-
-
-def aligned_uniform(program, budget: float, multiple: int) -> WidthChoice:
-    """The largest ratio whose widths, rounded to bin boundaries that are multiples of
-    `multiple` (any boundary in a group that has none), meet `budget` (bisection)."""
-
-    def at(ratio: float) -> WidthChoice:
-        widths = {}
-        for g in program.searchable:
-            cum = np.cumsum(g.bins)
-            ok = [k for k in range(len(cum)) if cum[k] % multiple == 0] or range(len(cum))
-            target = max(multiple, round(ratio * g.block_size / multiple) * multiple)
-            widths[g.id] = min(ok, key=lambda k: abs(cum[k] - target)) + 1
-        return WidthChoice.of(widths)
-
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if program.flops(at(mid)) <= budget else (lo, mid)
-    return at(lo)
 
 
 def ort_session(path: Path):
@@ -121,9 +100,10 @@ def bench_model(
         flush=True,
     )
     variants = {"uniform": (choice, small)}
-    if align:
-        aligned = aligned_uniform(program, budget, align)
-        variants[f"uniform, x{align}"] = (aligned, widthc.slim(program, aligned))
+    if align:  # the same program with bins on multiples of `align` channels
+        aligned_program = program.rebin(program.beta, align=align)
+        aligned = aligned_program.uniform(flops=budget)
+        variants[f"uniform, x{align}"] = (aligned, widthc.slim(aligned_program, aligned))
     modules = {"original": model} | {v: m for v, (_, m) in variants.items()}
     for label, (c, _) in variants.items():
         print(

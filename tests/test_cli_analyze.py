@@ -97,14 +97,14 @@ def test_analyze_prints_groups_and_totals():
 
 def test_analyze_json_writes_the_analysis(tmp_path):
     target = tmp_path / "analysis.json"
-    result = _run(str(EXAMPLE), "--json", str(target), "--beta", "2")
+    result = _run(str(EXAMPLE), "--json", str(target), "--beta", "2", "--align", "4")
     assert result.exit_code == 0, result.output
     assert f"wrote {target}" in result.stdout
     data = json.loads(target.read_text())
     src = load_model(str(EXAMPLE))
-    program = widthc.compile(src.model, src.example_inputs, beta=2.0)
+    program = widthc.compile(src.model, src.example_inputs, beta=2.0, align=4)
     assert data == json.loads(json.dumps(program.to_json()))
-    assert data["beta"] == 2.0 and data["flops_unit"] == "MACs"
+    assert data["beta"] == 2.0 and data["align"] == 4 and data["flops_unit"] == "MACs"
     assert [g["id"] for g in data["groups"]] == list(range(len(program.groups)))
     assert {g["name"] for g in data["groups"] if g["searchable"]} >= {"stem.0", "block1.0.0"}
     assert [p.name for p in tmp_path.iterdir()] == ["analysis.json"]  # no temp file left

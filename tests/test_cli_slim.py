@@ -59,6 +59,18 @@ def test_slim_writes_three_files_under_the_budget(tmp_path, program):
     assert widthc.compile(small, program.example_inputs).flops() == widths["flops"]["after"]
 
 
+def test_align_keeps_channel_counts_multiples_of_eight(tmp_path):
+    out = tmp_path / "run"
+    result = _slim(EXAMPLE, "--flops", "50%", "--align", "8", "--out", str(out), "--no-onnx")
+    assert result.exit_code == 0, result.output
+    widths = json.loads((out / "widths.json").read_text())
+    shrunk = [g for g in widths["groups"] if g["channels_after"] < g["channels_before"]]
+    assert shrunk, widths["groups"]  # the budget needed some group to shrink
+    assert all(
+        g["channels_after"] % 8 == 0 for g in widths["groups"] if g["channels_before"] % 8 == 0
+    )
+
+
 def test_several_budgets_get_a_folder_each(tmp_path, program):
     result = _slim(EXAMPLE, "--flops", "60%,20M", "--out", str(tmp_path), "--no-onnx")
     assert result.exit_code == 0, result.output

@@ -64,6 +64,17 @@ def model_options(fn):
     return fn
 
 
+def align_option(fn):
+    """--align: bin boundaries on multiples of this many channels."""
+    return click.option(
+        "--align",
+        default=1,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Keep channel counts multiples of this (1: the paper's bins; 8 suits CPU/GPU kernels).",
+    )(fn)
+
+
 def load(model: str, input_shape: str | None):
     from widthc.frontends.models import load_model, parse_shape
 
@@ -84,11 +95,12 @@ def main() -> None:
 @main.command()
 @model_options
 @click.option("--beta", default=1.0, show_default=True, help="Minimum bin size (paper eq. 9).")
+@align_option
 @click.option(
     "--json", "json_path", default=None, metavar="PATH", help="Also write the analysis as JSON."
 )
 @handle_errors
-def analyze(model, leaves, input_shape, beta, json_path):
+def analyze(model, leaves, input_shape, beta, align, json_path):
     """Trace MODEL and print its channel groups, bins and FLOPs."""
     import widthc
     from widthc.report import print_analysis
@@ -96,7 +108,7 @@ def analyze(model, leaves, input_shape, beta, json_path):
     if beta <= 0:
         raise WidthcError(f"--beta must be positive, got {beta}")
     src = load(model, input_shape)
-    program = widthc.compile(src.model, src.example_inputs, beta=beta, leaves=leaves)
+    program = widthc.compile(src.model, src.example_inputs, beta=beta, leaves=leaves, align=align)
     print_analysis(program, src.name)
     if json_path:
         _write_json(json_path, program.to_json())
@@ -140,6 +152,7 @@ def _write_json(path: str, data: dict) -> None:
 @click.option(
     "--beta", default=1.0, show_default=True, type=float, help="Minimum bin size (paper eq. 9)."
 )
+@align_option
 @click.option(
     "--offset",
     default=1,
@@ -308,7 +321,9 @@ def _train_run(options: dict, run_dir: Path, device, is_main: bool) -> None:
         src.model = nn.SyncBatchNorm.convert_sync_batchnorm(src.model)
     options["input_shape"] = ",".join(str(s) for s in example.shape)
     options["world_size"] = distributed.world_size()
-    program = widthc.compile(src.model, src.example_inputs, options["beta"], options["leaves"])
+    program = widthc.compile(
+        src.model, src.example_inputs, options["beta"], options["leaves"], align=options["align"]
+    )
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not options["resume"]:
@@ -389,8 +404,9 @@ def parse_budget(text: str, full: float) -> float:
     "--onnx/--no-onnx", default=True, show_default=True, help="Also write and check slim.onnx."
 )
 @click.option("--beta", default=1.0, show_default=True, help="Minimum bin size (paper eq. 9).")
+@align_option
 @handle_errors
-def slim(model, leaves, input_shape, budgets, search, out, onnx, beta):
+def slim(model, leaves, input_shape, budgets, search, out, onnx, beta, align):
     """Slim MODEL to each FLOPs budget: writes slim.pt, slim.onnx and widths.json."""
     import widthc
     from widthc import space
@@ -410,7 +426,7 @@ def slim(model, leaves, input_shape, budgets, search, out, onnx, beta):
     folders = {t: root / _safe_name(f"flops-{t}") if len(texts) > 1 else root for t in texts}
     for folder in folders.values():
         _check_writable(folder)
-    program = widthc.compile(src.model, src.example_inputs, beta=beta, leaves=leaves)
+    program = widthc.compile(src.model, src.example_inputs, beta=beta, leaves=leaves, align=align)
     full = program.flops()
     values = {t: parse_budget(t, full) for t in texts}
     for value in values.values():
