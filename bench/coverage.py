@@ -21,10 +21,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
-from widthc.frontends.models import load_model  # noqa: E402
 
 import widthc  # noqa: E402
 from widthc import ops  # noqa: E402
+from widthc.frontends.models import load_model  # noqa: E402
 from widthc.ir import TensorMeta  # noqa: E402
 from widthc.space import human  # noqa: E402
 from widthc.trace import VALUE  # noqa: E402

@@ -28,12 +28,12 @@ import torch
 import torchvision
 from torch import fx
 from torch.profiler import ProfilerActivity, profile
-from widthc.frontends.data import load_data
-from widthc.passes.slim import slim
 
 import widthc
 from widthc import space
 from widthc.evaluate import batch as take
+from widthc.frontends.data import load_data
+from widthc.passes.slim import slim
 from widthc.train import TrainConfig, _Run, sample_width
 
 SIZE, CLASSES = 32, 10

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from widthc.passes.flops import CostTable
 
 from widthc.ir import ChannelGroup
+from widthc.passes.flops import CostTable
 
 
 def sensitivity(groups: list[ChannelGroup], flops: CostTable) -> list[float]:

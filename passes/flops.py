@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import fx
-from widthc.passes.coupling import LAYOUTS, Coupling, layer_name
 
 from widthc import ops
 from widthc.ir import Layout, TensorMeta
+from widthc.passes.coupling import LAYOUTS, Coupling, layer_name
 from widthc.trace import MEASURED, VALUE
 
 UNIT = "MACs"

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from widthc.passes.coupling import LAYOUTS, REWRITES
-from widthc.passes.slicing import SlicePlan, make_plan
 
 from widthc.errors import WidthcError
 from widthc.ir import Layout, WidthChoice
+from widthc.passes.coupling import LAYOUTS, REWRITES
+from widthc.passes.slicing import SlicePlan, make_plan
 
 SIZES = "widthc_sizes"  # submodule of the supernet's GraphModule: the current literal sizes
 

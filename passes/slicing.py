@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx
-from widthc.passes.coupling import LAYOUTS, REWRITES
 
 from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
+from widthc.passes.coupling import LAYOUTS, REWRITES
 from widthc.trace import VALUE
 
 

@@ -12,10 +12,10 @@ import copy
 
 import torch
 from torch import fx, nn
-from widthc.passes.slicing import SlicePlan, make_plan
 
 from widthc.errors import InternalError
 from widthc.ir import WidthChoice
+from widthc.passes.slicing import SlicePlan, make_plan
 
 _WIDTHC_META = "widthc."  # node.meta keys of the analysis: full-width facts, stale after slim
 

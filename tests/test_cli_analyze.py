@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from widthc.frontends.models import load_model
 
 import widthc
 from widthc.cli import main
+from widthc.frontends.models import load_model
 from widthc.space import human
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,11 +10,11 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from widthc.frontends.models import load_model
 
 import widthc
 from widthc.cli import main, parse_budget
 from widthc.errors import InternalError, WidthcError
+from widthc.frontends.models import load_model
 from widthc.space import human
 
 ROOT = Path(__file__).resolve().parents[1]

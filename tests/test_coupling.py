@@ -12,14 +12,14 @@ import zoo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
+
+import widthc
+from widthc.ir import Layout, Segment
 from widthc.passes import bins as bins_pass
 from widthc.passes.coupling import REWRITES
 from widthc.passes.flops import count_macs
 from widthc.passes.slicing import make_plan
 from widthc.passes.slim import slim
-
-import widthc
-from widthc.ir import Layout, Segment
 
 OUT = "output of the network"
 

@@ -125,6 +125,7 @@ def test_sync_bn_is_converted_before_compiling():
     """--sync-bn converts batch norms before `compile`: the same groups and bins, and the
     supernet slices SyncBatchNorm like BatchNorm (equal to slim)."""
     import zoo
+
     from widthc.passes.slim import slim
 
     model, inputs = zoo.small_model("residual")

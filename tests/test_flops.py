@@ -14,10 +14,10 @@ import torch
 import torchvision
 import zoo
 from torchvision.models import get_model, get_model_weights
-from widthc.passes.flops import count_macs
-from widthc.passes.slim import slim
 
 import widthc
+from widthc.passes.flops import count_macs
+from widthc.passes.slim import slim
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # googlenet, inception init
 

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils._pytree import tree_flatten
-from widthc.passes.coupling import LAYOUTS
-from widthc.passes.slicing import make_plan
 
 import widthc
 from widthc.errors import InternalError, WidthcError
 from widthc.ir import TensorMeta, WidthChoice
+from widthc.passes.coupling import LAYOUTS
+from widthc.passes.slicing import make_plan
 from widthc.trace import VALUE
 from widthc.verify import relative_error, verify, zeroed_reference
 

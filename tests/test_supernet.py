@@ -8,11 +8,11 @@ import torch
 import zoo
 from torch import nn
 from torch.utils._pytree import tree_leaves
-from widthc.passes.slicing import make_plan
-from widthc.passes.slim import slim
 
 import widthc
 from widthc.ir import GroupWidth, WidthChoice
+from widthc.passes.slicing import make_plan
+from widthc.passes.slim import slim
 
 ZOO = [*zoo.SMALL, *zoo.TORCHVISION]
 

@@ -16,11 +16,11 @@ import torchvision
 import zoo
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
-from widthc.passes.flops import count_macs
 
 import widthc
 from widthc import ops
 from widthc.ir import TensorMeta
+from widthc.passes.flops import count_macs
 from widthc.trace import VALUE
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # googlenet init

@@ -11,10 +11,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 from torch.utils.data import TensorDataset
-from widthc.frontends.data import load_data
 
 import widthc
 from widthc.cli import main
+from widthc.frontends.data import load_data
 from widthc.train import TrainConfig, sample_width, train_supernet
 
 # --- a supernet whose candidates' losses are known in closed form ----------------------------------

@@ -14,9 +14,9 @@ import pytest
 import timm
 import torch
 import torchvision
-from widthc.passes.flops import count_macs
 
 import widthc
+from widthc.passes.flops import count_macs
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # googlenet, inception init
 

@@ -1,0 +1,63 @@
+"""Helpers shared by the op rules: argument access, broadcast shapes, FLOPs factors."""
+
+from __future__ import annotations
+
+import torch
+
+from widthc.ir import TensorMeta
+from widthc.ops import OpSpec
+
+
+def first_input(ctx) -> TensorMeta:
+    return ctx.arg(0, "input")
+
+
+def same_shape(ctx) -> TensorMeta:
+    return first_input(ctx)
+
+
+def broadcast_shape(ctx) -> TensorMeta:
+    metas = [v for v in ctx.values() if isinstance(v, TensorMeta)]
+    shape = torch.broadcast_shapes(*[m.shape for m in metas]) if metas else ()
+    return TensorMeta(tuple(shape), metas[0].dtype if metas else torch.float32)
+
+
+def compare_shape(ctx) -> TensorMeta:
+    return TensorMeta(broadcast_shape(ctx).shape, torch.bool)
+
+
+def numel_split(meta: TensorMeta, lays) -> tuple[int, list]:
+    """Product of a tensor's dims, as (fixed part, [layouts of its channel dims])."""
+    const, factors = 1, []
+    for d, size in enumerate(meta.shape):
+        if lays is not None and lays[d] is not None:
+            factors.append(lays[d])
+        else:
+            const *= size
+    return const, factors
+
+
+def nones(n: int) -> tuple:
+    return (None,) * n
+
+
+def barrier(why: str):
+    def rule(ctx) -> None:
+        ctx.barrier(why)
+
+    return rule
+
+
+def expect(got: int, want: int, what: str) -> None:
+    """A shape formula refuses an input the real op would refuse (the fallback then runs the
+    op for real and reports PyTorch's own error)."""
+    if got != want:
+        raise ValueError(f"{what}: expected {want}, got {got}")
+
+
+def run_on_meta(ctx):
+    return ctx.run_meta()
+
+
+def spec(family, shape, couple, flops=None, resize=None) -> OpSpec:
+    return OpSpec(family, shape, couple, flops, resize)

@@ -1,0 +1,179 @@
+"""Rules of ops that keep channels in place: elementwise, reductions, softmax, pooling, padding."""
+
+from __future__ import annotations
+
+import torch
+
+from widthc import shapes
+from widthc.ir import TensorMeta
+from widthc.ops.common import first_input, nones
+from widthc.ops.shape_ops import shape_args
+
+
+def unary(ctx) -> None:
+    """Same shape, channel i of the output is channel i of the input."""
+    ctx.set(ctx.lay(0, "input"))
+
+
+def elementwise_rule(ctx) -> None:
+    """Broadcasting op: every non-broadcast dim of every tensor operand is one channel set."""
+    out = ctx.out
+    ops = ctx.tensor_args()  # [(meta, lays)]
+    result = []
+    for d in range(out.ndim):
+        entries = []
+        for meta, lays in ops:
+            j = d - (out.ndim - meta.ndim)
+            if j >= 0 and meta.shape[j] == out.shape[d]:
+                entries.append(lays[j])
+        result.append(ctx.unify(*entries, why="elementwise op") if entries else None)
+    ctx.set(tuple(result))
+
+
+def reduce_dims(ctx, dims, keepdim) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    if dims is None:
+        dims = tuple(range(x.ndim))
+    dims = {shapes.norm_dim(d, x.ndim) for d in ((dims,) if isinstance(dims, int) else dims)}
+    out = []
+    for d in range(x.ndim):
+        if d in dims:
+            ctx.mix(lays[d])
+            if keepdim:
+                out.append(None)
+        else:
+            out.append(lays[d])
+    ctx.set(tuple(out))
+
+
+def reduce_rule(ctx) -> None:
+    reduce_dims(ctx, ctx.arg(1, "dim", None), ctx.arg(2, "keepdim", False))
+
+
+def reduce_shape(ctx) -> TensorMeta:
+    x = ctx.arg(0, "input")
+    dims, keepdim = ctx.arg(1, "dim", None), ctx.arg(2, "keepdim", False)
+    if dims is None:
+        dims = tuple(range(x.ndim))
+    dims = {shapes.norm_dim(d, x.ndim) for d in ((dims,) if isinstance(dims, int) else dims)}
+    shape = tuple(1 if d in dims else s for d, s in enumerate(x.shape) if keepdim or d not in dims)
+    return TensorMeta(shape, x.dtype)
+
+
+def softmax(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    dim = ctx.arg(1, "dim", None)
+    if dim is None:
+        dim = ctx.module.dim if ctx.module is not None else -1
+    ctx.mix(lays[shapes.norm_dim(dim, x.ndim)])
+    ctx.set(lays)
+
+
+def spatial(ctx, n_spatial: int | None = None) -> None:
+    """Pooling, padding, resizing: the last `n_spatial` dims change, channels pass through."""
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    out = ctx.out
+    nsp = n_spatial if n_spatial is not None else max(out.ndim - 2, 1)
+    keep = x.ndim - nsp
+    for d in range(keep, x.ndim):
+        ctx.sink(lays[d], why="pooling/resizing mixes this dim")
+    ctx.set(tuple(lays[:keep]) + nones(nsp))
+
+
+def tensor_attr(ctx) -> None:
+    """x.size(), x.shape, x.size(d): sizes that follow the channels they measure."""
+    lays = ctx.lay(0)
+    target = ctx.node.target
+    if target == "size" or (target is getattr and ctx.node.args[1] == "shape"):
+        d = ctx.arg(1, "dim", None) if target == "size" else None
+        if d is None:
+            return ctx.set(tuple(lays))
+        return ctx.set(lays[shapes.norm_dim(d, len(lays))])
+    if target in ("numel", "nelement", torch.numel):
+        for e in lays:
+            ctx.sink(e, why="element count used as a number")
+    ctx.set(None)
+
+
+def creation(ctx) -> None:
+    """torch.zeros(n, c), x.new_zeros(...): dims sized by values read from tensors follow them."""
+    first = 1 if ctx.node.op == "call_method" else 0
+    args = shape_args(ctx, first)
+    result = [None] * ctx.out.ndim
+    for d, (_, raw) in enumerate(args[: len(result)]):
+        if isinstance(raw, torch.fx.Node):
+            e = ctx.entry(raw)
+            result[d] = e if not isinstance(e, tuple) else None
+    ctx.set(tuple(result))
+
+
+def pad_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+    pad = ctx.arg(1, "pad")
+    for i in range(len(pad) // 2):
+        if pad[2 * i] or pad[2 * i + 1]:
+            d = x.ndim - 1 - i
+            ctx.sink(lays[d], why="padding along the channel dim")
+            lays[d] = None
+    ctx.set(tuple(lays))
+
+
+def pad_module_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+    pad = ctx.module.padding
+    for i in range(len(pad) // 2):
+        if pad[2 * i] or pad[2 * i + 1]:
+            ctx.sink(lays[x.ndim - 1 - i], why="padding along the channel dim")
+            lays[x.ndim - 1 - i] = None
+    ctx.set(tuple(lays))
+
+
+def pool_shape(n: int, kind: str):
+    def shape(ctx) -> TensorMeta:
+        x = first_input(ctx)
+        m = ctx.module
+        if kind == "adaptive":
+            size = m.output_size if m is not None else ctx.arg(1, "output_size")
+            sp = shapes.adaptive_out(x.shape[-n:], size)
+        elif m is not None:
+            sp = shapes.pool_out(
+                x.shape[-n:], m.kernel_size, m.stride, m.padding,
+                getattr(m, "dilation", 1), m.ceil_mode,
+            )  # fmt: skip
+        else:
+            dil = ctx.arg(4, "dilation", 1) if kind == "max" else 1
+            ceil = ctx.arg(5 if kind == "max" else 4, "ceil_mode", False)
+            sp = shapes.pool_out(
+                x.shape[-n:], ctx.arg(1, "kernel_size"), ctx.arg(2, "stride", None),
+                ctx.arg(3, "padding", 0), dil, ceil,
+            )  # fmt: skip
+        return TensorMeta(x.shape[:-n] + sp, x.dtype)
+
+    return shape
+
+
+def interpolate_shape(ctx) -> TensorMeta:
+    x = first_input(ctx)
+    m = ctx.module
+    n = x.ndim - 2
+    if m is not None:
+        sp = shapes.interpolate_out(x.shape[-n:], m.size, m.scale_factor)
+    else:
+        sp = shapes.interpolate_out(
+            x.shape[-n:], ctx.arg(1, "size", None), ctx.arg(2, "scale_factor", None)
+        )
+    return TensorMeta(x.shape[:-n] + sp, x.dtype)
+
+
+def pad_module_shape(ctx) -> TensorMeta:
+    x, pad = first_input(ctx), ctx.module.padding
+    shape = list(x.shape)
+    for i in range(len(pad) // 2):
+        shape[x.ndim - 1 - i] += pad[2 * i] + pad[2 * i + 1]
+    return TensorMeta(tuple(shape), x.dtype)
+
+
+def softmax_at(ctx, dim) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    ctx.mix(lays[shapes.norm_dim(dim, x.ndim)])
+    ctx.set(lays)

@@ -1,0 +1,328 @@
+"""Rules of layers with weights: conv, linear, matmul, norms, attention, einsum."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from widthc import shapes
+from widthc.ir import Layout, TensorMeta
+from widthc.ops.common import expect, first_input, nones, numel_split
+
+
+def conv_couple(ctx, x_lay, w_lay, b_lay, groups, c_in, c_out, n_spatial, transposed=False):
+    cdim = len(x_lay) - n_spatial - 1
+    x_c = x_lay[cdim]
+    if groups == 1:
+        ctx.unify(x_c, w_lay[1 if not transposed else 0], why="conv input")
+        out = ctx.produce(w_lay[0 if not transposed else 1], c_out)
+    elif groups == c_in and not transposed:  # depthwise (times a channel multiplier)
+        mult = c_out // c_in
+        x_c = ctx.unify(x_c, why="depthwise conv input")
+        out = x_c.repeat(mult) if isinstance(x_c, Layout) else x_c if mult == 1 else None
+        out = ctx.unify(w_lay[0], out, why="depthwise conv")
+    elif not transposed:  # grouped: every group of the conv keeps the same positions
+        why = f"grouped conv (groups={groups}) over channels that cannot shrink in equal blocks"
+        ctx.unify(ctx.blocked(x_c, groups, why), w_lay[1], why="grouped conv input")
+        out = ctx.produce(w_lay[0], c_out)
+        ctx.blocked(out, groups, why)
+    else:
+        why = f"grouped transposed conv (groups={groups})"
+        ctx.sink(x_c, why=why)
+        out = ctx.produce(w_lay[1], c_out)
+        ctx.sink(out, why=why)
+    if b_lay is not None:
+        out = ctx.unify(b_lay[0], out, why="conv bias")
+    for d in range(cdim):
+        ctx.unify(x_lay[d], why="conv batch dim")
+    for d in range(cdim + 1, len(x_lay)):
+        ctx.sink(x_lay[d], why="convolution mixes spatial dims")
+    ctx.set(tuple(x_lay[:cdim]) + (out,) + nones(n_spatial))
+
+
+def conv_module_couple(ctx) -> None:
+    m = ctx.module
+    transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    conv_couple(
+        ctx,
+        ctx.lay(0, "input"),
+        ctx.param("weight"),
+        ctx.param("bias"),
+        m.groups,
+        m.in_channels,
+        m.out_channels,
+        len(m.kernel_size),
+        transposed,
+    )
+
+
+def conv_fn_couple(ctx) -> None:
+    w = ctx.arg(1, "weight")
+    conv_couple(
+        ctx,
+        ctx.lay(0, "input"),
+        ctx.lay(1, "weight"),
+        ctx.lay(2, "bias"),
+        ctx.arg(6, "groups", 1),
+        w.shape[1] * ctx.arg(6, "groups", 1),
+        w.shape[0],
+        w.ndim - 2,
+    )
+
+
+def conv_macs(ctx, x_lay, out_lay, groups, c_in, kernel) -> list:
+    out = ctx.out
+    cdim = out.ndim - len(kernel) - 1
+    const, factors = numel_split(out, out_lay)  # N x C_out x spatial
+    const *= math.prod(kernel)
+    if groups == c_in and groups > 1:  # depthwise: one input channel per output channel
+        return [(const, tuple(factors))]
+    # c_in / groups input channels per output channel (exact: a grouped conv's channels
+    # shrink in `groups` equal blocks)
+    return [(const / groups, (*factors, x_lay[cdim] if x_lay[cdim] is not None else c_in))]
+
+
+def conv_module_flops(ctx) -> list:
+    m = ctx.module
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        # every input pixel meets every kernel tap: N x C_in x spatial_in x K x C_out/groups
+        x = ctx.arg(0, "input")
+        const, factors = numel_split(x, ctx.lay(0, "input"))
+        cout = ctx.out_lay[x.ndim - len(m.kernel_size) - 1]
+        cout_f = cout if cout is not None else m.out_channels
+        per = math.prod(m.kernel_size) // m.groups
+        return [(const * per, (*factors, cout_f))]
+    return conv_macs(ctx, ctx.lay(0, "input"), ctx.out_lay, m.groups, m.in_channels, m.kernel_size)
+
+
+def conv_fn_flops(ctx) -> list:
+    w = ctx.arg(1, "weight")
+    g = ctx.arg(6, "groups", 1)
+    return conv_macs(ctx, ctx.lay(0, "input"), ctx.out_lay, g, w.shape[1] * g, w.shape[2:])
+
+
+def conv_shape(ctx) -> TensorMeta:
+    m, x = ctx.module, first_input(ctx)
+    nsp = len(m.kernel_size)
+    expect(x.shape[-nsp - 1] if x.ndim > nsp else -1, m.in_channels, "conv input channels")
+    transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    sp = shapes.conv_out(
+        x.shape[-nsp:], m.kernel_size, m.stride, m.padding, m.dilation, transposed,
+        getattr(m, "output_padding", 0),
+    )  # fmt: skip
+    return TensorMeta(x.shape[: -nsp - 1] + (m.out_channels,) + sp, x.dtype)
+
+
+def conv_fn_shape(ctx) -> TensorMeta:
+    x, w = first_input(ctx), ctx.arg(1, "weight")
+    nsp = w.ndim - 2
+    expect(x.shape[-nsp - 1], w.shape[1] * ctx.arg(6, "groups", 1), "conv input channels")
+    sp = shapes.conv_out(
+        x.shape[-nsp:], w.shape[2:], ctx.arg(3, "stride", 1), ctx.arg(4, "padding", 0),
+        ctx.arg(5, "dilation", 1),
+    )  # fmt: skip
+    return TensorMeta(x.shape[: -nsp - 1] + (w.shape[0],) + sp, x.dtype)
+
+
+def conv_resize(m, params, in_shapes) -> dict:
+    w = params["weight"]
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        return {"in_channels": w.shape[0], "out_channels": w.shape[1] * m.groups}
+    if m.groups == 1:
+        return {"in_channels": w.shape[1], "out_channels": w.shape[0]}
+    if m.groups == m.in_channels:  # depthwise: groups follow the channels
+        mult = m.out_channels // m.in_channels
+        c = w.shape[0] // mult
+        return {"in_channels": c, "out_channels": w.shape[0], "groups": c}
+    return {"in_channels": w.shape[1] * m.groups, "out_channels": w.shape[0]}
+
+
+def linear_couple_lays(ctx, x_lay, w_lay, b_lay, out_features) -> None:
+    ctx.unify(x_lay[-1], w_lay[1], why="linear input")
+    out = ctx.produce(w_lay[0], out_features)
+    if b_lay is not None:
+        out = ctx.unify(b_lay[0], out, why="linear bias")
+    ctx.set(tuple(x_lay[:-1]) + (out,))
+
+
+def linear_couple(ctx) -> None:
+    m = ctx.module
+    linear_couple_lays(
+        ctx, ctx.lay(0, "input"), ctx.param("weight"), ctx.param("bias"), m.out_features
+    )
+
+
+def linear_fn_couple(ctx) -> None:
+    w = ctx.arg(1, "weight")
+    linear_couple_lays(
+        ctx, ctx.lay(0, "input"), ctx.lay(1, "weight"), ctx.lay(2, "bias"), w.shape[0]
+    )
+
+
+def linear_flops(ctx) -> list:
+    x, x_lay = ctx.arg(0, "input"), ctx.lay(0, "input")
+    const, factors = numel_split(ctx.out, ctx.out_lay)
+    cin = x_lay[-1] if x_lay[-1] is not None else x.shape[-1]
+    return [(const, (*factors, cin))]
+
+
+def linear_shape(ctx) -> TensorMeta:
+    x = first_input(ctx)
+    expect(x.shape[-1], ctx.module.in_features, "linear input features")
+    return TensorMeta(x.shape[:-1] + (ctx.module.out_features,), x.dtype)
+
+
+def linear_fn_shape(ctx) -> TensorMeta:
+    x = first_input(ctx)
+    expect(x.shape[-1], ctx.arg(1, "weight").shape[-1], "linear input features")
+    return TensorMeta(x.shape[:-1] + (ctx.arg(1, "weight").shape[0],), x.dtype)
+
+
+def linear_resize(m, params, in_shapes) -> dict:
+    w = params["weight"]
+    return {"in_features": w.shape[1], "out_features": w.shape[0]}
+
+
+def matmul_couple(ctx) -> None:
+    a, b = ctx.arg(0, "input"), ctx.arg(1, "other")
+    la, lb = ctx.lay(0, "input"), ctx.lay(1, "other")
+    if a.ndim < 2 or b.ndim < 2:
+        return ctx.barrier("matmul of a vector")
+    ctx.unify(la[-1], lb[-2], why="matmul contraction")
+    out = ctx.out
+    batch = []
+    for d in range(out.ndim - 2):
+        entries = []
+        for meta, lays in ((a, la), (b, lb)):
+            j = d - (out.ndim - meta.ndim)
+            if j >= 0 and meta.shape[j] == out.shape[d]:
+                entries.append(lays[j])
+        batch.append(ctx.unify(*entries, why="matmul batch") if entries else None)
+    ctx.set((*batch, la[-2], lb[-1]))
+
+
+def matmul_flops(ctx) -> list:
+    a, la = ctx.arg(0, "input"), ctx.lay(0, "input")
+    const, factors = numel_split(ctx.out, ctx.out_lay)
+    k = la[-1] if la[-1] is not None else a.shape[-1]
+    return [(const, (*factors, k))]
+
+
+def embedding_couple(ctx) -> None:
+    out = ctx.produce(ctx.param("weight")[1], ctx.module.embedding_dim)
+    ctx.set(nones(ctx.arg(0, "input").ndim) + (out,))
+
+
+def embedding_shape(ctx) -> TensorMeta:
+    x = first_input(ctx)
+    return TensorMeta(x.shape + (ctx.module.embedding_dim,), ctx.module.weight.dtype)
+
+
+def channel_norm_couple(ctx, names=("weight", "bias", "running_mean", "running_var")) -> None:
+    """Batch/instance norm: per-channel parameters and statistics on dim 1."""
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    c = 1 if x.ndim > 1 else 0
+    entry = lays[c]
+    for name in names:
+        p = ctx.param(name)
+        if p is not None:
+            entry = ctx.unify(p[0], entry, why="norm parameter")
+    ctx.set(tuple(lays[:c]) + (entry,) + tuple(lays[c + 1 :]))
+
+
+def norm_shape(ctx) -> TensorMeta:
+    x, m = first_input(ctx), ctx.module
+    expect(x.shape[1 if x.ndim > 1 else 0], m.num_features, "norm channels")
+    return x
+
+
+def norm_resize(m, params, in_shapes) -> dict:
+    c = 1 if len(in_shapes[0]) > 1 else 0
+    return {"num_features": in_shapes[0][c]}
+
+
+def group_norm_lays(ctx, lays, groups: int, w_lay, b_lay) -> None:
+    """Group norm: channels shrink alike in each of its groups; statistics mix each group."""
+    ctx.blocked(
+        lays[1], groups, f"GroupNorm({groups}) over channels that cannot shrink in equal blocks"
+    )
+    ctx.mix(lays[1])
+    entry = lays[1]
+    for p in (w_lay, b_lay):
+        if p is not None:
+            entry = ctx.unify(p[0], entry, why="group norm parameter")
+    ctx.set((lays[0], entry, *lays[2:]))
+
+
+def group_norm_couple(ctx) -> None:
+    m = ctx.module
+    group_norm_lays(ctx, ctx.lay(0, "input"), m.num_groups, ctx.param("weight"), ctx.param("bias"))
+
+
+def group_norm_fn_couple(ctx) -> None:
+    groups = ctx.arg(1, "num_groups")
+    group_norm_lays(ctx, ctx.lay(0, "input"), groups, ctx.lay(2, "weight"), ctx.lay(3, "bias"))
+
+
+def group_norm_resize(m, params, in_shapes) -> dict:
+    return {"num_channels": in_shapes[0][1]}
+
+
+def layer_norm_couple(ctx) -> None:
+    m = ctx.module
+    lays = list(ctx.lay(0, "input"))
+    k = len(m.normalized_shape)
+    for i in range(k):
+        d = len(lays) - k + i
+        ctx.mix(lays[d])
+        for name in ("weight", "bias"):
+            p = ctx.param(name)
+            if p is not None:
+                lays[d] = ctx.unify(p[i], lays[d], why="layer norm parameter")
+    ctx.set(tuple(lays))
+
+
+def layer_norm_resize(m, params, in_shapes) -> dict:
+    k = len(m.normalized_shape)
+    return {"normalized_shape": tuple(in_shapes[0][-k:])}
+
+
+def layer_norm_fn_couple(ctx) -> None:
+    lays = list(ctx.lay(0, "input"))
+    shape = ctx.arg(1, "normalized_shape")
+    k = len(shape)
+    wl, bl = ctx.lay(2, "weight"), ctx.lay(3, "bias")
+    for i in range(k):
+        d = len(lays) - k + i
+        ctx.mix(lays[d])
+        for p in (wl, bl):
+            if p is not None:
+                lays[d] = ctx.unify(p[i], lays[d], why="layer norm parameter")
+        ctx.rewrite(
+            ("args", 1, i) if len(ctx.node.args) > 1 else ("kwargs", "normalized_shape", i), lays[d]
+        )
+    ctx.set(tuple(lays))
+
+
+def batch_norm_fn_couple(ctx) -> None:
+    lays = ctx.lay(0, "input")
+    entry = lays[1]
+    for i, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
+        p = ctx.lay(i, name)
+        if p is not None:
+            entry = ctx.unify(p[0], entry, why="batch norm parameter")
+    ctx.set((lays[0], entry, *lays[2:]))
+
+
+def prelu_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    if ctx.module.num_parameters == 1:
+        return ctx.set(lays)
+    c = 1 if x.ndim > 1 else 0
+    entry = ctx.unify(ctx.param("weight")[0], lays[c], why="PReLU slope")
+    ctx.set(tuple(lays[:c]) + (entry,) + tuple(lays[c + 1 :]))
+
+
+def prelu_resize(m, params, in_shapes) -> dict:
+    return {"num_parameters": params["weight"].shape[0]}

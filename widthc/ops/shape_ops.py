@@ -1,0 +1,273 @@
+"""Rules of ops that move channels: reshape/flatten, permute, expand, concat, split, indexing."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from widthc import shapes
+from widthc.ir import Layout, TensorMeta
+from widthc.ops.common import first_input
+
+
+def shape_args(ctx, first: int):
+    """(path, raw arg) for each entry of a shape given as varargs or as one sequence."""
+    raw = ctx.node.args[first:]
+    if len(raw) == 1 and isinstance(raw[0], (tuple, list)):
+        return [(("args", first, i), a) for i, a in enumerate(raw[0])]
+    if not raw:
+        key = "shape" if "shape" in ctx.node.kwargs else "size"
+        seq = ctx.node.kwargs.get(key, ())
+        return [(("kwargs", key, i), a) for i, a in enumerate(seq)]
+    return [(("args", first + i), a) for i, a in enumerate(raw)]
+
+
+def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
+    x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
+    blocks = shapes.reshape_blocks(x.shape, out.shape)
+    if blocks is None:
+        ctx.barrier("reshape with a different number of elements")
+        return (None,) * out.ndim
+    result = [None] * out.ndim
+    for src, dst in blocks:
+        for d in src:  # a parameter dim that is reshaped keeps its width
+            if not isinstance(ctx.resolve(lays[d]), Layout):
+                ctx.sink(lays[d], why="reshape")
+        laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout)]
+        if not laid:
+            continue
+        big_src = [d for d in src if x.shape[d] != 1]
+        big_dst = [d for d in dst if out.shape[d] != 1]
+        lead = big_dst[0] if big_dst else (dst[0] if dst else None)
+        if (
+            len(laid) == 1
+            and len(big_dst) <= 1
+            and lead is not None
+            and (not big_src or laid[0] == big_src[0])
+        ):  # merge (flatten) or keep: channel-major, so the channel dim must lead
+            inner = math.prod(x.shape[d] for d in src if d > laid[0])
+            entry = ctx.resolve(lays[laid[0]])
+            result[lead] = entry.repeat(inner) if inner > 1 else entry
+        elif len(laid) == 1 and len(big_src) == 1 and lead is not None:  # split: unflatten
+            tail = math.prod(out.shape[d] for d in dst if d > lead)
+            entry = ctx.resolve(lays[laid[0]])
+            if all(s.inner % tail == 0 for s in entry.segments):
+                result[lead] = ctx.unrepeat(entry, tail)
+            else:
+                ctx.sink(entry, why="reshape splits the channel dim")
+        else:
+            for d in laid:
+                ctx.sink(lays[d], why="reshape mixes the channel dim with another dim")
+    if shape_from is not None:
+        size_args(ctx, shape_args(ctx, shape_from), result)
+    ctx.set(tuple(result))
+    return tuple(result)
+
+
+def size_args(ctx, args, result) -> None:
+    """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
+    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels."""
+    for d, (path, raw) in enumerate(args):
+        if d >= len(result):
+            break
+        if isinstance(raw, int):
+            if raw != -1 and result[d] is not None:
+                ctx.rewrite(path, result[d])
+        elif isinstance(raw, torch.fx.Node):
+            result[d] = ctx.unify(ctx.entry(raw), result[d], why="reshape size")
+
+
+def view_couple(ctx) -> None:
+    reshape_couple(ctx, shape_from=1)
+
+
+def view_as_couple(ctx) -> None:
+    """x.reshape_as(other): a reshape whose sizes are read from `other`, so they follow it."""
+    result = reshape_couple(ctx)
+    other = ctx.lay(1, "other")
+    ctx.set(tuple(ctx.unify(r, o, why="reshape_as") for r, o in zip(result, other)))
+
+
+def flatten_couple(ctx) -> None:
+    reshape_couple(ctx)
+
+
+def permute_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    dims = ctx.node.args[1:] if ctx.node.op == "call_method" else ctx.arg(1, "dims")
+    if ctx.node.op == "call_method" and len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = dims[0]
+    if ctx.node.op == "call_method" and not dims:
+        dims = ctx.node.kwargs.get("dims")
+    ctx.set(tuple(lays[shapes.norm_dim(d, x.ndim)] for d in dims))
+
+
+def transpose_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+    if x.ndim < 2:
+        return ctx.set(tuple(lays))
+    a = shapes.norm_dim(ctx.arg(1, "dim0", 0), x.ndim)
+    b = shapes.norm_dim(ctx.arg(2, "dim1", 1), x.ndim)
+    lays[a], lays[b] = lays[b], lays[a]
+    ctx.set(tuple(lays))
+
+
+def t_couple(ctx) -> None:
+    lays = ctx.lay(0, "input")
+    ctx.set(tuple(reversed(lays)) if len(lays) == 2 else lays)
+
+
+def unsqueeze_couple(ctx) -> None:
+    out = ctx.out
+    lays = list(ctx.lay(0, "input"))
+    d = shapes.norm_dim(ctx.arg(1, "dim"), out.ndim)
+    ctx.set(tuple(lays[:d] + [None] + lays[d:]))
+
+
+def squeeze_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    dims = ctx.arg(1, "dim", None)
+    if dims is None:
+        dims = tuple(range(x.ndim))
+    dims = {shapes.norm_dim(d, x.ndim) for d in ((dims,) if isinstance(dims, int) else dims)}
+    out = []
+    for d in range(x.ndim):
+        if d in dims and x.shape[d] == 1:
+            ctx.mix(lays[d])
+        else:
+            out.append(lays[d])
+    ctx.set(tuple(out))
+
+
+def expand_couple(ctx) -> None:
+    x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
+    new = out.ndim - x.ndim
+    result = [None] * new
+    for d in range(x.ndim):
+        if x.shape[d] == out.shape[d + new]:
+            result.append(lays[d])
+        else:
+            ctx.sink(lays[d], why="expand of a channel dim")
+            result.append(None)
+    size_args(ctx, shape_args(ctx, 1), result)
+    ctx.set(tuple(result))
+
+
+def expand_as_couple(ctx) -> None:
+    x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
+    other, olays = ctx.arg(1, "other"), ctx.lay(1, "other")
+    new = other.ndim - x.ndim
+    result = list(olays[:new])
+    for d in range(x.ndim):
+        if x.shape[d] == other.shape[d + new]:
+            result.append(ctx.unify(lays[d], olays[d + new], why="expand_as"))
+        else:
+            result.append(olays[d + new])
+    ctx.set(tuple(result))
+
+
+def cat_couple(ctx) -> None:
+    tensors = ctx.arg(0, "tensors")
+    all_lays = ctx.lay(0, "tensors")
+    out = ctx.out
+    dim = shapes.norm_dim(ctx.arg(1, "dim", 0), out.ndim)
+    result = []
+    for d in range(out.ndim):
+        if d == dim:
+            result.append(ctx.concat([(t.shape[d], lay[d]) for t, lay in zip(tensors, all_lays)]))
+        else:
+            result.append(ctx.unify(*[lay[d] for lay in all_lays], why="concatenated tensors"))
+    ctx.set(tuple(result))
+
+
+def stack_couple(ctx) -> None:
+    all_lays = ctx.lay(0, "tensors")
+    out = ctx.out
+    dim = shapes.norm_dim(ctx.arg(1, "dim", 0), out.ndim)
+    merged = [
+        ctx.unify(*[lay[d] for lay in all_lays], why="stacked tensors") for d in range(out.ndim - 1)
+    ]
+    ctx.set(tuple(merged[:dim] + [None] + merged[dim:]))
+
+
+def split_couple(ctx) -> None:
+    """chunk / split / unbind. Along a channel dim, a split on the boundaries of a concatenation
+    is its inverse (sizes given as a list are rewritten; equal chunks must share their channels);
+    any other split along channels freezes them (the split sizes would have to change)."""
+    x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
+    if ctx.node.target in ("unbind", torch.unbind):
+        dim = shapes.norm_dim(ctx.arg(1, "dim", 0), x.ndim)
+        ctx.sink(lays[dim], why="unbind along the channel dim")
+        lays_out = tuple(lays[:dim]) + tuple(lays[dim + 1 :])
+        return ctx.set(tuple(lays_out for _ in out))
+    dim = shapes.norm_dim(ctx.arg(2, "dim", 0), x.ndim)
+    entry = ctx.resolve(lays[dim])
+    pieces = split_layout(entry, [o.shape[dim] for o in out]) if isinstance(entry, Layout) else None
+    sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
+    if pieces is not None and isinstance(sizes, (list, tuple)):
+        for i, piece in enumerate(pieces):
+            ctx.rewrite(("args", 1, i), piece)
+    elif pieces is not None:  # equal chunks: every chunk keeps the same channels
+        ctx.unify(*pieces, why="equal chunks")
+    else:
+        ctx.sink(lays[dim], why="split/chunk along the channel dim")
+        pieces = [None] * len(out)
+    ctx.set(tuple(tuple(p if d == dim else lays[d] for d in range(x.ndim)) for p in pieces))
+
+
+def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
+    """Cut a layout into consecutive pieces of the given sizes, on segment boundaries only."""
+    pieces, segs = [], list(entry.segments)
+    for size in sizes:
+        take, total = [], 0
+        while segs and total < size:
+            total += segs[0].width
+            take.append(segs.pop(0))
+        if total != size or not take:
+            return None
+        pieces.append(Layout(tuple(take)))
+    return pieces if not segs else None
+
+
+def getitem_couple(ctx) -> None:
+    src = ctx.arg(0)
+    if not isinstance(src, TensorMeta):
+        return ctx.set(ctx.item_of(0, ctx.arg(1)))
+    lays, idx = ctx.lay(0), ctx.node.args[1]
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):
+        return ctx.barrier("advanced indexing")
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    out, d = [], 0
+    for i in idx:
+        if i is Ellipsis:
+            for _ in range(src.ndim - n_real):
+                out.append(lays[d])
+                d += 1
+        elif i is None:
+            out.append(None)
+        elif isinstance(i, slice):
+            # a slice that keeps everything keeps doing so once the dim shrinks
+            full = (
+                (i.start is None or i.start == 0)
+                and (i.stop is None or (isinstance(i.stop, int) and i.stop >= src.shape[d]))
+                and (i.step is None or i.step == 1)
+            )
+            if not full:
+                ctx.sink(lays[d], why="slicing along the channel dim")
+                out.append(None)
+            else:
+                out.append(lays[d])
+            d += 1
+        else:  # an int: the dim disappears
+            ctx.sink(lays[d], why="indexing along the channel dim")
+            d += 1
+    out.extend(lays[d:])
+    ctx.set(tuple(out))
+
+
+def flatten_module_shape(ctx) -> TensorMeta:
+    x, m = first_input(ctx), ctx.module
+    s, e = shapes.norm_dim(m.start_dim, x.ndim), shapes.norm_dim(m.end_dim, x.ndim)
+    return TensorMeta(x.shape[:s] + (math.prod(x.shape[s : e + 1]),) + x.shape[e + 1 :], x.dtype)
