@@ -253,3 +253,43 @@ def test_trace_keeps_user_names_and_leaves_modules_shared():
     assert {"features.0.0", "features.0.1", "fc"} <= targets
     # the GraphModule shares the user's weights (no copy)
     assert program.gm.get_submodule("fc").weight is model.fc.weight
+
+
+class _Dropouts(nn.Module):
+    """One dropout follows the module's mode, one is switched off for good."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = F.dropout(self.conv(x), 0.5, self.training)
+        return F.dropout(x, 0.5, training=False)
+
+
+def test_training_flags_follow_the_module_not_the_trace():
+    model = _Dropouts().eval()
+    program = widthc.compile(model, torch.randn(1, 3, 8, 8))
+    first, second = [n for n in program.gm.graph.nodes if n.target is F.dropout]
+    flag = first.kwargs["training"]
+    assert isinstance(flag, torch.fx.Node) and (flag.op, flag.target) == ("get_attr", "training")
+    assert second.kwargs["training"] is False  # a literal False stays a literal
+    x = torch.randn(2, 3, 8, 8)
+    gm = program.gm
+    gm.eval()
+    assert torch.equal(gm(x), model(x))
+    gm.train()
+    assert not torch.equal(gm(x), model.eval()(x))  # dropout is on while training
+    gm.eval()
+
+
+def test_saved_models_keep_the_training_flag(tmp_path):
+    model = _Dropouts().eval()
+    program = widthc.compile(model, torch.randn(1, 3, 8, 8))
+    small = widthc.slim(program, program.uniform(ratio=0.5))
+    widthc.save(small, tmp_path / "s.pt")
+    loaded = widthc.load(tmp_path / "s.pt")
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(loaded(x), small(x))
+    loaded.train()
+    assert not torch.equal(loaded(x), small(x))

@@ -297,6 +297,8 @@ def _build_module(path: str, m: dict) -> nn.Module:
 
 
 def _describe_attr(gm: fx.GraphModule, node: fx.Node) -> dict:
+    if node.target == "training":  # the module's own train/eval flag (see trace.py)
+        return {"kind": "training"}
     owner_name, _, attr = node.target.rpartition(".")
     owner = gm.get_submodule(owner_name) if owner_name else gm
     value = getattr(owner, attr, None)
