@@ -229,7 +229,9 @@ class _Run:
 
     def loop(self, max_steps: int | None, progress: bool) -> TrainResult:
         result = TrainResult(steps=self.step)
-        bar = _Progress(self.total_steps, self.step, enabled=progress and self.rank == 0)
+        bar = _Progress(
+            self.total_steps, self.step, self.cfg.epochs, enabled=progress and self.rank == 0
+        )
         stop = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
         self.net.train()
         if self.step < stop:
@@ -416,8 +418,8 @@ def _truncate_log(path: Path, step: int) -> None:
 class _Progress:
     """A rich progress bar: epoch, step, loss, chosen-candidate histogram, steps/s."""
 
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, total: int, done: int, epochs: int, enabled: bool):
+        self.enabled, self.epochs = enabled, epochs
         self.t0, self.done0 = time.perf_counter(), done
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -431,7 +433,13 @@ class _Progress:
                 TextColumn("{task.fields[rate]} steps/s"),
             )
             self.task = self.bar.add_task(
-                "train", total=total, completed=done, epoch=0, loss="-", hist="-", rate="-"
+                "train",
+                total=total,
+                completed=done,
+                epoch=f"1/{epochs}",
+                loss="-",
+                hist="-",
+                rate="-",
             )
 
     def __enter__(self):
@@ -451,7 +459,7 @@ class _Progress:
         self.bar.update(
             self.task,
             completed=step,
-            epoch=epoch,
+            epoch=f"{min(epoch + 1, self.epochs)}/{self.epochs}",
             loss=f"{loss:.4f}",
             hist="/".join(str(h) for h in histogram),
             rate=f"{rate:.2f}",
