@@ -99,17 +99,21 @@ def bench_model(
         + (f" (target < {TARGET_SLIM_SECONDS:.0f} s)" if name == "resnet50" else ""),
         flush=True,
     )
-    variants = {"uniform": (choice, small)}
+    variants = {"uniform": (program, choice, small)}
     if align:  # the same program with bins on multiples of `align` channels
         aligned_program = program.rebin(program.beta, align=align)
         aligned = aligned_program.uniform(flops=budget)
-        variants[f"uniform, x{align}"] = (aligned, widthc.slim(aligned_program, aligned))
-    modules = {"original": model} | {v: m for v, (_, m) in variants.items()}
-    for label, (c, _) in variants.items():
+        variants[f"uniform, x{align}"] = (
+            aligned_program,
+            aligned,
+            widthc.slim(aligned_program, aligned),
+        )
+    modules = {"original": model} | {v: m for v, (_, _, m) in variants.items()}
+    for label, (prog, c, _) in variants.items():  # a choice counts in its own program's bins
         print(
-            f"  {label:12s}: {human(program.flops())} -> {human(program.flops(c))} FLOPs "
-            f"(ratio {program.flops(c) / program.flops():.3f}), params {human(program.params())} "
-            f"-> {human(program.params(c))}"
+            f"  {label:12s}: {human(prog.flops())} -> {human(prog.flops(c))} FLOPs "
+            f"(ratio {prog.flops(c) / prog.flops():.3f}), params {human(prog.params())} "
+            f"-> {human(prog.params(c))}"
         )
     sessions = {}
     for i, (label, module) in enumerate(modules.items()):
