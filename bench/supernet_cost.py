@@ -34,7 +34,7 @@ from widthc import space
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_data
 from widthc.passes.slim import slim
-from widthc.train import TrainConfig, _Run, sample_width
+from widthc.train import TrainConfig, _Run, _sgd, sample_width
 
 SIZE, CLASSES = 32, 10
 
@@ -77,7 +77,7 @@ def step_times(program, batches, warmup: int) -> dict:
     plain = []
     for w in widths:
         small = slim(program, w).train()
-        plain.append((small, torch.optim.SGD(small.parameters(), lr=0.01, momentum=0.9)))
+        plain.append((small, _sgd(list(small.parameters()), 0.01, 0.9, 1e-4)))
 
     def plain_step(i: int, j: int | None = None) -> None:
         model, opt = plain[i if j is None else j]
