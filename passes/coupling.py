@@ -23,7 +23,7 @@ from torch import fx
 from widthc import ops
 from widthc.errors import Reason
 from widthc.ir import ChannelGroup, Layout, Segment, TensorMeta
-from widthc.trace import VALUE
+from widthc.trace import VALUE, NodeView
 from widthc.tree import leaves, map_leaves
 
 LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
@@ -107,7 +107,7 @@ class _State:
             self.freeze(b, why)
 
 
-class CoupleCtx:
+class CoupleCtx(NodeView):
     """What a channel rule sees and can do (see widthc/ops.py)."""
 
     def __init__(self, st: _State, node: fx.Node):
@@ -117,21 +117,6 @@ class CoupleCtx:
         self.op = ops.op_name(node, st.modules)
 
     # --- reading ------------------------------------------------------------------------------
-
-    def _raw(self, i: int, name: str | None):
-        if i < len(self.node.args):
-            return self.node.args[i]
-        if name is not None and name in self.node.kwargs:
-            return self.node.kwargs[name]
-        return ops._REQUIRED
-
-    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
-        raw = self._raw(i, name)
-        if raw is ops._REQUIRED:
-            if default is ops._REQUIRED:
-                raise KeyError(f"argument {name or i} of {self.node.name}")
-            return default
-        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
 
     def lay(self, i: int, name: str | None = None):
         raw = self._raw(i, name)

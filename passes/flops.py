@@ -18,7 +18,7 @@ from torch import fx
 from widthc import ops
 from widthc.ir import Layout, TensorMeta
 from widthc.passes.coupling import LAYOUTS, Coupling, layer_name
-from widthc.trace import MEASURED, VALUE
+from widthc.trace import MEASURED, VALUE, NodeView
 
 UNIT = "MACs"
 
@@ -96,7 +96,7 @@ class CostTable:
         return out
 
 
-class FlopsCtx:
+class FlopsCtx(NodeView):
     """What a FLOPs rule sees: argument values and their resolved layouts."""
 
     def __init__(self, node: fx.Node, modules):
@@ -104,21 +104,6 @@ class FlopsCtx:
         self.module = modules.get(node.target) if node.op == "call_module" else None
         self.out = node.meta[VALUE]
         self.out_lay = node.meta.get(LAYOUTS)
-
-    def _raw(self, i, name):
-        if i < len(self.node.args):
-            return self.node.args[i]
-        if name is not None and name in self.node.kwargs:
-            return self.node.kwargs[name]
-        return ops._REQUIRED
-
-    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
-        raw = self._raw(i, name)
-        if raw is ops._REQUIRED:
-            if default is ops._REQUIRED:
-                raise KeyError(f"argument {name or i} of {self.node.name}")
-            return default
-        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
 
     def lay(self, i: int, name: str | None = None):
         raw = self._raw(i, name)

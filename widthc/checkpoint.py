@@ -9,7 +9,6 @@ previous one stays until the new one is complete.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from widthc.errors import WidthcError
+from widthc.files import write_atomic
 
 FORMAT = "widthc-supernet/1"
 
@@ -55,10 +55,7 @@ def set_rng_state(state: dict) -> None:
 
 def save(path: str | Path, payload: dict) -> None:
     """Write `payload` to `path` atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp))
 
 
 def load(path: str | Path, map_location=None) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from widthc.errors import WidthcError
+from widthc.files import write_text
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -117,12 +118,7 @@ def analyze(model, leaves, input_shape, beta, align, json_path):
 
 def _write_json(path: str, data: dict) -> None:
     """Write atomically: a temp file, then rename, so a crash never leaves half a file."""
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise WidthcError(f"cannot write {path}: folder {target.parent} does not exist")
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(target)
+    write_text(path, json.dumps(data, indent=2))
 
 
 # --- widthc train -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from torch.utils._pytree import tree_flatten, tree_flatten_with_path
 
 from widthc import graph_json
 from widthc.errors import InternalError, WidthcError
+from widthc.files import replacing, write_atomic
 
 FORMAT, VERSION = "widthc.graph", 1
 
@@ -59,17 +60,7 @@ def save(module: fx.GraphModule, path: str | os.PathLike) -> Path:
         "state_dict": {k: v.detach() for k, v in state.items()},
         "extra": {k: v.detach() for k, v in extra.items()},
     }
-    target = Path(path)
-    _check_folder(target)
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(target)
-    except OSError as e:
-        raise WidthcError(f"cannot write {target}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> fx.GraphModule:
@@ -115,14 +106,6 @@ def _set_buffer(gm: nn.Module, target: str, tensor: torch.Tensor) -> None:
         owner.register_buffer(attr, tensor, persistent=False)
 
 
-def _check_folder(target: Path) -> None:
-    folder = target.parent
-    if not folder.is_dir():
-        raise WidthcError(f"cannot write {target}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise WidthcError(f"cannot write {target}: folder {folder} is not writable")
-
-
 # --- ONNX ----------------------------------------------------------------------------------------
 
 
@@ -159,20 +142,19 @@ def export_onnx(
     if not inputs or not all(isinstance(x, torch.Tensor) and x.ndim >= 1 for x in inputs):
         raise WidthcError("export_onnx needs example inputs that are tensors with a batch dim")
     target = Path(path)
-    _check_folder(target)
-    tmp = target.with_name(target.name + ".tmp")
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad():
-            out = module(*inputs)
-        in_names = _input_names(module, len(inputs))
-        out_names = _output_names(out, set(in_names))
-        exporter, errors, providers = _export(module, inputs, tmp, in_names, out_names, tolerance)
-        tmp.replace(target)
+        with replacing(target) as tmp:
+            with torch.no_grad():
+                out = module(*inputs)
+            in_names = _input_names(module, len(inputs))
+            out_names = _output_names(out, set(in_names))
+            exporter, errors, providers = _export(
+                module, inputs, tmp, in_names, out_names, tolerance
+            )
     finally:
         module.train(was_training)
-        tmp.unlink(missing_ok=True)
     return OnnxReport(target, errors, tuple(in_names), tuple(out_names), providers, exporter)
 
 

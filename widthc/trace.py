@@ -193,6 +193,29 @@ def _has_tensor(x) -> bool:
     return any(isinstance(v, TensorMeta) for v in leaves(x))
 
 
+class NodeView:
+    """How a rule reads a traced node's arguments once shapes are known (coupling, FLOPs):
+    `arg(i, name, default)` is the value of positional argument i or keyword `name`."""
+
+    def __init__(self, node: fx.Node):
+        self.node = node
+
+    def _raw(self, i: int, name: str | None):
+        if i < len(self.node.args):
+            return self.node.args[i]
+        if name is not None and name in self.node.kwargs:
+            return self.node.kwargs[name]
+        return ops._REQUIRED
+
+    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
+        raw = self._raw(i, name)
+        if raw is ops._REQUIRED:
+            if default is ops._REQUIRED:
+                raise KeyError(f"argument {name or i} of {self.node.name}")
+            return default
+        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
+
 class ShapeCtx:
     """What a shape rule sees: the node, its module and its argument values."""
 

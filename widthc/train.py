@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from widthc import checkpoint, distributed
 from widthc.errors import WidthcError
 from widthc.evaluate import batch, device_of, evaluate
+from widthc.files import write_text
 from widthc.ir import WidthChoice
 from widthc.passes.rewrite import Supernet
 
@@ -406,9 +407,7 @@ def _truncate_log(path: Path, step: int) -> None:
     kept = [
         line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
     ]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _sgd(params: list, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
