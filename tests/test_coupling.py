@@ -3,7 +3,6 @@ that follow them, FLOPs and bins, and a property test over random small architec
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -18,8 +17,8 @@ from widthc.ir import Layout, Segment
 from widthc.passes import bins as bins_pass
 from widthc.passes.coupling import REWRITES
 from widthc.passes.flops import count_macs
-from widthc.passes.slicing import make_plan
 from widthc.passes.slim import slim
+from widthc.verify import zeroed_reference
 
 OUT = "output of the network"
 
@@ -324,26 +323,6 @@ class _RandomNet(nn.Module):
         return self.head(x)
 
 
-def _zeroed_reference(program, choice, inputs):
-    """The original model with every removed channel's weights zeroed (exact where no group
-    mixes channels): producers emit zeros there and consumers ignore them."""
-    plan = make_plan(program, choice)
-    gm = copy.deepcopy(program.gm)
-    with torch.no_grad():
-        for target, dims in program.param_dims.items():
-            owner, _, attr = target.rpartition(".")
-            t = getattr(gm.get_submodule(owner) if owner else gm, attr)
-            if attr == "running_var" or not t.dtype.is_floating_point:
-                continue
-            for d, lay in dims.items():
-                kept = plan.positions(lay)
-                if kept is not None:
-                    mask = torch.ones(t.shape[d], dtype=torch.bool)
-                    mask[kept] = False
-                    t[(slice(None),) * d + (mask,)] = 0
-        return gm(*inputs)
-
-
 @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     kinds=st.lists(
@@ -365,6 +344,16 @@ def test_random_architectures(kinds, widths, flatten, seed):
     choice = program.random(seed)
     small = slim(program, choice)
     with torch.no_grad():
-        out, ref = small(x), _zeroed_reference(program, choice, (x,))
+        out, ref = small(x), zeroed_reference(program, choice)(x)
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
     assert widthc.compile(small, x).flops() == program.flops(choice)
+
+
+def test_one_channel_dim_flattened_next_to_the_batch():
+    """(N, 1, H, W) -> (N, H*W): the one channel must not be taken for the batch dim."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 3, padding=1), nn.Flatten(), nn.Linear(64, 5)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    program = widthc.compile(model, x)
+    assert program.flops() == count_macs(program.gm, (x,))
+    flatten = next(n for n in program.gm.graph.nodes if n.op == "call_module" and n.target == "1")
+    assert flatten.meta["widthc.layouts"] == (None, None)

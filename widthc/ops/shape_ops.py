@@ -31,10 +31,12 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
         return (None,) * out.ndim
     result = [None] * out.ndim
     for src, dst in blocks:
-        for d in src:  # a parameter dim that is reshaped keeps its width
-            if not isinstance(ctx.resolve(lays[d]), Layout):
+        for d in src:
+            # a parameter dim that is reshaped keeps its width; so does a one-channel dim,
+            # which cannot shrink and which a reshape may merge into any neighbour
+            if not isinstance(ctx.resolve(lays[d]), Layout) or x.shape[d] == 1:
                 ctx.sink(lays[d], why="reshape")
-        laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout)]
+        laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout) and x.shape[d] != 1]
         if not laid:
             continue
         big_src = [d for d in src if x.shape[d] != 1]
