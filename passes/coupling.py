@@ -4,100 +4,94 @@ One walk over the graph in topological order runs every node's channel rule from
 A channel dim is described by an *entry*: a `Layout` of atoms (channel vectors created by
 producers), `None` (a dim of fixed width: batch, spatial, the network's input, an unknown op's
 output), or a `ParamVar` (a dim of a parameter whose channels are not known yet: bound by the
-first rule that meets it). Rules union atoms (networkx's UnionFind), freeze them with a `Reason`,
-or mark them as mixed. At the end every atom set becomes a `ChannelGroup` with a deterministic
-id (order of first appearance), and every parameter dim that follows channels is recorded, so
-that slim and the supernet can slice any weight from one table.
+first rule that meets it). Rules union atoms (passes/atoms.py: networkx's UnionFind, atoms cut
+where the graph splits them), freeze them with a `Reason`, or mark them as mixed. At the end
+(passes/groups.py) every atom set becomes a `ChannelGroup` with a deterministic id (order of
+first appearance), and every parameter dim that follows channels is recorded, so that slim and
+the supernet can slice any weight from one table. One tensor under several names (tied
+weights) is analysed once; a weight computed from stored tensors (weight norm) is sliced
+through them (widthc/ops/reparam.py).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import torch
-from networkx.utils import UnionFind
 from torch import fx
 
 from widthc import ops
 from widthc.errors import Reason
-from widthc.ir import ChannelGroup, Layout, Segment, TensorMeta
-from widthc.trace import VALUE, NodeView
-from widthc.tree import leaves, map_leaves
+from widthc.ir import Layout, Segment, TensorMeta
+from widthc.ops.reparam import Reparam, reparam
+from widthc.passes.atoms import Atoms, ParamVar
+from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
+from widthc.trace import VALUE, NodeView, Traced
+from widthc.tree import leaves
 
-LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
-REWRITES = "widthc.rewrites"  # node.meta key: [(path, Layout)] literal channel counts to rewrite
-
-
-@dataclass(frozen=True)
-class ParamVar:
-    """Dim `dim` of parameter or buffer `target`, channels not decided yet."""
-
-    target: str
-    dim: int
-    size: int
+__all__ = ["LAYOUTS", "REWRITES", "Coupling", "ParamVar", "couple", "layer_name"]
 
 
-@dataclass
-class Coupling:
-    """The result of the pass: groups, and the channel layout of every parameter dim."""
-
-    groups: list[ChannelGroup]
-    param_dims: dict[str, dict[int, Layout]] = field(default_factory=dict)
-
-
-def layer_name(node: fx.Node) -> str:
-    """How the user's model names this layer: the module path, or the fx node name."""
-    return str(node.target) if node.op == "call_module" else node.name
-
-
-class _State:
+class _State(Atoms):
     def __init__(self, gm):
+        super().__init__()
         self.gm = gm
         self.modules = dict(gm.named_modules())
-        self.uf = UnionFind()
-        self.atom_size: list[int] = []
-        self.producer: dict[int, str] = {}
-        self.frozen: dict[int, list[Reason]] = defaultdict(list)
-        self.mixing: dict[int, list[str]] = defaultdict(list)
         self.binding: dict[tuple[str, int], object] = {}
         self.entries: dict[fx.Node, object] = {}
         self.rewrites: dict[fx.Node, list] = defaultdict(list)
         self.param_users: dict[str, list[str]] = defaultdict(list)
-        self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
+        # one tensor under several names (tied weights) is one set of ParamVars, under the
+        # first name met; `names` lists every name of it, `tensors` keeps ids unique
+        self.canonical: dict[int, str] = {}
+        self.names: dict[str, dict[str, None]] = defaultdict(dict)
+        self.tensors: list[torch.Tensor] = []
+        # weights computed from stored tensors (weight norm): name -> (module path, Reparam)
+        self.computed: dict[str, tuple[str, Reparam]] = {}
+        self.after_rule: list[tuple[str, ParamVar, str]] = []  # (sink|mix, dim, why)
+        self.why_fixed: dict[tuple[str, int], Reason] = {}  # tensor dims sunk before any use
 
-    # --- atoms and entries ---------------------------------------------------------------------
-
-    def new_atom(self, size: int, producer: str | None = None) -> Layout:
-        a = len(self.atom_size)
-        self.atom_size.append(size)
-        self.uf[a]  # noqa: B018 - registers the atom
-        if producer is not None:
-            self.producer[a] = producer
-        return Layout((Segment(a, size, 1),))
+    # --- entries ---------------------------------------------------------------------------------
 
     def resolve(self, e):
+        """What an entry stands for now: a Layout (refined atoms expanded), a ParamVar not
+        decided yet, or None."""
         while isinstance(e, ParamVar):
             key = (e.target, e.dim)
             if key not in self.binding:
                 return e
             e = self.binding[key]
-        return e
+        return self.expand(e) if isinstance(e, Layout) else e
+
+    def tensor_name(self, name: str, tensor: torch.Tensor) -> str:
+        """The name under which `tensor` is analysed: the first name it was met under."""
+        if id(tensor) not in self.canonical:
+            self.canonical[id(tensor)] = name
+            self.tensors.append(tensor)
+        first = self.canonical[id(tensor)]
+        self.names[first][name] = None
+        return first
+
+    def fixed_reason(self, e) -> Reason | None:
+        """Why a tensor dim that resolves to a fixed width was fixed, where a rule said so."""
+        while isinstance(e, ParamVar):
+            key = (e.target, e.dim)
+            if key in self.why_fixed:
+                return self.why_fixed[key]
+            e = self.binding.get(key)
+        return None
 
     def bind(self, var: ParamVar, e) -> None:
         self.binding[(var.target, var.dim)] = e
 
     def freeze(self, layout: Layout, reason: Reason) -> None:
-        for s in layout.segments:
+        for s in self.expand(layout).segments:
             if reason not in self.frozen[s.group]:
                 self.frozen[s.group].append(reason)
 
     def union(self, a: Layout, b: Layout, reason: Reason) -> None:
-        if a.shape_key() == b.shape_key():
-            for sa, sb in zip(a.segments, b.segments):
-                self.uf.union(sa.group, sb.group)
-        else:
+        if not self.unite_layouts(a, b):
             why = Reason(
                 f"{reason.why}: channel structures differ (concatenated or repeated)",
                 reason.node,
@@ -132,10 +126,19 @@ class CoupleCtx(NodeView):
             return None
 
     def param(self, name: str):
+        """Entries of the module's tensor `name`. A weight computed from stored tensors (weight
+        norm) keeps, after the rule, the widths its parametrization cannot follow."""
         t = getattr(self.module, name, None)
         if not isinstance(t, torch.Tensor):
             return None
         target = f"{self.node.target}.{name}"
+        how = reparam(self.module, name)
+        if how is None:
+            target = self.st.tensor_name(target, t)
+        else:
+            self.st.computed[target] = (self.node.target, how)
+            self.st.after_rule += [("sink", ParamVar(target, d, 0), how.why) for d in how.fixed]
+            self.st.after_rule += [("mix", ParamVar(target, d, 0), how.why) for d in how.mixes]
         self.st.param_users[target].append(layer_name(self.node))
         return tuple(ParamVar(target, d, s) for d, s in enumerate(t.shape))
 
@@ -160,7 +163,7 @@ class CoupleCtx(NodeView):
 
     def unify(self, *entries, why: str = ""):
         st = self.st
-        layouts, variables, fixed = [], [], False
+        layouts, variables, fixed, cause = [], [], False, None
         for e in entries:
             r = st.resolve(e)
             if isinstance(r, Layout):
@@ -170,14 +173,16 @@ class CoupleCtx(NodeView):
                     variables.append(r)
             else:
                 fixed = True
+                cause = cause or st.fixed_reason(e)
         if layouts:
             base = layouts[0]
             for other in layouts[1:]:
                 if other is not base:
                     st.union(base, other, self.reason(why or "shared channels"))
             if fixed:
+                cause = cause or self.reason(f"{why or 'channels'}: meets a fixed-width tensor")
                 for lay in layouts:
-                    st.freeze(lay, self.reason(f"{why or 'channels'}: meets a fixed-width tensor"))
+                    st.freeze(lay, cause)
             for v in variables:
                 st.bind(v, base)
             return base
@@ -191,10 +196,37 @@ class CoupleCtx(NodeView):
             return variables[0]
         return None
 
+    def same_count(self, size, entry, why: str):
+        """A size read from a tensor (`x.size(1)`) given for a dim whose channels are `entry`:
+        both must count the same channels at every width. Equal counts of differently laid
+        out channels (a channel shuffle's `c`) need no union."""
+        a, b = self.st.resolve(size), self.st.resolve(entry)
+        if isinstance(a, Layout) and isinstance(b, Layout):
+            form = self.st.count_form(a)
+            if form is not None and form == self.st.count_form(b):
+                return b
+        return self.unify(size, entry, why=why)
+
     def produce(self, entry, size: int):
+        """Output channels of this layer: a new atom for a weight dim not decided yet; a weight
+        computed in the graph (weight standardisation) brings its own, which this layer then
+        produces."""
         r = self.st.resolve(entry)
         if isinstance(r, ParamVar):
             lay = self.st.new_atom(size, layer_name(self.node))
+            self.st.bind(r, lay)
+            return lay
+        if isinstance(r, Layout):
+            for s in r.segments:
+                self.st.producer.setdefault(s.group, layer_name(self.node))
+        return r
+
+    def own(self, entry, size: int):
+        """A weight dim not decided yet that an op computes with (a reshape of the weight)
+        becomes channels of their own; the layers that read the result decide the rest."""
+        r = self.st.resolve(entry)
+        if isinstance(r, ParamVar):
+            lay = self.st.new_atom(size)
             self.st.bind(r, lay)
             return lay
         return r
@@ -203,8 +235,9 @@ class CoupleCtx(NodeView):
         r = self.st.resolve(entry)
         if isinstance(r, Layout):
             self.st.freeze(r, self.reason(why))
-        elif isinstance(r, ParamVar):
+        elif isinstance(r, ParamVar):  # a tensor dim that keeps its width, and why
             self.st.bind(r, None)
+            self.st.why_fixed[(r.target, r.dim)] = self.reason(why)
 
     def mix(self, entry) -> None:
         r = self.st.resolve(entry)
@@ -230,6 +263,12 @@ class CoupleCtx(NodeView):
                 r = fresh
             segments.extend(r.segments)
         return Layout(tuple(segments))
+
+    def cut(self, entry, positions) -> Layout | None:
+        """The entry's layout with a segment boundary at every position (the channels of a
+        producer cut into parts that shrink on their own), or None where that cannot be."""
+        r = self.st.resolve(entry)
+        return self.st.cut(r, positions) if isinstance(r, Layout) else None
 
     def unrepeat(self, entry: Layout, tail: int) -> Layout:
         return Layout(
@@ -307,8 +346,9 @@ def couple(gm) -> Coupling:
         elif node.op == "get_attr":
             v = node.meta[VALUE]
             if isinstance(v, TensorMeta):
-                st.param_users[node.target].append(node.name)
-                ctx.set(tuple(ParamVar(node.target, d, s) for d, s in enumerate(v.shape)))
+                target = st.tensor_name(node.target, _tensor_at(gm, node.target))
+                st.param_users[target].append(node.name)
+                ctx.set(tuple(ParamVar(target, d, s) for d, s in enumerate(v.shape)))
             else:
                 ctx.set_fixed()
         elif node.op == "output":
@@ -322,18 +362,63 @@ def couple(gm) -> Coupling:
             spec = ops.lookup(node, st.modules)
             if spec is None:
                 ctx.barrier(f"touches unknown op `{ctx.op}`")
+                if node.op == "call_module":
+                    _hidden_tensors(ctx)
             else:
                 spec.couple(ctx)
                 if node not in st.entries:
                     ctx.set_fixed()
-    return _finish(st)
+                for action, var, why in st.after_rule:
+                    ctx.sink(var, why) if action == "sink" else ctx.mix(var)
+                st.after_rule.clear()
+        if not _fits(st.entries.get(node), node.meta[VALUE]):
+            # a rule that lost track of a tensor's dims: freeze rather than guess
+            ctx.barrier(f"cannot follow the channels through `{ctx.op}`")
+    return finish(st)
+
+
+def _fits(entries, value) -> bool:
+    """Entries have the structure of the value: one entry per dim of every tensor in it."""
+    if isinstance(value, TensorMeta):
+        return isinstance(entries, tuple) and len(entries) == value.ndim
+    if isinstance(value, (tuple, list)) and any(isinstance(v, TensorMeta) for v in leaves(value)):
+        return (
+            isinstance(entries, (tuple, list))
+            and len(entries) == len(value)
+            and all(_fits(e, v) for e, v in zip(entries, value))
+        )
+    if isinstance(value, dict) and any(isinstance(v, TensorMeta) for v in leaves(value)):
+        return isinstance(entries, dict) and all(_fits(entries.get(k), v) for k, v in value.items())
+    return True
+
+
+def _hidden_tensors(ctx: CoupleCtx) -> None:
+    """The tensors of a module widthc does not see into keep their width, also where another
+    layer shares them (a tied embedding inside a leaf)."""
+    module, prefix = ctx.module, ctx.node.target
+    found = (
+        *module.named_parameters(prefix=prefix, remove_duplicate=False),
+        *module.named_buffers(prefix=prefix, remove_duplicate=False),
+    )
+    why = f"a tensor of `{prefix}` ({ctx.op}), which widthc does not see into"
+    for name, t in found:
+        target = ctx.st.tensor_name(name, t)
+        for d, size in enumerate(t.shape):
+            ctx.sink(ParamVar(target, d, size), why)
+
+
+def _tensor_at(gm, target: str) -> torch.Tensor:
+    obj = gm.root if isinstance(gm, Traced) else gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _python_value(ctx: CoupleCtx) -> None:
     """Python values: sizes keep their channels through indexing and tensor creation; any
     other arithmetic on a channel count freezes those channels (it cannot follow them)."""
     spec = ops.lookup(ctx.node, ctx.st.modules)
-    if spec is not None and spec.family in ("getitem", "creation"):
+    if spec is not None and spec.family in ("getitem", "creation", "size division"):
         spec.couple(ctx)
         return
     for e in _flat_entries(ctx.st, list(ctx.node.all_input_nodes)):
@@ -347,86 +432,3 @@ def _touches_tensors(node: fx.Node) -> bool:
     return any(
         isinstance(v, TensorMeta) for n in node.all_input_nodes for v in leaves(n.meta.get(VALUE))
     )
-
-
-def _finish(st: _State) -> Coupling:
-    # deterministic ids: groups numbered by their first atom, atoms numbered in graph order
-    roots: dict[int, int] = {}
-    for a in range(len(st.atom_size)):
-        roots.setdefault(st.uf[a], len(roots))
-    gid = {a: roots[st.uf[a]] for a in range(len(st.atom_size))}
-    # a group shrinks in as many equal blocks as its grouped convs need (lcm of their groups;
-    # every such count divides the channels, so the lcm does too)
-    blocks = [1] * len(roots)
-    for a, b in st.blocks.items():
-        blocks[gid[a]] = math.lcm(blocks[gid[a]], b)
-
-    def final_segment(s: Segment) -> Segment:
-        g = gid[s.group]
-        size = st.atom_size[s.group] // blocks[g]
-        return Segment(g, size, s.inner, s.outer * blocks[g] // s.blocks)
-
-    done: dict[int, Layout | None] = {}  # many nodes share one layout object
-
-    def final(e):
-        r = st.resolve(e)
-        if not isinstance(r, Layout):
-            return None
-        if id(r) not in done:
-            done[id(r)] = Layout(tuple(final_segment(s) for s in r.segments))
-        return done[id(r)]
-
-    members: dict[int, dict[str, None]] = defaultdict(dict)  # ordered sets
-    is_entry = lambda x: isinstance(x, (Layout, ParamVar))  # noqa: E731
-    for node in st.gm.graph.nodes:
-        resolved = map_leaves(final, st.entries.get(node), is_leaf=is_entry)
-        node.meta[LAYOUTS] = resolved
-        name = layer_name(node)
-        for lay in leaves(resolved, is_leaf=is_entry):
-            if isinstance(lay, Layout):
-                for g in lay.groups:
-                    members[g][name] = None
-        node.meta[REWRITES] = [
-            (p, final(e)) for p, e in st.rewrites.get(node, []) if final(e) is not None
-        ]
-
-    param_dims: dict[str, dict[int, Layout]] = defaultdict(dict)
-    for (target, dim), _ in sorted(st.binding.items()):
-        lay = final(ParamVar(target, dim, 0))
-        if lay is not None:
-            param_dims[target][dim] = lay
-
-    n_groups = len(roots)
-    sizes = [0] * n_groups
-    producers: dict[int, dict[str, None]] = defaultdict(dict)
-    frozen: dict[int, dict[Reason, None]] = defaultdict(dict)
-    mixing: dict[int, dict[str, None]] = defaultdict(dict)
-    for a, size in enumerate(st.atom_size):
-        g = gid[a]
-        sizes[g] = size
-        if a in st.producer:
-            producers[g][st.producer[a]] = None
-        frozen[g].update(dict.fromkeys(st.frozen.get(a, ())))
-        mixing[g].update(dict.fromkeys(st.mixing.get(a, ())))
-    consumers: dict[int, dict[str, None]] = defaultdict(dict)
-    for target, dims in param_dims.items():
-        for lay in dims.values():
-            for g in lay.groups:
-                for user in st.param_users.get(target, ()):
-                    if user not in producers[g]:
-                        consumers[g][user] = None
-    groups = [
-        ChannelGroup(
-            id=g,
-            n=sizes[g],
-            producers=tuple(producers[g]),
-            consumers=tuple(consumers[g]),
-            members=tuple(members[g]),
-            frozen=tuple(frozen[g]),
-            mixing=tuple(mixing[g]),
-            bins=(sizes[g] // blocks[g],),
-            blocks=blocks[g],
-        )
-        for g in range(n_groups)
-    ]
-    return Coupling(groups, dict(param_dims))

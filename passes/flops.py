@@ -71,8 +71,23 @@ class CostTable:
 
     def evaluate_many(self, counts: np.ndarray) -> np.ndarray:
         """Cost of each row of `counts` (shape [B, n_groups]: channels kept per group)."""
-        sizes = counts @ self._m.T + self._c  # [B, n_layouts + 1]
-        return (sizes[:, self._idx].prod(axis=2) * self._coef).sum(axis=1)
+        return self._products(counts @ self._m.T + self._c)
+
+    def partial(self, groups: np.ndarray, fixed: np.ndarray):
+        """A faster `evaluate_many` for rows that set only `groups`' counts, the others staying
+        at `fixed`: returns f(counts of `groups`, [B, len(groups)]) -> costs [B]."""
+        rest = np.asarray(fixed, dtype=np.float64).copy()
+        rest[groups] = 0.0
+        base = rest @ self._m.T + self._c
+        m = np.ascontiguousarray(self._m[:, groups].T)  # [len(groups), n_layouts + 1]
+        return lambda counts: self._products(counts @ m + base)
+
+    def _products(self, sizes: np.ndarray) -> np.ndarray:
+        """sum_j coef_j * prod of the term's layout sizes, for every row of `sizes`."""
+        prod = sizes[:, self._idx[:, 0]]
+        for k in range(1, self._idx.shape[1]):
+            prod = prod * sizes[:, self._idx[:, k]]
+        return prod @ self._coef
 
     def last_channel(self, counts: np.ndarray) -> np.ndarray:
         """For every group, the cost that its last kept channel (per block) adds: cost(counts)
@@ -163,10 +178,13 @@ def used_parameters(gm) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def count_macs(module: torch.nn.Module, example_inputs) -> float:
-    """An independent count: FlopCounterMode over conv, linear and matmul, in MACs."""
+    """An independent count: FlopCounterMode over conv, linear and matmul, in MACs per sample
+    (divided by the batch size, the first dimension of the first input, as `Program.flops`)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         module(*example_inputs)
-    return counter.get_total_flops() / 2
+    first = next((x for x in example_inputs if isinstance(x, torch.Tensor) and x.ndim), None)
+    batch = int(first.shape[0]) if first is not None else 1
+    return counter.get_total_flops() / 2 / max(batch, 1)

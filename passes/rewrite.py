@@ -1,44 +1,24 @@
-"""Rewrite: a `Program` -> a CafeNet supernet with sliced execution (DESIGN §6).
+"""Rewrite: literal channel counts in a traced graph read the current width (DESIGN §6).
 
-`Supernet` owns the program's modules and weights (the very same objects as `program.gm`).
-`set_choice(choice)` then `net(*inputs)` runs exactly that sub-network:
-- every parameter and buffer the slicing plan shrinks is replaced, for the duration of the
-  forward, by `index_select` of the full tensor at the kept positions (a `narrow` view where
-  they are one range), so gradients reach the shared full-width tensors and the positions left
-  out get exactly zero gradient;
-- module attributes (depthwise `groups`, LayerNorm `normalized_shape`, ...) are resized from the
-  op registry via the plan, and restored afterwards;
-- literal channel counts in the graph (`x.view(n, 256)`) read the current choice: the graph is
-  rewritten once so that each such literal reads `widthc_sizes.values[i]`, set per choice
-  (cheaper than a torch.fx.Interpreter, which pays Python overhead at every node: see
-  bench/supernet_cost.py);
-- in training mode, sliced buffers (batch-norm running statistics) are written back at their
-  kept positions only, so the other channels' statistics stay bit-identical.
-
-The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disagree. No masking:
-a sub-network at 50% FLOPs costs about 50% of the full network's compute.
+A graph such as `x.view(n, 256)` holds channel counts as literals. The supernet runs many widths
+on one graph, so `rewrite_literals` returns a copy of the GraphModule (sharing the modules) in
+which each such literal reads `widthc_sizes.values[i]`, set per width by the supernet runtime
+(`widthc/supernet.py`). Cheaper than a torch.fx.Interpreter, which pays Python overhead at every
+node (bench/supernet_cost.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass
 
-import torch
 from torch import fx, nn
 
-from widthc.errors import WidthcError
-from widthc.ir import Layout, WidthChoice
-from widthc.passes.coupling import LAYOUTS, REWRITES
-from widthc.passes.slicing import SlicePlan, make_plan
+from widthc.passes.coupling import REWRITES
 
 SIZES = "widthc_sizes"  # submodule of the supernet's GraphModule: the current literal sizes
 
 
-class _Sizes(nn.Module):
+class Sizes(nn.Module):
     """Holds the literal channel counts of the current choice, read by the rewritten graph."""
 
     def __init__(self, values: list[int]):
@@ -46,267 +26,32 @@ class _Sizes(nn.Module):
         self.values = values
 
 
-@dataclass(frozen=True)
-class _Swap:
-    """One tensor to slice: `store[attr]` of `owner` (its _parameters, _buffers or __dict__)."""
-
-    owner: nn.Module
-    store: str
-    attr: str
-    slices: tuple[tuple[int, torch.Tensor], ...]  # (dim, kept positions), on the tensor's device
-    is_buffer: bool
-    shape: tuple[int, ...]  # the sliced shape
-    narrow: tuple[tuple[int, int, int], ...] | None = None  # (dim, start, length): all ranges
-
-    def apply(self, full: torch.Tensor) -> torch.Tensor:
-        """The kept part of `full`: a view where every kept set is a range (parameters only:
-        no copy, and a cheaper backward), else one index_select per sliced dim. (Measured on
-        CPU: two index_selects beat one gather at flat indices, which also costs an int64
-        index as large as the weight, per cached choice.)"""
-        if self.narrow is not None:
-            for dim, start, length in self.narrow:
-                full = full.narrow(dim, start, length)
-            return full
-        for dim, idx in self.slices:
-            full = full.index_select(dim, idx)
-        return full
-
-
-@dataclass(frozen=True)
-class _Target:
-    """A parameter or buffer the plan may slice: where it lives, its shape, its channel dims."""
-
-    name: str
-    owner: nn.Module
-    store: str
-    attr: str
-    shape: tuple[int, ...]
-    dims: tuple[tuple[int, Layout], ...]
-    groups: tuple[int, ...]  # the groups its channel dims carry: its slices depend on them only
-
-
-@dataclass(frozen=True)
-class _Applied:
-    """Everything one choice changes, resolved once and cached."""
-
-    swaps: tuple[_Swap, ...]
-    attrs: tuple[tuple[nn.Module, dict, dict], ...]  # (module, new attributes, old attributes)
-    sizes: tuple[int, ...]  # literal channel counts, in slot order
-
-
-class Supernet(nn.Module):
-    """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model."""
-
-    def __init__(self, program, offset: int = 1, cache_size: int = 64):
-        super().__init__()
-        if offset < 0:
-            raise WidthcError(f"the offset r must be 0 or more, got {offset}")
-        self.program = program
-        self.offset = offset
-        self.gm, self._slots = _rewrite_literals(program.gm)
-        self._full_sizes = tuple(getattr(self.gm, SIZES).values)
-        self._src_nodes = {n.name: n for n in program.gm.graph.nodes}
-        self._src_modules = dict(program.gm.named_modules())
-        self._buffer_slots = [
-            (m, name) for m in self.gm.modules() for name in m._buffers
-        ]  # every buffer, for probing
-        self._targets = _targets(self.gm, program.param_dims)
-        self._resizable = _resizable(program.gm, self._src_modules, program.param_dims)
-        self._n_bins = {g.id: len(g.bins) for g in program.searchable}
-        self._cache_size = cache_size
-        self._cache: OrderedDict = OrderedDict()  # choice -> _Applied, least recently used out
-        self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
-        self._choice = program.full()
-        self._probing = False
-
-    # --- choosing a sub-network ------------------------------------------------------------------
-
-    @property
-    def choice(self) -> WidthChoice:
-        return self._choice
-
-    def set_choice(self, choice: WidthChoice) -> None:
-        """Run `choice` on every following forward (validated against the program)."""
-        self.program.validate(choice)
-        self._choice = choice
-
-    def candidates(self, choice: WidthChoice) -> list[WidthChoice]:
-        """The sub-networks of `choice`'s width under this supernet's offset (DESIGN §6)."""
-        return self.program.candidates(choice, self.offset)
-
-    @contextlib.contextmanager
-    def probing(self) -> Iterator[None]:
-        """Forwards inside leave every buffer untouched (min-min's candidate evaluation): running
-        statistics are updated only by the sub-network that is trained."""
-        was, self._probing = self._probing, True
-        try:
-            yield
-        finally:
-            self._probing = was
-
-    # --- running it ----------------------------------------------------------------------------------
-
-    def forward(self, *inputs, **kwargs):
-        applied = self._applied(self._choice, _device_of(self.gm))
-        if applied is None and not (self._probing and self.training):
-            return self.gm(*inputs, **kwargs)
-        return self._run(applied, inputs, kwargs)
-
-    def _run(self, applied: _Applied | None, inputs, kwargs):
-        swaps = applied.swaps if applied is not None else ()
-        keep = self._probing and self.training
-        if keep:
-            swaps = swaps + self._untouched_buffers(swaps)
-        originals = []
-        try:
-            for s in swaps:
-                store = getattr(s.owner, s.store) if s.store != "__dict__" else s.owner.__dict__
-                full = store[s.attr]
-                originals.append((store, full))
-                t = s.apply(full) if s.slices else full.clone()  # probing: a private copy
-                store[s.attr] = t
-            if applied is not None:
-                for module, new, _ in applied.attrs:
-                    module.__dict__.update(new)
-                getattr(self.gm, SIZES).values[:] = applied.sizes
-            return self.gm(*inputs, **kwargs)
-        finally:
-            write_back = self.training and not keep
-            for s, (store, full) in zip(swaps, originals):
-                sliced = store[s.attr]
-                store[s.attr] = full
-                if write_back and s.is_buffer and sliced is not full:
-                    with torch.no_grad():
-                        _index_copy(full, s.slices, sliced)
-            if applied is not None:
-                for module, _, old in applied.attrs:
-                    module.__dict__.update(old)
-                getattr(self.gm, SIZES).values[:] = self._full_sizes
-
-    def _untouched_buffers(self, swaps) -> tuple[_Swap, ...]:
-        """Every buffer no swap covers, as a swap that only copies it (for probing)."""
-        covered = {(id(s.owner), s.attr) for s in swaps}
-        return tuple(
-            _Swap(m, "_buffers", name, (), True, ())
-            for m, name in self._buffer_slots
-            if m._buffers.get(name) is not None and (id(m), name) not in covered
-        )
-
-    def _applied(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
-        key = (choice, device)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        with torch.inference_mode(False):  # index tensors made in a probe serve backward too
-            applied = self._resolve(choice, device)
-        self._cache[key] = applied
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return applied
-
-    def _resolve(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
-        """Read the plan of `choice`: which tensors to slice how, which module attributes and
-        literals change. Each tensor's slices (and each module's attributes) depend only on the
-        widths of the groups it carries, so they are cached by those: a new choice mostly
-        reuses parts that earlier choices resolved, and builds its plan only on a miss."""
-        widths = dict(choice.widths)
-        shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
-        if not shrunk:
-            return None
-        if len(self._parts) > 100_000:  # bounded memory over very long runs
-            self._parts.clear()
-        plan: list[SlicePlan] = []
-
-        def the_plan() -> SlicePlan:
-            if not plan:
-                plan.append(make_plan(self.program, choice))
-            return plan[0]
-
-        swaps, by_name = [], {}
-        for i, t in enumerate(self._targets):
-            if shrunk.isdisjoint(t.groups):
-                continue
-            key = ("tensor", i, device, tuple(widths.get(g) for g in t.groups))
-            if key not in self._parts:
-                self._parts[key] = self._slice(t, widths, the_plan, device)
-            swaps.append(self._parts[key])
-            by_name[t.name] = self._parts[key]
-
-        attrs = []
-        for i, (node, module, groups) in enumerate(self._resizable):
-            if shrunk.isdisjoint(groups):
-                continue
-            key = ("attrs", i, tuple(widths.get(g) for g in groups))
-            if key not in self._parts:
-                params = {  # the registry's resize rules read the sliced shapes only
-                    name: torch.empty(by_name[k].shape, device="meta") if k in by_name else t
-                    for name, t in (*module._parameters.items(), *module._buffers.items())
-                    if t is not None and (k := f"{node.target}.{name}")
-                }
-                new = the_plan().module_attrs(self._src_modules, node, params)
-                changed = {k: v for k, v in new.items() if getattr(module, k) != v}
-                old = {k: getattr(module, k) for k in changed}
-                self._parts[key] = (module, changed, old) if changed else None
-            if self._parts[key] is not None:
-                attrs.append(self._parts[key])
-
-        sizes = list(self._full_sizes)
-        for slot, (node_name, path, groups) in enumerate(self._slots):
-            if shrunk.isdisjoint(groups):
-                continue
-            key = ("literal", slot, tuple(widths.get(g) for g in groups))
-            if key not in self._parts:
-                new_args = the_plan().literal_args(self._src_nodes[node_name])
-                self._parts[key] = sizes[slot] if new_args is None else _at(new_args, path)
-            sizes[slot] = self._parts[key]
-        return _Applied(tuple(swaps), tuple(attrs), tuple(sizes))
-
-    def _slice(self, t: _Target, widths: dict, the_plan, device: torch.device) -> _Swap:
-        found = []
-        for dim, lay in t.dims:  # kept positions per layout: shared by many tensors
-            key = ("positions", lay, device, tuple(widths.get(g) for g in lay.groups))
-            if key not in self._parts:
-                idx = the_plan().positions(lay)
-                self._parts[key] = None if idx is None else (idx.to(device), _as_range(idx))
-            if self._parts[key] is not None:
-                found.append((dim, self._parts[key]))
-        return _swap(t, found)
-
-
-def supernet(program, offset: int = 1) -> Supernet:
-    """The CafeNet supernet of `program` with locally free offset `offset` (DESIGN §6)."""
-    return Supernet(program, offset)
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
+def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
     """A GraphModule sharing `src`'s modules whose literal channel counts read `widthc_sizes`.
 
     Returns it and the slots: [(node name, path of the literal in (args, kwargs), the groups
     whose widths set it)]."""
     gm = fx.GraphModule(src, copy.deepcopy(src.graph), src.__class__.__name__)
     slots, sizes = [], []
-    gm.add_submodule(SIZES, _Sizes(sizes))
+    gm.add_submodule(SIZES, Sizes(sizes))
     for node in list(gm.graph.nodes):
         for path, lay in node.meta.get(REWRITES) or []:
             with gm.graph.inserting_before(node):
                 holder = gm.graph.get_attr(SIZES)
                 item = gm.graph.call_function(_item, (holder, len(slots)))
             args_kwargs = (node.args, node.kwargs)
-            sizes.append(_at(args_kwargs, path))
+            sizes.append(at(args_kwargs, path))
             node.args, node.kwargs = _replaced(args_kwargs, path, item)
             slots.append((node.name, path, tuple(sorted(lay.groups))))
     gm.recompile()
     return gm, slots
 
 
-def _item(sizes: _Sizes, i: int) -> int:
+def _item(sizes: Sizes, i: int) -> int:
     return sizes.values[i]
 
 
-def _at(args_kwargs: tuple, path: tuple):
+def at(args_kwargs: tuple, path: tuple):
     """The value at `path` ("args" or "kwargs", then keys) of (args, kwargs)."""
     x = args_kwargs[0 if path[0] == "args" else 1]
     for key in path[1:]:
@@ -331,92 +76,3 @@ def _replaced(args_kwargs: tuple, path: tuple, value) -> tuple:
     out = list(args_kwargs)
     out[which] = put(args_kwargs[which], path[1:])
     return tuple(out)
-
-
-def _store_of(owner: nn.Module, attr: str) -> tuple[str, torch.Tensor]:
-    for store in ("_parameters", "_buffers"):
-        d = getattr(owner, store)
-        if d.get(attr) is not None:
-            return store, d[attr]
-    return "__dict__", owner.__dict__[attr]  # a plain tensor attribute (fx constants)
-
-
-def _device_of(gm: nn.Module) -> torch.device:
-    return next(gm.parameters(), torch.empty(0)).device
-
-
-def _targets(gm: fx.GraphModule, param_dims) -> list[_Target]:
-    out = []
-    for name, dims in param_dims.items():
-        owner_name, _, attr = name.rpartition(".")
-        owner = gm.get_submodule(owner_name) if owner_name else gm
-        store, tensor = _store_of(owner, attr)
-        groups = tuple(sorted({g for lay in dims.values() for g in lay.groups}))
-        out.append(
-            _Target(
-                name, owner, store, attr, tuple(tensor.shape), tuple(sorted(dims.items())), groups
-            )
-        )
-    return out
-
-
-def _resizable(src: fx.GraphModule, modules: dict, param_dims) -> list:
-    """[(node, module, groups)]: call_module nodes and the groups their parameters and inputs
-    carry; a node whose groups all keep their width keeps its attributes."""
-    out, seen = [], set()
-    for node in src.graph.nodes:
-        if node.op != "call_module" or node.target in seen:
-            continue
-        seen.add(node.target)
-        module = modules[node.target]
-        groups = set()
-        for name in (*module._parameters, *module._buffers):
-            for lay in param_dims.get(f"{node.target}.{name}", {}).values():
-                groups.update(lay.groups)
-        for arg in node.all_input_nodes:
-            groups.update(_layout_groups(arg.meta.get(LAYOUTS)))
-        out.append((node, module, tuple(sorted(groups))))
-    return out
-
-
-def _layout_groups(layouts) -> set[int]:
-    if isinstance(layouts, Layout):
-        return set(layouts.groups)
-    if isinstance(layouts, (tuple, list)):
-        return set().union(*(_layout_groups(x) for x in layouts)) if layouts else set()
-    if isinstance(layouts, dict):
-        return _layout_groups(list(layouts.values()))
-    return set()
-
-
-def _swap(t: _Target, found: list) -> _Swap:
-    """How to slice `t`; `found`: [(dim, (kept positions, (start, length) or None))]."""
-    slices = tuple((d, idx) for d, (idx, _) in found)
-    shape = list(t.shape)
-    for d, idx in slices:
-        shape[d] = len(idx)
-    is_buffer = t.store != "_parameters"  # buffers are small and must be copies (probing)
-    ranges = [r for _, (_, r) in found]
-    narrow = None
-    if not is_buffer and all(r is not None for r in ranges):
-        narrow = tuple((d, start, n) for (d, _), (start, n) in zip(slices, ranges))
-    return _Swap(t.owner, t.store, t.attr, slices, is_buffer, tuple(shape), narrow)
-
-
-def _as_range(idx: torch.Tensor) -> tuple[int, int] | None:
-    """(start, length) when `idx` is start, start+1, ..., else None."""
-    n = len(idx)
-    start = int(idx[0])
-    if int(idx[-1]) - start + 1 != n:
-        return None  # indices are ascending and distinct: a gap shows in the span
-    return start, n
-
-
-def _index_copy(full: torch.Tensor, slices, sliced: torch.Tensor) -> None:
-    """full[kept positions] = sliced, for a slice along any number of dims."""
-    (dim, idx), *rest = slices
-    if rest:
-        inner = full.index_select(dim, idx)
-        _index_copy(inner, rest, sliced)
-        sliced = inner
-    full.index_copy_(dim, idx, sliced)

@@ -2,7 +2,7 @@
 
 Both consumers of a `WidthChoice` read this one plan, so they cannot disagree:
 - `passes/slim.py` applies it once, for good (physically smaller copies of the weights);
-- `passes/rewrite.py` (the supernet) applies it on every forward, with `index_select` on the
+- `widthc/supernet.py` (the supernet runtime) applies it on every forward, with `index_select` on the
   live weights so that gradients flow back to the shared full-width tensors.
 """
 
@@ -16,6 +16,7 @@ from torch import fx
 
 from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
+from widthc.ops.reparam import reparams, tensor_at
 from widthc.passes.coupling import LAYOUTS, REWRITES
 from widthc.trace import VALUE
 
@@ -62,12 +63,27 @@ class SlicePlan:
         spec = ops.REGISTRY.get(ops.module_key(module))
         if spec is None or spec.resize is None:
             return {}
+        params = {**self._computed(node.target, module), **params}
         in_shapes = [
             active_shape(a.meta[VALUE], a.meta.get(LAYOUTS), self.counts)
             for a in node.args
             if isinstance(a, fx.Node) and isinstance(a.meta.get(VALUE), TensorMeta)
         ]
         return spec.resize(module, params, in_shapes)
+
+    def _computed(self, owner: str, module) -> dict[str, torch.Tensor]:
+        """Meta tensors of the kept shape of the module's computed weights (weight norm):
+        the resize rules read `weight`, which no store holds."""
+        out = {}
+        for name, how in reparams(module).items():
+            if how.like is None:  # a parametrization that keeps its width
+                out[name] = torch.empty(getattr(module, name).shape, device="meta")
+                continue
+            shape = list(tensor_at(module, how.like).shape)
+            for dim, idx in self.param_slices(f"{owner}.{how.like}"):
+                shape[dim] = len(idx)
+            out[name] = torch.empty(shape, device="meta")
+        return out
 
     def literal_args(self, node: fx.Node) -> tuple[tuple, dict] | None:
         """The node's args and kwargs with literal channel counts rewritten, or None."""

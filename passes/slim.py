@@ -15,6 +15,7 @@ from torch import fx, nn
 
 from widthc.errors import InternalError
 from widthc.ir import WidthChoice
+from widthc.ops.reparam import recompute
 from widthc.passes.slicing import SlicePlan, make_plan
 
 _WIDTHC_META = "widthc."  # node.meta keys of the analysis: full-width facts, stale after slim
@@ -27,7 +28,7 @@ def slim(program, choice: WidthChoice) -> fx.GraphModule:
     # Deep-copy with the sliced tensors pre-seeded in the memo: every tensor the plan shrinks is
     # copied once, already small, and the full-width weights are never duplicated.
     memo = _sliced_tensors(src, plan)
-    small = copy.deepcopy(src, memo)
+    small = copy_module(src, memo)
     src_nodes, small_nodes = list(src.graph.nodes), list(small.graph.nodes)
     if [n.name for n in src_nodes] != [n.name for n in small_nodes]:
         raise InternalError("deep-copying the program's graph changed its nodes")
@@ -44,9 +45,23 @@ def slim(program, choice: WidthChoice) -> fx.GraphModule:
             node.kwargs = fx.node.map_arg(kwargs, node_map.__getitem__)
         for key in [k for k in node.meta if k.startswith(_WIDTHC_META)]:
             del node.meta[key]
+    for module in small.modules():
+        recompute(module)  # weights an old-style weight-norm hook keeps, from their sliced sources
     small.recompile()
     small.eval()
     return small
+
+
+def copy_module(module: nn.Module, memo: dict | None = None) -> nn.Module:
+    """copy.deepcopy that also copies modules holding a computed tensor as an attribute (the
+    old `torch.nn.utils.weight_norm` hook keeps `weight` so; deepcopy refuses such tensors)."""
+    memo = {} if memo is None else memo
+    for m in module.modules():
+        for value in m.__dict__.values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf and id(value) not in memo:
+                memo[id(value)] = value.detach().clone()
+    memo.setdefault(id(memo), []).append(module)  # keep-alive: ids stay valid while we copy
+    return copy.deepcopy(module, memo)
 
 
 def _sliced_tensors(src: fx.GraphModule, plan: SlicePlan) -> dict[int, torch.Tensor]:

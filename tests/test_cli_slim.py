@@ -12,17 +12,20 @@ import torch
 from click.testing import CliRunner
 
 import widthc
-from widthc.cli import main, parse_budget
+from widthc.cli import main
 from widthc.errors import InternalError, WidthcError
 from widthc.frontends.models import load_model
-from widthc.space import human
+from widthc.space import human, parse_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = str(ROOT / "examples" / "model.py")
 
 
 def _slim(*args: str):
-    return CliRunner().invoke(main, ["slim", *args])
+    """`widthc slim` on the fast path (--search uniform: no data, no training) unless another
+    searcher is named."""
+    extra = [] if "--search" in args else ["--search", "uniform"]
+    return CliRunner().invoke(main, ["slim", *args, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,7 @@ def test_unreachable_budget_states_the_range(tmp_path, program, budget):
     [
         (["--flops", "12X"], "'12X' is not a FLOPs budget"),
         (["--flops", ","], "--flops is empty"),
-        (["--flops", "50%", "--search", "evolutionary"], "supports uniform"),
+        (["--flops", "50%", "--search", "annealing"], "--search annealing is not a searcher"),
         (["--flops", "50%", "--beta", "0"], "--beta must be positive"),
     ],
 )

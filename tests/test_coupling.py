@@ -68,9 +68,10 @@ GOLDEN = {
         (20, ("mix.0",), None),
         (10, ("fc",), OUT),
     ],
-    "chunk_split": [  # chunk of one producer freezes; split on concat boundaries inverts it
+    "chunk_split": [  # the GLU's halves: parts of one producer that multiply (one group of
+        # 16 channels kept alike in both halves); a split on concat boundaries inverts it
         (16, ("stem.0",), None),
-        (32, ("glu",), "split/chunk along the channel dim"),
+        (16, ("glu",), None),
         (8, ("left.0",), None),
         (8, ("right.0",), None),
         (10, ("fc",), OUT),
@@ -86,8 +87,8 @@ GOLDEN = {
         (64, ("fc1",), None),
         (5, ("head",), OUT),
     ],
-    "channel_shuffle": [
-        (16, ("a.0",), "reshape splits the channel dim"),
+    "channel_shuffle": [  # 4 equal pieces of a.0's channels that keep the same channels
+        (4, ("a.0",), None),
         (16, ("b.0",), None),
         (10, ("fc",), OUT),
     ],
@@ -202,8 +203,8 @@ def test_flops_match_an_independent_count(name):
 def test_sensitivity_is_eq7_on_a_chain():
     program, _, _ = _compile("chain")
     # group 1: output of features.1.0 (16->32, 3x3, stride 2: 8x8 out), input of features.2.0
-    # (32->24, 3x3, 8x8); batch 2. eq. 7: FLOPs(n_prev, 1) + FLOPs(1, n_next)
-    expected = 2 * (16 * 1 * 9 * 64 + 1 * 24 * 9 * 64)
+    # (32->24, 3x3, 8x8); per sample. eq. 7: FLOPs(n_prev, 1) + FLOPs(1, n_next)
+    expected = 16 * 1 * 9 * 64 + 1 * 24 * 9 * 64
     assert program.groups[1].sensitivity == expected
 
 

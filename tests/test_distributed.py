@@ -114,11 +114,11 @@ def test_torchrun_cli(tmp_path):
     ]  # fmt: skip
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("trained 5 steps") == 1  # 1437 samples // (128 x 2), rank 0 reports
+    assert res.stdout.count("trained 4 steps") == 1  # 1257 samples // (128 x 2), rank 0 reports
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["world_size"] == 2 and config["distributed"] is True
     ckpt = torch.load(tmp_path / "run" / "supernet.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and ckpt["step"] == 5
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 4
 
 
 def test_sync_bn_is_converted_before_compiling():

@@ -1,4 +1,4 @@
-"""The supernet (passes/rewrite.py): exact at full width, equal to slim at every sub-network,
+"""The supernet (widthc/supernet.py): exact at full width, equal to slim at every sub-network,
 really sliced, and batch norm in training mode touches only the active channels."""
 
 from __future__ import annotations

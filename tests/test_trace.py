@@ -293,3 +293,328 @@ def test_saved_models_keep_the_training_flag(tmp_path):
     assert torch.equal(loaded(x), small(x))
     loaded.train()
     assert not torch.equal(loaded(x), small(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# where plain torch.fx stops (issue 8): automatic leaves, shapes as Python values, defaults
+
+
+def _clip_if_large(x):
+    """A free function whose branch depends on tensor data (torch.fx cannot trace it)."""
+    return x.clamp(max=6.0) if x.max() > 6 else x
+
+
+class _Gate(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return x
+
+
+class _Clipped(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return _clip_if_large(self.conv(x))
+
+
+class _Untraceable(nn.Module):
+    """conv, a gate (control flow on data), conv, a block calling an untraceable function."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.gate = _Gate(8)
+        self.mid = nn.Conv2d(8, 16, 3, padding=1)
+        self.body = nn.Sequential(nn.ReLU(), _Clipped(16))
+        self.expand = nn.Conv2d(16, 24, 1)
+        self.shrink = nn.Conv2d(24, 16, 1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.body(self.mid(self.gate(self.stem(x))))
+        return self.fc(self.shrink(F.relu(self.expand(x))).mean((2, 3)))
+
+
+def test_auto_leaves_wrap_the_smallest_failing_modules():
+    torch.manual_seed(0)
+    model = _Untraceable().eval()
+    x = torch.randn(1, 3, 8, 8)
+    program = widthc.compile(model, x)
+    leaves = dict(program.traced.auto_leaves)
+    assert list(leaves) == ["gate", "body.1"]  # not the root, not `body`
+    assert "control flow" in leaves["gate"] and "`if x.sum() > 0:`" in leaves["gate"]
+    assert "test_trace.py" in leaves["body.1"] and "x.max() > 6" in leaves["body.1"]
+    with torch.no_grad():
+        assert torch.equal(program.gm(x), model(x))
+    by_producer = {p: g for g in program.groups for p in g.producers}
+    # the leaves are barriers; the channels between `expand` and `shrink` stay searchable
+    assert not by_producer["stem"].searchable and not by_producer["mid"].searchable
+    assert any("`_Gate`" in str(r) for r in by_producer["stem"].frozen)
+    assert by_producer["expand"].searchable
+
+
+def test_without_auto_leaf_the_error_names_the_module_that_called_the_function():
+    model = _Untraceable().eval()
+    with pytest.raises(widthc.TraceError) as gate:
+        widthc.compile(model, torch.randn(1, 3, 8, 8), auto_leaf=False)
+    assert "_Gate.forward" in str(gate.value) and "--leaf _Gate" in str(gate.value)
+    with pytest.raises(widthc.TraceError) as clip:
+        widthc.compile(model, torch.randn(1, 3, 8, 8), leaves=("gate",), auto_leaf=False)
+    message = str(clip.value)
+    assert "_clip_if_large (called from _Clipped.forward, module `body.1`)" in message
+    assert "--leaf _Clipped" in message and "_Untraceable" not in message
+    assert "`return x.clamp(max=6.0) if x.max() > 6 else x`" in message
+
+
+class _ShapeBranches(nn.Module):
+    """Control flow and Python values computed from shapes only (HF padding helpers, Swin's
+    window checks): they take the example's values; the graph must equal the eager model."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.proj = nn.Linear(8, 12)
+        self.pos = nn.Parameter(torch.randn(1, 64, 12))
+        self.register_buffer("ids", torch.arange(64)[None], persistent=False)
+
+    def forward(self, x):
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if w % 2 != 0:  # pad to even
+            x = F.pad(x, (0, 1))
+        x = self.conv(x)
+        if min(x.shape[-2:]) <= 2:
+            x = x * 2
+        tokens = self.proj(x.flatten(2).transpose(1, 2))  # (B, L, 12)
+        n = tokens.shape[1]
+        tokens = tokens + self.pos[:, :n] + self.ids[:, :n, None]
+        heads = tokens.view(*tokens.shape[:-1], 3, -1)  # iterating a shape
+        return heads.sum(-1).mean(1) + h
+
+
+def test_shape_dependent_python_values_take_the_example_values():
+    torch.manual_seed(0)
+    model = _ShapeBranches().eval()
+    x = torch.randn(2, 3, 7, 9)
+    with pytest.raises(TypeError, match="Proxy"):  # plain torch.fx: `int(x.shape[-2])`
+        torch.fx.symbolic_trace(model)
+    program = widthc.compile(model, x)
+    assert program.traced.auto_leaves == []
+    with torch.no_grad():
+        torch.testing.assert_close(program.gm(x), model(x), rtol=0, atol=0)
+        other_batch = torch.randn(3, 3, 7, 9)  # sizes that were not branched on stay symbolic
+        torch.testing.assert_close(program.gm(other_batch), model(other_batch), rtol=0, atol=0)
+    assert any(n.target is F.pad for n in program.gm.graph.nodes)  # the branch the input takes
+
+
+class _DataValue(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.inner = nn.Sequential(nn.Conv2d(8, 8, 1))
+
+    def forward(self, x):
+        x = self.conv(x)
+        steps = int(x.abs().mean().item() * 3) + 1  # a Python value from tensor data
+        for _ in range(steps):
+            x = self.inner(x)
+        return x
+
+
+def test_python_values_from_tensor_data_are_never_specialised():
+    """`int(t.item())` would take the value of random example data: it must stay a failure."""
+    model = _DataValue().eval()
+    with pytest.raises(widthc.TraceError, match="_DataValue.forward"):
+        widthc.compile(model, torch.randn(1, 3, 4, 4))
+
+
+class _Optional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x, mask=None, scale=2.0, *, flip=False):
+        x = self.conv(x) * scale
+        if mask is not None:
+            x = x * mask
+        return x.flip(-1) if flip else x
+
+
+def test_arguments_not_given_are_traced_as_their_defaults():
+    torch.manual_seed(0)
+    model = _Optional().eval()
+    x, mask = torch.randn(1, 3, 6, 6), torch.rand(1, 1, 6, 6)
+    program = widthc.compile(model, x)
+    placeholders = [n.target for n in program.gm.graph.nodes if n.op == "placeholder"]
+    assert placeholders == ["x"]
+    assert all(n.op != "call_function" or "assert" not in n.name for n in program.gm.graph.nodes)
+    with torch.no_grad():
+        assert torch.equal(program.gm(x), model(x))
+    given = widthc.compile(model, (x, mask))  # a given optional input is traced
+    assert [n.target for n in given.gm.graph.nodes if n.op == "placeholder"] == ["x", "mask"]
+    with torch.no_grad():
+        assert torch.equal(given.gm(x, mask), model(x, mask))
+
+
+class _VarArgs(nn.Module):
+    """The root forward of ultralytics' models: `forward(self, x, *args, **kwargs)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x, *args, **kwargs):
+        if isinstance(x, dict):
+            return self.loss(x, *args, **kwargs)
+        return self.predict(x, *args, **kwargs)
+
+    def predict(self, x, profile=False, embed=None):
+        return self.conv(x).relu()
+
+
+def test_varargs_not_given_are_not_traced():
+    model = _VarArgs().eval()
+    x = torch.randn(1, 3, 6, 6)
+    program = widthc.compile(model, x)
+    assert [n.target for n in program.gm.graph.nodes if n.op == "placeholder"] == ["x"]
+    with torch.no_grad():
+        assert torch.equal(program.gm(x), model(x))
+
+
+class _C2f(nn.Module):
+    """YOLOv8's C2f block: a chunked tensor iterated as a list."""
+
+    def __init__(self, c=16, n=2):
+        super().__init__()
+        self.cv1 = nn.Conv2d(3, c, 1)
+        self.m = nn.ModuleList(nn.Conv2d(c // 2, c // 2, 3, padding=1) for _ in range(n))
+        self.cv2 = nn.Conv2d((2 + n) * c // 2, 8, 1)
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+def test_literal_chunk_counts_make_iterable_proxies():
+    torch.manual_seed(0)
+    model = _C2f().eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm = widthc.trace.trace(model)  # no example input: the literal count alone
+    (chunk,) = [n for n in gm.graph.nodes if n.target == "chunk"]
+    assert chunk.meta[widthc.fx_tracer.ASSUMED_LEN] == 2
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+    program = widthc.compile(model, x)
+    small = widthc.slim(program, program.uniform(ratio=0.5))
+    from widthc.verify import verify
+
+    assert verify(program, program.uniform(ratio=0.5), small, check_onnx=False).flops_error == 0
+
+
+def test_a_chunk_count_the_input_cannot_meet_is_a_clear_error():
+    class Few(nn.Module):
+        def forward(self, x):
+            return torch.cat([t * 2 for t in x.chunk(4, 1)], 1)
+
+    with pytest.raises(widthc.WidthcError, match="returns 2 tensors .* asked for, 4"):
+        widthc.compile(Few(), torch.randn(1, 2, 4, 4))
+
+
+class _Anchors(nn.Module):
+    """A head that caches on a shape comparison (YOLO's Detect: `self.anchors`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 4, 1)
+        self.shape, self.anchors = None, None
+
+    def forward(self, x):
+        if self.shape != x.shape:
+            self.anchors = torch.arange(x.shape[-1], dtype=x.dtype)
+            self.shape = x.shape
+        return self.conv(x) + self.anchors
+
+
+class _WithAnchors(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = _Anchors()
+
+    def forward(self, x):
+        return self.head(self.body(x).relu())
+
+
+def test_a_module_that_caches_a_traced_value_becomes_a_leaf():
+    model = _WithAnchors().eval()
+    x = torch.randn(1, 3, 6, 6)
+    program = widthc.compile(model, x)
+    assert program.traced.auto_leaves == [
+        ("head", "its forward stores traced values in `self.shape`, `self.anchors`")
+    ]
+    # no Proxy is left in the model (running the leaf for its shape may fill its cache)
+    assert not isinstance(model.head.anchors, fx.Proxy) and not isinstance(
+        model.head.shape, fx.Proxy
+    )
+    with torch.no_grad():
+        assert torch.equal(program.gm(x), model(x))
+    with pytest.raises(widthc.TraceError, match="stores traced values"):
+        widthc.compile(_WithAnchors().eval(), x, auto_leaf=False)
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim=16, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+
+
+class _MhaBlock(nn.Module):
+    def __init__(self, dim=16):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class _Transformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = _Attention()
+        self.mha = _MhaBlock()
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        return self.head(self.mha(x + self.attn(x)).mean(1))
+
+
+def test_attention_flops_do_not_depend_on_which_modules_are_leaves():
+    """A leaf's cost is measured (FlopCounterMode): it must count CPU attention (a fused
+    kernel it misses by default) and MultiheadAttention (whose eval fast path it misses)."""
+    model = _Transformer().eval()
+    x = torch.randn(1, 10, 8)  # batch 1: FLOPs per sample
+    traced = widthc.compile(model, x)
+    as_leaves = widthc.compile(model, x, leaves=(_Attention, _MhaBlock))
+    assert {n.target for n in as_leaves.gm.graph.nodes if n.op == "call_module"} >= {"attn", "mha"}
+    n, d = 10, 16
+    linear = n * (8 * d + 3 * d * d + d * d + 4 * d * d) + 3 * d  # embed, qkv, proj, mha, head
+    attention = 2 * (2 * n * n * d)  # two attentions, each q @ k^T and p @ v
+    assert traced.flops() == linear + attention
+    assert as_leaves.flops() == traced.flops()

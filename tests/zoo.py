@@ -201,7 +201,7 @@ class LayerNormMLP(nn.Module):
 
 
 class ChannelShuffle(nn.Module):
-    """ShuffleNet channel shuffle: view into groups, transpose, view back (frozen)."""
+    """ShuffleNet channel shuffle: view into groups, transpose, view back."""
 
     def __init__(self):
         super().__init__()
@@ -308,3 +308,38 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
                 if m.affine:
                     m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                     m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+
+
+# --- checks shared by the tests of other people's architectures --------------------------------
+
+
+def searchable(program, producer: str) -> bool:
+    return next(g for g in program.groups if producer in g.producers).searchable
+
+
+def reasons(program, producer: str) -> list[str]:
+    return [r.why for r in next(g for g in program.groups if producer in g.producers).frozen]
+
+
+def check_random_widths(model, inputs, seeds=(0, 1), onnx=True):
+    """Compile, then for random widths at half the FLOPs (or halfway down, where fixed costs
+    are larger): verify the slimmed model and compare it with the supernet at that width."""
+    import widthc
+    from widthc.verify import relative_error, verify
+
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    program = widthc.compile(model.eval(), inputs)
+    assert program.searchable, "nothing to search: the test would prove nothing"
+    full, least = program.flops(), program.flops(program.smallest())
+    budget = 0.5 * full if least < 0.5 * full else (least + full) / 2  # fixed costs: halfway
+    for seed in seeds:
+        choice = program.random(seed, flops=budget)
+        assert program.flops(choice) < program.flops()
+        small = widthc.slim(program, choice)
+        checks = verify(program, choice, small, check_onnx=onnx)
+        assert checks.flops_counted == program.flops(choice)
+        net = widthc.supernet(program)
+        net.set_choice(choice)
+        with torch.no_grad():
+            assert relative_error(small(*inputs), net.eval()(*inputs)) <= 1e-5
+    return program

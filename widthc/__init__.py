@@ -7,9 +7,9 @@ program.groups, program.bins, program.flops(choice)
 from widthc.errors import Reason, TraceError, WidthcError
 from widthc.export import export_onnx, load, save
 from widthc.ir import ChannelGroup, GroupWidth, Layout, TensorMeta, WidthChoice
-from widthc.passes.rewrite import Supernet, supernet
 from widthc.passes.slim import slim
 from widthc.program import Program, compile
+from widthc.supernet import Supernet, supernet
 from widthc.train import TrainConfig, train_supernet
 
 __all__ = [

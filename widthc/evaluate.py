@@ -1,21 +1,133 @@
-"""Evaluating one sub-network of a supernet: accuracy after batch-norm recalibration.
+"""Scoring sub-networks of a supernet: batch-norm recalibration, a metric, and max-max (eq. 13).
 
 The supernet's running statistics are shared by every sub-network that trained them, so they
 belong to none: before a sub-network is scored its statistics are re-estimated on a few training
-batches (DESIGN §8), and afterwards every buffer, the mode and the choice are put back, so that
-evaluating never changes the supernet (nor the random state: calibration may run dropout).
+batches (a cumulative average, `momentum=None`, train mode, no gradients), then its metric is
+measured on validation data in eval mode (DESIGN §8). Scoring runs on `Supernet.isolated`: the
+sub-network's weights are gathered once for all its batches and every buffer is a private copy,
+so the supernet is bit-for-bit unchanged by any number of scorings, and the random state too
+(calibration may run dropout: it runs under a fixed seed, so a score does not depend on when it
+was computed).
+
+A width's score is the best of its candidates' (max-max); the winning candidate is the one that
+is exported. `MaxMax` caches scores by width (bin counts), across budgets and searchers.
 """
 
 from __future__ import annotations
 
-import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data import default_collate as _collate
 
 from widthc.ir import WidthChoice
-from widthc.passes.rewrite import Supernet
+from widthc.supernet import Supernet
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]  # (output, target) -> mean, higher better
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Top-1 accuracy of a batch of logits."""
+    return float((output.argmax(-1) == target).float().mean())
+
+
+@dataclass(frozen=True)
+class Score:
+    """A width's max-max score: the best candidate's metric, which candidate, and all of them."""
+
+    value: float
+    candidate: int
+    candidates: tuple[float, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "score": self.value,
+            "candidate": self.candidate,
+            "candidates": list(self.candidates),
+        }
+
+    @staticmethod
+    def from_json(data: dict) -> Score:
+        return Score(float(data["score"]), int(data["candidate"]), tuple(data["candidates"]))
+
+
+def score_choice(
+    net: Supernet,
+    choice: WidthChoice,
+    calibration: Sequence[torch.Tensor],
+    val: Iterable,
+    metric: Metric | None = None,
+    seed: int = 0,
+    clock: dict | None = None,
+) -> float:
+    """The metric of one sub-network on `val` ((input, target) batches), after re-estimating its
+    batch-norm statistics on the `calibration` input batches. The supernet is unchanged.
+    `clock` accumulates the seconds spent in "calibration" and "validation"."""
+    metric = metric or accuracy
+    device = device_of(net)
+    clock = clock if clock is not None else {}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with net.isolated(choice) as gm:
+            t0 = time.perf_counter()
+            if calibration:
+                recalibrate(gm, [x.to(device, non_blocking=True) for x in calibration])
+            t1 = time.perf_counter()
+            gm.eval()
+            total, n = 0.0, 0
+            for x, y in val:
+                out = gm(x.to(device, non_blocking=True))
+                total += float(metric(out, y.to(device, non_blocking=True))) * len(y)
+                n += len(y)
+            t2 = time.perf_counter()
+    clock["calibration"] = clock.get("calibration", 0.0) + t1 - t0
+    clock["validation"] = clock.get("validation", 0.0) + t2 - t1
+    return total / max(n, 1)
+
+
+class MaxMax:
+    """score(width) -> Score: every candidate sub-network of the width (the supernet's offset)
+    is recalibrated and measured; the width scores as its best candidate (eq. 13). Cached by
+    the width's bin counts. `calibration`: input batches; `val`: (input, target) batches, a list
+    or anything iterable more than once (a DataLoader)."""
+
+    def __init__(
+        self,
+        net: Supernet,
+        calibration: Sequence[torch.Tensor],
+        val: Iterable,
+        metric: Metric | None = None,
+        seed: int = 0,
+    ):
+        self.net, self.calibration, self.val = net, list(calibration), val
+        self.metric, self.seed = metric, seed
+        self.cache: dict[tuple, Score] = {}
+        self.scored = 0  # candidate sub-networks actually evaluated (cache misses)
+        self.clock: dict[str, float] = {}  # seconds in calibration and validation
+
+    def __call__(self, width: WidthChoice) -> Score:
+        key = width.ks()
+        if key not in self.cache:
+            cands = self.net.candidates(width)
+            values = tuple(self.candidate(c) for c in cands)
+            best = max(range(len(values)), key=lambda j: (values[j], -j))  # first best on ties
+            self.cache[key] = Score(values[best], best, values)
+        return self.cache[key]
+
+    def candidate(self, choice: WidthChoice) -> float:
+        """The score of one sub-network (not cached)."""
+        self.scored += 1
+        return score_choice(
+            self.net, choice, self.calibration, self.val, self.metric, self.seed, self.clock
+        )
+
+    def preload(self, widths: Iterable[tuple[WidthChoice, Score]]) -> None:
+        """Scores known already (a resumed search): they are not computed again."""
+        for width, score in widths:
+            self.cache[width.ks()] = score
 
 
 @torch.no_grad()
@@ -26,43 +138,24 @@ def evaluate(
     batch_size: int = 256,
     calibration: list | None = None,
 ) -> float:
-    """Top-1 accuracy of `choice` on `data`, in eval mode. With `calibration` batches, batch-norm
-    statistics are first re-estimated for this choice (DESIGN §8); every buffer is restored
-    afterwards, so evaluating never changes the supernet."""
-    device = device_of(net)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _kept(net):
-        # fork_rng: calibration's dropout must not move the training's random state
-        net.set_choice(choice)
-        if calibration:
-            recalibrate(net, [x.to(device) for x, _ in calibration])
-        net.eval()
-        correct = 0
-        for start in range(0, len(data), batch_size):
-            x, y = batch(data, torch.arange(start, min(start + batch_size, len(data))))
-            out = net(x.to(device))
-            correct += int((out.argmax(-1).cpu() == y).sum())
-        return correct / len(data)
+    """Top-1 accuracy of `choice` on `data`, in eval mode, after re-estimating batch-norm
+    statistics on the `calibration` (input, label) batches. The supernet is unchanged."""
+    val = (
+        batch(data, torch.arange(start, min(start + batch_size, len(data))))
+        for start in range(0, len(data), batch_size)
+    )
+    return score_choice(net, choice, [x for x, _ in calibration or []], val)
 
 
-@contextlib.contextmanager
-def _kept(net: Supernet):
-    """Buffers, mode and choice of `net` as they were before, whatever happens inside."""
-    buffers = list(net.buffers())
-    saved = [b.clone() for b in buffers]
-    was_training, prev = net.training, net.choice
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in zip(buffers, saved):
-                b.copy_(v)
-        net.train(was_training)
-        net.set_choice(prev)
-
-
-def recalibrate(net: Supernet, batches: list) -> None:
+def recalibrate(net: torch.nn.Module, batches: list, seed: int | None = None) -> None:
     """Re-estimate every batch norm's running statistics for the current choice: reset, then a
-    cumulative average over `batches` in training mode (the kept channels' statistics only)."""
+    cumulative average over `batches` in training mode. With `seed`, under that random seed
+    (dropout in training mode) and leaving the random state as it was."""
+    if seed is not None:
+        device = device_of(net)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return recalibrate(net, batches)
     norms = [
         m
         for m in net.modules()
@@ -87,7 +180,8 @@ def batch(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         x, y = data.tensors[0][idx], data.tensors[1][idx]
     else:
         x, y = _collate([data[int(i)] for i in idx])
-    return x, torch.as_tensor(y, dtype=torch.long)
+    y = torch.as_tensor(y)
+    return x, y if y.is_floating_point() else y.long()  # class labels as long, targets as given
 
 
 def device_of(net: torch.nn.Module) -> torch.device:

@@ -29,6 +29,7 @@ from torch.utils._pytree import tree_flatten, tree_flatten_with_path
 from widthc import graph_json
 from widthc.errors import InternalError, WidthcError
 from widthc.files import replacing, write_atomic
+from widthc.ops import reparam
 
 FORMAT, VERSION = "widthc.graph", 1
 
@@ -90,6 +91,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> f
         raise WidthcError(f"the weights in '{path}' do not match its architecture: {e}") from e
     for name, tensor in payload["extra"].items():
         _set_buffer(gm, name, tensor)
+    for module in gm.modules():
+        reparam.recompute(module)  # an old-style weight-norm hook's weight, from the loaded g, v
     graph_json.finish(gm, desc)
     left = [k for k, v in [*gm.named_parameters(), *gm.named_buffers()] if v.is_meta]
     if left:

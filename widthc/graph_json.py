@@ -23,6 +23,7 @@ import torch
 from torch import fx, nn
 
 from widthc.errors import WidthcError
+from widthc.ops import reparam
 
 # Names are "module:attribute.path". A function or class resolves only inside these packages.
 _FUNCTION_PACKAGES = (
@@ -235,8 +236,14 @@ def _import_optional(name: str):
 
 
 def _describe_module(path: str, module: nn.Module) -> dict:
-    cls = type(module)
+    cls = reparam.base_class(module)
     name = class_name(cls)
+    norms = reparam.weight_norms(module)
+    if cls is not type(module) and set(norms) != set(module.parametrizations):
+        raise WidthcError(
+            f"cannot describe module `{path}` ({name}): widthc files hold weight norm as the "
+            f"only parametrization; save the weights with torch.save"
+        )
     if resolve_class(name) is not cls:
         raise WidthcError(
             f"cannot describe module `{path}` ({name}): widthc files hold modules of "
@@ -261,7 +268,10 @@ def _describe_module(path: str, module: nn.Module) -> dict:
                 f"`{p.name}` is a {type(value).__name__}"
             )
         kwargs[p.name] = encode(value, path)
-    return {"class": name, "kwargs": kwargs, "training": module.training}
+    desc = {"class": name, "kwargs": kwargs, "training": module.training}
+    if norms:
+        desc["weight_norm"] = norms
+    return desc
 
 
 _MISSING = object()
@@ -293,7 +303,12 @@ def _build_module(path: str, m: dict) -> nn.Module:
         raise WidthcError(
             f"module `{path}` names class `{m['class']}`, which widthc does not allow"
         )
-    return cls(**{k: decode(v, {}) for k, v in m["kwargs"].items()})
+    module = cls(**{k: decode(v, {}) for k, v in m["kwargs"].items()})
+    for name, (style, dim) in m.get("weight_norm", {}).items():
+        if style not in ("parametrization", "hook") or not isinstance(dim, int):
+            raise WidthcError(f"module `{path}` names an unknown weight norm {style!r}")
+        module = reparam.apply_weight_norm(module, name, style, dim)
+    return module
 
 
 def _describe_attr(gm: fx.GraphModule, node: fx.Node) -> dict:

@@ -184,17 +184,22 @@ class GroupWidth:
 
 @dataclass(frozen=True)
 class WidthChoice:
-    """For every searchable group: its `GroupWidth`. Groups not listed keep their full width."""
+    """For every searchable group: its `GroupWidth`. Groups not listed keep their full width.
+
+    `binning`: the key of the bins the widths are counted in (`widthc.space.binning_key`), set
+    on every width a program makes; a program refuses a width of another binning. None (a width
+    written by hand) is checked against the program's bins only."""
 
     widths: tuple[tuple[int, GroupWidth], ...] = field(default_factory=tuple)
+    binning: str | None = None
 
     @staticmethod
-    def of(widths: Mapping[int, GroupWidth | int]) -> WidthChoice:
+    def of(widths: Mapping[int, GroupWidth | int], binning: str | None = None) -> WidthChoice:
         items = []
         for gid in sorted(widths):
             w = widths[gid]
             items.append((gid, w if isinstance(w, GroupWidth) else GroupWidth(int(w))))
-        return WidthChoice(tuple(items))
+        return WidthChoice(tuple(items), binning)
 
     def as_dict(self) -> dict[int, GroupWidth]:
         return dict(self.widths)
@@ -235,19 +240,30 @@ class WidthChoice:
         return (torch.arange(group.blocks)[:, None] * group.block_size + idx[None, :]).reshape(-1)
 
     def to_json(self) -> dict:
-        return {str(g): {"k": w.k, "free": list(w.free)} for g, w in self.widths}
+        out: dict = {str(g): {"k": w.k, "free": list(w.free)} for g, w in self.widths}
+        if self.binning is not None:
+            out["binning"] = self.binning
+        return out
 
     @staticmethod
     def from_json(data: Mapping | str) -> WidthChoice:
         if isinstance(data, str):
             data = json.loads(data)
-        widths = {}
-        for g, w in data.items():
-            if isinstance(w, int):
-                widths[int(g)] = GroupWidth(w)
-            else:
-                widths[int(g)] = GroupWidth(int(w["k"]), tuple(int(b) for b in w.get("free", ())))
-        return WidthChoice.of(widths)
+        try:
+            data = dict(data)
+            binning = data.pop("binning", None)
+            widths = {}
+            for g, w in data.items():
+                if isinstance(w, int):
+                    widths[int(g)] = GroupWidth(w)
+                else:
+                    free = tuple(int(b) for b in w.get("free", ()))
+                    widths[int(g)] = GroupWidth(int(w["k"]), free)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise WidthcError(
+                f"not a width: expected {{group id: {{'k': bins, 'free': [...]}}}} ({e})"
+            ) from e
+        return WidthChoice.of(widths, binning)
 
 
 def _check_width(group: ChannelGroup, w: GroupWidth) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 from collections.abc import Sequence
 
@@ -20,7 +21,11 @@ from widthc.passes.coupling import Coupling, couple
 
 class Program:
     """A traced, analysed model: its channel groups, bins, and FLOPs/params as functions of a
-    `WidthChoice`. `gm` shares its modules (and so its weights) with the user's model."""
+    width. `gm` shares its modules (and so its weights) with the user's model.
+
+    FLOPs are per sample: the count on the example inputs divided by their batch size (the
+    first dimension of the first input), so a budget means the same for any example batch.
+    A program is a value: `rebin` returns a new one; its groups and bins never change."""
 
     def __init__(
         self, traced, example_inputs, coupling: Coupling, flops_table, params_table, beta, align=1
@@ -34,6 +39,13 @@ class Program:
         self._params = params_table
         self.beta = beta
         self.align = align
+        self.uniform_bins: int | None = None  # K equal bins per group instead of eq. 9's
+        self.batch = _batch_size(example_inputs)
+        self.space = space.WidthSpace(coupling.groups)
+        self._block_sizes = np.array([g.block_size for g in self.groups], dtype=np.float64)
+        self._cum = {g.id: [0, *np.cumsum(g.bins).tolist()] for g in self.searchable}
+        self._flops_of = flops_table.partial(self.space.ids, self._block_sizes)
+        self._params_of = params_table.partial(self.space.ids, self._block_sizes)
 
     @property
     def gm(self) -> fx.GraphModule:
@@ -57,62 +69,109 @@ class Program:
         """Bin sizes of every searchable group, by group id."""
         return {g.id: g.bins for g in self.searchable}
 
+    @property
+    def binning(self) -> str:
+        """The key of this program's bins: widths carry it, and widths of another binning are
+        refused (multi-stage search holds several binnings at once)."""
+        return self.space.key
+
     def group(self, gid: int) -> ChannelGroup:
         return self.groups[gid]
 
-    def rebin(self, beta: float, align: int | None = None) -> Program:
-        """The same graph and groups with bins for another beta (multi-stage search) or
-        another channel alignment."""
+    def rebin(self, beta: float, align: int | None = None, uniform: int | None = None) -> Program:
+        """The same graph and groups with bins for another beta (multi-stage search), another
+        channel alignment, or (`uniform=K`) K bins of equal channel count per group instead of
+        FLOPs-sensitive ones: a new program; this one is unchanged."""
         align = self.align if align is None else align
-        groups = [copy.copy(g) for g in self.groups]
-        bins_pass.assign_bins(groups, beta, align)
+        groups = bins_pass.binned(self.groups, beta, align, uniform)
         coupling = Coupling(groups, self.coupling.param_dims)
         program = Program(
             self.traced, self.example_inputs, coupling, self._flops, self._params, beta, align
         )
         program._gm = self._gm
+        program.uniform_bins = uniform
         return program
 
     # --- costs --------------------------------------------------------------------------------
 
     def counts(self, choice: WidthChoice | None = None) -> np.ndarray:
         """Channels kept per block in each group (all groups, frozen ones at full width)."""
-        c = np.array([g.block_size for g in self.groups], dtype=np.float64)
-        if choice is not None:
-            for gid, _ in choice.widths:
-                g = self.groups[gid]
-                c[gid] = g.channels(choice.active_bins(g))
+        c = self._block_sizes.copy()
+        if choice is None:
+            return c
+        if choice.binning not in (None, self.binning):
+            self.validate(choice)  # raises: another binning
+        for gid, w in choice.widths:
+            cum = self._cum.get(gid)
+            if cum is None or not 1 <= w.k < len(cum):
+                self.validate(choice)  # raises with the reason
+            if w.free:
+                c[gid] = sum(self.groups[gid].bins[b] for b in w.active_bins())
+            else:
+                c[gid] = cum[w.k]
         return c
 
     def flops(self, choice: WidthChoice | None = None) -> float:
-        """Multiply-accumulates of one forward pass on the example inputs."""
-        return self._flops.evaluate(self.counts(choice))
+        """Multiply-accumulates of one forward pass, per sample."""
+        return self._flops.evaluate(self.counts(choice)) / self.batch
 
     def params(self, choice: WidthChoice | None = None) -> float:
         return self._params.evaluate(self.counts(choice))
 
+    def flops_many(self, widths: np.ndarray) -> np.ndarray:
+        """FLOPs per sample of every row of `widths` (bins per searchable group, in the order of
+        `space.ids`; the left-most pattern, an upper bound for every candidate)."""
+        return self._flops_of(self.space.searchable_counts(widths)) / self.batch
+
+    def params_many(self, widths: np.ndarray) -> np.ndarray:
+        return self._params_of(self.space.searchable_counts(widths))
+
     def flops_by_layer(self, choice: WidthChoice | None = None) -> dict[str, float]:
-        return self._flops.per_owner(self.counts(choice))
+        return {k: v / self.batch for k, v in self._flops.per_owner(self.counts(choice)).items()}
 
     # --- widths ---------------------------------------------------------------------------------
 
     def full(self) -> WidthChoice:
-        return space.full(self.groups)
+        return self.space.choice(self.space.full())
 
     def smallest(self) -> WidthChoice:
-        return space.smallest(self.groups)
+        return self.space.choice(self.space.smallest())
 
     def uniform(self, flops: float | None = None, ratio: float | None = None) -> WidthChoice:
-        return space.uniform(self.groups, self.flops, flops, ratio)
+        """The same share of channels in every group: `ratio`, or the largest share whose FLOPs
+        meet the budget `flops`."""
+        if (flops is None) == (ratio is None):
+            raise WidthcError("uniform() takes exactly one of flops= or ratio=")
+        if ratio is not None:
+            if not 0 < ratio <= 1:
+                raise WidthcError(f"the width ratio must be in (0, 1], got {ratio}")
+            return self.space.choice(space.at_ratio(self.space, ratio)[0])
+        return self.space.choice(space.uniform(self.space, self.flops_many, flops))
 
     def random(self, seed: int, flops: float | None = None) -> WidthChoice:
-        return space.random(self.groups, self.flops, seed, flops)
+        """A width drawn uniformly over bins; with `flops`, moved to meet that budget and filled
+        up until no group can grow by one bin."""
+        rng = np.random.default_rng(seed)
+        if flops is not None:
+            space.check_budget(self.space, self.flops_many, flops)
+        return self.space.choice(space.random(self.space, self.flops_many, rng, flops))
 
     def candidates(self, choice: WidthChoice, offset: int = 1) -> list[WidthChoice]:
         return space.candidates(self.groups, choice, offset)
 
+    def check_budget(self, budget: float) -> None:
+        """A WidthcError stating the reachable range when `budget` is out of it."""
+        space.check_budget(self.space, self.flops_many, budget)
+
     def validate(self, choice: WidthChoice) -> WidthChoice:
-        """Raise a WidthcError if `choice` names unknown or frozen groups or bad widths."""
+        """Raise a WidthcError if `choice` names unknown or frozen groups, bad widths, or counts
+        bins of another binning."""
+        if choice.binning not in (None, self.binning):
+            raise WidthcError(
+                f"this width counts bins of another binning ({choice.binning}) than the "
+                f"program's ({self.binning}, beta {self.beta:g}, align {self.align}): build it "
+                f"from this program, or rebin the program it came from"
+            )
         for gid, _ in choice.widths:
             if not 0 <= gid < len(self.groups) or not self.groups[gid].searchable:
                 raise WidthcError(f"width choice names group {gid}, which is not searchable here")
@@ -131,16 +190,28 @@ class Program:
             ],
             "beta": self.beta,
             "align": self.align,
+            "uniform_bins": self.uniform_bins,
+            "binning": self.binning,
             "flops": self.flops(),
+            "flops_per": "sample",
             "params": self.params(),
             "flops_unit": flops_pass.UNIT,
             "groups": [g.to_json() for g in self.groups],
             "searchable_groups": len(self.searchable),
+            "fixed_by_bins": [g.id for g in bins_pass.fixed_by_bins(self.groups)],
             "searchable_channel_fraction": searchable_channels / conv_channels
             if conv_channels
             else 0.0,
             "search_space_log10": bins_pass.n_widths(self.groups),
         }
+
+
+def _batch_size(inputs: tuple) -> int:
+    """The batch size of the example inputs: the first dimension of the first tensor."""
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.ndim >= 1:
+            return max(1, int(x.shape[0]))
+    return 1
 
 
 def compile(  # noqa: A001 - the public name the design gives
@@ -149,11 +220,13 @@ def compile(  # noqa: A001 - the public name the design gives
     beta: float = 1.0,
     leaves: Sequence = (),
     align: int = 1,
+    auto_leaf: bool = True,
 ) -> Program:
     """Trace `model` on `example_inputs` (a tensor or a tuple) and analyse its channels.
 
     `beta`: the minimum bin size of eq. 9; `leaves`: module classes or names not to trace into;
-    `align`: bin boundaries on multiples of this many channels (8 gives faster kernels)."""
+    `align`: bin boundaries on multiples of this many channels (8 gives faster kernels);
+    `auto_leaf`: trace a submodule torch.fx fails in as a leaf (`program.traced.auto_leaves`)."""
     if not isinstance(model, nn.Module):
         raise WidthcError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not beta > 0:
@@ -166,22 +239,26 @@ def compile(  # noqa: A001 - the public name the design gives
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tracing creates many small objects: the collector took ~20% of the time
     try:
-        return _compile(model, inputs, beta, leaves, align)
+        return _compile(model, inputs, beta, leaves, align, auto_leaf)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _compile(model, inputs: tuple, beta: float, leaves: Sequence, align: int) -> Program:
+def _compile(model, inputs, beta, leaves: Sequence, align: int, auto_leaf=True) -> Program:
     if isinstance(model, fx.GraphModule) and not leaves:  # analyse a copy of its graph
         gm = trace.Traced(copy.deepcopy(model.graph), model, model.__class__.__name__)
     else:
-        gm = trace.trace_graph(model, leaves)
+        gm = trace.trace_graph(model, leaves, auto_leaf, example_inputs=inputs)
     trace.propagate_shapes(gm, inputs)
     coupling = couple(gm)
     table = flops_pass.flops_table(gm, len(coupling.groups))
     params = flops_pass.params_table(gm, coupling)
-    for g, eps in zip(coupling.groups, bins_pass.sensitivity(coupling.groups, table)):
-        g.sensitivity = float(eps)
-    bins_pass.assign_bins(coupling.groups, beta, align)
-    return Program(gm, inputs, coupling, table, params, beta, align)
+    batch = _batch_size(inputs)
+    sensitivities = bins_pass.sensitivity(coupling.groups, table)
+    groups = [
+        dataclasses.replace(g, sensitivity=float(eps) / batch)
+        for g, eps in zip(coupling.groups, sensitivities)
+    ]
+    groups = bins_pass.binned(groups, beta, align)
+    return Program(gm, inputs, Coupling(groups, coupling.param_dims), table, params, beta, align)

@@ -1,14 +1,23 @@
-"""The width search space: full, uniform and random widths, budget repair, and candidates.
+"""The width search space: widths as integer arrays, budgets, repair, and candidates.
 
-All functions work on bins (DESIGN §5–6) and take the FLOPs as a callable, so that the same code
-serves `Program` and the searchers. A width's candidates are its locally free sub-networks:
-for a group with `k` of `n` bins and offset `r`, `cf = min(r + 1, k)` free bins chosen from the
-zone `[k - cf, min(k + r, n))` after the `k - cf` base bins; candidate `j` takes, in every group,
-the `j`-th pattern (lexicographic, modulo the group's number of patterns).
+A *width* is, for every searchable group, the number `k` of active bins (DESIGN §5). Inside a
+search a width is a row of an integer array (one column per searchable group, in group-id
+order), so that thousands of widths are costed in one numpy call; a `WidthChoice` is the same
+width as a value that enters or leaves the program (validated there, never in inner loops).
+Bins are a value: a `WidthSpace` is built from one binning and never changes; every width it
+makes is stamped with that binning's key, and a program refuses a width counted in other bins.
+
+A width's candidates are its locally free sub-networks: for a group with `k` of `n` bins and
+offset `r`, `cf = min(r + 1, k)` free bins chosen from the zone `[k - cf, min(k + r, n))` after
+the `k - cf` base bins; candidate `j` takes, in every group, the `j`-th pattern (lexicographic,
+modulo the group's number of patterns). Bins within a group are equal but for a smaller last
+one, so the left-most pattern keeps the most channels: a width's FLOPs are those of its
+left-most pattern, an upper bound for every candidate's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 
@@ -17,51 +26,112 @@ import numpy as np
 from widthc.errors import WidthcError
 from widthc.ir import ChannelGroup, GroupWidth, WidthChoice
 
-
-def full(groups: list[ChannelGroup]) -> WidthChoice:
-    return WidthChoice.of({g.id: len(g.bins) for g in groups if g.searchable})
+FlopsMany = Callable[[np.ndarray], np.ndarray]  # widths [B, S] -> FLOPs [B]
 
 
-def smallest(groups: list[ChannelGroup]) -> WidthChoice:
-    return WidthChoice.of({g.id: 1 for g in groups if g.searchable})
+class WidthSpace:
+    """The searchable groups of one binning: ids, bin counts, and channels per bin count."""
 
-
-def at_ratio(groups: list[ChannelGroup], ratio: float) -> WidthChoice:
-    """Every searchable group keeps the number of bins closest to `ratio` of its channels."""
-    widths = {}
-    for g in groups:
-        if g.searchable:
+    def __init__(self, groups: list[ChannelGroup]):
+        searchable = [g for g in groups if g.searchable]
+        self.n_groups = len(groups)
+        self.ids = np.array([g.id for g in searchable], dtype=np.int64)
+        self.n_bins = np.array([len(g.bins) for g in searchable], dtype=np.int64)
+        self.block_sizes = np.array([g.block_size for g in groups], dtype=np.float64)
+        width = int(self.n_bins.max(initial=1)) + 1
+        # channels[i, k]: channels per block that k left-most bins of group ids[i] keep
+        self.channels = np.zeros((len(searchable), width))
+        for i, g in enumerate(searchable):
             cum = np.cumsum(g.bins)
-            widths[g.id] = int(np.argmin(np.abs(cum - ratio * g.block_size))) + 1
-    return WidthChoice.of(widths)
+            self.channels[i, 1 : len(cum) + 1] = cum
+            self.channels[i, len(cum) + 1 :] = cum[-1]
+        self.key = binning_key(groups)
+        self._rows = np.arange(len(searchable))
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def full(self) -> np.ndarray:
+        return self.n_bins.copy()
+
+    def smallest(self) -> np.ndarray:
+        return np.ones_like(self.n_bins)
+
+    def searchable_counts(self, widths: np.ndarray) -> np.ndarray:
+        """Channels kept per block in the searchable groups ([B, S], in `ids` order)."""
+        return self.channels[self._rows, np.atleast_2d(widths)]
+
+    def counts(self, widths: np.ndarray) -> np.ndarray:
+        """Channels kept per block in every group ([B, n_groups]; frozen groups at full width)."""
+        widths = np.atleast_2d(widths)
+        out = np.broadcast_to(self.block_sizes, (len(widths), self.n_groups)).copy()
+        out[:, self.ids] = self.channels[self._rows, widths]
+        return out
+
+    def choice(self, width) -> WidthChoice:
+        """The width as a value (left-most pattern), stamped with this binning."""
+        return WidthChoice.of(
+            {int(g): int(k) for g, k in zip(self.ids, np.asarray(width))}, binning=self.key
+        )
+
+    def array(self, choice: WidthChoice) -> np.ndarray:
+        """The bin counts of `choice` (groups it does not name at full width)."""
+        out = self.full()
+        index = {int(g): i for i, g in enumerate(self.ids)}
+        for gid, w in choice.widths:
+            out[index[gid]] = w.k
+        return out
+
+    def log10_size(self) -> float:
+        """log10 of the number of distinct widths (a group of one bin counts once: it is fixed
+        by its bins)."""
+        return float(np.log10(self.n_bins).sum())
 
 
-def uniform(groups, flops: Callable, budget: float | None = None, ratio: float | None = None):
-    """Uniform width: a given ratio, or the largest ratio whose FLOPs meet `budget`."""
-    if (budget is None) == (ratio is None):
-        raise WidthcError("uniform() takes exactly one of flops= or ratio=")
-    if ratio is not None:
-        if not 0 < ratio <= 1:
-            raise WidthcError(f"the width ratio must be in (0, 1], got {ratio}")
-        return at_ratio(groups, ratio)
-    check_budget(groups, flops, budget)
-    lo, hi = 0.0, 1.0
-    if flops(at_ratio(groups, hi)) <= budget:
-        return at_ratio(groups, hi)
-    for _ in range(40):
+def binning_key(groups: list[ChannelGroup]) -> str:
+    """A short fingerprint of every group's bins: widths counted in other bins differ."""
+    text = ";".join(f"{g.id}:{','.join(map(str, g.bins))}" for g in groups if g.searchable)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# --- widths that meet a budget ---------------------------------------------------------------------
+
+
+def at_ratio(space: WidthSpace, ratios) -> np.ndarray:
+    """For each ratio, every group keeps the number of bins whose channels come closest to that
+    ratio of its channels ([R, S]; the first closest on a tie, so it grows with the ratio)."""
+    ratios = np.atleast_1d(np.asarray(ratios, dtype=np.float64))
+    target = ratios[:, None, None] * space.block_sizes[space.ids][None, :, None]
+    cum = space.channels[None, :, 1:]  # [1, S, max bins]
+    dist = np.abs(cum - target)
+    dist = np.where(np.arange(cum.shape[2]) < space.n_bins[:, None], dist, np.inf)
+    return dist.argmin(axis=2) + 1
+
+
+def uniform(space: WidthSpace, flops_many: FlopsMany, budget: float) -> np.ndarray:
+    """The largest same-ratio width whose FLOPs meet `budget` (the search's baseline)."""
+    check_budget(space, flops_many, budget)
+    if flops_many(space.full()[None])[0] <= budget:
+        return space.full()
+    grid = np.linspace(0.0, 1.0, 65)  # a coarse scan, then bisection in the last good interval
+    ok = flops_many(at_ratio(space, grid)) <= budget
+    i = int(np.flatnonzero(ok).max(initial=0))
+    lo, hi = grid[i], grid[min(i + 1, len(grid) - 1)]
+    for _ in range(30):
         mid = (lo + hi) / 2
-        if flops(at_ratio(groups, mid)) <= budget:
+        if flops_many(at_ratio(space, mid))[0] <= budget:
             lo = mid
         else:
             hi = mid
-    best = at_ratio(groups, lo)
-    if flops(best) > budget:  # the rounding of ratio 0 can still be over the budget
-        best = smallest(groups)
+    best = at_ratio(space, lo)[0]
+    if flops_many(best[None])[0] > budget:  # the rounding of ratio 0 can still be over
+        best = space.smallest()
     return best
 
 
-def check_budget(groups, flops: Callable, budget: float) -> None:
-    lo, hi = flops(smallest(groups)), flops(full(groups))
+def check_budget(space: WidthSpace, flops_many: FlopsMany, budget: float) -> None:
+    lo, hi = flops_many(np.stack([space.smallest(), space.full()]))
     if not lo <= budget <= hi * (1 + 1e-9):
         raise WidthcError(
             f"a FLOPs budget of {human(budget)} is out of reach: this model can be slimmed to "
@@ -69,41 +139,66 @@ def check_budget(groups, flops: Callable, budget: float) -> None:
         )
 
 
-def random(groups, flops: Callable, seed: int, budget: float | None = None) -> WidthChoice:
+def random(
+    space: WidthSpace, flops_many: FlopsMany, rng: np.random.Generator, budget: float | None = None
+) -> np.ndarray:
     """A width drawn uniformly over bins; under `budget`, repaired to meet it and filled up."""
-    rng = np.random.default_rng(seed)
-    widths = {g.id: int(rng.integers(1, len(g.bins) + 1)) for g in groups if g.searchable}
-    choice = WidthChoice.of(widths)
-    if budget is not None:
-        check_budget(groups, flops, budget)
-        choice = repair(groups, flops, choice, budget, rng)
-    return choice
+    width = rng.integers(1, space.n_bins + 1)
+    if budget is None:
+        return width
+    return repair(space, flops_many, width, budget, rng)
 
 
-def repair(groups, flops: Callable, choice: WidthChoice, budget: float, rng) -> WidthChoice:
-    """Meet `budget`: shrink random groups until under it, then grow random groups while it
-    stays met, so the result is as close to the budget as the bins allow."""
-    n_bins = {g.id: len(g.bins) for g in groups if g.searchable}
-    widths = {g: w.k for g, w in choice.widths}
-    ids = sorted(n_bins)
-    while flops(WidthChoice.of(widths)) > budget:
-        shrinkable = [g for g in ids if widths[g] > 1]
-        if not shrinkable:
-            break
-        g = shrinkable[int(rng.integers(len(shrinkable)))]
-        widths[g] -= 1
-    grew = True
-    while grew:
-        grew = False
-        for g in rng.permutation(ids):
-            g = int(g)
-            if widths[g] < n_bins[g]:
-                widths[g] += 1
-                if flops(WidthChoice.of(widths)) <= budget:
-                    grew = True
-                else:
-                    widths[g] -= 1
-    return WidthChoice.of(widths)
+def repair(
+    space: WidthSpace,
+    flops_many: FlopsMany,
+    width: np.ndarray,
+    budget: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Move `width` to the budget in a few vectorised steps: if it is over, scale its bins
+    above one down together (keeping its shape) to the largest scale that meets the budget;
+    then grow random groups by a bin each, many at once, until no single bin fits any more.
+    The result meets the budget and is maximal (every group at full width or one bin over)."""
+    width = np.asarray(width, dtype=np.int64).copy()
+    if flops_many(width[None])[0] > budget:
+        scales = np.linspace(0.0, 1.0, 33)
+        rows = 1 + np.floor((width - 1)[None, :] * scales[:, None]).astype(np.int64)
+        ok = np.flatnonzero(flops_many(rows) <= budget)
+        if not len(ok):
+            return space.smallest()  # only when the budget is below the smallest width
+        width = rows[ok.max()]
+    while True:
+        growable = np.flatnonzero(width < space.n_bins)
+        if not len(growable):
+            return width
+        rows = np.repeat(width[None], len(growable) + 1, axis=0)
+        rows[np.arange(1, len(growable) + 1), growable] += 1
+        costs = flops_many(rows)
+        base, grown = costs[0], costs[1:]
+        fits = np.flatnonzero(grown <= budget)
+        if not len(fits):
+            return width
+        order = rng.permutation(fits)
+        # costs are not additive (coupled groups multiply): take the prefix the single-bin
+        # increments say fits, halve it until it does
+        n = max(1, int(np.searchsorted(np.cumsum(grown[order] - base), budget - base, "right")))
+        while True:
+            trial = width.copy()
+            trial[growable[order[:n]]] += 1
+            if n == 1 or flops_many(trial[None])[0] <= budget:
+                break
+            n //= 2
+        width = trial
+
+
+def in_band(flops: np.ndarray, budget: float, band: tuple[float, float]) -> np.ndarray:
+    """Which FLOPs lie in [band[0], band[1]] * budget (and never above the budget)."""
+    flops = np.asarray(flops)
+    return (flops >= band[0] * budget) & (flops <= min(band[1], 1.0) * budget)
+
+
+# --- candidates ----------------------------------------------------------------------------------
 
 
 def patterns(n_bins: int, k: int, offset: int) -> list[tuple[int, ...]]:
@@ -125,9 +220,8 @@ def candidates(groups, choice: WidthChoice, offset: int = 1) -> list[WidthChoice
         widths = {}
         for gid, w in choice.widths:
             pats = per_group[gid]
-            free = pats[j % len(pats)]
-            widths[gid] = _canonical(w.k, free)
-        out.append(WidthChoice.of(widths))
+            widths[gid] = _canonical(w.k, pats[j % len(pats)])
+        out.append(WidthChoice.of(widths, binning=choice.binning))
     return out
 
 
@@ -140,7 +234,41 @@ def _canonical(k: int, free: tuple[int, ...]) -> GroupWidth:
     return GroupWidth(k, tuple(active[base:]))
 
 
+# --- budgets as text --------------------------------------------------------------------------------
+
+_UNITS = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_budget(text: str, full: float) -> float:
+    """'300M', '1.2G', '4.1e9' or '50%' (of `full`, the full model's FLOPs) -> FLOPs."""
+    s = text.strip().upper()
+    scale, number = 1.0, s
+    if s.endswith("%"):
+        scale, number = full / 100, s[:-1]
+    elif s[-1:] in _UNITS:
+        scale, number = _UNITS[s[-1]], s[:-1]
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise WidthcError(
+            f"--flops '{text}' is not a FLOPs budget: write e.g. 300M, 1.2G, 4.1e9 or 50% "
+            f"(of the full model), several separated by commas"
+        )
+    return value
+
+
+def parse_budgets(text: str) -> list[str]:
+    """'300M, 200M,300M' -> ['300M', '200M']: the budgets of a comma list, first of each."""
+    texts = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not texts:
+        raise WidthcError("--flops is empty: give a budget such as 300M or 50%")
+    return texts
+
+
 def human(flops: float) -> str:
+    """FLOPs as text, the inverse of `parse_budget` to 4 significant digits: 4.089G, 300M."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(flops) >= scale:
             return f"{flops / scale:.4g}{unit}"

@@ -8,46 +8,21 @@ value lands in `node.meta["widthc.value"]`: a `TensorMeta`, a Python value, or a
 
 from __future__ import annotations
 
-import linecache
-import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from widthc import ops
+from widthc import fx_tracer, ops
 from widthc.errors import TraceError, WidthcError
 from widthc.ir import TensorMeta
 from widthc.tree import leaves
 
 VALUE = "widthc.value"
 MEASURED = "widthc.measured_macs"
-
-
-class _Tracer(fx.Tracer):
-    def __init__(self, leaves: Iterable, autowrap_functions=()):
-        super().__init__(autowrap_functions=tuple(autowrap_functions))
-        self._leaf_types = tuple(x for x in leaves if isinstance(x, type))
-        self._leaf_names = {x for x in leaves if isinstance(x, str)}
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname in self._leaf_names or type(m).__name__ in self._leaf_names:
-            return True
-        if self._leaf_types and isinstance(m, self._leaf_types):
-            return True
-        if ops.module_key(m) in ops.REGISTRY:
-            return True
-        return super().is_leaf_module(m, qualname)
-
-
-def _timm_leaves() -> tuple[list, list]:
-    try:
-        from timm.layers import get_notrace_functions, get_notrace_modules
-    except ImportError:
-        return [], []
-    return list(get_notrace_modules()), list(get_notrace_functions())
+_MAX_AUTO_LEAVES = 256  # retries: each automatic leaf costs one more trace
 
 
 class Traced:
@@ -55,10 +30,12 @@ class Traced:
 
     Cheaper than an fx.GraphModule (which copies the module tree and compiles Python code:
     a third of the cost of tracing a 4,000-node graph); `Program.gm` builds that lazily.
+    `auto_leaves`: (module path, why) of every module traced as a leaf automatically.
     """
 
-    def __init__(self, graph: fx.Graph, root: nn.Module, name: str):
+    def __init__(self, graph: fx.Graph, root: nn.Module, name: str, auto_leaves: Sequence = ()):
         self.graph, self.root, self.name = graph, root, name
+        self.auto_leaves: list[tuple[str, str]] = list(auto_leaves)
 
     def named_modules(self):
         return self.root.named_modules()
@@ -69,26 +46,64 @@ class Traced:
         return gm
 
 
-def trace_graph(model: nn.Module, leaves: Sequence = ()) -> Traced:
-    """Trace `model` with torch.fx in eval mode. `leaves`: module classes or names not to enter.
+def trace_graph(
+    model: nn.Module,
+    leaves: Sequence = (),
+    auto_leaf: bool = True,
+    example_inputs: Sequence | None = None,
+) -> Traced:
+    """Trace `model` with torch.fx in eval mode. `leaves`: module classes or names not to enter;
+    `example_inputs`: the positional inputs (the other arguments keep their defaults; control
+    flow on their shapes follows them, see fx_tracer).
 
-    Raises TraceError naming the user's line when tracing fails (data-dependent control flow).
+    Where tracing fails inside a submodule, or a module stores a traced value on itself, that
+    module is traced as a leaf and the trace retried (`auto_leaf`; `Traced.auto_leaves` says
+    which and why). Raises TraceError naming the user's line and the module to mark as a leaf
+    where no retry helps (or `auto_leaf=False`).
     """
-    timm_modules, timm_functions = _timm_leaves()
-    tracer = _Tracer([*leaves, *timm_modules], timm_functions)
+    timm_modules, timm_functions = fx_tracer.timm_leaves()
+    given = fx_tracer.given_inputs(model, None if example_inputs is None else len(example_inputs))
+    evaluate = None
+    if example_inputs is not None:
+        evaluate = lambda g, root: _ShapeProp(Traced(g, root, ""), example_inputs).value_of  # noqa: E731
+    auto: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
     try:
-        graph = tracer.trace(model)
-    except Exception as e:  # noqa: BLE001 - any failure of the user's forward is reported
-        raise TraceError(_trace_message(model, e)) from e
+        while True:
+            all_leaves = [*leaves, *timm_modules, *(path for path, _ in auto)]
+            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate)
+            graph, new_leaves = _attempt(tracer, model, auto_leaf and len(auto) < _MAX_AUTO_LEAVES)
+            if graph is not None:
+                break
+            auto += new_leaves
     finally:
         model.train(was_training)
-    _follow_training_flag(graph, model, [*leaves, *timm_modules], timm_functions)
-    return Traced(graph, tracer.root, type(model).__name__)
+    _follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
+    return Traced(graph, tracer.root, type(model).__name__, auto)
 
 
-def _follow_training_flag(graph: fx.Graph, model: nn.Module, leaves, functions) -> None:
+def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
+    """(graph, []) or, where a submodule fails or caches a traced value, (None, [(module path,
+    why)]) for the modules to trace as leaves; a TraceError where that cannot help."""
+    saved = fx_tracer.module_state(model)
+    try:
+        graph, error = tracer.trace(model), None
+    except Exception as e:  # noqa: BLE001 - any failure of the user's forward
+        graph, error = None, e
+    stored = fx_tracer.restore_module_state(model, saved)
+    if error is not None:
+        path = tracer.failure_path(error)
+        if not auto_leaf or not path:
+            raise TraceError(fx_tracer.trace_message(model, error, path)) from error
+        return None, [(path[-1], fx_tracer.leaf_reason(error))]
+    if stored and (not auto_leaf or any(not path for path, _ in stored)):
+        path, why = min(stored)
+        raise TraceError(f"torch.fx cannot trace `{path or type(model).__name__}`: {why}")
+    return (None, stored) if stored else (graph, [])
+
+
+def _follow_training_flag(graph: fx.Graph, model: nn.Module, tracer_args: tuple) -> None:
     """torch.fx bakes `self.training` into the graph as a constant: traced in eval mode,
     `F.dropout(x, p, self.training)` or torchvision's stochastic depth would stay off when the
     supernet trains. Where a train-mode trace of the same graph has True in place of a False,
@@ -99,12 +114,14 @@ def _follow_training_flag(graph: fx.Graph, model: nn.Module, leaves, functions) 
         return
     was_training = model.training
     model.train()
+    saved = fx_tracer.module_state(model)
     try:
-        train_graph = _Tracer(leaves, functions).trace(model)
+        train_graph = fx_tracer.Tracer(*tracer_args).trace(model)
     except Exception:  # noqa: BLE001 - no train-mode graph: keep the constants
         return
     finally:
         model.train(was_training)
+        fx_tracer.restore_module_state(model, saved)
     pairs = list(zip(graph.nodes, train_graph.nodes))
     if len(graph.nodes) != len(train_graph.nodes) or any(
         (a.op, a.target) != (b.op, b.target) for a, b in pairs
@@ -131,38 +148,9 @@ def _flag_positions(a: fx.Node, b: fx.Node) -> list:
     return out
 
 
-def trace(model: nn.Module, leaves: Sequence = ()) -> fx.GraphModule:
+def trace(model: nn.Module, leaves: Sequence = (), auto_leaf: bool = True) -> fx.GraphModule:
     """`trace_graph` as an fx.GraphModule (in eval mode)."""
-    return trace_graph(model, leaves).graph_module()
-
-
-def _trace_message(model: nn.Module, e: Exception) -> str:
-    frames = _user_frames(e.__traceback__)
-    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "control flow" in cause or "iterate" in cause or "len(" in cause:
-        cause = "control flow or a Python value depends on tensor data"
-    if not frames:
-        return f"torch.fx cannot trace {type(model).__name__}: {cause}."
-    frame, lineno = frames[-1]
-    code = linecache.getline(frame.f_code.co_filename, lineno).strip()
-    owner = frame.f_locals.get("self")
-    cls = type(owner).__name__ if isinstance(owner, nn.Module) else type(model).__name__
-    return (
-        f"torch.fx cannot trace {cls}.{frame.f_code.co_name} at "
-        f"{frame.f_code.co_filename}:{lineno} (`{code}`): {cause}; mark the module as a leaf "
-        f"(--leaf {cls}) or rewrite the branch so that it does not depend on tensor values."
-    )
-
-
-def _user_frames(tb) -> list:
-    out = []
-    torch_dir = torch.__file__.rsplit("/", 1)[0]
-    for frame, lineno in traceback.walk_tb(tb):
-        fname = frame.f_code.co_filename
-        if fname.startswith(torch_dir) or fname.startswith("<") or "/widthc/" in fname:
-            continue
-        out.append((frame, lineno))
-    return out
+    return trace_graph(model, leaves, auto_leaf).graph_module()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,38 +234,55 @@ class _ShapeProp:
         self.examples = list(example_inputs)
         self.real: dict[fx.Node, torch.Tensor] = {}
         self.gen = torch.Generator().manual_seed(0)
+        self.env: dict[fx.Node, object] = {}
+        self.placeholders = 0
+        self.last: fx.Node | None = None  # the last node evaluated (graph order)
 
     def run(self) -> None:
-        env: dict[fx.Node, object] = {}
-        placeholders = 0
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                if placeholders < len(self.examples):
-                    real = self.examples[placeholders]
-                elif node.args:
-                    real = node.args[0]
-                else:
-                    raise WidthcError(
-                        f"the model's forward takes an input `{node.target}` that the example "
-                        f"inputs do not provide ({len(self.examples)} given)"
-                    )
-                placeholders += 1
-                if isinstance(real, torch.Tensor):
-                    self.real[node] = real
-                value = to_value(real)
-            elif node.op == "get_attr":
-                real = _fetch_attr(self.gm, node.target)
-                if isinstance(real, torch.Tensor):
-                    self.real[node] = real
-                value = to_value(real)
-            elif node.op == "output":
-                value = None
+            self.step(node)
+
+    def value_of(self, node: fx.Node):
+        """Evaluate the graph up to `node` and return its value. Incremental: the graph may
+        grow between calls (the tracer asks while it traces)."""
+        start = self.last.next if self.last is not None else next(iter(self.gm.graph.nodes))
+        while node not in self.env:
+            self.step(start)
+            start = start.next
+        return self.env[node]
+
+    def step(self, node: fx.Node) -> None:
+        env = self.env
+        if node.op == "placeholder":
+            if self.placeholders < len(self.examples):
+                real = self.examples[self.placeholders]
+            elif node.args:
+                real = node.args[0]
             else:
-                args = fx.node.map_arg(node.args, lambda n: env[n])
-                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-                value = self.eval_node(node, args, kwargs)
-            env[node] = value
-            node.meta[VALUE] = value
+                raise WidthcError(
+                    f"the model's forward takes an input `{node.target}` that the example "
+                    f"inputs do not provide ({len(self.examples)} given)"
+                )
+            self.placeholders += 1
+            if isinstance(real, torch.Tensor):
+                self.real[node] = real
+            value = to_value(real)
+        elif node.op == "get_attr":
+            real = _fetch_attr(self.gm, node.target)
+            if isinstance(real, torch.Tensor):
+                self.real[node] = real
+            value = to_value(real)
+        elif node.op == "output":
+            value = None
+        else:
+            args = fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            value = self.eval_node(node, args, kwargs)
+        env[node] = value
+        self.last = node
+        node.meta[VALUE] = value
+        if fx_tracer.ASSUMED_LEN in node.meta:
+            _check_length(node)
 
     def eval_node(self, node: fx.Node, args, kwargs):
         if node.op != "call_module" and not _has_tensor((args, kwargs)):
@@ -294,7 +299,7 @@ class _ShapeProp:
 
     def execute(self, node, args, kwargs, meta=True, measure=False):
         """Run one op on meta tensors, or on real random ones when meta is not enough."""
-        counter = FlopCounterMode(display=False) if measure else None
+        counter = _counter() if measure else None
         if meta:
             try:
                 if counter is not None:
@@ -306,11 +311,13 @@ class _ShapeProp:
                     node.meta[MEASURED] = counter.get_total_flops() / 2
                 return to_value(out)
             except Exception:  # noqa: BLE001
-                counter = FlopCounterMode(display=False) if measure else None
+                counter = _counter() if measure else None
         real_args = self._materialize(node.args, args)
         real_kwargs = self._materialize(node.kwargs, kwargs)
         try:
-            with torch.no_grad():
+            # measured with autograd on: in eval mode without it, nn.MultiheadAttention takes a
+            # fused path that FlopCounterMode does not count
+            with torch.set_grad_enabled(counter is not None):
                 if counter is not None:
                     with counter:
                         out = _call(self.modules, node, real_args, real_kwargs)
@@ -345,19 +352,53 @@ class _ShapeProp:
         return tree_unflatten(out, spec)
 
 
+def _sdpa_macs(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _counter() -> FlopCounterMode:
+    """FlopCounterMode that also counts CPU attention (it counts 0 for its fused kernel)."""
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    return FlopCounterMode(display=False, custom_mapping={cpu_sdpa: _sdpa_macs})
+
+
 def _random(v: TensorMeta, gen: torch.Generator) -> torch.Tensor:
     if v.dtype.is_floating_point:
         return torch.randn(v.shape, dtype=v.dtype, generator=gen)
     return torch.zeros(v.shape, dtype=v.dtype)
 
 
+def _check_length(node: fx.Node) -> None:
+    """A sized Proxy promised the traced code `n` results (fx_tracer): hold it to that."""
+    n, value = node.meta[fx_tracer.ASSUMED_LEN], node.meta[VALUE]
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        got = len(value) if isinstance(value, (tuple, list)) else type(value).__name__
+        raise WidthcError(
+            f"`{node.name}` ({node.target}) returns {got} tensors on the example input, but the "
+            f"traced code took the count it was asked for, {n}: give an input whose split "
+            f"dimension has at least {n} entries"
+        )
+
+
 def _call(modules, node: fx.Node, args, kwargs):
     if node.op == "call_module":
         return modules[node.target](*args, **kwargs)
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)
+    if node.op == "call_function":  # a helper may mutate its list arguments (torchvision's do)
+        return node.target(*_thaw(args), **_thaw(kwargs))
     self_obj, *rest = args
     return getattr(self_obj, node.target)(*rest, **kwargs)
+
+
+def _thaw(x):
+    """fx's immutable argument lists and dicts as plain ones (other values unchanged: a
+    ModelOutput, a dict subclass, stays itself)."""
+    if type(x) in (list, fx.immutable_collections.immutable_list):
+        return [_thaw(v) for v in x]
+    if type(x) in (dict, fx.immutable_collections.immutable_dict):
+        return {k: _thaw(v) for k, v in x.items()}
+    if type(x) is tuple:
+        return tuple(_thaw(v) for v in x)
+    return x
 
 
 def _fetch_attr(gm, target: str):

@@ -11,7 +11,6 @@ A failed check raises InternalError: widthc never emits a model it has not prove
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,9 +24,10 @@ from torch.utils._pytree import tree_flatten
 from widthc.errors import InternalError
 from widthc.export import export_onnx, tensor_error
 from widthc.ir import WidthChoice
-from widthc.passes.rewrite import supernet
 from widthc.passes.slicing import make_plan
+from widthc.passes.slim import copy_module
 from widthc.space import human
+from widthc.supernet import supernet
 
 EQUIVALENCE_TOLERANCE = 1e-5
 
@@ -84,7 +84,7 @@ def verify(
     elif isinstance(reference, nn.Module):
         name = type(reference).__name__
     else:
-        name = "given reference"
+        name = getattr(reference, "reference_name", "given reference")
     was_training = slimmed.training
     slimmed.eval()
     try:
@@ -125,7 +125,7 @@ def zeroed_reference(program, choice: WidthChoice) -> fx.GraphModule:
     a channel-mixing op, where removed channels still shift the normalisation statistics.
     """
     plan = make_plan(program, choice)
-    ref = copy.deepcopy(program.gm)
+    ref = copy_module(program.gm)  # deepcopy, also of old-style weight-norm modules
     params = dict(ref.named_parameters(remove_duplicate=False))
     with torch.no_grad():
         for target in plan.param_dims:

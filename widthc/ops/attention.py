@@ -43,7 +43,9 @@ def sdpa_couple(ctx) -> None:
     """scaled_dot_product_attention(q, k, v): q and k contract on their last dim; the output
     takes v's last dim and the query positions; batch and head dims are shared."""
     q, lq, lk, lv = ctx.arg(0, "query"), ctx.lay(0, "query"), ctx.lay(1, "key"), ctx.lay(2, "value")
-    ctx.unify(lq[-1], lk[-1], why="attention scores")
+    scores = ctx.unify(lq[-1], lk[-1], why="attention scores")
+    if ctx.arg(6, "scale", None) is None:  # the default scale 1/sqrt(E) follows the width
+        ctx.mix(scores)
     ctx.sink(lk[-2], why="attention over key positions")
     ctx.sink(lv[-2], why="attention over key positions")
     batch = [ctx.unify(lq[d], lk[d], lv[d], why="attention batch") for d in range(q.ndim - 2)]

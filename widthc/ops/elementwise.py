@@ -7,7 +7,7 @@ import torch
 from widthc import shapes
 from widthc.ir import TensorMeta
 from widthc.ops.common import first_input, nones
-from widthc.ops.shape_ops import shape_args
+from widthc.ops.shape_ops import set_field, shape_args
 
 
 def unary(ctx) -> None:
@@ -30,7 +30,8 @@ def elementwise_rule(ctx) -> None:
     ctx.set(tuple(result))
 
 
-def reduce_dims(ctx, dims, keepdim) -> None:
+def reduced(ctx, dims, keepdim) -> tuple:
+    """The layouts left by a reduction over `dims` (None: all); reduced channels are mixed."""
     x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
     if dims is None:
         dims = tuple(range(x.ndim))
@@ -43,7 +44,49 @@ def reduce_dims(ctx, dims, keepdim) -> None:
                 out.append(None)
         else:
             out.append(lays[d])
-    ctx.set(tuple(out))
+    return tuple(out)
+
+
+def reduce_dims(ctx, dims, keepdim) -> None:
+    ctx.set(reduced(ctx, dims, keepdim))
+
+
+def norm_rule(ctx) -> None:
+    """norm(x, p, dim, keepdim): a reduction over `dim` (all dims when None)."""
+    reduce_dims(ctx, ctx.arg(2, "dim", None), ctx.arg(3, "keepdim", False))
+
+
+def extreme_rule(ctx) -> None:
+    """torch.max / min (also median, mode): with a tensor operand, elementwise; with a dim, a
+    reduction that returns (values, indices), both laid out alike; with neither, a full
+    reduction to one value."""
+    if isinstance(ctx.arg(1, "other", None), TensorMeta):
+        return elementwise_rule(ctx)
+    dim = ctx.arg(1, "dim", None)
+    if dim is None:
+        return reduce_dims(ctx, None, False)
+    lays = reduced(ctx, dim, ctx.arg(2, "keepdim", False))
+    ctx.set((lays, lays))
+
+
+def kthvalue_rule(ctx) -> None:
+    """kthvalue(x, k, dim=-1, keepdim=False): a reduction that returns (values, indices)."""
+    lays = reduced(ctx, ctx.arg(2, "dim", -1), ctx.arg(3, "keepdim", False))
+    ctx.set((lays, lays))
+
+
+def ranked_rule(dim_at: int):
+    """sort / topk: (values, indices) whose positions along `dim` are ranks, not channels (a
+    channel dim there keeps its width); every other dim passes through."""
+
+    def rule(ctx) -> None:
+        x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+        d = shapes.norm_dim(ctx.arg(dim_at, "dim", -1), x.ndim)
+        ctx.sink(lays[d], why="sorting along the channel dim ranks the channels")
+        lays[d] = None
+        ctx.set((tuple(lays), tuple(lays)))
+
+    return rule
 
 
 def reduce_rule(ctx) -> None:
@@ -81,9 +124,12 @@ def spatial(ctx, n_spatial: int | None = None) -> None:
 
 
 def tensor_attr(ctx) -> None:
-    """x.size(), x.shape, x.size(d): sizes that follow the channels they measure."""
+    """x.size(), x.shape, x.size(d): sizes that follow the channels they measure; `out.values`
+    of a structured value (a namedtuple, a ModelOutput) is that field's layouts."""
     lays = ctx.lay(0)
     target = ctx.node.target
+    if target is getattr and not isinstance(ctx.arg(0), TensorMeta):
+        return set_field(ctx, ctx.arg(0), lays, ctx.node.args[1])
     if target == "size" or (target is getattr and ctx.node.args[1] == "shape"):
         d = ctx.arg(1, "dim", None) if target == "size" else None
         if d is None:

@@ -11,7 +11,11 @@ from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import expect, first_input, nones, numel_split
 
 
-def conv_couple(ctx, x_lay, w_lay, b_lay, groups, c_in, c_out, n_spatial, transposed=False):
+def conv_couple(
+    ctx, x_lay, w_lay, b_lay, groups, c_in, c_out, n_spatial, transposed=False, groups_at=None
+):
+    """`groups_at`: where a functional conv holds its literal `groups` (a depthwise conv's groups
+    follow its channels, so the literal is rewritten with them)."""
     cdim = len(x_lay) - n_spatial - 1
     x_c = x_lay[cdim]
     if groups == 1:
@@ -22,6 +26,8 @@ def conv_couple(ctx, x_lay, w_lay, b_lay, groups, c_in, c_out, n_spatial, transp
         x_c = ctx.unify(x_c, why="depthwise conv input")
         out = x_c.repeat(mult) if isinstance(x_c, Layout) else x_c if mult == 1 else None
         out = ctx.unify(w_lay[0], out, why="depthwise conv")
+        if groups_at is not None:
+            ctx.rewrite(groups_at, x_c)
     elif not transposed:  # grouped: every group of the conv keeps the same positions
         why = f"grouped conv (groups={groups}) over channels that cannot shrink in equal blocks"
         ctx.unify(ctx.blocked(x_c, groups, why), w_lay[1], why="grouped conv input")
@@ -59,6 +65,14 @@ def conv_module_couple(ctx) -> None:
 
 def conv_fn_couple(ctx) -> None:
     w = ctx.arg(1, "weight")
+    args, kwargs = ctx.node.args, ctx.node.kwargs
+    groups_at = (
+        ("args", 6) if len(args) > 6 else ("kwargs", "groups") if "groups" in kwargs else None
+    )
+    if groups_at is not None and not isinstance(
+        args[6] if len(args) > 6 else kwargs["groups"], int
+    ):
+        groups_at = None  # read from a tensor's size at run time: it follows by itself
     conv_couple(
         ctx,
         ctx.lay(0, "input"),
@@ -68,6 +82,7 @@ def conv_fn_couple(ctx) -> None:
         w.shape[1] * ctx.arg(6, "groups", 1),
         w.shape[0],
         w.ndim - 2,
+        groups_at=groups_at,
     )
 
 
@@ -210,8 +225,15 @@ def matmul_flops(ctx) -> list:
 
 
 def embedding_couple(ctx) -> None:
-    out = ctx.produce(ctx.param("weight")[1], ctx.module.embedding_dim)
+    weight = ctx.param("weight")
+    ctx.sink(weight[0], why="embedding rows are addressed by the input's indices")
+    out = ctx.produce(weight[1], ctx.module.embedding_dim)
     ctx.set(nones(ctx.arg(0, "input").ndim) + (out,))
+
+
+def embedding_resize(m, params, in_shapes) -> dict:
+    w = params["weight"]
+    return {"num_embeddings": w.shape[0], "embedding_dim": w.shape[1]}
 
 
 def embedding_shape(ctx) -> TensorMeta:
@@ -306,7 +328,13 @@ def layer_norm_fn_couple(ctx) -> None:
 
 
 def batch_norm_fn_couple(ctx) -> None:
+    """F.batch_norm: per-channel parameters on dim 1. With batch statistics (training=True, or
+    no running statistics) every other dim is reduced: channels there are mixed (a weight
+    standardised over its input channels: each filter's mean and variance)."""
     lays = ctx.lay(0, "input")
+    if ctx.arg(5, "training", False) is True or ctx.arg(1, "running_mean", None) is None:
+        for d in (0, *range(2, len(lays))):
+            ctx.mix(lays[d])
     entry = lays[1]
     for i, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
         p = ctx.lay(i, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -29,11 +30,17 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
     if blocks is None:
         ctx.barrier("reshape with a different number of elements")
         return (None,) * out.ndim
+    if x.dtype.is_floating_point:  # a weight reshaped for use (not an index table):
+        lays = list(lays)  # the leading dim of each block may carry channels (channel-major)
+        for src, _ in blocks:
+            lead = next((d for d in src if x.shape[d] != 1), None)
+            if lead is not None:
+                lays[lead] = ctx.own(lays[lead], x.shape[lead])
     result = [None] * out.ndim
     for src, dst in blocks:
         for d in src:
-            # a parameter dim that is reshaped keeps its width; so does a one-channel dim,
-            # which cannot shrink and which a reshape may merge into any neighbour
+            # a one-channel dim keeps its width: it cannot shrink, and a reshape may merge it
+            # into any neighbour
             if not isinstance(ctx.resolve(lays[d]), Layout) or x.shape[d] == 1:
                 ctx.sink(lays[d], why="reshape")
         laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout) and x.shape[d] != 1]
@@ -56,6 +63,8 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             entry = ctx.resolve(lays[laid[0]])
             if all(s.inner % tail == 0 for s in entry.segments):
                 result[lead] = ctx.unrepeat(entry, tail)
+            elif len(big_dst) == 2 and (piece := equal_pieces(ctx, entry, out.shape[lead])):
+                result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
             else:
                 ctx.sink(entry, why="reshape splits the channel dim")
         else:
@@ -65,6 +74,33 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
         size_args(ctx, shape_args(ctx, shape_from), result)
     ctx.set(tuple(result))
     return tuple(result)
+
+
+def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
+    """Channels cut into `n` equal consecutive pieces that keep the same channels (the heads
+    of a split attention, the groups of a channel shuffle): one piece, or None."""
+    size = entry.size // n
+    cut = ctx.cut(entry, range(size, entry.size, size))
+    pieces = split_layout(cut, [size] * n) if cut is not None else None
+    if pieces is None or len({p.shape_key() for p in pieces}) != 1:
+        return None
+    return ctx.unify(*pieces, why="equal pieces")
+
+
+def size_quotient(ctx) -> None:
+    """`c // n` of a channel count `c`: the size of one of n equal pieces of those channels
+    (a split attention's `C // radix`); the pieces then keep the same channels."""
+    from widthc.ops.elementwise import elementwise_rule
+
+    if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
+        return elementwise_rule(ctx)
+    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.arg(1)
+    piece = None
+    if isinstance(entry, Layout) and isinstance(n, int) and n > 0 and entry.size % n == 0:
+        piece = equal_pieces(ctx, entry, n)
+    if piece is None:
+        ctx.sink(entry, why="channel count used in arithmetic")
+    ctx.set(piece)
 
 
 def size_args(ctx, args, result) -> None:
@@ -77,7 +113,7 @@ def size_args(ctx, args, result) -> None:
             if raw != -1 and result[d] is not None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
-            result[d] = ctx.unify(ctx.entry(raw), result[d], why="reshape size")
+            result[d] = ctx.same_count(ctx.entry(raw), result[d], why="reshape size")
 
 
 def view_couple(ctx) -> None:
@@ -93,6 +129,42 @@ def view_as_couple(ctx) -> None:
 
 def flatten_couple(ctx) -> None:
     reshape_couple(ctx)
+
+
+def unflatten_couple(ctx) -> None:
+    """torch.unflatten(x, dim, sizes): a reshape whose literal sizes follow the channels."""
+    result = list(reshape_couple(ctx))
+    x, args = ctx.arg(0, "input"), ctx.node.args
+    dim = shapes.norm_dim(ctx.arg(1, "dim"), x.ndim)
+    at = ("args", 2) if len(args) > 2 else ("kwargs", "sizes")
+    raw = args[2] if len(args) > 2 else ctx.node.kwargs["sizes"]
+    if not isinstance(raw, (tuple, list)):  # one value computed at run time: cannot follow
+        for e in result:
+            ctx.sink(e, why="unflatten into sizes computed at run time")
+        return ctx.set((None,) * len(result))
+    part = result[dim : dim + len(raw)]
+    size_args(ctx, [((*at, i), r) for i, r in enumerate(raw)], part)
+    result[dim : dim + len(raw)] = part
+    ctx.set(tuple(result))
+
+
+def unflatten_module_couple(ctx) -> None:
+    """nn.Unflatten: its `unflattened_size` is resized (ops/layers.py); an inferred size (-1)
+    next to a channel dim would silently take the wrong value, so it is a barrier."""
+    if -1 in ctx.module.unflattened_size:
+        return ctx.barrier("Unflatten with an inferred size (-1)")
+    reshape_couple(ctx)
+
+
+def unflatten_resize(m, params, in_shapes) -> dict:
+    """Only the leading non-one size of an unflatten carries channels (reshape_couple)."""
+    sizes = list(m.unflattened_size)
+    dim = shapes.norm_dim(m.dim, len(in_shapes[0]))
+    lead = next((i for i, s in enumerate(sizes) if s != 1), None)
+    if lead is None:
+        return {}
+    sizes[lead] = in_shapes[0][dim] // (math.prod(sizes) // sizes[lead])
+    return {"unflattened_size": tuple(sizes)}
 
 
 def permute_couple(ctx) -> None:
@@ -194,9 +266,11 @@ def stack_couple(ctx) -> None:
 
 
 def split_couple(ctx) -> None:
-    """chunk / split / unbind. Along a channel dim, a split on the boundaries of a concatenation
-    is its inverse (sizes given as a list are rewritten; equal chunks must share their channels);
-    any other split along channels freezes them (the split sizes would have to change)."""
+    """chunk / split / unbind. Along a channel dim, the pieces are parts of the channels: the
+    channels are cut at the split's boundaries (a concatenation is already cut there; one
+    layer's output is cut into parts that shrink on their own), sizes given as a list are
+    rewritten, and equal chunks must keep the same channels (a GLU's halves multiply). Where the
+    channels cannot be cut there (a repeated or blocked layout), they freeze."""
     x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
     if ctx.node.target in ("unbind", torch.unbind):
         dim = shapes.norm_dim(ctx.arg(1, "dim", 0), x.ndim)
@@ -204,14 +278,17 @@ def split_couple(ctx) -> None:
         lays_out = tuple(lays[:dim]) + tuple(lays[dim + 1 :])
         return ctx.set(tuple(lays_out for _ in out))
     dim = shapes.norm_dim(ctx.arg(2, "dim", 0), x.ndim)
-    entry = ctx.resolve(lays[dim])
-    pieces = split_layout(entry, [o.shape[dim] for o in out]) if isinstance(entry, Layout) else None
+    sizes_out = [o.shape[dim] for o in out]
+    entry = ctx.cut(lays[dim], itertools.accumulate(sizes_out))
+    pieces = split_layout(entry, sizes_out) if isinstance(entry, Layout) else None
     sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
     if pieces is not None and isinstance(sizes, (list, tuple)):
         for i, piece in enumerate(pieces):
             ctx.rewrite(("args", 1, i), piece)
     elif pieces is not None:  # equal chunks: every chunk keeps the same channels
         ctx.unify(*pieces, why="equal chunks")
+        if isinstance(sizes, int) and ctx.node.target in (torch.split, "split"):
+            ctx.rewrite(("args", 1), pieces[0])  # split(x, size): the size of every piece
     else:
         ctx.sink(lays[dim], why="split/chunk along the channel dim")
         pieces = [None] * len(out)
@@ -232,10 +309,27 @@ def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
     return pieces if not segs else None
 
 
+def set_field(ctx, value, lays, key) -> None:
+    """The node is item `key` (an index, a key or an attribute name) of a structured value
+    whose layouts are `lays`. Where that item cannot be found, the value's channels freeze."""
+    try:
+        if isinstance(key, str) and isinstance(lays, (tuple, list)):  # namedtuple field
+            item = getattr(value, key)
+            key = next(i for i, v in enumerate(value) if v is item)
+        elif isinstance(key, int) and isinstance(lays, dict):  # ModelOutput[i]: i-th set field
+            key = list(lays)[key]
+        ctx.set(lays[key])
+    except (AttributeError, IndexError, KeyError, StopIteration, TypeError):
+        ctx.barrier(f"cannot follow the channels of item {key!r} of a structured value")
+
+
 def getitem_couple(ctx) -> None:
     src = ctx.arg(0)
     if not isinstance(src, TensorMeta):
-        return ctx.set(ctx.item_of(0, ctx.arg(1)))
+        key = ctx.arg(1)
+        if isinstance(key, (int, str)):
+            return set_field(ctx, src, ctx.lay(0), key)
+        return ctx.set(ctx.item_of(0, key))
     lays, idx = ctx.lay(0), ctx.node.args[1]
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):

@@ -29,11 +29,15 @@ from widthc.ops.common import (
 from widthc.ops.elementwise import (
     creation,
     elementwise_rule,
+    extreme_rule,
     interpolate_shape,
+    kthvalue_rule,
+    norm_rule,
     pad_couple,
     pad_module_couple,
     pad_module_shape,
     pool_shape,
+    ranked_rule,
     reduce_rule,
     reduce_shape,
     softmax,
@@ -53,6 +57,7 @@ from widthc.ops.layers import (
     conv_resize,
     conv_shape,
     embedding_couple,
+    embedding_resize,
     embedding_shape,
     group_norm_couple,
     group_norm_fn_couple,
@@ -81,11 +86,15 @@ from widthc.ops.shape_ops import (
     flatten_module_shape,
     getitem_couple,
     permute_couple,
+    size_quotient,
     split_couple,
     squeeze_couple,
     stack_couple,
     t_couple,
     transpose_couple,
+    unflatten_couple,
+    unflatten_module_couple,
+    unflatten_resize,
     unsqueeze_couple,
     view_as_couple,
     view_couple,
@@ -115,7 +124,9 @@ register(
     spec("matmul", run_on_meta, matmul_couple, matmul_flops),
     torch.matmul, operator.matmul, torch.bmm, torch.mm, Method("matmul"), Method("bmm"), Method("mm"),
 )  # fmt: skip
-register(spec("embedding", embedding_shape, embedding_couple), nn.Embedding)
+register(
+    spec("embedding", embedding_shape, embedding_couple, resize=embedding_resize), nn.Embedding
+)
 register(
     spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize),
     nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.modules.instancenorm._InstanceNorm,
@@ -123,7 +134,8 @@ register(
 register(spec("group norm", same_shape, group_norm_couple, resize=group_norm_resize), nn.GroupNorm)
 register(spec("group norm", same_shape, group_norm_fn_couple), F.group_norm)
 register(spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize), nn.LayerNorm)
-register(spec("layer norm", same_shape, layer_norm_fn_couple), F.layer_norm)
+register(spec("layer norm", same_shape, layer_norm_fn_couple), F.layer_norm, F.rms_norm)
+register(spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize), nn.RMSNorm)
 register(spec("batch norm", same_shape, batch_norm_fn_couple), F.batch_norm, F.instance_norm)
 register(spec("prelu", same_shape, prelu_couple, resize=prelu_resize), nn.PReLU)
 register(
@@ -151,7 +163,7 @@ register(
 )  # fmt: skip
 register(
     _ELEMENTWISE,
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv, operator.pow,
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
     operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.mod,
     torch.add, torch.sub, torch.mul, torch.div, torch.true_divide, torch.maximum, torch.minimum,
     torch.pow, torch.where, torch.addcmul, torch.lerp, torch.masked_fill, torch.subtract,
@@ -161,6 +173,7 @@ register(
         "masked_fill", "masked_fill_", "lerp", "where", "addcmul", "truediv", "copy_",
     )),
 )  # fmt: skip
+register(spec("size division", broadcast_shape, size_quotient), operator.floordiv)
 register(
     _COMPARE,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
@@ -169,9 +182,22 @@ register(
 )  # fmt: skip
 register(
     _REDUCE,
-    torch.mean, torch.sum, torch.amax, torch.amin, torch.logsumexp, torch.prod,
-    *(Method(n) for n in ("mean", "sum", "amax", "amin", "logsumexp", "prod")),
+    torch.mean, torch.sum, torch.amax, torch.amin, torch.logsumexp, torch.prod, torch.argmax,
+    torch.argmin,
+    *(Method(n) for n in ("mean", "sum", "amax", "amin", "logsumexp", "prod", "argmax", "argmin")),
 )  # fmt: skip
+# (values, indices) pairs: reductions, and rankings along one dim
+register(
+    spec("reduction", run_on_meta, extreme_rule),
+    torch.max, torch.min, torch.median, torch.mode,
+    *(Method(n) for n in ("max", "min", "median", "mode")),
+)  # fmt: skip
+register(spec("reduction", run_on_meta, kthvalue_rule), torch.kthvalue, Method("kthvalue"))
+register(
+    spec("reduction", run_on_meta, norm_rule), torch.norm, Method("norm"), torch.linalg.vector_norm
+)
+register(spec("sort", run_on_meta, ranked_rule(1)), torch.sort, Method("sort"))
+register(spec("sort", run_on_meta, ranked_rule(2)), torch.topk, Method("topk"))
 register(
     _SOFTMAX,
     nn.Softmax, nn.LogSoftmax, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
@@ -213,8 +239,10 @@ register(
     nn.ReplicationPad2d, nn.ReplicationPad3d,
 )  # fmt: skip
 register(spec("reshape", flatten_module_shape, flatten_couple), nn.Flatten)
+register(_FLATTEN, torch.flatten, Method("flatten"))
+register(spec("reshape", run_on_meta, unflatten_couple), torch.unflatten, Method("unflatten"))
 register(
-    _FLATTEN, torch.flatten, Method("flatten"), nn.Unflatten, torch.unflatten, Method("unflatten")
+    spec("reshape", run_on_meta, unflatten_module_couple, resize=unflatten_resize), nn.Unflatten
 )
 register(_VIEW, Method("view"), Method("reshape"), torch.reshape)
 register(spec("reshape", run_on_meta, view_as_couple), Method("view_as"), Method("reshape_as"))

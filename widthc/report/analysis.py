@@ -1,10 +1,11 @@
-"""Human-readable reports: the analysis table printed by `widthc analyze`."""
+"""The analysis table printed by `widthc analyze`: one row per channel group, then a footer."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
+from widthc import diagnose
 from widthc.ir import ChannelGroup
 from widthc.space import human
 
@@ -73,3 +74,6 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
         f"searchable conv/linear channels: {data['searchable_channel_fraction']:.0%}   "
         f"search space: 10^{data['search_space_log10']:.1f} widths"
     )
+    why = diagnose.footer(program, data["searchable_channel_fraction"])
+    if why:
+        console.print(why, markup=False)

@@ -1,0 +1,180 @@
+"""Channel atoms: the channel vectors the coupling pass creates, united in a union-find, and cut
+into parts where the graph splits them.
+
+An atom is the channels of one producer (a conv's output) or of one tensor dim. Where a rule
+needs a boundary inside an atom (a split of a layer's output into unequal pieces, the halves of
+a GLU, a concatenation added to a single layer's output), the atom is *refined*: cut into
+consecutive parts, each an atom of its own. Every atom united with it is cut alike and the
+corresponding parts are united, so atoms of one class always have the same boundaries. A
+refined atom stands for the concatenation of its parts wherever it appears (`expand`); only
+unrefined atoms (leaves) become channel groups. An atom that must shrink in equal blocks (a
+grouped conv) is never cut. A `ParamVar` is a weight dim whose atom is not decided yet.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from networkx.utils import UnionFind
+
+from widthc.errors import Reason
+from widthc.ir import Layout, Segment
+
+
+@dataclass(frozen=True)
+class ParamVar:
+    """Dim `dim` of parameter or buffer `target`, channels not decided yet."""
+
+    target: str
+    dim: int
+    size: int
+
+
+class Atoms:
+    def __init__(self):
+        self.uf = UnionFind()
+        self.atom_size: list[int] = []
+        self.producer: dict[int, str] = {}
+        self.frozen: dict[int, list[Reason]] = defaultdict(list)
+        self.mixing: dict[int, list[str]] = defaultdict(list)
+        self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
+        self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
+        self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
+
+    def new_atom(self, size: int, producer: str | None = None) -> Layout:
+        a = len(self.atom_size)
+        self.atom_size.append(size)
+        self.uf[a]  # noqa: B018 - registers the atom
+        self._class[a] = [a]
+        if producer is not None:
+            self.producer[a] = producer
+        return Layout((Segment(a, size, 1),))
+
+    def leaves(self) -> list[int]:
+        """Unrefined atoms, in order of creation, a refined atom's parts at its place."""
+        out: list[int] = []
+        stack = list(range(len(self.atom_size) - 1, -1, -1))
+        seen: set[int] = set()
+        while stack:
+            a = stack.pop()
+            if a in seen:
+                continue
+            seen.add(a)
+            if a in self.parts:
+                stack.extend(reversed(self.parts[a]))
+            else:
+                out.append(a)
+        return out
+
+    # --- refinement ----------------------------------------------------------------------------
+
+    def expand(self, layout: Layout) -> Layout:
+        """The layout with every refined atom replaced by its parts."""
+        if not any(s.group in self.parts for s in layout.segments):
+            return layout
+        return Layout(tuple(x for s in layout.segments for x in self._expand(s)))
+
+    def _expand(self, s: Segment) -> list[Segment]:
+        if s.group not in self.parts:
+            return [s]
+        one = [
+            x
+            for p in self.parts[s.group]
+            for x in self._expand(Segment(p, self.atom_size[p], s.inner))
+        ]
+        return one * s.outer
+
+    def cut(self, layout: Layout, positions) -> Layout | None:
+        """Refine atoms so that every position (along the dim) is a segment boundary; the
+        expanded layout, or None where a boundary falls inside a repeated or blocked atom."""
+        layout, positions = self.expand(layout), sorted(set(positions))
+        cuts: dict[int, set[int]] = defaultdict(set)
+        start = 0
+        for s in layout.segments:
+            for p in positions:
+                if start < p < start + s.width:
+                    if s.outer != 1 or s.blocks != 1 or (p - start) % s.inner:
+                        return None
+                    cuts[s.group].add((p - start) // s.inner)
+            start += s.width
+        for atom, at in cuts.items():
+            if not self._refine(atom, at):
+                return None
+        return self.expand(layout)
+
+    def _refine(self, a: int, cuts) -> bool:
+        """Cut leaf `a` and every leaf of its class at `cuts`; corresponding parts unite."""
+        if a in self.parts:  # refined meanwhile (a class mate was cut): push into the parts
+            start, ok = 0, True
+            for p in self.parts[a]:
+                size = self.atom_size[p]
+                ok = ok and self._refine(p, {c - start for c in cuts if start < c < start + size})
+                start += size
+            return ok
+        cuts = sorted(c for c in cuts if 0 < c < self.atom_size[a])
+        if not cuts:
+            return True
+        members = self._class.pop(self.uf[a])
+        if any(m in self.blocks for m in members):
+            self._class[self.uf[a]] = members
+            return False
+        sizes = [e - s for s, e in zip([0, *cuts], [*cuts, self.atom_size[a]])]
+        first = None
+        for m in members:
+            parts = tuple(self.new_atom(n, self.producer.get(m)).groups[0] for n in sizes)
+            for p in parts:
+                self.frozen[p] = list(self.frozen[m])
+                self.mixing[p] = list(self.mixing[m])
+            self.parts[m] = parts
+            if first is None:
+                first = parts
+            else:
+                for p, q in zip(first, parts):
+                    self._unite(p, q)
+        return True
+
+    def count_form(self, layout: Layout) -> dict[int, int] | None:
+        """The width of the layout as a linear form: class -> channels per kept channel of it
+        (None for blocked segments, whose counts are per block)."""
+        form: dict[int, int] = defaultdict(int)
+        for s in self.expand(layout).segments:
+            if s.blocks != 1:
+                return None
+            form[self.uf[s.group]] += s.inner * s.outer
+        return dict(form)
+
+    # --- union ---------------------------------------------------------------------------------
+
+    def unite_layouts(self, a: Layout, b: Layout) -> bool:
+        """Make two layouts of one dim keep the same channels: cut atoms until their segment
+        boundaries agree, then unite segment by segment. False where they cannot agree."""
+        a, b = self.expand(a), self.expand(b)
+        if a.size != b.size:
+            return False
+        if a.shape_key() != b.shape_key():
+            if self.cut(a, _ends(b)) is None or self.cut(b, _ends(a)) is None:
+                return False
+            a, b = self.expand(a), self.expand(b)
+            if a.shape_key() != b.shape_key():
+                return False
+        for sa, sb in zip(a.segments, b.segments):
+            self._unite(sa.group, sb.group)
+        return True
+
+    def _unite(self, a: int, b: int) -> None:
+        ra, rb = self.uf[a], self.uf[b]
+        if ra == rb:
+            return
+        self.uf.union(ra, rb)
+        root = self.uf[ra]
+        self._class[root] = self._class.pop(ra) + self._class.pop(rb)
+
+
+def _ends(layout: Layout) -> set[int]:
+    """Positions where the layout's segments end."""
+    out, end = set(), 0
+    for s in layout.segments:
+        end += s.width
+        out.add(end)
+    return out

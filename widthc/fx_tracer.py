@@ -1,0 +1,354 @@
+"""The torch.fx tracer widthc uses, and what it does where plain torch.fx stops.
+
+- Leaves (modules traced as one opaque call): registry modules, the user's `--leaf` names or
+  classes, timm's no-trace modules, and automatic leaves: when tracing fails inside a submodule,
+  the innermost module whose forward was running is traced again as a leaf.
+- Arguments the example inputs do not give are left out of the traced call, so they take their
+  defaults (`mask=None`, `*args` empty) instead of becoming Proxies. (torch.fx's
+  `concrete_args` adds placeholders and asserts, a pytree calling convention for a tuple
+  default, and mis-binds a decorated forward such as HuggingFace's `wrapper(*args, **kwargs)`.)
+- `x.chunk(2, 1)`, `x.split([a, b])`, `x.tensor_split(3)`: a Proxy that knows its length, so
+  `list(...)`, `len(...)` and loops trace; shape propagation checks the length (`ASSUMED_LEN`).
+- Given the example inputs, a Python value computed from tensor shapes (`if h % 2:`,
+  `int(x.shape[-1])`, `(*x.shape[:-1], -1)`) takes the example's value, as HuggingFace's
+  tracer does (`transformers.utils.fx`, gone in transformers 5): the graph is specialised to
+  the example's shapes at those points. A value that depends on tensor data still fails (and
+  the module around it becomes a leaf).
+- Errors name the user's line and the module whose forward ran it, not the root.
+"""
+
+from __future__ import annotations
+
+import dis
+import inspect
+import linecache
+import operator
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+from torch.fx import _symbolic_trace
+
+from widthc import ops
+from widthc.ir import TensorMeta
+from widthc.tree import leaves as flat
+
+ASSUMED_LEN = "widthc.assumed_len"  # node.meta: the length a sized Proxy promised
+_SPLITS = {torch.chunk: "chunk", torch.split: "split", torch.tensor_split: "tensor_split"}
+_SHAPE_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
+_SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "get_device"}
+_DATA = "symbolically traced variables cannot be used as inputs to control flow ({})"
+_COUNT_KWARGS = ("chunks", "split_size_or_sections", "split_size", "sections", "indices")
+
+
+class _Proxy(fx.Proxy):
+    """A Proxy that answers `len`, iteration, `int`, `float` and indexing where the call (a
+    literal split count) or the example input's shapes fix the answer (see Tracer.concrete)."""
+
+    def __len__(self) -> int:
+        return self.tracer.length(self)
+
+    def __iter__(self):
+        frame = inspect.currentframe().f_back  # `a, b = proxy`: torch.fx's own rule
+        inst = next(i for i in dis.get_instructions(frame.f_code) if i.offset >= frame.f_lasti)
+        if inst.opname == "UNPACK_SEQUENCE":
+            return (self[i] for i in range(inst.argval))
+        return self.tracer.iter(self)
+
+    def __int__(self) -> int:
+        return int(self.tracer.scalar(self, "int()"))
+
+    def __index__(self) -> int:
+        return operator.index(self.tracer.scalar(self, "an index"))
+
+    def __float__(self) -> float:
+        return float(self.tracer.scalar(self, "float()"))
+
+
+def _reads_shape(node: fx.Node) -> bool:
+    """`x.shape`, `x.size(1)`, `x.dim()`, ...: a Python value read from a tensor's metadata."""
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS
+    return node.target is getattr and node.args[1] in _SHAPE_ATTRS
+
+
+def _known_length(node: fx.Node) -> int | None:
+    """How many tensors a split call returns, where its arguments say it without shapes."""
+    if node.op == "call_function":
+        kind = _SPLITS.get(node.target)
+    else:
+        kind = node.target if node.op == "call_method" else None
+    if kind not in ("chunk", "split", "tensor_split"):
+        return None
+    count = node.args[1] if len(node.args) > 1 else None
+    for key in _COUNT_KWARGS:
+        count = node.kwargs.get(key, count)
+    if isinstance(count, (list, tuple)) and kind != "chunk":
+        return len(count) + (kind == "tensor_split")
+    if isinstance(count, int) and not isinstance(count, bool) and kind != "split":
+        return count
+    return None
+
+
+class Tracer(fx.Tracer):
+    """torch.fx with widthc's leaf policy; remembers the module path of each failure.
+
+    `evaluate(graph, root)` returns a function that gives a node's value on the example inputs
+    (shape propagation of the graph traced so far); with it, control flow and Python values
+    that depend on tensor shapes (never on tensor data) take the example's values."""
+
+    def __init__(
+        self,
+        leaves: Iterable,
+        autowrap_functions=(),
+        given: Sequence | None = None,
+        evaluate: Callable | None = None,
+    ):
+        super().__init__(autowrap_functions=tuple(autowrap_functions))
+        self._given = None if given is None else set(given)  # see given_inputs()
+        leaves = list(leaves)
+        self._leaf_types = tuple(x for x in leaves if isinstance(x, type))
+        self._leaf_names = {x for x in leaves if isinstance(x, str)}
+        self._evaluate = evaluate
+        self._value_of = None  # evaluate(graph, root), made on first need
+        self._shape_memo: dict[fx.Node, bool] = {}
+        self._stack: list[str] = []
+        self._failures: list[tuple[BaseException, tuple[str, ...]]] = []
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self._leaf_names or type(m).__name__ in self._leaf_names:
+            return True
+        if self._leaf_types and isinstance(m, self._leaf_types):
+            return True
+        if ops.module_key(m) in ops.REGISTRY:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
+        if self._given is None:
+            return fn, args
+        kept = list(args[: int(is_module)])
+        for name, arg in zip(_arg_names(root_fn, is_module), args[int(is_module) :]):
+            if name in self._given:
+                kept.append(arg)
+            else:
+                self.graph.erase_node(arg.node)
+        return (lambda *given: root_fn(*given)), kept
+
+    def call_module(self, m, forward, args, kwargs):
+        self._stack.append(self.path_of_module(m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception as e:
+            if not any(e is f for f, _ in self._failures):
+                self._failures.append((e, tuple(self._stack)))
+            raise
+        finally:
+            self._stack.pop()
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        length = _known_length(node)
+        if length is not None:
+            node.meta[ASSUMED_LEN] = length
+        return _Proxy(node, self)
+
+    # --- values the traced code needs as Python values ----------------------------------------
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return bool(self.scalar(obj, "a condition"))
+
+    def iter(self, obj: fx.Proxy):
+        return iter([obj[i] for i in range(self.length(obj))])
+
+    def length(self, obj: fx.Proxy) -> int:
+        if ASSUMED_LEN in obj.node.meta:
+            return obj.node.meta[ASSUMED_LEN]
+        value = self._concrete(obj, "len() or iteration")
+        if not isinstance(value, (tuple, list)):  # a tensor: its length is its batch
+            raise fx.proxy.TraceError(_DATA.format("len() or iteration of a tensor"))
+        return len(value)
+
+    def scalar(self, obj: fx.Proxy, what: str):
+        """The example's value of a Python number or bool computed from tensor shapes only
+        (never from tensor data): the graph is specialised to the example's shapes there."""
+        value = self._concrete(obj, what)
+        if any(isinstance(v, TensorMeta) for v in flat(value)) or not self._shape_only(obj.node):
+            raise fx.proxy.TraceError(_DATA.format(what))
+        return value
+
+    def _concrete(self, obj: fx.Proxy, what: str):
+        if self._evaluate is None:
+            raise fx.proxy.TraceError(_DATA.format(what))
+        if self._value_of is None:
+            self._value_of = self._evaluate(self.graph, self.root)
+        tracing = _symbolic_trace._get_is_fx_tracing()
+        try:  # evaluate as plain PyTorch: without fx's patches, modules and parameters are real
+            with _symbolic_trace._maybe_revert_all_patches():
+                _symbolic_trace._set_is_fx_tracing(False)
+                return self._value_of(obj.node)
+        except Exception as e:  # noqa: BLE001 - the value stays unknown: a trace failure
+            raise fx.proxy.TraceError(f"cannot compute `{obj.node.name}` for {what}: {e}") from e
+        finally:
+            _symbolic_trace._set_is_fx_tracing(tracing)
+
+    def _shape_only(self, node: fx.Node) -> bool:
+        """Whether `node`'s value follows from tensor shapes, dtypes and constants alone."""
+        if node not in self._shape_memo:
+            ok = True
+            for inp in node.all_input_nodes:
+                if any(isinstance(v, TensorMeta) for v in flat(self._value_of(inp))):
+                    ok = ok and _reads_shape(node)
+                else:
+                    ok = ok and self._shape_only(inp)
+            self._shape_memo[node] = ok
+        return self._shape_memo[node]
+
+    def failure_path(self, e: BaseException) -> tuple[str, ...]:
+        """Module paths (outermost first) whose forwards were running when `e` (or the
+        exception it was raised from) happened; () for a failure in the root's own forward."""
+        seen = e
+        while seen is not None:
+            for f, path in self._failures:
+                if f is seen:
+                    return path
+            seen = seen.__cause__ or seen.__context__
+        return ()
+
+
+def _arg_names(root_fn, is_module: bool) -> list[str]:
+    """The root's arguments in the order torch.fx makes placeholders (`*args`, `**kwargs`)."""
+    co = inspect.unwrap(root_fn).__code__
+    total = co.co_argcount + co.co_kwonlyargcount
+    names = list(co.co_varnames[int(is_module) : total])
+    rest = iter(co.co_varnames[total:])
+    if co.co_flags & inspect.CO_VARARGS:
+        names.append("*" + next(rest))
+    if co.co_flags & inspect.CO_VARKEYWORDS:
+        names.append("**" + next(rest))
+    return names
+
+
+def timm_leaves() -> tuple[list, list]:
+    """timm's own no-trace modules and functions (its models mark them for torch.fx)."""
+    try:
+        from timm.layers import get_notrace_functions, get_notrace_modules
+    except ImportError:
+        return [], []
+    return list(get_notrace_modules()), list(get_notrace_functions())
+
+
+def given_inputs(model: nn.Module, n_inputs: int | None) -> list[str] | None:
+    """The forward arguments the first `n_inputs` positional inputs give (None: all of them,
+    when there are more inputs than named arguments). The tracer leaves every other argument
+    out of the call, so it takes its default (`mask=None`) and `*args`, `**kwargs` are empty.
+    `n_inputs=None`: the arguments without a default (at least one)."""
+    params = inspect.signature(model.forward).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if n_inputs is None:
+        n_inputs = max(1, sum(p.default is p.empty for p in positional))
+    if n_inputs > len(positional):
+        return None
+    required = [p.name for p in positional[n_inputs:] if p.default is p.empty]
+    return [p.name for p in positional[:n_inputs]] + required  # a missing input: a clear error
+
+
+def module_state(model: nn.Module) -> list:
+    """Every module's attributes and buffers (shallow): what a traced forward might overwrite."""
+    return [(name, m, dict(m.__dict__), dict(m._buffers)) for name, m in model.named_modules()]
+
+
+def restore_module_state(model: nn.Module, saved: list) -> list[tuple[str, str]]:
+    """Undo every attribute or buffer that tracing set to a traced value (a forward that caches,
+    like YOLO's anchors); return (module path, why) of each module that did."""
+    out = []
+    for name, m, attrs, buffers in saved:
+        changed = []
+        for store, before in ((m.__dict__, attrs), (m._buffers, buffers)):
+            for key in [k for k, v in store.items() if v is not before.get(k) and _holds_proxy(v)]:
+                if key in before:
+                    store[key] = before[key]
+                else:
+                    del store[key]
+                changed.append(key)
+        if changed:
+            what = ", ".join(f"`self.{key}`" for key in changed)
+            out.append((name, f"its forward stores traced values in {what}"))
+    return out
+
+
+def _holds_proxy(value) -> bool:
+    return any(isinstance(v, fx.Proxy) for v in flat(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# messages
+
+
+_CONTROL_FLOW = "control flow or a Python value depends on tensor data"
+
+
+def cause_of(e: BaseException) -> str:
+    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "control flow" in cause or "iterate" in cause or "len(" in cause or "'len'" in cause:
+        return _CONTROL_FLOW
+    if cause.startswith("argument of type:"):  # torch.fx cannot record this object in a call
+        kind = cause.split("'")[1] if "'" in cause else cause.split(":", 1)[1].strip()
+        return f"a `{kind.rsplit('.', 1)[-1]}` object is passed to a traced call ({kind})"
+    return cause.rstrip(".")
+
+
+def _advice(cause: str, cls: str, is_root: bool) -> str:
+    if "transformers.cache_utils" in cause:
+        return "build the model with `use_cache=False` in its config (no cache objects)"
+    leaf = "" if is_root else f"mark the module as a leaf (--leaf {cls}) or "
+    if cause == _CONTROL_FLOW:
+        where = f" in {cls}.forward" if is_root else ""
+        return f"{leaf}rewrite the branch{where} so that it does not depend on tensor values"
+    return f"{leaf}pass only tensors, numbers and containers of them between layers"
+
+
+def failure_site(e: BaseException) -> tuple | None:
+    """(frame, line number, source line) of the innermost frame of the user's code."""
+    torch_dir = str(Path(torch.__file__).parent)
+    frames = [
+        (frame, lineno)
+        for frame, lineno in traceback.walk_tb(e.__traceback__)
+        if not frame.f_code.co_filename.startswith((torch_dir, "<"))
+        and "/widthc/" not in frame.f_code.co_filename
+    ]
+    if not frames:
+        return None
+    frame, lineno = frames[-1]
+    return frame, lineno, linecache.getline(frame.f_code.co_filename, lineno).strip()
+
+
+def leaf_reason(e: BaseException) -> str:
+    """Why a module became an automatic leaf, in one line."""
+    site = failure_site(e)
+    if site is None:
+        return cause_of(e)
+    frame, lineno, code = site
+    return f"{cause_of(e)} at {Path(frame.f_code.co_filename).name}:{lineno} (`{code}`)"
+
+
+def trace_message(model: nn.Module, e: BaseException, path: tuple[str, ...]) -> str:
+    """The TraceError text: the user's line, and the module to mark as a leaf (the innermost
+    module whose forward was running, which for a free function is its caller)."""
+    module = model.get_submodule(path[-1]) if path else model
+    cls = type(module).__name__
+    cause = cause_of(e)
+    site = failure_site(e)
+    advice = _advice(cause, cls, not path)
+    if site is None:
+        return f"torch.fx cannot trace {cls}: {cause}; {advice}."
+    frame, lineno, code = site
+    where = f"{frame.f_code.co_filename}:{lineno} (`{code}`)"
+    if frame.f_locals.get("self") is module:
+        what = f"{cls}.{frame.f_code.co_name}"
+    else:
+        what = f"{frame.f_code.co_name} (called from {cls}.forward"
+        what += f", module `{path[-1]}`)" if path else ")"
+    return f"torch.fx cannot trace {what} at {where}: {cause}; {advice}."

@@ -1,0 +1,264 @@
+"""report.md: what a run did and whether to trust it, from the run directory's files alone.
+
+Warnings that change how every number reads (random data, no retraining, an unfinished run)
+come first, before the title. Every section the run's files do not support yet is replaced
+by one line saying what is missing; a partial run still gets a report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from widthc.files import write_text
+from widthc.report import text as t
+from widthc.report.figures import write_figures
+from widthc.report.latency import run_latency
+from widthc.report.rundir import Budget, RunData, load
+from widthc.run import ORDER, REPORT
+
+_MAX_LAYERS = 4
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `run_dir/report.md` and the PNGs it links (each atomically); returns its path."""
+    run = load(run_dir)
+    figures = write_figures(run)
+    latency, latency_note = run_latency(run)
+    sections = [
+        _warnings(run),
+        _header(run),
+        _results(run, latency, latency_note),
+        _figure(run, figures, "widths.png", "Width per layer", _WIDTHS_TEXT),
+        _figure(run, figures, "bins.png", "Bins per layer", _BINS_TEXT),
+        _figure(run, figures, "search.png", "Search: score vs FLOPs", _SEARCH_TEXT),
+        _figure(run, figures, "retrained.png", "Test accuracy: widthc vs uniform", ""),
+        _figure(run, figures, "training.png", "Supernet training", ""),
+        _frozen(run),
+        _timings(run),
+        _reproduce(run),
+    ]
+    return write_text(Path(run_dir) / REPORT, "\n\n".join(s for s in sections if s) + "\n")
+
+
+_WIDTHS_TEXT = (
+    "Channels kept per searchable group (after / before), in graph order, like the paper's "
+    "figure 4; dashed: the uniform width of the same budget."
+)
+_BINS_TEXT = (
+    "How the search counts each group's width (paper eq. 9, figure 5): bins are large where "
+    "a channel is cheap, small where it costs many FLOPs."
+)
+_SEARCH_TEXT = (
+    "Every width the search scored on the validation split (best candidate pattern, after "
+    "batch-norm recalibration), the Pareto front, the chosen width (star) and the uniform "
+    "width (cross) per budget."
+)
+
+
+def _warnings(run: RunData) -> str:
+    """The lines no reader may miss, as a list: the synthetic-data warning is the first."""
+    lines = []
+    if str(run.config.get("data", "")).startswith("synthetic"):
+        lines.append("smoke run on random data (`--data synthetic`): the accuracies mean nothing.")
+    if run.config.get("retrain_epochs") == 0:
+        measured = any(b.test("widthc") is not None for b in run.budgets)
+        lines.append(
+            "no retraining (`--retrain-epochs 0`): "
+            + (
+                "the test accuracies are those of the inherited supernet weights."
+                if measured
+                else "test accuracies not measured."
+            )
+        )
+    unfinished = _unfinished(run)
+    if unfinished:
+        lines.append(f"partial run: stages not finished: {', '.join(unfinished)}.")
+    if run.search and run.search.get("complete") is False:
+        lines.append(
+            "the search did not finish: its results are those of the widths scored so far."
+        )
+    lines += [f"{p}." for p in run.problems]
+    return "\n".join(f"- **Warning: {line}**" for line in lines)
+
+
+def _unfinished(run: RunData) -> list[str]:
+    """Stages after the last one done (one skipped before it, e.g. no training for a uniform
+    search, is not missing)."""
+    stages = [s for s in ORDER if s != "report"]
+    done = [i for i, s in enumerate(stages) if run.stages.get(s, {}).get("done")]
+    return stages[done[-1] + 1 if done else 0 :]
+
+
+def _header(run: RunData) -> str:
+    c, a = run.config, run.analysis
+    model = c.get("model") or a.get("model") or "?"
+    done = []
+    if c:
+        done.append(
+            f"Model `{model}`, data "
+            + (f"`{c['data']}`" if c.get("data") else "from the model file's hooks")
+            + ", budgets "
+            f"{', '.join(b.text for b in run.budgets) or '-'}; searcher "
+            f"`{c.get('search', '?')}`, seed {c.get('seed', '?')}; supernet "
+            f"{_epochs(c.get('epochs'))}; "
+            + _retraining(c)
+            + (f"; input shape {c['input_shape']}" if c.get("input_shape") else "")
+            + "."
+        )
+    else:
+        done.append("No config.json: the options of this run are unknown.")
+    if a:
+        done.append(
+            f"The model as given: {t.count(a.get('flops'))} FLOPs per sample "
+            f"(multiply-accumulates), {t.count(a.get('params'))} parameters; "
+            f"{sum(g.get('searchable', False) for g in a.get('groups', []))} of "
+            f"{len(a.get('groups', []))} channel groups searchable "
+            f"({a.get('searchable_channel_fraction', 0):.0%} of conv/linear channels), "
+            f"10^{a.get('search_space_log10', 0):.1f} widths."
+        )
+    else:
+        done.append("No analysis.json: the analysis has not run.")
+    return f"# widthc report: `{model}`\n\n" + "\n\n".join(done)
+
+
+def _retraining(c: dict) -> str:
+    epochs = c.get("retrain_epochs")
+    if epochs is None:
+        return "retraining unknown"
+    if epochs == 0:
+        return "no retraining"
+    how = "fine-tuned from the supernet weights" if c.get("finetune") else "from scratch"
+    return f"retrained {_epochs(epochs)} ({how})"
+
+
+def _epochs(n) -> str:
+    return f"{n} epoch" if n == 1 else f"{n if n is not None else '?'} epochs"
+
+
+def _results(run: RunData, latency: dict, note: str) -> str:
+    head = "## Results per budget\n\n"
+    if not run.budgets:
+        return head + "_Skipped: no budget yet (no config.json budgets and no search.json)._"
+    rows = [
+        "| budget | FLOPs per sample (kept) | params (kept) | test acc. widthc | test acc. "
+        "uniform | val. score widthc / uniform | latency widthc / uniform / original | "
+        "widthc vs original |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b in run.budgets:
+        ms = latency.get(b.text, {})
+        uniform = b.result.get("uniform", {}).get("score")
+        rows.append(
+            f"| {_budget(b)} | {t.before_after(*b.flops())} | {t.before_after(*b.params())} | "
+            f"{t.metric(b.test('widthc'))} | {t.metric(b.test('uniform'))} | "
+            f"{t.metric(b.result.get('score'))} / {t.metric(uniform)} | "
+            f"{' / '.join(t.ms(ms.get(k)) for k in ('widthc', 'uniform', 'original'))} | "
+            f"{t.ratio(ms.get('widthc'), ms.get('original'))} |"
+        )
+    notes = [
+        "Test accuracy: the test split, never seen by the search"
+        + (f"; original model {t.metric(o)}" if (o := _original(run)) is not None else "")
+        + ". Validation score: what the search maximised. Latency: median of side-by-side "
+        "runs of the ONNX files in onnxruntime, one thread."
+    ]
+    if note:
+        notes.append(f"_{note}._")
+    files = [_files(run, b) for b in run.budgets]
+    if any(files):
+        notes.append("Files: " + "; ".join(f for f in files if f) + ".")
+    return head + "\n".join(rows) + "\n\n" + "\n\n".join(notes)
+
+
+def _budget(b: Budget) -> str:
+    """'50% (40.55M)': a relative budget with the FLOPs it stands for."""
+    target = b.flops_target
+    return f"{b.text} ({t.count(target)})" if b.text.endswith("%") and target else b.text
+
+
+def _original(run: RunData) -> float | None:
+    return next((b.test("original") for b in run.budgets if b.test("original") is not None), None)
+
+
+def _files(run: RunData, budget: Budget) -> str:
+    links = [
+        f"[{p.relative_to(run.path).as_posix()}]({p.relative_to(run.path).as_posix()})"
+        for p in (budget.onnx(), budget.onnx(uniform=True))
+        if p is not None
+    ]
+    return f"{budget.text}: {', '.join(links)}" if links else ""
+
+
+def _figure(run: RunData, figures: dict, name: str, title: str, caption: str) -> str:
+    drawn = figures.get(name)
+    head = f"## {title}\n\n"
+    if not isinstance(drawn, Path):
+        return head + f"_Skipped: {drawn or 'not drawn'}._"
+    link = drawn.relative_to(run.path).as_posix()
+    return head + f"![{title}]({link})" + (f"\n\n{caption}" if caption else "")
+
+
+def _frozen(run: RunData) -> str:
+    head = "## Frozen channel groups\n\n"
+    if not run.analysis:
+        return head + "_Skipped: no analysis.json._"
+    frozen = [g for g in run.groups if not g.get("searchable")]
+    fixed = run.analysis.get("fixed_by_bins", [])
+    tail = (
+        f"\n\nSearchable but with a single bin (their width cannot change): groups "
+        f"{', '.join(map(str, fixed))}."
+        if fixed
+        else ""
+    )
+    if not frozen:
+        return head + "None: every channel group is searchable." + tail
+    rows = ["| group | channels | layers | why it keeps its width |", "|---:|---:|---|---|"]
+    for g in frozen:
+        reasons = "; ".join(g.get("frozen", [])) or "?"
+        rows.append(
+            f"| {g.get('id')} | {g.get('channels', '?')} | {_cell(_layers(g))} | {_cell(reasons)} |"
+        )
+    return head + "\n".join(rows) + tail
+
+
+def _layers(g: dict) -> str:
+    """Producers, then '→' and the layers that read the channels (the first few)."""
+    producers = g.get("producers", [])
+    readers = [c for c in g.get("consumers", []) if c not in producers]
+    names = [*producers, *readers][:_MAX_LAYERS]
+    shown = ", ".join(names[: len(producers)])
+    if len(names) > len(producers):
+        shown += (" → " if producers else "") + ", ".join(names[len(producers) :])
+    more = len(producers) + len(readers) - len(names)
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def _timings(run: RunData) -> str:
+    head = "## Stage timings\n\n"
+    if not run.stages:
+        return head + "_Skipped: no stages.json (no stage has finished)._"
+    names = [*ORDER, *(s for s in run.stages if s not in ORDER)]
+    rows = ["| stage | done | time |", "|---|---|---:|"]
+    total = 0.0
+    for name in names:
+        stage = run.stages.get(name, {})
+        seconds = stage.get("seconds")
+        total += seconds or 0.0
+        done = "yes" if stage.get("done") else ("this report" if name == "report" else "no")
+        rows.append(f"| {name} | {done} | {t.seconds(seconds)} |")
+    rows.append(f"| total | | {t.seconds(total)} |")
+    return head + "\n".join(rows)
+
+
+def _reproduce(run: RunData) -> str:
+    head = "## Reproduce\n\n"
+    command = run.config.get("command")
+    if not command:
+        return head + "_Skipped: config.json records no command._"
+    versions = run.config.get("versions", {})
+    used = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return head + f"```\n{command}\n```" + (f"\n\nwith {used}." if used else "")
+
+
+def _cell(text: str) -> str:
+    """Markdown table cells cannot hold a bare '|' or a newline."""
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,228 @@
+"""The run directory: its files, its configuration, which stages are done (DESIGN §10).
+
+This module is the one owner of a run directory's layout. Nothing else spells a file name.
+
+    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions
+    RUN_DIR/stages.json        which stages are done, and how long each took
+    RUN_DIR/analysis.json      the analysis (`widthc analyze --json`)
+    RUN_DIR/supernet.pt        the supernet checkpoint; train.jsonl its log
+    RUN_DIR/search.json        per budget: the searched width, its score, the uniform baseline,
+                               the history of every scored width; the front
+    RUN_DIR/original.onnx      the full model (for the latency comparison)
+    RUN_DIR/flops-<budget>/    per budget: slim.pt, slim.onnx, widths.json, metrics.json,
+                               retrain.pt + retrain.jsonl, and uniform/ (the baseline, alike)
+    RUN_DIR/report.md, *.png   the report
+
+A finished or started run is never overwritten without `--force`; `--resume` continues it, and
+refuses options that differ from the run's ("cannot resume with --lr 0.5: the run used 0.1").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from widthc.errors import WidthcError
+from widthc.files import write_text
+
+CONFIG = "config.json"
+STAGES = "stages.json"
+ANALYSIS = "analysis.json"
+SUPERNET = "supernet.pt"
+TRAIN_LOG = "train.jsonl"
+SEARCH = "search.json"
+ORIGINAL_ONNX = "original.onnx"
+REPORT = "report.md"
+SLIM, SLIM_ONNX, WIDTHS, METRICS = "slim.pt", "slim.onnx", "widths.json", "metrics.json"
+RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
+UNIFORM = "uniform"
+
+ORDER = ("analyze", "train", "search", "slim", "export", "retrain", "report")
+
+# options that may differ when a run is resumed: they do not change what is computed
+NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run"}
+
+
+class Run:
+    """A run directory: its configuration and stage markers."""
+
+    def __init__(self, path: str | os.PathLike, config: dict | None = None):
+        self.path = Path(path)
+        self.config = config if config is not None else self._read(CONFIG, {})
+
+    # --- creating and resuming ----------------------------------------------------------------
+
+    @staticmethod
+    def create(
+        path: str | os.PathLike, config: dict, given: Iterable[str] = (), resume=False, force=False
+    ) -> Run:
+        """A run directory for `config`: new, continued (`resume`: the saved options win, a
+        given option that differs is an error) or started over (`force`)."""
+        path = Path(path)
+        _check_writable(path)
+        existing = path / CONFIG
+        if existing.exists() and force:
+            _clear(path)
+        elif existing.exists() and resume:
+            return Run._resumed(path, config, set(given))
+        elif existing.exists():
+            state = "a finished" if Run(path).done("report") else "an unfinished"
+            raise WidthcError(
+                f"{path} holds {state} run: pass --resume to continue it, --force to start "
+                f"over, or choose another --out"
+            )
+        elif resume:
+            raise WidthcError(f"nothing to resume in {path}: it holds no run ({CONFIG})")
+        elif path.exists() and any(path.iterdir()):
+            raise WidthcError(
+                f"{path} is not empty and holds no widthc run: choose another --out, or pass "
+                f"--force to use it anyway"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        run = Run(path, {**config, "versions": versions()})
+        run.save_config()
+        return run
+
+    @staticmethod
+    def _resumed(path: Path, config: dict, given: set) -> Run:
+        saved = json.loads((path / CONFIG).read_text())
+        if model_key(saved.get("model", "")) != model_key(config.get("model", "")):
+            raise WidthcError(
+                f"cannot resume {path} with MODEL {config.get('model')}: it runs {saved.get('model')}"
+            )
+        for key in sorted(given - NOT_COMPARED):
+            if key in saved and key in config and saved[key] != config[key]:
+                raise WidthcError(
+                    f"cannot resume with --{key.replace('_', '-')} {_text(config[key])}: the run "
+                    f"in {path} used {_text(saved[key])}; drop the option or start a new run "
+                    f"directory"
+                )
+        merged = {**config, **{k: v for k, v in saved.items() if k not in NOT_COMPARED}}
+        merged["versions"] = saved.get("versions", versions())
+        run = Run(path, merged)
+        run.save_config()
+        return run
+
+    def update(self, **options) -> None:
+        """Change options of a stage that is run again (e.g. new budgets for `widthc search`)."""
+        self.config.update(options)
+        self.save_config()
+
+    def save_config(self) -> None:
+        write_text(self.path / CONFIG, json.dumps(self.config, indent=2))
+
+    # --- stages ---------------------------------------------------------------------------------
+
+    def done(self, stage: str) -> bool:
+        return bool(self._read(STAGES, {}).get(stage, {}).get("done"))
+
+    def timings(self) -> dict:
+        return self._read(STAGES, {})
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage and mark it done when it returns (not when it raises)."""
+        from widthc import distributed
+
+        t0 = time.perf_counter()
+        yield
+        if distributed.rank() != 0:
+            return  # rank 0 writes the run directory
+        stages = self._read(STAGES, {})
+        stages[name] = {"done": True, "seconds": round(time.perf_counter() - t0, 3)}
+        write_text(self.path / STAGES, json.dumps(stages, indent=2))
+
+    def redo(self, stage: str) -> None:
+        """Forget that `stage` and every later stage are done (they are run again)."""
+        stages = self._read(STAGES, {})
+        for name in ORDER[ORDER.index(stage) :]:
+            stages.pop(name, None)
+        write_text(self.path / STAGES, json.dumps(stages, indent=2))
+
+    # --- files --------------------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def budget_dir(self, text: str) -> Path:
+        """The folder of one budget: flops-50pct, flops-300M."""
+        return self.path / safe_name(f"flops-{text}")
+
+    def read_json(self, name: str, default=None):
+        return self._read(name, default)
+
+    def write_json(self, name: str | Path, data) -> Path:
+        return write_text(self.path / name, json.dumps(data, indent=2))
+
+    def _read(self, name: str, default):
+        path = self.path / name
+        if not path.exists():
+            return default
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise WidthcError(f"{path} is damaged ({e}): start over with --force") from e
+
+
+def versions() -> dict:
+    import torch
+
+    from widthc import __version__
+
+    return {"widthc": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def model_key(spec: str) -> str:
+    """MODEL as one string per model: a file by its absolute path."""
+    if not spec.endswith(".py"):
+        return spec
+    return str(Path(spec).resolve())
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("%", "pct")).strip("_") or "model"
+
+
+ARGS: list[str] = []  # the command line's arguments (set by the CLI)
+
+
+def command_line() -> str:
+    """The command that started this run, as a user would type it again."""
+    import shlex
+
+    return " ".join(["widthc", *map(shlex.quote, ARGS or sys.argv[1:])])
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _clear(path: Path) -> None:
+    """Remove a run's files (--force): everything in the run directory."""
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work if `folder` cannot be created or written (nothing is created yet)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not writable"
+    else:
+        return
+    raise WidthcError(f"cannot write to --out {folder}: {why}; choose a folder you can write to")

@@ -1,0 +1,38 @@
+"""Greedy slimming (AutoSlim style; paper table 9): start from the full width and repeatedly
+remove bins from the group whose removal costs the least score per FLOPs saved, until the
+budget is met. Each move scores one shrunk width per group; the step (bins removed per move)
+grows with the model so that the moves fit the cap on evaluated widths (`max_evals`, 2,000 by
+default). When the cap is reached anyway, the width is scaled down to the budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from widthc import space as sp
+from widthc.search import Exhausted, Objective, register
+
+
+@register("greedy")
+def greedy(objective: Objective, rng: np.random.Generator, step: int | None = None) -> list:
+    space, budget = objective.space, objective.budget
+    width = space.full()
+    if step is None:
+        to_remove = int((space.full() - objective.baseline).sum())
+        budget_evals = objective.max_evals or 2000
+        step = max(1, math.ceil(to_remove * space.size / budget_evals))
+    try:
+        score, flops = objective(width), objective.flops(width)[0]
+        while flops > budget:
+            movable = np.flatnonzero(width > 1)
+            rows = np.repeat(width[None], len(movable), axis=0)
+            rows[np.arange(len(movable)), movable] = np.maximum(1, width[movable] - step)
+            costs = objective.flops(rows)
+            scores = np.array([objective(r) for r in rows])
+            loss = (score - scores) / np.maximum(flops - costs, 1e-12)
+            pick = int(np.argmin(loss))  # the first among equals
+            width, score, flops = rows[pick], scores[pick], costs[pick]
+    except Exhausted:
+        width = sp.repair(space, objective.flops_many, width, budget, np.random.default_rng(0))
+    return [width]

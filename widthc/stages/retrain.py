@@ -1,0 +1,135 @@
+"""The retrain stage (paper A.2-A.3): every searched width, and the uniform width at the same
+budget, trained with the same recipe and seed, then measured on the test split.
+
+From scratch (the default): the model is built anew under the run's seed and slimmed to the
+width, so both widths start from the same initialisation the supernet started from. With
+`--finetune`, from the inherited supernet weights instead. `--retrain-epochs 0` measures the
+inherited models as they are. After training, batch-norm statistics are re-estimated on the
+calibration batches (they lag the weights at the end of a short schedule). The retrained
+models are proved again: FLOPs recounted, ONNX
+parity; slim.pt and slim.onnx are replaced by them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import widthc
+from widthc import loop
+from widthc.errors import InternalError
+from widthc.evaluate import recalibrate
+from widthc.ir import WidthChoice
+from widthc.run import METRICS, RETRAIN, RETRAIN_LOG, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
+from widthc.stages.export import update_metrics
+
+
+def retrain_all(ctx) -> None:
+    from widthc.pipeline import RetrainConfig, config_of, read_search
+
+    rcfg = config_of(RetrainConfig, ctx.config)
+    epochs = ctx.train_config.epochs if rcfg.retrain_epochs is None else rcfg.retrain_epochs
+    for r in read_search(ctx.run)["results"]:
+        folder = ctx.run.budget_dir(r["text"])
+        test = dict(
+            ctx.run.read_json(folder.relative_to(ctx.run.path) / METRICS, {}).get("test", {})
+        )
+        for name, entry, sub in (
+            ("widthc", r, folder),
+            ("uniform", r["uniform"], folder / UNIFORM),
+        ):
+            if name in test:
+                continue  # retrained before an interruption
+            cand = WidthChoice.from_json(entry["candidate_choice"])
+            chain = r.get("chain") if name == "widthc" else None
+            if epochs == 0:
+                model = widthc.load(sub / SLIM)
+            else:
+                model = widthc.load(sub / SLIM) if rcfg.finetune else fresh(ctx, cand, chain)
+                model = train(ctx, model, sub, epochs, f"retrain {name} {r['text']}")
+                reverify(ctx, model, cand, sub)
+            test[name] = measure(model, ctx.splits.test, ctx.metric, ctx.device)
+            update_metrics(folder, test=test, retrain={"epochs": epochs, "finetune": rcfg.finetune})
+        ctx.echo(
+            f"budget {r['text']}: test {test['widthc']:.4f} searched, {test['uniform']:.4f} uniform"
+            + ("" if epochs else " (not retrained: inherited supernet weights)")
+        )
+
+
+def fresh(ctx, cand: WidthChoice, chain: list | None = None):
+    """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
+    a multi-stage width through its chain of stages)."""
+    from widthc.pipeline import compile_source
+
+    program = compile_source(ctx.config, ctx.source())
+    if program.binning != ctx.program.binning:
+        raise InternalError("the model built anew has other bins than the searched one")
+    if chain:
+        from widthc.stages.multistage import replay
+
+        program = replay(ctx, chain, program)
+    return widthc.slim(program, program.validate(cand))
+
+
+def train(ctx, model, folder, epochs: int, label: str):
+    """Plain training of a slimmed model with the run's recipe; resumable from retrain.pt."""
+    cfg = dataclasses.replace(ctx.train_config, epochs=epochs)
+    model = model.to(ctx.device).train()
+    data = ctx.splits.train
+    steps = epochs * (len(data) // cfg.batch_size)
+    opt, schedule = loop.optimizer([p for p in model.parameters() if p.requires_grad], cfg, steps)
+    files = (folder / RETRAIN, folder / RETRAIN_LOG)
+    trainer = loop.Trainer(model, loop.PlainStep(model, ctx.loss), data, cfg, opt, schedule, files)
+    if files[0].exists():
+        trainer.restore()
+    else:
+        torch.manual_seed(cfg.seed)
+        trainer.start()
+    trainer.run(progress=ctx.progress, label=label)
+    # running statistics lag the weights at the end of a short schedule: re-estimate them on
+    # the calibration batches (cumulative average), as every scored sub-network was
+    calib = [x.to(ctx.device) for x in ctx.calibration()]
+    if calib:
+        with torch.no_grad():
+            recalibrate(model, calib, cfg.seed)
+    return model.eval()
+
+
+def reverify(ctx, model, cand: WidthChoice, folder) -> None:
+    """The retrained model keeps its width: FLOPs recounted exactly, ONNX parity; then it
+    replaces slim.pt and slim.onnx."""
+    import json
+
+    from widthc.files import write_text
+
+    model = model.cpu().eval()
+    example = tuple(x.cpu() for x in ctx.program.example_inputs)
+    counted = widthc.compile(model, example).flops()
+    expected = json.loads((folder / WIDTHS).read_text())["flops"]["after"]
+    if counted != expected:
+        raise InternalError(
+            f"the retrained model has {counted:.0f} FLOPs, counted afresh, but its width has "
+            f"{expected:.0f}"
+        )
+    checks = {"flops_counted": counted, "flops_expected": expected, "onnx_rel_error": None}
+    if ctx.config.get("onnx", True):
+        checks["onnx_rel_error"] = widthc.export_onnx(model, example, folder / SLIM_ONNX).error
+    widthc.save(model, folder / SLIM)
+    widths = json.loads((folder / WIDTHS).read_text())
+    widths["retrained_checks"] = checks
+    write_text(folder / WIDTHS, json.dumps(widths, indent=2))
+    model.to(ctx.device)
+
+
+@torch.no_grad()
+def measure(model, data, metric, device) -> float:
+    """The metric of `model` on `data` in eval mode (batch-size weighted mean)."""
+    from widthc.pipeline import _batches
+
+    model = model.to(device).eval()
+    total, n = 0.0, 0
+    for x, y in _batches(data, torch.arange(len(data)), 256):
+        total += float(metric(model(x.to(device)), y.to(device))) * len(y)
+        n += len(y)
+    return total / max(n, 1)

@@ -1,0 +1,383 @@
+"""The CafeNet supernet runtime: a `Program` run at any width with sliced execution (DESIGN §6).
+
+`Supernet` owns the program's modules and weights (the very same objects as `program.gm`).
+`set_choice(choice)` then `net(*inputs)` runs exactly that sub-network:
+- every parameter and buffer the slicing plan shrinks is replaced, for the duration of the
+  forward, by `index_select` of the full tensor at the kept positions (a `narrow` view where
+  they are one range), so gradients reach the shared full-width tensors and the positions left
+  out get exactly zero gradient;
+- module attributes (depthwise `groups`, LayerNorm `normalized_shape`, ...) are resized from the
+  op registry via the plan, and restored afterwards;
+- literal channel counts in the graph (`x.view(n, 256)`) read the current choice: the graph is
+  rewritten once (passes/rewrite.py) so that each such literal reads a value set per choice;
+- in training mode, sliced buffers (batch-norm running statistics) are written back at their
+  kept positions only, so the other channels' statistics stay bit-identical.
+
+The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disagree. No masking:
+a sub-network at 50% FLOPs costs about 50% of the full network's compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from widthc.errors import WidthcError
+from widthc.ir import Layout, WidthChoice
+from widthc.passes.coupling import LAYOUTS
+from widthc.passes.rewrite import SIZES, at, rewrite_literals
+from widthc.passes.slicing import SlicePlan, make_plan
+
+
+@dataclass(frozen=True)
+class _Swap:
+    """One tensor to slice: `store[attr]` of `owner` (its _parameters, _buffers or __dict__)."""
+
+    owner: nn.Module
+    store: str
+    attr: str
+    slices: tuple[tuple[int, torch.Tensor], ...]  # (dim, kept positions), on the tensor's device
+    is_buffer: bool
+    shape: tuple[int, ...]  # the sliced shape
+    narrow: tuple[tuple[int, int, int], ...] | None = None  # (dim, start, length): all ranges
+
+    def apply(self, full: torch.Tensor) -> torch.Tensor:
+        """The kept part of `full`: a view where every kept set is a range (parameters only:
+        no copy, and a cheaper backward), else one index_select per sliced dim. (Measured on
+        CPU: two index_selects beat one gather at flat indices, which also costs an int64
+        index as large as the weight, per cached choice.)"""
+        if self.narrow is not None:
+            for dim, start, length in self.narrow:
+                full = full.narrow(dim, start, length)
+            return full
+        for dim, idx in self.slices:
+            full = full.index_select(dim, idx)
+        return full
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A parameter or buffer the plan may slice: where it lives, its shape, its channel dims."""
+
+    name: str
+    owner: nn.Module
+    store: str
+    attr: str
+    shape: tuple[int, ...]
+    dims: tuple[tuple[int, Layout], ...]
+    groups: tuple[int, ...]  # the groups its channel dims carry: its slices depend on them only
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """Everything one choice changes, resolved once and cached."""
+
+    swaps: tuple[_Swap, ...]
+    attrs: tuple[tuple[nn.Module, dict, dict], ...]  # (module, new attributes, old attributes)
+    sizes: tuple[int, ...]  # literal channel counts, in slot order
+
+
+class Supernet(nn.Module):
+    """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model."""
+
+    def __init__(self, program, offset: int = 1, cache_size: int = 64):
+        super().__init__()
+        if offset < 0:
+            raise WidthcError(f"the offset r must be 0 or more, got {offset}")
+        self.program = program
+        self.offset = offset
+        self.gm, self._slots = rewrite_literals(program.gm)
+        self._full_sizes = tuple(getattr(self.gm, SIZES).values)
+        self._src_nodes = {n.name: n for n in program.gm.graph.nodes}
+        self._src_modules = dict(program.gm.named_modules())
+        self._buffer_slots = [
+            (m, name) for m in self.gm.modules() for name in m._buffers
+        ]  # every buffer, for probing
+        self._targets = _targets(self.gm, program.param_dims)
+        self._resizable = _resizable(program.gm, self._src_modules, program.param_dims)
+        self._n_bins = {g.id: len(g.bins) for g in program.searchable}
+        self._cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()  # choice -> _Applied, least recently used out
+        self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
+        self._choice = program.full()
+        self._probing = False
+
+    # --- choosing a sub-network ------------------------------------------------------------------
+
+    @property
+    def choice(self) -> WidthChoice:
+        return self._choice
+
+    def set_choice(self, choice: WidthChoice) -> None:
+        """Run `choice` on every following forward (validated against the program)."""
+        self.program.validate(choice)
+        self._choice = choice
+
+    def candidates(self, choice: WidthChoice) -> list[WidthChoice]:
+        """The sub-networks of `choice`'s width under this supernet's offset (DESIGN §6)."""
+        return self.program.candidates(choice, self.offset)
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        """Forwards inside leave every buffer untouched (min-min's candidate evaluation): running
+        statistics are updated only by the sub-network that is trained."""
+        was, self._probing = self._probing, True
+        try:
+            yield
+        finally:
+            self._probing = was
+
+    # --- running it ----------------------------------------------------------------------------------
+
+    def forward(self, *inputs, **kwargs):
+        applied = self._applied(self._choice, _device_of(self.gm))
+        keep = self._probing and self.training
+        if applied is None and not keep:
+            return self.gm(*inputs, **kwargs)
+        with self._entered(applied, private=keep, write_back=self.training and not keep):
+            return self.gm(*inputs, **kwargs)
+
+    @contextlib.contextmanager
+    def isolated(self, choice: WidthChoice) -> Iterator[fx.GraphModule]:
+        """`choice` as a plain network, for scoring: its sliced weights gathered once (detached
+        copies), every buffer a private copy, module attributes and literal sizes set. Run the
+        yielded module as often as needed, batch-norm recalibration in train mode included:
+        nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards."""
+        self.program.validate(choice)
+        applied = self._applied(choice, _device_of(self.gm))
+        was_training = self.training
+        try:
+            with torch.inference_mode(), self._entered(applied, private=True, write_back=False):
+                yield self.gm
+        finally:
+            self.train(was_training)
+
+    @contextlib.contextmanager
+    def _entered(self, applied: _Applied | None, private: bool, write_back: bool):
+        """Swap in the sliced tensors, module attributes and literal sizes of `applied`, and put
+        everything back on exit. `private`: every buffer is a copy and sliced parameters are
+        gathered contiguous copies (probing, scoring); `write_back`: the kept positions of
+        sliced buffers are written back into the full ones (training)."""
+        swaps = applied.swaps if applied is not None else ()
+        if private:
+            swaps = swaps + self._untouched_buffers(swaps)
+        originals = []
+        try:
+            for s in swaps:
+                store = getattr(s.owner, s.store) if s.store != "__dict__" else s.owner.__dict__
+                full = store[s.attr]
+                originals.append((store, full))
+                if not s.slices:
+                    t = full.clone()  # a private copy
+                elif private and not s.is_buffer and not torch.is_grad_enabled():
+                    t = s.apply(full).contiguous()  # gathered once, for every batch
+                else:
+                    t = s.apply(full)
+                store[s.attr] = t
+            if applied is not None:
+                for module, new, _ in applied.attrs:
+                    module.__dict__.update(new)
+                getattr(self.gm, SIZES).values[:] = applied.sizes
+            yield
+        finally:
+            for s, (store, full) in zip(swaps, originals):
+                sliced = store[s.attr]
+                store[s.attr] = full
+                if write_back and s.is_buffer and sliced is not full:
+                    with torch.no_grad():
+                        _index_copy(full, s.slices, sliced)
+            if applied is not None:
+                for module, _, old in applied.attrs:
+                    module.__dict__.update(old)
+                getattr(self.gm, SIZES).values[:] = self._full_sizes
+
+    def _untouched_buffers(self, swaps) -> tuple[_Swap, ...]:
+        """Every buffer no swap covers, as a swap that only copies it (for probing)."""
+        covered = {(id(s.owner), s.attr) for s in swaps}
+        return tuple(
+            _Swap(m, "_buffers", name, (), True, ())
+            for m, name in self._buffer_slots
+            if m._buffers.get(name) is not None and (id(m), name) not in covered
+        )
+
+    def _applied(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
+        key = (choice, device)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        with torch.inference_mode(False):  # index tensors made in a probe serve backward too
+            applied = self._resolve(choice, device)
+        self._cache[key] = applied
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return applied
+
+    def _resolve(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
+        """Read the plan of `choice`: which tensors to slice how, which module attributes and
+        literals change. Each tensor's slices (and each module's attributes) depend only on the
+        widths of the groups it carries, so they are cached by those: a new choice mostly
+        reuses parts that earlier choices resolved, and builds its plan only on a miss."""
+        widths = dict(choice.widths)
+        shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
+        if not shrunk:
+            return None
+        if len(self._parts) > 100_000:  # bounded memory over very long runs
+            self._parts.clear()
+        plan: list[SlicePlan] = []
+
+        def the_plan() -> SlicePlan:
+            if not plan:
+                plan.append(make_plan(self.program, choice))
+            return plan[0]
+
+        swaps, by_name = [], {}
+        for i, t in enumerate(self._targets):
+            if shrunk.isdisjoint(t.groups):
+                continue
+            key = ("tensor", i, device, tuple(widths.get(g) for g in t.groups))
+            if key not in self._parts:
+                self._parts[key] = self._slice(t, widths, the_plan, device)
+            swaps.append(self._parts[key])
+            by_name[t.name] = self._parts[key]
+
+        attrs = []
+        for i, (node, module, groups) in enumerate(self._resizable):
+            if shrunk.isdisjoint(groups):
+                continue
+            key = ("attrs", i, tuple(widths.get(g) for g in groups))
+            if key not in self._parts:
+                params = {  # the registry's resize rules read the sliced shapes only
+                    name: torch.empty(by_name[k].shape, device="meta") if k in by_name else t
+                    for name, t in (*module._parameters.items(), *module._buffers.items())
+                    if t is not None and (k := f"{node.target}.{name}")
+                }
+                new = the_plan().module_attrs(self._src_modules, node, params)
+                changed = {k: v for k, v in new.items() if getattr(module, k) != v}
+                old = {k: getattr(module, k) for k in changed}
+                self._parts[key] = (module, changed, old) if changed else None
+            if self._parts[key] is not None:
+                attrs.append(self._parts[key])
+
+        sizes = list(self._full_sizes)
+        for slot, (node_name, path, groups) in enumerate(self._slots):
+            if shrunk.isdisjoint(groups):
+                continue
+            key = ("literal", slot, tuple(widths.get(g) for g in groups))
+            if key not in self._parts:
+                new_args = the_plan().literal_args(self._src_nodes[node_name])
+                self._parts[key] = sizes[slot] if new_args is None else at(new_args, path)
+            sizes[slot] = self._parts[key]
+        return _Applied(tuple(swaps), tuple(attrs), tuple(sizes))
+
+    def _slice(self, t: _Target, widths: dict, the_plan, device: torch.device) -> _Swap:
+        found = []
+        for dim, lay in t.dims:  # kept positions per layout: shared by many tensors
+            key = ("positions", lay, device, tuple(widths.get(g) for g in lay.groups))
+            if key not in self._parts:
+                idx = the_plan().positions(lay)
+                self._parts[key] = None if idx is None else (idx.to(device), _as_range(idx))
+            if self._parts[key] is not None:
+                found.append((dim, self._parts[key]))
+        return _swap(t, found)
+
+
+def supernet(program, offset: int = 1) -> Supernet:
+    """The CafeNet supernet of `program` with locally free offset `offset` (DESIGN §6)."""
+    return Supernet(program, offset)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _store_of(owner: nn.Module, attr: str) -> tuple[str, torch.Tensor]:
+    for store in ("_parameters", "_buffers"):
+        d = getattr(owner, store)
+        if d.get(attr) is not None:
+            return store, d[attr]
+    return "__dict__", owner.__dict__[attr]  # a plain tensor attribute (fx constants)
+
+
+def _device_of(gm: nn.Module) -> torch.device:
+    return next(gm.parameters(), torch.empty(0)).device
+
+
+def _targets(gm: fx.GraphModule, param_dims) -> list[_Target]:
+    out = []
+    for name, dims in param_dims.items():
+        owner_name, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(owner_name) if owner_name else gm
+        store, tensor = _store_of(owner, attr)
+        groups = tuple(sorted({g for lay in dims.values() for g in lay.groups}))
+        out.append(
+            _Target(
+                name, owner, store, attr, tuple(tensor.shape), tuple(sorted(dims.items())), groups
+            )
+        )
+    return out
+
+
+def _resizable(src: fx.GraphModule, modules: dict, param_dims) -> list:
+    """[(node, module, groups)]: call_module nodes and the groups their parameters and inputs
+    carry; a node whose groups all keep their width keeps its attributes."""
+    out, seen = [], set()
+    for node in src.graph.nodes:
+        if node.op != "call_module" or node.target in seen:
+            continue
+        seen.add(node.target)
+        module = modules[node.target]
+        groups = set()
+        for name in (*module._parameters, *module._buffers):
+            for lay in param_dims.get(f"{node.target}.{name}", {}).values():
+                groups.update(lay.groups)
+        for arg in node.all_input_nodes:
+            groups.update(_layout_groups(arg.meta.get(LAYOUTS)))
+        out.append((node, module, tuple(sorted(groups))))
+    return out
+
+
+def _layout_groups(layouts) -> set[int]:
+    if isinstance(layouts, Layout):
+        return set(layouts.groups)
+    if isinstance(layouts, (tuple, list)):
+        return set().union(*(_layout_groups(x) for x in layouts)) if layouts else set()
+    if isinstance(layouts, dict):
+        return _layout_groups(list(layouts.values()))
+    return set()
+
+
+def _swap(t: _Target, found: list) -> _Swap:
+    """How to slice `t`; `found`: [(dim, (kept positions, (start, length) or None))]."""
+    slices = tuple((d, idx) for d, (idx, _) in found)
+    shape = list(t.shape)
+    for d, idx in slices:
+        shape[d] = len(idx)
+    is_buffer = t.store != "_parameters"  # buffers are small and must be copies (probing)
+    ranges = [r for _, (_, r) in found]
+    narrow = None
+    if not is_buffer and all(r is not None for r in ranges):
+        narrow = tuple((d, start, n) for (d, _), (start, n) in zip(slices, ranges))
+    return _Swap(t.owner, t.store, t.attr, slices, is_buffer, tuple(shape), narrow)
+
+
+def _as_range(idx: torch.Tensor) -> tuple[int, int] | None:
+    """(start, length) when `idx` is start, start+1, ..., else None."""
+    n = len(idx)
+    start = int(idx[0])
+    if int(idx[-1]) - start + 1 != n:
+        return None  # indices are ascending and distinct: a gap shows in the span
+    return start, n
+
+
+def _index_copy(full: torch.Tensor, slices, sliced: torch.Tensor) -> None:
+    """full[kept positions] = sliced, for a slice along any number of dims."""
+    (dim, idx), *rest = slices
+    if rest:
+        inner = full.index_select(dim, idx)
+        _index_copy(inner, rest, sliced)
+        sliced = inner
+    full.index_copy_(dim, idx, sliced)
