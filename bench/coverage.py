@@ -156,11 +156,13 @@ def foreign_sweep(specs: list[str]) -> None:
 
 
 def _family(spec: str) -> str:
+    import foreign
+
     source, name = spec.split(":", 1)
     if source == "torchvision":
         return (
             "torchvision video"
-            if "3d" in name or "mvit" in name or "mc3" in name
+            if name in foreign.TORCHVISION_VIDEO
             else ("torchvision segmentation")
         )
     return {"hf": "transformers", "timm": "timm"}[source]

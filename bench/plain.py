@@ -42,13 +42,17 @@ class Recipe:
     weight_decay: float = 5e-4
     calib_batches: int = 10
 
-    def cli(self) -> list[str]:
-        """The recipe as `widthc slim` options."""
+    def train_cli(self) -> list[str]:
+        """The training options (`widthc train` and `widthc slim`)."""
         return [
             "--epochs", str(self.epochs), "--lr", str(self.lr),
             "--batch-size", str(self.batch_size), "--weight-decay", str(self.weight_decay),
-            "--calib-batches", str(self.calib_batches),
         ]  # fmt: skip
+
+    def cli(self) -> list[str]:
+        """The recipe as `widthc slim` options (calibration batches: the search's and the
+        retraining's batch-norm re-estimation)."""
+        return [*self.train_cli(), "--calib-batches", str(self.calib_batches)]
 
 
 def context(model: str, data: str, seed: int, recipe: Recipe, folder: Path) -> Context:

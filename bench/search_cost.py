@@ -36,7 +36,7 @@ import torchvision
 import widthc
 from widthc import search
 from widthc.evaluate import MaxMax, batch, recalibrate, score_choice
-from widthc.frontends.data import load_data
+from widthc.frontends.data import load_splits
 from widthc.train import TrainConfig, train_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def scoring_ratio(rounds: int) -> dict:
     program = widthc.compile(model, torch.randn(1, 3, 32, 32))
     net = widthc.supernet(program)
     choice = program.candidates(program.uniform(flops=0.5 * program.flops()))[1]
-    train, _, _ = load_data("digits", (1, 3, 32, 32), seed=0)
+    train = load_splits("digits", (1, 3, 32, 32), seed=0).train
     batches = [batch(train, torch.arange(i * 64, (i + 1) * 64)) for i in range(10)]
     calib, val = [x for x, _ in batches[:5]], batches[5:]
     ratios, t_score, t_slim = [], [], []
@@ -110,7 +110,8 @@ def digits_search(epochs: int, population: int, generations: int) -> dict:
     model = mobilenet_digits.model()
     program = widthc.compile(model, torch.randn(1, 1, 8, 8))
     net = widthc.supernet(program)
-    train, val, _ = load_data("digits", (1, 1, 8, 8), seed=0)
+    splits = load_splits("digits", (1, 1, 8, 8), seed=0)
+    train, val = splits.train, splits.val
     t0 = time.perf_counter()
     train_supernet(net, train, None, TrainConfig(epochs=epochs, batch_size=64))
     t_train = time.perf_counter() - t0

@@ -32,7 +32,7 @@ from torch.profiler import ProfilerActivity, profile
 import widthc
 from widthc import space
 from widthc.evaluate import batch as take
-from widthc.frontends.data import load_data
+from widthc.frontends.data import load_splits
 from widthc.loop import _sgd
 from widthc.passes.slim import slim
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
@@ -47,7 +47,7 @@ def _program(name: str):
 
 
 def _batches(batch: int, n: int) -> list:
-    train, _, _ = load_data("digits", (1, 3, SIZE, SIZE), seed=0)
+    train = load_splits("digits", (1, 3, SIZE, SIZE), seed=0).train
     n_train = len(train)
     return [take(train, torch.arange(i * batch, (i + 1) * batch) % n_train) for i in range(n)]
 

@@ -65,7 +65,7 @@ class MNIST1DNet(nn.Module):
     """(N, 1, 40) -> 32 channels x 40 -> 2 residual blocks -> 64 x 20 -> 2 depthwise SE
     blocks -> global mean -> 10 classes."""
 
-    def __init__(self, classes: int = 10, widths: tuple[int, int, int, int] = (32, 32, 64, 128)):
+    def __init__(self, classes: int = 10, widths: tuple[int, int, int, int] = (8, 8, 16, 32)):
         super().__init__()
         c1, h1, c2, e2 = widths
         self.stem = nn.Sequential(_conv_bn(1, c1, 5), nn.ReLU())

@@ -19,7 +19,7 @@ returning `(train, val)`; each returns a map-style dataset of (input, label) pai
 
 from __future__ import annotations
 
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 
 from widthc.errors import WidthcError
 
@@ -116,42 +116,3 @@ def _check_dataset(data, what: str) -> None:
         raise WidthcError(
             f"{what} is empty or not indexable: return a map-style dataset of (input, label) pairs"
         )
-
-
-# --- the interface before DataSplits (widthc/cli.py and widthc/train.py still call it) --------
-
-DATASETS = ("digits", "mnist")
-
-
-def load_data(
-    name: str, input_shape: tuple[int, ...], seed: int = 0, val_fraction: float = 0.2
-) -> tuple[TensorDataset, TensorDataset, int]:
-    """(train, val, number of classes) of a bundled dataset, split 80/20 without a test set."""
-    if name not in DATASETS:
-        raise WidthcError(
-            f"unknown dataset '{name}': choose one of {', '.join(DATASETS)} "
-            f"(bundled, nothing downloads), or define data() in your model.py"
-        )
-    images_, labels = tensors.digits_arrays() if name == "digits" else tensors.mnist_arrays()
-    images_ = tensors.fit(images_, input_shape, name)
-    val_idx, train_idx = partition(len(labels), seed, int(round(val_fraction * len(labels))))
-    mean, std = images_[train_idx].mean(), images_[train_idx].std()
-    images_ = (images_ - mean) / std
-    return (
-        TensorDataset(images_[train_idx], labels[train_idx]),
-        TensorDataset(images_[val_idx], labels[val_idx]),
-        int(labels.max()) + 1,
-    )
-
-
-def from_hook(module, path: str) -> tuple[Dataset, Dataset, int]:
-    """The datasets of a model file's `data()` hook: (train, val, number of classes)."""
-    train, val = _pair(module, path)
-    return train, val, num_classes(train)
-
-
-def num_classes(dataset: Dataset) -> int:
-    """1 + the largest integer label of a dataset of (input, label) pairs."""
-    if isinstance(dataset, TensorDataset):
-        return int(dataset.tensors[1].max()) + 1
-    return max(int(dataset[i][1]) for i in range(len(dataset))) + 1

@@ -24,7 +24,7 @@ from torch import fx
 from widthc import ops
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
-from widthc.ops.reparam import Reparam, reparam
+from widthc.ops.reparam import Reparam, reparam, tensor_at
 from widthc.passes.atoms import Atoms, ParamVar
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
 from widthc.trace import VALUE, NodeView, Traced
@@ -128,11 +128,11 @@ class CoupleCtx(NodeView):
     def param(self, name: str):
         """Entries of the module's tensor `name`. A weight computed from stored tensors (weight
         norm) keeps, after the rule, the widths its parametrization cannot follow."""
-        t = getattr(self.module, name, None)
+        target, how = f"{self.node.target}.{name}", reparam(self.module, name)
+        # (the stored tensor, or one of the computed weight's shape: no parametrization runs)
+        t = getattr(self.module, name, None) if how is None else tensor_at(self.module, how.like)
         if not isinstance(t, torch.Tensor):
             return None
-        target = f"{self.node.target}.{name}"
-        how = reparam(self.module, name)
         if how is None:
             target = self.st.tensor_name(target, t)
         else:

@@ -76,9 +76,6 @@ class SlicePlan:
         the resize rules read `weight`, which no store holds."""
         out = {}
         for name, how in reparams(module).items():
-            if how.like is None:  # a parametrization that keeps its width
-                out[name] = torch.empty(getattr(module, name).shape, device="meta")
-                continue
             shape = list(tensor_at(module, how.like).shape)
             for dim, idx in self.param_slices(f"{owner}.{how.like}"):
                 shape[dim] = len(idx)

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrizations
 from zoo import check_random_widths, reasons, searchable
 
 import widthc
+from widthc.verify import verify
 
 # --- 1. a functional depthwise conv whose groups come from a module attribute -----------------
 
@@ -86,6 +87,28 @@ def test_weight_norm_across_channels_freezes_them(kind):
     for producer in ("0", "2"):  # the input and the output channels of the normed conv
         assert reasons(program, producer) == ["weight norm over dim=2 normalises across channels"]
     assert searchable(program, "4")
+
+
+@pytest.mark.parametrize(
+    "norm, why",
+    [
+        (parametrizations.spectral_norm, "parametrization (_SpectralNorm) of `weight`"),
+        (nn.utils.spectral_norm, "spectral norm of `weight`"),
+    ],
+)
+def test_other_weight_parametrizations_freeze_without_running(norm, why):
+    model = nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), norm(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(),
+        nn.Linear(6, 2),
+    ).train()  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    program = widthc.compile(model, torch.randn(2, 4))
+    assert reasons(program, "0") == reasons(program, "2") == [why]
+    assert searchable(program, "4")
+    # the analysis does not run the power iteration (it would update the model's buffers)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    choice = program.uniform(ratio=0.5)
+    verify(program, choice, widthc.slim(program, choice), check_onnx=False)
 
 
 # --- 4. structured return values keep their channel layout --------------------------------------

@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 import widthc
 from widthc.cli import main
-from widthc.frontends.data import load_data
+from widthc.frontends.data import load_splits
 from widthc.train import TrainConfig, sample_width, train_supernet
 
 # --- a supernet whose candidates' losses are known in closed form ----------------------------------
@@ -130,8 +130,9 @@ def _digits_cnn() -> nn.Sequential:
 
 @pytest.mark.parametrize("offset", [0, 1])
 def test_training_reduces_the_loss_on_digits(offset):
-    train_set, val_set, classes = load_data("digits", (1, 1, 16, 16), seed=0)
-    assert classes == 10 and len(train_set) + len(val_set) == 1797
+    s = load_splits("digits", (1, 1, 16, 16), seed=0)
+    train_set, val_set, classes = s.train, s.val, s.classes
+    assert classes == 10 and len(train_set) + len(val_set) + len(s.test) == 1797
     torch.manual_seed(0)
     program = widthc.compile(_digits_cnn(), torch.randn(2, 1, 16, 16), beta=4)
     net = widthc.supernet(program, offset=offset)
@@ -147,7 +148,7 @@ def test_training_reduces_the_loss_on_digits(offset):
 
 
 def test_select_batch_fraction_reports_agreement():
-    train_set, _, _ = load_data("digits", (1, 1, 8, 8), seed=0)
+    train_set = load_splits("digits", (1, 1, 8, 8), seed=0).train
     torch.manual_seed(0)
     net = widthc.supernet(widthc.compile(_digits_cnn(), torch.randn(2, 1, 8, 8), beta=4))
     cfg = TrainConfig(batch_size=64, select_batch_fraction=0.25, measure_agreement=True)
@@ -282,17 +283,6 @@ def test_config_errors_name_the_option():
         train_supernet(net, _RESUME_DATA, config=TrainConfig(batch_size=1000))
 
 
-def test_unknown_dataset_and_non_image_input():
-    with pytest.raises(widthc.WidthcError, match="unknown dataset 'cifar10'.*digits, mnist"):
-        load_data("cifar10", (1, 3, 32, 32))
-    with pytest.raises(widthc.WidthcError, match="N,C,H,W"):
-        load_data("digits", (2, 7, 12))
-    train_set, val_set, classes = load_data("mnist", (1, 3, 14, 14), seed=1)
-    assert train_set.tensors[0].shape[1:] == (3, 14, 14) and classes == 10
-    assert len(train_set) == 4000 and len(val_set) == 1000
-    assert abs(float(train_set.tensors[0].mean())) < 1e-4  # normalised on the train split
-
-
 # --- the command line ---------------------------------------------------------------------------
 
 MODEL_PY = """
@@ -332,7 +322,9 @@ def test_cli_train_writes_the_run_directory(tmp_path):
     res = _invoke(model, "--data", "digits", "--out", run, "--batch-size", 256, "--epochs", 2,
                   "--select-batch-fraction", 0.5, "--measure-agreement")  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "trained 8 steps" in res.output and "selection agreement" in res.output  # 1257 // 256 x 2
+    assert (
+        "trained 8 steps" in res.output and "selection agreement" in res.output
+    )  # 1257 // 256 x 2
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == "digits" and config["offset"] == 1 and config["epochs"] == 2
     assert config["input_shape"] == "1,1,12,12" and config["world_size"] == 1
@@ -396,7 +388,7 @@ def test_cli_train_torchvision_num_classes(tmp_path):
 
 
 def test_data_split_is_seeded():
-    a, _, _ = load_data("digits", (1, 1, 8, 8), seed=3)
-    b, _, _ = load_data("digits", (1, 1, 8, 8), seed=3)
-    c, _, _ = load_data("digits", (1, 1, 8, 8), seed=4)
+    a = load_splits("digits", (1, 1, 8, 8), seed=3).train
+    b = load_splits("digits", (1, 1, 8, 8), seed=3).train
+    c = load_splits("digits", (1, 1, 8, 8), seed=4).train
     assert torch.equal(a.tensors[1], b.tensors[1]) and not torch.equal(a.tensors[1], c.tensors[1])

@@ -5,6 +5,7 @@ program.groups, program.bins, program.flops(choice)
 """
 
 from widthc.errors import Reason, TraceError, WidthcError
+from widthc.evaluate import MaxMax
 from widthc.export import export_onnx, load, save
 from widthc.ir import ChannelGroup, GroupWidth, Layout, TensorMeta, WidthChoice
 from widthc.passes.slim import slim
@@ -16,6 +17,7 @@ __all__ = [
     "ChannelGroup",
     "GroupWidth",
     "Layout",
+    "MaxMax",
     "Program",
     "Reason",
     "Supernet",

@@ -63,10 +63,55 @@ def load(path: str | Path, map_location=None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WidthcError(f"no checkpoint at {path}: train first, or drop --resume")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
-        raise WidthcError(f"{path} is not a readable widthc checkpoint ({type(e).__name__})") from e
+    data = load_tensors(path, "widthc checkpoint", map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise WidthcError(f"{path} is not a widthc supernet checkpoint ({FORMAT})")
     return data
+
+
+def group_signature(program) -> list:
+    """[id, name, channels] of every channel group: what a checkpoint was trained for."""
+    return [[g.id, g.name, g.n] for g in program.groups]
+
+
+def check_groups(path, saved: list | None, program) -> None:
+    """A clear error when the checkpoint at `path` was trained for another model."""
+    if saved is None:
+        return
+    mine = group_signature(program)
+    if [list(x) for x in saved] == mine:
+        return
+    theirs = {int(i): (name, n) for i, name, n in saved}
+    diffs = []
+    for i, name, n in mine:
+        if i not in theirs:
+            diffs.append(f"group {i} (`{name}`) is not there")
+        elif theirs[i] != (name, n):
+            diffs.append(
+                f"group {i} is `{theirs[i][0]}` with {theirs[i][1]} channels there, `{name}` with {n} here"
+            )
+    extra = len(saved) - len(mine)
+    if extra > 0:
+        diffs.append(f"it has {extra} more group(s)")
+    shown = "; ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
+    raise WidthcError(f"{path} was trained for another model: {shown}; start a new run directory")
+
+
+def load_tensors(path: Path, what: str, map_location=None):
+    """`torch.load(path, weights_only=True)`: tensors and plain data only, so a file can never
+    make widthc run code; a refused or damaged file is one sentence."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WidthcError(
+            f"{path} is not a {what}: it holds Python objects beyond tensors and plain data, "
+            f"which widthc refuses to load (nothing in it was run)"
+        ) from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise WidthcError(
+            f"{path} is not a readable {what}: it is damaged or truncated "
+            f"({str(e).splitlines()[0].split('. ')[0][:120]})"
+        ) from e

@@ -69,10 +69,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> f
     target = Path(path)
     if not target.is_file():
         raise WidthcError(f"model file '{path}' does not exist")
-    try:
-        payload = torch.load(target, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file
-        raise WidthcError(f"'{path}' cannot be read as a widthc model file: {e}") from e
+    from widthc.checkpoint import load_tensors
+
+    payload = load_tensors(target, "widthc model file", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise WidthcError(f"'{path}' is not a widthc model file (write one with widthc.save)")
     if payload.get("version") != VERSION:
@@ -88,7 +87,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> f
     try:
         gm.load_state_dict(payload["state_dict"], strict=True, assign=True)
     except RuntimeError as e:
-        raise WidthcError(f"the weights in '{path}' do not match its architecture: {e}") from e
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise WidthcError(
+            f"the weights in '{path}' do not match its architecture (was it edited by hand?): "
+            f"{first.rstrip('.')}"
+        ) from e
     for name, tensor in payload["extra"].items():
         _set_buffer(gm, name, tensor)
     for module in gm.modules():

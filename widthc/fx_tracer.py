@@ -45,7 +45,7 @@ _COUNT_KWARGS = ("chunks", "split_size_or_sections", "split_size", "sections", "
 
 class _Proxy(fx.Proxy):
     """A Proxy that answers `len`, iteration, `int`, `float` and indexing where the call (a
-    literal split count) or the example input's shapes fix the answer (see Tracer.concrete)."""
+    literal split count) or the example input's shapes fix the answer (Tracer.length, .scalar)."""
 
     def __len__(self) -> int:
         return self.tracer.length(self)
@@ -281,6 +281,51 @@ def restore_module_state(model: nn.Module, saved: list) -> list[tuple[str, str]]
 
 def _holds_proxy(value) -> bool:
     return any(isinstance(v, fx.Proxy) for v in flat(value))
+
+
+def follow_training_flag(graph: fx.Graph, model: nn.Module, tracer_args: tuple) -> None:
+    """torch.fx bakes `self.training` into the graph as a constant: traced in eval mode,
+    `F.dropout(x, p, self.training)` or torchvision's stochastic depth would stay off when the
+    supernet trains. Where a train-mode trace of the same graph has True in place of a False,
+    the argument becomes a read of the module's `training` flag, so `.train()` switches it.
+    (A train-mode graph of another structure, such as GoogLeNet's auxiliary heads, is left
+    out: the analysed graph is the inference graph.)"""
+    if not any(False in _literals(n) for n in graph.nodes):
+        return
+    was_training = model.training
+    model.train()
+    saved = module_state(model)
+    try:
+        train_graph = Tracer(*tracer_args).trace(model)
+    except Exception:  # noqa: BLE001 - no train-mode graph: keep the constants
+        return
+    finally:
+        model.train(was_training)
+        restore_module_state(model, saved)
+    pairs = list(zip(graph.nodes, train_graph.nodes))
+    if len(graph.nodes) != len(train_graph.nodes) or any(
+        (a.op, a.target) != (b.op, b.target) for a, b in pairs
+    ):
+        return
+    flag = None
+    for a, b in pairs:
+        for key in _flag_positions(a, b):
+            if flag is None:
+                first = next(n for n in graph.nodes if n.op != "placeholder")
+                with graph.inserting_before(first):
+                    flag = graph.get_attr("training")
+            a.update_arg(key, flag) if isinstance(key, int) else a.update_kwarg(key, flag)
+
+
+def _literals(node: fx.Node) -> list:
+    return [v for v in (*node.args, *node.kwargs.values()) if isinstance(v, bool)]
+
+
+def _flag_positions(a: fx.Node, b: fx.Node) -> list:
+    """Argument positions (ints) and keywords (strs) that are False in `a` and True in `b`."""
+    out: list = [i for i, (x, y) in enumerate(zip(a.args, b.args)) if x is False and y is True]
+    out += [k for k, v in a.kwargs.items() if v is False and b.kwargs.get(k) is True]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

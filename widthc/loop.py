@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from widthc import checkpoint, distributed
+from widthc import checkpoint, distributed, interrupt
 from widthc.errors import WidthcError
 from widthc.evaluate import batch, device_of
 from widthc.files import write_text
@@ -80,7 +80,7 @@ class Trainer:
 
     def __init__(
         self, model, step, data, cfg, opt, schedule, files=None, validate=None, fmt=None,
-        workers: int | None = None,
+        workers: int | None = None, program=None,
     ):  # fmt: skip
         self.model, self.step_fn, self.data, self.cfg = model, step, data, cfg
         self.opt, self.schedule, self.validate_fn = opt, schedule, validate
@@ -100,6 +100,7 @@ class Trainer:
         self.fmt = fmt or (lambda record: f"loss {record['loss']:.4f}")
         self.workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
         self._order: tuple[int, torch.Tensor | None] = (-1, None)
+        self.program = program  # the checkpoint records its groups: another model is refused
 
     # --- starting and resuming -------------------------------------------------------------------
 
@@ -113,6 +114,8 @@ class Trainer:
         if self.path is None:
             raise WidthcError("resuming needs the run directory that holds the checkpoint")
         ckpt = checkpoint.load(self.path, map_location=device_of(self.model))
+        if self.program is not None:
+            checkpoint.check_groups(self.path, ckpt.get("groups"), self.program)
         saved = ckpt["config"]
         for f in fields(self.cfg):
             if f.name in saved and saved[f.name] != getattr(self.cfg, f.name):
@@ -156,6 +159,7 @@ class Trainer:
                 "order": self.order(self.step // self.steps_per_epoch),
                 "step_state": self.step_fn.state(),
                 "validation": list(self.validation),
+                "groups": checkpoint.group_signature(self.program) if self.program else None,
             },
         )
         self.last_saved = self.step
@@ -198,8 +202,10 @@ class Trainer:
                         self.validation.append(result)
                         self.log(result)
                 every = self.cfg.checkpoint_every
-                if epoch_end or (every and self.step % every == 0) or self.step == stop:
+                stopping = interrupt.requested()  # Ctrl-C: save this step, then stop
+                if epoch_end or (every and self.step % every == 0) or self.step == stop or stopping:
                     self.save()
+                interrupt.check()
         return records
 
     def _batches(self, epoch: int, first: int):
@@ -275,27 +281,18 @@ def _truncate_log(path: Path, step: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
-class Progress:
-    """A rich progress bar: epoch, step, what the step reports, steps/s."""
+class Bar:
+    """A rich progress bar (off when not `enabled`): `columns` are format strings over the
+    task's fields, `update(n, **fields)` moves it and adds the rate per second."""
 
-    def __init__(self, total: int, done: int, epochs: int, enabled: bool):
-        self.enabled, self.epochs = enabled, epochs
-        self.t0, self.done0 = time.perf_counter(), done
+    def __init__(self, columns: list[str], total, done: int, enabled: bool, **fields):
+        self.enabled, self.t0, self.done0 = enabled, time.perf_counter(), done
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
-            from rich.progress import Progress as Bar
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-            self.bar = Bar(
-                TextColumn("{task.fields[label]} epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TextColumn("{task.fields[rate]} steps/s"),
-            )
-            self.task = self.bar.add_task(
-                "train", total=total, completed=done, epoch=f"1/{epochs}", info="", rate="-",
-                label="train",
-            )  # fmt: skip
+            first, *rest = (TextColumn(c) for c in columns)
+            self.bar = Progress(first, BarColumn(), MofNCompleteColumn(), *rest)
+            self.task = self.bar.add_task("", total=total, completed=done, rate="-", **fields)
 
     def __enter__(self):
         if self.enabled:
@@ -307,15 +304,25 @@ class Progress:
             self.bar.__exit__(*exc)
         return False
 
+    def move(self, n: int, **fields) -> None:
+        if self.enabled:
+            rate = (n - self.done0) / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.update(self.task, completed=n, rate=f"{rate:.2f}", **fields)
+
+
+class Progress(Bar):
+    """The training bar: epoch, step, what the step reports, steps/s."""
+
+    def __init__(self, total: int, done: int, epochs: int, enabled: bool):
+        columns = [
+            "{task.fields[label]} epoch {task.fields[epoch]}",
+            "{task.fields[info]}",
+            "{task.fields[rate]} steps/s",
+        ]
+        super().__init__(columns, total, done, enabled, epoch=f"1/{epochs}", info="", label="")
+        self.epochs = epochs
+
     def update(self, epoch: int, step: int, label: str, info: str) -> None:
-        if not self.enabled:
-            return
-        rate = (step - self.done0) / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(
-            self.task,
-            completed=step,
-            epoch=f"{min(epoch + 1, self.epochs)}/{self.epochs}",
-            label=label,
-            info=info,
-            rate=f"{rate:.2f}",
+        self.move(
+            step, epoch=f"{min(epoch + 1, self.epochs)}/{self.epochs}", label=label, info=info
         )

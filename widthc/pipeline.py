@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import widthc
-from widthc import checkpoint, loop, space
+from widthc import checkpoint, interrupt, loop, space
 from widthc import search as search_pkg
 from widthc.errors import WidthcError
 from widthc.evaluate import Score, accuracy, batch
@@ -187,6 +187,7 @@ class Context:
         net = widthc.supernet(self.program, self.config.get("offset", 1)).to(device)
         if trained:
             ckpt = checkpoint.load(self.run.file(SUPERNET), map_location=device)
+            checkpoint.check_groups(self.run.file(SUPERNET), ckpt.get("groups"), self.program)
             try:
                 net.load_state_dict(ckpt["model"])
             except RuntimeError as e:
@@ -232,12 +233,14 @@ _NO_DATA = (
 
 
 def run_stages(ctx: Context, stages=ORDER) -> None:
-    """Run `stages` in order, skipping those already done."""
-    for name in stages:
-        if ctx.run.done(name):
-            continue
-        with ctx.run.stage(name):
-            STAGES[name](ctx)
+    """Run `stages` in order, skipping those already done. Ctrl-C stops at the next safe
+    point, after the training checkpoint or the search snapshot is saved."""
+    with interrupt.deferred():
+        for name in stages:
+            if ctx.run.done(name):
+                continue
+            with ctx.run.stage(name):
+                STAGES[name](ctx)
 
 
 def analyze(ctx: Context) -> None:
@@ -359,6 +362,8 @@ def slim_command(options: dict, given: set) -> None:
     from widthc.stages.fast import slim_uniform
 
     texts = space.parse_budgets(options.pop("budgets"))
+    for text in texts:
+        space.parse_budget(text, 1.0)  # the syntax, before anything is loaded
     uniform_fast = options["search"] == "uniform" and not options["from_run"]
     if uniform_fast and not (options["resume"] or options["force"]):
         from widthc.frontends.models import load_model, parse_shape
@@ -389,9 +394,13 @@ def stage_command(run_dir: str, stage: str, options: dict, given: set) -> None:
         )
     needs = {"search": "train", "export": "search", "retrain": "slim", "report": "analyze"}[stage]
     if not run.done(needs):
-        raise WidthcError(
-            f"{run_dir} has not finished its {needs} stage: run it first (widthc slim ... --resume)"
-        )
+        first = {
+            "train": f"widthc train MODEL --out {run_dir} --resume",
+            "search": f"widthc search {run_dir} --flops BUDGET",
+            "slim": f"widthc export {run_dir}",
+            "analyze": f"widthc slim MODEL --out {run_dir} --resume",
+        }[needs]
+        raise WidthcError(f"{run_dir} has not finished its {needs} stage: run `{first}` first")
     changes = {k: v for k, v in options.items() if k in given and k not in ("resume",)}
     if "budgets" in changes:
         changes["flops"] = space.parse_budgets(changes.pop("budgets"))
@@ -402,6 +411,10 @@ def stage_command(run_dir: str, stage: str, options: dict, given: set) -> None:
     first = {"search": "search", "export": "slim", "retrain": "retrain", "report": "report"}[stage]
     if not (stage == "search" and options.get("resume")):
         run.redo(first)
+    if stage == "retrain":
+        from widthc.stages.retrain import forget
+
+        forget(run)
     todo = {"search": ("search",), "export": ("slim", "export"), "retrain": ("retrain",),
             "report": ("report",)}[stage]  # fmt: skip
     ctx = Context(run)
@@ -500,7 +513,31 @@ def resolve(config: dict, needs_data: bool) -> dict:
     library = config["model"].startswith(("torchvision:", "timm:"))
     if config.get("num_classes") is None and library and splits is not None and splits.classes:
         config["num_classes"] = splits.classes
+        src = load_model(config["model"], tuple(example.shape), splits.classes)
+    if splits is not None:
+        _check_data(src, splits, config)
     return config
+
+
+def _check_data(src, splits, config: dict) -> None:
+    """One batch through the model as given: a dict output without the hooks, labels the
+    output cannot hold, or data the model rejects (named by layer) fail before anything runs."""
+    from widthc.frontends.models import check_output as check_hooks
+
+    x, y = batch(splits.train, torch.arange(min(2, len(splits.train))))
+    model = src.model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as e:
+        try:
+            gm = compile_source(config, src).gm
+        except WidthcError:
+            gm = None
+        raise WidthcError(_rejected(gm, x, e)) from e
+    check_hooks(src, out)
+    if src.loss is None:
+        check_output(out, y, splits.classes)
 
 
 def _from_run(options: dict, given: set) -> Run:
@@ -558,11 +595,45 @@ def _check_outputs(ctx: Context, net) -> None:
     x, y = batch(ctx.splits.train, torch.arange(min(2, len(ctx.splits.train))))
     with torch.no_grad(), net.probing():
         net.eval()
-        out = net(x.to(ctx.device))
-        net.train()
+        try:
+            out = net(x.to(ctx.device))
+        except RuntimeError as e:
+            raise WidthcError(_rejected(ctx.program.gm, x.to(ctx.device), e)) from e
+        finally:
+            net.train()
     check_hooks(ctx.model_source, out)
     if ctx.model_source.loss is None:
         check_output(out, y)
+
+
+def _rejected(gm, x: torch.Tensor, error: Exception) -> str:
+    """Which layer rejects the data's batches, found by running the graph node by node."""
+    from torch import fx
+
+    class _Find(fx.Interpreter):
+        failed = None
+
+        def run_node(self, n):
+            try:
+                return super().run_node(n)
+            except Exception:
+                _Find.failed = n
+                raise
+
+    if gm is not None:
+        try:
+            _Find(gm).run(x)
+        except Exception:  # noqa: BLE001 - the failure we are locating
+            pass
+    node = _Find.failed
+    where = (
+        f"layer `{node.target if node.op == 'call_module' else node.name}`" if node else "the model"
+    )
+    return (
+        f"the data's batches have shape {tuple(x.shape)}, which {where} rejects "
+        f"({str(error).splitlines()[0][:150]}): give --input-shape that matches the data, or "
+        f"fix the model file's data hooks"
+    )
 
 
 def _batches(data, order: torch.Tensor, n: int, count: int | None = None):

@@ -10,7 +10,8 @@ This module is the one owner of a run directory's layout. Nothing else spells a 
                                the history of every scored width; the front
     RUN_DIR/original.onnx      the full model (for the latency comparison)
     RUN_DIR/flops-<budget>/    per budget: slim.pt, slim.onnx, widths.json, metrics.json,
-                               retrain.pt + retrain.jsonl, and uniform/ (the baseline, alike)
+                               inherited.pt, retrain.pt + retrain.jsonl, and uniform/ (the
+                               baseline, alike)
     RUN_DIR/report.md, *.png   the report
 
 A finished or started run is never overwritten without `--force`; `--resume` continues it, and
@@ -43,6 +44,7 @@ ORIGINAL_ONNX = "original.onnx"
 REPORT = "report.md"
 SLIM, SLIM_ONNX, WIDTHS, METRICS = "slim.pt", "slim.onnx", "widths.json", "metrics.json"
 RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
+INHERITED = "inherited.pt"  # the slimmed model with the supernet's weights (before retraining)
 UNIFORM = "uniform"
 
 ORDER = ("analyze", "train", "search", "slim", "export", "retrain", "report")

@@ -1,9 +1,11 @@
-"""Tracing: torch.fx with a leaf-module policy, then shape propagation from the op registry.
+"""Tracing: torch.fx with a leaf-module policy (widthc/fx_tracer.py: automatic leaves, defaults,
+shape-dependent Python values), then shape propagation from the op registry.
 
 Shapes come from the registry's formulas (graph work, no forward pass); an op without a formula
 runs on meta tensors, and only if that fails on real random tensors, whose conv/linear/matmul
-cost is then measured with FlopCounterMode (`node.meta["widthc.measured_macs"]`). Every node's
-value lands in `node.meta["widthc.value"]`: a `TensorMeta`, a Python value, or a structure.
+and attention cost is then measured with FlopCounterMode (`node.meta["widthc.measured_macs"]`),
+so that a model's FLOPs do not depend on which modules are leaves. Every node's value lands in
+`node.meta["widthc.value"]`: a `TensorMeta`, a Python value, or a structure.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def trace_graph(
     given = fx_tracer.given_inputs(model, None if example_inputs is None else len(example_inputs))
     evaluate = None
     if example_inputs is not None:
-        evaluate = lambda g, root: _ShapeProp(Traced(g, root, ""), example_inputs).value_of  # noqa: E731
+        evaluate = lambda g, root: _in_eval_mode(  # noqa: E731
+            root, _ShapeProp(Traced(g, root, ""), example_inputs).value_of
+        )
     auto: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
@@ -79,8 +83,24 @@ def trace_graph(
             auto += new_leaves
     finally:
         model.train(was_training)
-    _follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
+    fx_tracer.follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
     return Traced(graph, tracer.root, type(model).__name__, auto)
+
+
+def _in_eval_mode(root: nn.Module, value_of):
+    """`value_of` with every module in eval mode while it runs: a leaf that runs for its shape
+    during the train-mode trace must not update batch-norm statistics."""
+
+    def run(node):
+        modes = [(m, m.training) for m in root.modules()]
+        root.eval()
+        try:
+            return value_of(node)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    return run
 
 
 def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
@@ -101,51 +121,6 @@ def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
         path, why = min(stored)
         raise TraceError(f"torch.fx cannot trace `{path or type(model).__name__}`: {why}")
     return (None, stored) if stored else (graph, [])
-
-
-def _follow_training_flag(graph: fx.Graph, model: nn.Module, tracer_args: tuple) -> None:
-    """torch.fx bakes `self.training` into the graph as a constant: traced in eval mode,
-    `F.dropout(x, p, self.training)` or torchvision's stochastic depth would stay off when the
-    supernet trains. Where a train-mode trace of the same graph has True in place of a False,
-    the argument becomes a read of the module's `training` flag, so `.train()` switches it.
-    (A train-mode graph of another structure, such as GoogLeNet's auxiliary heads, is left
-    out: the analysed graph is the inference graph.)"""
-    if not any(False in _literals(n) for n in graph.nodes):
-        return
-    was_training = model.training
-    model.train()
-    saved = fx_tracer.module_state(model)
-    try:
-        train_graph = fx_tracer.Tracer(*tracer_args).trace(model)
-    except Exception:  # noqa: BLE001 - no train-mode graph: keep the constants
-        return
-    finally:
-        model.train(was_training)
-        fx_tracer.restore_module_state(model, saved)
-    pairs = list(zip(graph.nodes, train_graph.nodes))
-    if len(graph.nodes) != len(train_graph.nodes) or any(
-        (a.op, a.target) != (b.op, b.target) for a, b in pairs
-    ):
-        return
-    flag = None
-    for a, b in pairs:
-        for key in _flag_positions(a, b):
-            if flag is None:
-                first = next(n for n in graph.nodes if n.op != "placeholder")
-                with graph.inserting_before(first):
-                    flag = graph.get_attr("training")
-            a.update_arg(key, flag) if isinstance(key, int) else a.update_kwarg(key, flag)
-
-
-def _literals(node: fx.Node) -> list:
-    return [v for v in (*node.args, *node.kwargs.values()) if isinstance(v, bool)]
-
-
-def _flag_positions(a: fx.Node, b: fx.Node) -> list:
-    """Argument positions (ints) and keywords (strs) that are False in `a` and True in `b`."""
-    out: list = [i for i, (x, y) in enumerate(zip(a.args, b.args)) if x is False and y is True]
-    out += [k for k, v in a.kwargs.items() if v is False and b.kwargs.get(k) is True]
-    return out
 
 
 def trace(model: nn.Module, leaves: Sequence = (), auto_leaf: bool = True) -> fx.GraphModule:

@@ -108,7 +108,9 @@ def train_supernet(
     opt, schedule = loop.optimizer([p for p in net.parameters() if p.requires_grad], cfg, n_steps)
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
     validate = _validator(net, train_data, val_data, cfg) if val_data is not None else None
-    trainer = loop.Trainer(net, step, train_data, cfg, opt, schedule, files, validate, step.fmt)
+    trainer = loop.Trainer(
+        net, step, train_data, cfg, opt, schedule, files, validate, step.fmt, program=net.program
+    )
     step.trainer = trainer
     if resume:
         trainer.restore()
@@ -252,15 +254,16 @@ def _check_model(net: Supernet, train_data) -> None:
         check_output(net(x.to(device)), y)
 
 
-def check_output(out, y: torch.Tensor) -> None:
-    """A classifier's output must be one logits tensor with a column for every label."""
+def check_output(out, y: torch.Tensor, classes: int | None = None) -> None:
+    """A classifier's output must be one logits tensor with a column for every label (of `y`,
+    or `classes` labels when the data says how many)."""
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         what = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise WidthcError(
             f"training needs a model that returns one logits tensor (batch x classes), or a "
             f"model file that defines loss() and metric(); this one returns {what}"
         )
-    classes = int(y.max()) + 1
+    classes = max(int(y.max()) + 1, classes or 0)
     if out.shape[1] < classes:
         raise WidthcError(
             f"the model outputs {out.shape[1]} classes but the data has labels up to "

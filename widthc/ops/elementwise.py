@@ -57,9 +57,9 @@ def norm_rule(ctx) -> None:
 
 
 def extreme_rule(ctx) -> None:
-    """torch.max / min (also median, mode): with a tensor operand, elementwise; with a dim, a
-    reduction that returns (values, indices), both laid out alike; with neither, a full
-    reduction to one value."""
+    """torch.max / min / median: with a tensor operand, elementwise; with a dim, a reduction
+    that returns (values, indices), both laid out alike; with neither, a full reduction to one
+    value."""
     if isinstance(ctx.arg(1, "other", None), TensorMeta):
         return elementwise_rule(ctx)
     dim = ctx.arg(1, "dim", None)
@@ -69,10 +69,15 @@ def extreme_rule(ctx) -> None:
     ctx.set((lays, lays))
 
 
-def kthvalue_rule(ctx) -> None:
-    """kthvalue(x, k, dim=-1, keepdim=False): a reduction that returns (values, indices)."""
-    lays = reduced(ctx, ctx.arg(2, "dim", -1), ctx.arg(3, "keepdim", False))
-    ctx.set((lays, lays))
+def pair_reduction(dim_at: int):
+    """mode(x, dim=-1, keepdim), kthvalue(x, k, dim=-1, keepdim): a reduction over `dim` that
+    returns (values, indices)."""
+
+    def rule(ctx) -> None:
+        lays = reduced(ctx, ctx.arg(dim_at, "dim", -1), ctx.arg(dim_at + 1, "keepdim", False))
+        ctx.set((lays, lays))
+
+    return rule
 
 
 def ranked_rule(dim_at: int):

@@ -34,38 +34,38 @@ class Reparam:
 
     kind: str
     sources: tuple[tuple[str, tuple[int | None, ...]], ...]
-    like: str | None
+    like: str
     fixed: tuple[int, ...]
     why: str
     mixes: tuple[int, ...] = ()
 
 
 def reparam(module: nn.Module, name: str) -> Reparam | None:
-    """How `module.<name>` is computed from stored tensors, or None when it is stored itself."""
-    weight = getattr(module, name, None)
-    if not isinstance(weight, torch.Tensor):
-        return None
+    """How `module.<name>` is computed from stored tensors, or None when it is stored itself.
+    (Reads the stored tensors only: computing the weight would run the parametrization, and a
+    spectral norm's power iteration changes its buffers.)"""
     if parametrize.is_parametrized(module, name):
         chain = module.parametrizations[name]
         paths = [f"parametrizations.{name}.{p}" for p in (*chain._parameters, *chain._buffers)]
         norm = chain[0] if len(chain) == 1 else None
         if type(norm).__name__ == "_WeightNorm" and len(paths) == 2:
-            return _weight_norm(module, weight, paths, norm.dim)
+            return _weight_norm(module, paths, norm.dim)
         kinds = ", ".join(type(p).__name__ for p in chain)
-        return _frozen(module, weight, paths, f"parametrization ({kinds}) of `{name}`")
+        return _frozen(module, paths, f"parametrization ({kinds}) of `{name}`")
     for hook in module._forward_pre_hooks.values():
         if isinstance(hook, WeightNorm) and hook.name == name:
-            return _weight_norm(module, weight, [f"{name}_g", f"{name}_v"], hook.dim)
+            return _weight_norm(module, [f"{name}_g", f"{name}_v"], hook.dim)
         if isinstance(hook, SpectralNorm) and hook.name == name:
             paths = [f"{name}_orig", f"{name}_u", f"{name}_v"]
-            return _frozen(module, weight, paths, f"spectral norm of `{name}`")
+            return _frozen(module, paths, f"spectral norm of `{name}`")
     return None
 
 
 def reparams(module: nn.Module) -> dict[str, Reparam]:
     """Every computed weight of `module`, by name."""
     names = list(getattr(module, "parametrizations", {}))
-    names += [h.name for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
+    hooks = module._forward_pre_hooks.values()
+    names += [h.name for h in hooks if isinstance(h, (WeightNorm, SpectralNorm))]
     found = {n: reparam(module, n) for n in dict.fromkeys(names)}
     return {n: r for n, r in found.items() if r is not None}
 
@@ -122,21 +122,24 @@ def output_dim(module: nn.Module) -> int | None:
     return None
 
 
-def _weight_norm(module, weight, paths, dim) -> Reparam:
-    dim = None if dim is None or dim == -1 else dim % weight.ndim
+def _weight_norm(module, paths, dim) -> Reparam:
+    g, v = (tensor_at(module, p) for p in paths)  # v has the weight's shape
+    dim = None if dim is None or dim == -1 else dim % v.ndim
     if dim is None or dim != output_dim(module):
         what = "the whole weight" if dim is None else f"dim={dim}"
-        return _frozen(module, weight, paths, f"weight norm over {what} normalises across channels")
-    # v has the weight's shape (the old hook's stored `weight` may be stale: read v's)
-    g, v = (tensor_at(module, p) for p in paths)
+        return _frozen(module, paths, f"weight norm over {what} normalises across channels")
     sources = ((paths[0], _follow(g, v)), (paths[1], tuple(range(v.ndim))))
     why = f"weight norm (dim={dim})"
     return Reparam(why, sources, paths[1], (), why, mixes=(dim,))
 
 
-def _frozen(module, weight, paths, why) -> Reparam:
-    sources = tuple((p, (None,) * tensor_at(module, p).ndim) for p in paths)
-    return Reparam(why, sources, None, tuple(range(weight.ndim)), why)
+def _frozen(module, paths, why) -> Reparam:
+    """Every dim keeps its width; `like`: the source of the weight's rank (its shape)."""
+    tensors = [tensor_at(module, p) for p in paths]
+    ndim = max(t.ndim for t in tensors)
+    like = next(p for p, t in zip(paths, tensors) if t.ndim == ndim)
+    sources = tuple((p, (None,) * t.ndim) for p, t in zip(paths, tensors))
+    return Reparam(why, sources, like, tuple(range(ndim)), why)
 
 
 def _follow(source: torch.Tensor, weight: torch.Tensor) -> tuple[int | None, ...]:

@@ -31,11 +31,11 @@ from widthc.ops.elementwise import (
     elementwise_rule,
     extreme_rule,
     interpolate_shape,
-    kthvalue_rule,
     norm_rule,
     pad_couple,
     pad_module_couple,
     pad_module_shape,
+    pair_reduction,
     pool_shape,
     ranked_rule,
     reduce_rule,
@@ -189,10 +189,10 @@ register(
 # (values, indices) pairs: reductions, and rankings along one dim
 register(
     spec("reduction", run_on_meta, extreme_rule),
-    torch.max, torch.min, torch.median, torch.mode,
-    *(Method(n) for n in ("max", "min", "median", "mode")),
+    torch.max, torch.min, torch.median, *(Method(n) for n in ("max", "min", "median")),
 )  # fmt: skip
-register(spec("reduction", run_on_meta, kthvalue_rule), torch.kthvalue, Method("kthvalue"))
+register(spec("reduction", run_on_meta, pair_reduction(1)), torch.mode, Method("mode"))
+register(spec("reduction", run_on_meta, pair_reduction(2)), torch.kthvalue, Method("kthvalue"))
 register(
     spec("reduction", run_on_meta, norm_rule), torch.norm, Method("norm"), torch.linalg.vector_norm
 )

@@ -9,6 +9,7 @@ on the same batches.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ import torch
 import widthc
 from widthc.evaluate import recalibrate
 from widthc.ir import WidthChoice
-from widthc.run import METRICS, ORIGINAL_ONNX, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
+from widthc.run import INHERITED, METRICS, ORIGINAL_ONNX, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
 from widthc.verify import verify
 
 
@@ -58,8 +59,9 @@ def slim_one(
 
     def write(tmp: Path) -> list[str]:
         widthc.save(small, tmp / SLIM)
+        shutil.copy2(tmp / SLIM, tmp / INHERITED)  # kept for --finetune after retraining
         (tmp / WIDTHS).write_text(_dumps(description))
-        return [SLIM, WIDTHS]
+        return [SLIM, INHERITED, WIDTHS]
 
     staged_write(folder, write)
     return description, checks

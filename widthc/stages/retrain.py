@@ -21,7 +21,7 @@ from widthc import loop
 from widthc.errors import InternalError
 from widthc.evaluate import recalibrate
 from widthc.ir import WidthChoice
-from widthc.run import METRICS, RETRAIN, RETRAIN_LOG, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
+from widthc.run import INHERITED, METRICS, RETRAIN, RETRAIN_LOG, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
 from widthc.stages.export import update_metrics
 
 
@@ -46,7 +46,7 @@ def retrain_all(ctx) -> None:
             if epochs == 0:
                 model = widthc.load(sub / SLIM)
             else:
-                model = widthc.load(sub / SLIM) if rcfg.finetune else fresh(ctx, cand, chain)
+                model = widthc.load(sub / INHERITED) if rcfg.finetune else fresh(ctx, cand, chain)
                 model = train(ctx, model, sub, epochs, f"retrain {name} {r['text']}")
                 reverify(ctx, model, cand, sub)
             test[name] = measure(model, ctx.splits.test, ctx.metric, ctx.device)
@@ -133,3 +133,21 @@ def measure(model, data, metric, device) -> float:
         total += float(metric(model(x.to(device)), y.to(device))) * len(y)
         n += len(y)
     return total / max(n, 1)
+
+
+def forget(run) -> None:
+    """Retrain again from the start (`widthc retrain RUN_DIR`): the measured accuracies and the
+    retraining checkpoints of every budget are dropped."""
+    import json
+
+    from widthc.files import write_text
+
+    for metrics in run.path.glob(f"flops-*/{METRICS}"):
+        data = json.loads(metrics.read_text())
+        data.pop("test", None)
+        write_text(metrics, json.dumps(data, indent=2))
+    for ckpt in [
+        *run.path.glob(f"flops-*/{RETRAIN}"),
+        *run.path.glob(f"flops-*/{UNIFORM}/{RETRAIN}"),
+    ]:
+        ckpt.unlink()

@@ -12,9 +12,11 @@ import time
 
 import numpy as np
 
+from widthc import interrupt
 from widthc import search as searchers
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
+from widthc.loop import Bar
 from widthc.run import SEARCH
 from widthc.space import human
 
@@ -58,11 +60,12 @@ def search_one(ctx, program, scorer: MaxMax, cfg, text: str, budget: float, done
     def score(width: np.ndarray) -> tuple[float, int]:
         s = scorer(program.space.choice(width))
         ledger.append(_entry(width, program.flops_many(width[None])[0], s))
-        due = len(ledger) % SNAPSHOT_EVALUATIONS == 0
+        due = len(ledger) % SNAPSHOT_EVALUATIONS == 0 or interrupt.requested()
         if due or time.perf_counter() - last[0] > SNAPSHOT_SECONDS:
             partial = {"text": text, "budget": budget, "partial": True, "history": ledger}
             write(ctx, program, [*done, partial], complete=False)
             last[0] = time.perf_counter()
+        interrupt.check()  # Ctrl-C: the widths scored so far are saved
         return s.value, s.candidate
 
     total = _expected_evaluations(cfg)
@@ -180,33 +183,12 @@ def _expected_evaluations(cfg) -> int | None:
     return n
 
 
-class _Bar:
-    """A progress bar: widths scored, widths per second, the best score so far."""
+class _Bar(Bar):
+    """The search bar: widths scored, widths per second, the best score so far."""
 
     def __init__(self, label: str, total: int | None, enabled: bool):
-        self.enabled, self.t0 = enabled, time.perf_counter()
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self.bar = Progress(
-                TextColumn(label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} widths/s, best {task.fields[best]}"),
-            )
-            self.task = self.bar.add_task(label, total=total, rate="-", best="-")
-
-    def __enter__(self):
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False
+        columns = [label, "{task.fields[rate]} widths/s, best {task.fields[best]}"]
+        super().__init__(columns, total, 0, enabled, best="-")
 
     def update(self, n: int, best: float) -> None:
-        if self.enabled:
-            rate = n / max(time.perf_counter() - self.t0, 1e-9)
-            self.bar.update(self.task, completed=n, rate=f"{rate:.2f}", best=f"{best:.4f}")
+        self.move(n, best=f"{best:.4f}")

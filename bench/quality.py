@@ -1,0 +1,293 @@
+"""Search quality, measured honestly (issue 10; paper tables 3, 9, 16): does the searched
+width beat the uniform one at the same FLOPs, and the ablations and Torch-Pruning?
+
+Every method runs through `widthc slim` (the product pipeline: supernet training, search,
+slim, export, retraining from scratch of the searched AND the uniform width with the same
+recipe and seed, test split), at 25% and 50% of the example's FLOPs, 5 seeds, with one recipe
+and one search effort for all (the constants below, chosen once: BENCHMARKS.md says how):
+
+    widthc            r=1, min-min, FLOPs-sensitive bins, evolutionary search, max-max
+    uniform           the uniform width retrained inside each widthc run
+    fixed pattern     --offset 0 (r=0)
+    random candidate  --minmin-start 1 (lambda=1)
+    uniform bins      --uniform-bins K (K: the median bin count of the FLOPs-sensitive bins)
+    greedy, random    the other searchers on the widthc supernet (--from)
+    multi-stage       --stages 3 --alpha 2, one budget per run
+    Torch-Pruning     global magnitude / Taylor pruning of the trained full model (bench/prune.py)
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data mnist1d --jobs 2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --table      # the tables, from results
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --quick      # 1 seed, 2 methods, tiny
+
+One JSON summary per run under bench/results/quality/<data>/ (a finished run is not run again);
+run directories under runs/bench/quality/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import datetime
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain import Recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTHC = str(Path(sys.executable).with_name("widthc"))
+BUDGETS = ("25%", "50%")
+SEEDS = (0, 1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The search effort, the same for every method: evolutionary population x generations,
+    random samples and greedy moves all capped at `max_evals` scored widths per budget."""
+
+    population: int = 16
+    generations: int = 12
+    samples: int = 200
+    max_evals: int = 200
+    budget_band: float = 0.9
+
+    def cli(self) -> list[str]:
+        return [
+            "--population", str(self.population), "--generations", str(self.generations),
+            "--samples", str(self.samples), "--max-evals", str(self.max_evals),
+            "--budget-band", str(self.budget_band),
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bench:
+    model: str
+    recipe: Recipe
+    uniform_bins: int  # the median bin count per searchable group of the FLOPs-sensitive bins
+    search: Search = field(default_factory=Search)
+
+
+DATASETS = {
+    "mnist1d": Bench("examples/mnist1d_cnn.py", Recipe(30, 0.1, 64, 5e-4, 10), 4),
+    "mnist": Bench("examples/mnist_cnn.py", Recipe(30, 0.1, 64, 5e-4, 10), 4),
+}
+QUICK = Bench("examples/mnist1d_cnn.py", Recipe(1, 0.1, 64, 5e-4, 2), 4, Search(4, 1, 6, 6, 0.9))
+
+# method -> (widthc slim options, the run it reuses with --from, one budget per run)
+METHODS = {
+    "widthc": ([], None, False),
+    "fixed pattern": (["--offset", "0"], None, False),
+    "random candidate": (["--minmin-start", "1"], None, False),
+    "uniform bins": (["--uniform-bins", "{K}"], None, False),
+    "greedy search": (["--search", "greedy"], "widthc", False),
+    "random search": (["--search", "random"], "widthc", False),
+    "multi-stage": (["--stages", "3", "--alpha", "2"], None, True),
+    "torch-pruning": (None, None, False),
+}
+ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
+        "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
+        "tp-taylor-scratch", "tp-taylor-finetune", "full"]  # fmt: skip
+
+
+def slug(text: str) -> str:
+    return text.replace(" ", "-").replace("%", "pct")
+
+
+@dataclass(frozen=True)
+class Task:
+    method: str
+    seed: int
+    budget: str | None = None  # multi-stage: one budget per run
+
+    @property
+    def key(self) -> str:
+        part = f"-{slug(self.budget)}" if self.budget else ""
+        return f"{slug(self.method)}{part}-s{self.seed}"
+
+    def needs(self) -> Task | None:
+        base = METHODS[self.method][1]
+        return Task(base, self.seed) if base else None
+
+
+def tasks(methods, seeds) -> list[Task]:
+    out = []
+    for seed in seeds:
+        for m in methods:
+            if METHODS[m][2]:
+                out += [Task(m, seed, b) for b in BUDGETS]
+            else:
+                out.append(Task(m, seed))
+    return out
+
+
+# --- one task ------------------------------------------------------------------------------------
+
+
+def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path) -> dict:
+    """Run one task (a widthc slim run, or the Torch-Pruning baselines) and write its summary."""
+    t0 = time.perf_counter()
+    if task.method == "torch-pruning":
+        summary = _torch_pruning(task, data, bench, out)
+    else:
+        summary = _widthc_run(task, data, bench, out)
+    summary.update(task=task.key, method=task.method, data=data, seed=task.seed,
+                   wall_seconds=round(time.perf_counter() - t0, 1),
+                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                   recipe=asdict(bench.recipe), search=asdict(bench.search))  # fmt: skip
+    path = results / f"{task.key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def command(task: Task, data: str, bench: Bench, out: Path) -> list[str]:
+    """The `widthc slim` command line of a task."""
+    extra, base, _ = METHODS[task.method]
+    flops = task.budget or ",".join(BUDGETS)
+    cmd = [WIDTHC, "slim", str(ROOT / bench.model), "--data", data, "--flops", flops,
+           "--seed", str(task.seed), "--out", str(out / task.key), "--no-onnx",
+           *bench.recipe.cli(), *bench.search.cli(),
+           *[a.replace("{K}", str(bench.uniform_bins)) for a in extra]]  # fmt: skip
+    if base:
+        cmd += ["--from", str(out / Task(base, task.seed).key)]
+    if (out / task.key / "config.json").exists():
+        cmd.append("--resume")
+    return cmd
+
+
+def _widthc_run(task: Task, data: str, bench: Bench, out: Path) -> dict:
+    cmd = command(task, data, bench, out)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    run = out / task.key
+    search = json.loads((run / "search.json").read_text())
+    stages = json.loads((run / "stages.json").read_text())
+    rows: dict[str, dict] = {task.method: {}, "uniform": {}}
+    for r in search["results"]:
+        metrics = json.loads((run / _budget_dir(r["text"]) / "metrics.json").read_text())
+        test = metrics["test"]
+        rows[task.method][r["text"]] = {
+            "test": test["widthc"], "flops": r["flops"], "budget": r["budget"],
+            "score": r["score"], "evaluations": r["evaluations"],
+            "search_seconds": r["seconds"],
+            "channels": {g: w["channels"] for g, w in r["width"].items()},
+        }  # fmt: skip
+        u = r["uniform"]
+        rows["uniform"][r["text"]] = {"test": test["uniform"], "flops": u["flops"],
+                                      "budget": r["budget"], "score": u["score"]}  # fmt: skip
+    return {
+        "command": " ".join(cmd[:1] + [os.path.relpath(c, ROOT) if c.startswith("/") else c
+                                       for c in cmd[1:]]).replace(WIDTHC, "widthc"),
+        "stages": {k: v.get("seconds") for k, v in stages.items()},
+        "rows": rows,
+    }  # fmt: skip
+
+
+def _budget_dir(text: str) -> str:
+    from widthc.run import safe_name
+
+    return safe_name(f"flops-{text}")
+
+
+def _torch_pruning(task: Task, data: str, bench: Bench, out: Path) -> dict:
+    import prune
+    import torch
+
+    from widthc.frontends.models import load_model
+    from widthc.program import compile as compile_program
+    from widthc.space import parse_budget
+
+    torch.set_num_threads(1)
+    src = load_model(str(ROOT / bench.model))
+    full = compile_program(src.model, src.example_inputs).flops()
+    budgets = {t: parse_budget(t, full) for t in BUDGETS}
+    folder = out / task.key
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = prune.run_seed(str(ROOT / bench.model), data, task.seed, bench.recipe, budgets, folder)
+    full_row = rows.pop("full")
+    return {"command": f"bench/prune.py run_seed (seed {task.seed})", "rows": rows,
+            "full": full_row}  # fmt: skip
+
+
+# --- the scheduler -------------------------------------------------------------------------------
+
+
+def run_all(todo: list[Task], data: str, args, out: Path, results: Path) -> None:
+    """Run the tasks not finished yet, `args.jobs` at a time, each a process of its own with
+    one torch thread; a task waits for the run it reuses."""
+    done = {t.key for t in todo if (results / f"{t.key}.json").exists()}
+    pending = [t for t in todo if t.key not in done]
+    running: dict[str, tuple[Task, subprocess.Popen]] = {}
+    failed: set[str] = set()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        for key, (_, p) in list(running.items()):
+            if p.poll() is not None:
+                del running[key]
+                (done if p.returncode == 0 else failed).add(key)
+                print(f"{'done' if p.returncode == 0 else 'FAILED'} {key}", flush=True)
+        for t in list(pending):
+            if len(running) >= args.jobs:
+                break
+            need = t.needs()
+            if need and need.key in failed:
+                pending.remove(t)
+                failed.add(t.key)
+                continue
+            if need and need.key not in done:
+                continue
+            pending.remove(t)
+            log = open(out / "logs" / f"{t.key}.log", "w")  # noqa: SIM115 - the child owns it
+            cmd = [sys.executable, __file__, "--data", data, "--task", t.key,
+                   "--out", str(out), "--results", str(results)] + (["--quick"] if args.quick else [])  # fmt: skip
+            running[t.key] = (t, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            print(f"start {t.key}", flush=True)
+        time.sleep(2)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(sorted(failed))} (logs in {out / 'logs'})")
+
+
+def main() -> None:
+    import quality_table as table
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", choices=sorted(DATASETS), default="mnist1d")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    p.add_argument("--jobs", type=int, default=2, help="processes at once (1 thread each)")
+    p.add_argument("--quick", action="store_true", help="1 seed, widthc + Torch-Pruning, tiny")
+    p.add_argument("--out", help="run directories (default runs/bench/quality/<data>)")
+    p.add_argument("--results", help="JSON summaries (default bench/results/quality/<data>)")
+    p.add_argument("--table", action="store_true", help="print the tables of the results")
+    p.add_argument("--task", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    name = "quick" if args.quick else args.data
+    out = Path(args.out or ROOT / "runs" / "bench" / "quality" / name)
+    results = Path(args.results or ROOT / "bench" / "results" / "quality" / name)
+    if args.table:
+        print(table.markdown(results if args.results else results.parent))
+        return
+    bench = QUICK if args.quick else DATASETS[args.data]
+    methods = ["widthc", "torch-pruning"] if args.quick else args.methods.split(",")
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    if args.task:
+        seed = int(args.task.rsplit("-s", 1)[1])
+        (task,) = [t for t in tasks(list(METHODS), [seed]) if t.key == args.task]
+        run_task(task, args.data, bench, out, results)
+        return
+    todo = tasks(methods, seeds)
+    t0 = time.perf_counter()
+    run_all(todo, args.data, args, out, results)
+    print(f"all done in {time.perf_counter() - t0:.0f} s")
+    print(table.markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The tables of bench/quality.py, made from its JSON summaries (bench/results/quality/<data>/).
+
+Per method and budget: the retrained test accuracy, mean ± sample standard deviation over
+seeds (and how many), the per-seed difference to the uniform width of the same seed (paired:
+both start from the same initial weights), the FLOPs reached as a share of the budget, and the
+mean wall time of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+BUDGETS = ("25%", "50%")
+ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "uniform bins",
+         "greedy search", "random search", "multi-stage", "tp-magnitude-scratch",
+         "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune"]  # fmt: skip
+NOTES = {
+    "uniform": "retrained inside the widthc run",
+    "greedy search": "on the widthc supernet: search + retraining only",
+    "random search": "on the widthc supernet: search + retraining only",
+    "multi-stage": "one run per budget",
+    "full": "the unpruned model, plain training",
+}
+
+
+def load(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def collect(runs: list[dict]) -> dict:
+    """{row: {budget: {seed: entry}}} and the wall seconds of the runs behind each row."""
+    rows: dict[str, dict] = {}
+    walls: dict[str, list[float]] = {}
+    for run in runs:
+        for row, per_budget in run["rows"].items():
+            if row == "uniform" and run["method"] != "widthc":
+                continue  # every run retrains the uniform width; the table shows widthc's
+            for text, entry in per_budget.items():
+                rows.setdefault(row, {}).setdefault(text, {})[run["seed"]] = entry
+            if row.startswith("tp-"):
+                walls.setdefault(row, []).extend(e["seconds"] for e in per_budget.values())
+            elif row != "uniform":
+                walls.setdefault(row, []).append(run["wall_seconds"])
+        if "full" in run:
+            for text in BUDGETS:
+                rows.setdefault("full", {}).setdefault(text, {})[run["seed"]] = run["full"]
+            walls.setdefault("full", []).append(run["full"]["seconds"])
+    return {"rows": rows, "walls": walls}
+
+
+def uniform_consistency(runs: list[dict]) -> float | None:
+    """The largest difference between the uniform width's accuracy retrained in two runs of
+    the same seed and budget (same width, initial weights and recipe: expected 0)."""
+    seen: dict[tuple, list[float]] = {}
+    for run in runs:
+        for text, e in run["rows"].get("uniform", {}).items():
+            if run["method"] != "uniform bins":  # other bins: another uniform width
+                seen.setdefault((run["seed"], text), []).append(e["test"])
+    spreads = [max(v) - min(v) for v in seen.values() if len(v) > 1]
+    return max(spreads) if spreads else None
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
+
+
+def table(folder: Path) -> str:
+    runs = load(folder)
+    if not runs:
+        return f"(no results in {folder})"
+    c = collect(runs)
+    rows, walls = c["rows"], c["walls"]
+    uniform = rows.get("uniform", {})
+    head = "| method | " + " | ".join(
+        f"{b} test % | {b} Δ vs uniform (paired) | {b} FLOPs/budget" for b in BUDGETS
+    )
+    lines = [
+        head + " | seeds | wall s/run | note |",
+        "|---" + "|---:" * (3 * len(BUDGETS) + 2) + "|---|",
+    ]
+    for row in ORDER + sorted(set(rows) - set(ORDER)):
+        if row not in rows:
+            continue
+        cells, seeds = [], set()
+        for b in BUDGETS:
+            per_seed = rows[row].get(b, {})
+            seeds |= set(per_seed)
+            accs = [e["test"] for e in per_seed.values()]
+            diffs = [e["test"] - uniform[b][s]["test"] for s, e in per_seed.items()
+                     if s in uniform.get(b, {})]  # fmt: skip
+            share = [e["flops"] / e["budget"] for e in per_seed.values() if e.get("budget")]
+            cells += [
+                _ms(accs),
+                "-" if row in ("uniform", "full") else _ms(diffs),
+                f"{statistics.mean(share):.3f}" if share else "-",
+            ]
+        wall = walls.get(row, [])
+        mean_wall = f"{statistics.mean(wall):.0f}" if wall else "-"
+        lines.append(
+            f"| {row} | {' | '.join(cells)} | {len(seeds)} | {mean_wall} | {NOTES.get(row, '')} |"
+        )
+    spread = uniform_consistency(runs)
+    if spread is not None:
+        lines.append("")
+        lines.append(
+            f"The uniform width retrained in every run of a seed (same width, initial weights, "
+            f"recipe): largest difference between runs {100 * spread:.2f} points."
+        )
+    return "\n".join(lines)
+
+
+def markdown(folder: Path) -> str:
+    """The table of one data set's folder, or of every data set under `folder`."""
+    folder = Path(folder)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if any(folder.glob("*.json")) or not subs:
+        return table(folder)
+    return "\n\n".join(f"### {p.name}\n\n{table(p)}" for p in subs)

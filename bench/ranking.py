@@ -1,0 +1,190 @@
+"""Does the supernet rank widths the way training does? (issue 10; paper figure 6, table 15)
+
+On MNIST-1D, 24 widths at 50% FLOPs are drawn with fixed seeds (`program.random(1000 + i,
+flops=...)`). Each gets (a) its max-max score (`widthc.evaluate.MaxMax`: every candidate
+recalibrated, the best on the validation split) on three trained supernets: r=1 min-min
+(widthc), r=1 random candidate (--minmin-start 1) and r=0 (fixed pattern); and (b) its test
+accuracy after training from scratch (the width's left-most channels of the seed's initial
+weights, as the retrain stage builds it) with a short fixed recipe: the benchmark's recipe at
+`--epochs`. Kendall tau and Spearman rho (scipy.stats) between (a) and (b) per supernet, and a
+scatter plot per supernet: bench/results/ranking-<supernet>.png.
+
+The supernets are those of bench/quality.py's seed-0 runs (same recipe) when they exist, and
+are trained here with `widthc train` otherwise.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 15]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import dataclasses
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPERNETS = {  # name -> (quality.py method whose seed-0 run it is, widthc train options)
+    "r1-minmin": ("widthc", []),
+    "r1-random-candidate": ("random candidate", ["--minmin-start", "1"]),
+    "r0-fixed-pattern": ("fixed pattern", ["--offset", "0"]),
+}
+N_WIDTHS, BUDGET, FIRST_SEED = 24, 0.5, 1000
+
+
+def correlations(x, y) -> dict:
+    """Kendall tau (tau-b) and Spearman rho of two sequences, with p-values (scipy.stats)."""
+    from scipy import stats
+
+    tau = stats.kendalltau(x, y)
+    rho = stats.spearmanr(x, y)
+    return {"kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
+            "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)}  # fmt: skip
+
+
+def supernet_run(name: str, data: str, runs: Path, bench) -> Path:
+    """The run directory of a trained supernet: quality.py's seed-0 run, or trained here."""
+    method, options = SUPERNETS[name]
+    path = runs / quality.Task(method, 0).key
+    if (path / "stages.json").exists() and json.loads((path / "stages.json").read_text()).get(
+        "train", {}
+    ).get("done"):
+        return path
+    path = ROOT / "runs" / "bench" / "ranking" / name
+    cmd = [quality.WIDTHC, "train", str(ROOT / bench.model), "--data", data, "--seed", "0",
+           "--out", str(path), *bench.recipe.train_cli(), *options]  # fmt: skip
+    if (path / "config.json").exists():
+        cmd.append("--resume")
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return path
+
+
+def sample_widths(program, n: int = N_WIDTHS) -> list:
+    """`n` distinct widths at BUDGET x the full FLOPs, seeds FIRST_SEED, FIRST_SEED + 1, ..."""
+    budget, seen, out = BUDGET * program.flops(), set(), []
+    seed = FIRST_SEED
+    while len(out) < n:
+        choice = program.random(seed, flops=budget)
+        seed += 1
+        if choice.ks() not in seen:
+            seen.add(choice.ks())
+            out.append(choice)
+    return out
+
+
+def scores(run: Path, widths: list) -> list[dict]:
+    from widthc.evaluate import MaxMax
+    from widthc.pipeline import Context
+    from widthc.run import Run
+
+    ctx = Context(Run(run), progress=False)
+    net = ctx.supernet(trained=True).eval()
+    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config["seed"])
+    out = []
+    for w in widths:
+        s = scorer(ctx.program.validate(w))
+        out.append({"score": s.value, "candidate": s.candidate, "candidates": list(s.candidates)})
+    return out
+
+
+def retrained(run: Path, widths: list, epochs: int, cache: Path) -> list[dict]:
+    """Test accuracy of each width trained from scratch for `epochs` epochs (cached per width
+    in `cache`, so an interrupted run continues)."""
+    import widthc
+    from widthc.pipeline import Context, compile_source
+    from widthc.run import Run
+    from widthc.stages import retrain
+
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    ctx = Context(Run(run), progress=False)
+    out = []
+    for w in widths:
+        key = ",".join(map(str, w.ks()))
+        if key not in done:
+            t0 = time.perf_counter()
+            program = compile_source(ctx.config, ctx.source())
+            model = widthc.slim(program, program.validate(w))
+            with tempfile.TemporaryDirectory() as tmp:
+                model = retrain.train(ctx, model, Path(tmp), epochs, "ranking")
+            done[key] = {"test": retrain.measure(model, ctx.splits.test, ctx.metric, ctx.device),
+                         "flops": program.flops(w), "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            cache.write_text(json.dumps(done, indent=1))
+            print(f"retrained {len(done)}/{len(widths)}: {done[key]}", flush=True)
+        out.append(done[key])
+    return out
+
+
+def plot(name: str, x: list, y: list, corr: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.scatter(100 * np.array(x), 100 * np.array(y), s=18)
+    ax.set_xlabel("supernet max-max score (val %)")
+    ax.set_ylabel("retrained test accuracy (%)")
+    ax.set_title(f"{name}: τ {corr['kendall_tau']:.2f}, ρ {corr['spearman_rho']:.2f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="mnist1d")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of the short retraining")
+    p.add_argument(
+        "--runs", help="quality.py's run directories (default runs/bench/quality/<data>)"
+    )
+    p.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    bench = quality.DATASETS[args.data]
+    runs = Path(args.runs or ROOT / "runs" / "bench" / "quality" / args.data)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = {name: supernet_run(name, args.data, runs, bench) for name in SUPERNETS}
+    from widthc.pipeline import Context
+    from widthc.run import Run
+
+    programs = {n: Context(Run(path), progress=False).program for n, path in paths.items()}
+    base = programs["r1-minmin"]
+    assert all(pr.binning == base.binning for pr in programs.values()), "supernets differ in bins"
+    widths = sample_widths(base)
+    truth = retrained(paths["r1-minmin"], widths, args.epochs, results / "ranking-retrained.json")
+    acc = [t["test"] for t in truth]
+    summary = {"data": args.data, "widths": [list(w.ks()) for w in widths], "budget": BUDGET,
+               "retrain_epochs": args.epochs, "retrained_test": acc,
+               "recipe": dataclasses.asdict(dataclasses.replace(bench.recipe, epochs=args.epochs)),
+               "supernets": {}}  # fmt: skip
+    for name, path in paths.items():
+        s = scores(path, widths)
+        value = [e["score"] for e in s]
+        corr = correlations(value, acc)
+        plot(name, value, acc, corr, results / f"ranking-{name}.png")
+        summary["supernets"][name] = {"run": os.path.relpath(path, ROOT), "scores": s, **corr}
+        print(f"{name}: tau {corr['kendall_tau']:.3f}, rho {corr['spearman_rho']:.3f}", flush=True)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    (results / "ranking.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""bench/quality.py and bench/ranking.py (issue 10): the commands each method runs, the tables'
+arithmetic, the Torch-Pruning baseline meeting the budget as widthc counts it, Kendall tau and
+Spearman rho as scipy computes them, and (slow) the quick benchmark end to end."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import widthc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import quality  # noqa: E402
+import quality_table  # noqa: E402
+
+
+def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe(tmp_path):
+    bench = quality.DATASETS["mnist1d"]
+    cmds = {t.key: quality.command(t, "mnist1d", bench, tmp_path)
+            for t in quality.tasks(list(quality.METHODS)[:-1], [3])}  # fmt: skip
+    assert set(cmds) == {"widthc-s3", "fixed-pattern-s3", "random-candidate-s3",
+                         "uniform-bins-s3", "greedy-search-s3", "random-search-s3",
+                         "multi-stage-25pct-s3", "multi-stage-50pct-s3"}  # fmt: skip
+    shared = [*bench.recipe.cli(), *bench.search.cli(), "--seed", "3"]
+    for key, cmd in cmds.items():
+        text = " ".join(cmd)
+        assert all(f" {a} " in f" {text} " for a in shared), key
+        assert cmd[cmd.index("--out") + 1] == str(tmp_path / key)
+    assert "--offset 0" in " ".join(cmds["fixed-pattern-s3"])
+    assert "--minmin-start 1" in " ".join(cmds["random-candidate-s3"])
+    assert f"--uniform-bins {bench.uniform_bins}" in " ".join(cmds["uniform-bins-s3"])
+    greedy = cmds["greedy-search-s3"]
+    assert greedy[greedy.index("--from") + 1] == str(tmp_path / "widthc-s3")
+    assert "--from" not in cmds["widthc-s3"]
+    multi = cmds["multi-stage-25pct-s3"]
+    assert multi[multi.index("--flops") + 1] == "25%" and "--stages" in multi
+    assert cmds["widthc-s3"][cmds["widthc-s3"].index("--flops") + 1] == "25%,50%"
+
+
+def _summary(method: str, seed: int, rows: dict) -> dict:
+    return {"method": method, "seed": seed, "wall_seconds": 10.0 * (seed + 1), "rows": rows}
+
+
+def test_table_reports_mean_std_and_paired_differences(tmp_path):
+    def entry(acc):
+        return {"test": acc, "flops": 90.0, "budget": 100.0}
+
+    for seed, (ours, base, fixed_base) in enumerate([(0.90, 0.85, 0.85), (0.80, 0.80, 0.80)]):
+        rows = {"widthc": {"25%": entry(ours)}, "uniform": {"25%": entry(base)}}
+        (tmp_path / f"w{seed}.json").write_text(json.dumps(_summary("widthc", seed, rows)))
+        rows = {"fixed pattern": {"25%": entry(0.70)}, "uniform": {"25%": entry(fixed_base)}}
+        (tmp_path / f"f{seed}.json").write_text(json.dumps(_summary("fixed pattern", seed, rows)))
+    text = quality_table.table(tmp_path)
+    widthc_row = next(line for line in text.splitlines() if line.startswith("| widthc |"))
+    cells = [c.strip() for c in widthc_row.split("|")[1:-1]]
+    assert cells[1] == "85.00 ± 7.07"  # mean and sample std of 0.90, 0.80
+    assert cells[2] == "2.50 ± 3.54"  # per-seed differences to uniform: 0.05, 0.00
+    assert cells[3] == "0.900"
+    fixed = next(line for line in text.splitlines() if line.startswith("| fixed pattern |"))
+    assert fixed.split("|")[3].strip() == "-12.50 ± 3.54"  # 0.70-0.85, 0.70-0.80
+    assert "largest difference between runs 0.00 points" in text
+
+
+def test_torch_pruning_meets_the_budget_counted_by_widthc_and_replays_on_fresh_weights():
+    pytest.importorskip("torch_pruning")
+    import prune
+
+    from widthc.frontends.models import load_model
+
+    src = load_model(str(ROOT / "examples" / "mnist1d_cnn.py"))
+    example = tuple(src.example_inputs)
+    full = widthc.compile(src.model, example).flops()
+    trained = src.model
+    torch.manual_seed(1)
+    fresh = load_model(str(ROOT / "examples" / "mnist1d_cnn.py")).model
+    for criterion in prune.CRITERIA:
+        batches = [(torch.randn(8, 1, 40), torch.randint(0, 10, (8,)))]
+        net, ratio, flops, history = prune.to_budget(trained, example, criterion, 0.25 * full,
+                                                     batches)  # fmt: skip
+        assert flops == widthc.compile(net, example).flops() <= 0.25 * full
+        assert flops > 0.8 * 0.25 * full and 0 < ratio < 1
+        scratch = prune.replayed(copy.deepcopy(fresh), example, history)
+        assert prune.flops_of(scratch, example) == flops
+        shapes = {k: v.shape for k, v in net.state_dict().items()}
+        assert {k: v.shape for k, v in scratch.state_dict().items()} == shapes
+        w_fresh = scratch.stem[0][0].weight
+        assert not torch.equal(w_fresh, net.stem[0][0].weight)  # not the trained weights
+        assert trained.stem[0][0].weight.shape[0] == 8  # the model given is left as it was
+
+
+def test_ranking_correlations_are_scipys_kendall_tau_and_spearman_rho():
+    import ranking
+    from scipy import stats
+
+    x, y = [1, 2, 3, 4], [1, 3, 2, 4]
+    c = ranking.correlations(x, y)
+    assert c["kendall_tau"] == pytest.approx(4 / 6)  # 5 concordant pairs, 1 discordant
+    assert c["spearman_rho"] == pytest.approx(1 - 6 * 2 / (4 * 15))  # sum d^2 = 2
+    rng = torch.Generator().manual_seed(0)
+    a, b = torch.rand(24, generator=rng).tolist(), torch.rand(24, generator=rng).tolist()
+    c = ranking.correlations(a, b)
+    assert c["kendall_tau"] == pytest.approx(stats.kendalltau(a, b).statistic)
+    assert c["spearman_rho"] == pytest.approx(stats.spearmanr(a, b).statistic)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_end_to_end(tmp_path):
+    """One seed, widthc and Torch-Pruning, one epoch: every row of the summaries is a real
+    accuracy at FLOPs within the budget, and the table shows them."""
+    pytest.importorskip("torch_pruning")
+    res = tmp_path / "results"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "quality.py"), "--quick",
+         "--out", str(tmp_path / "runs"), "--results", str(res)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    runs = {p.stem: json.loads(p.read_text()) for p in res.glob("*.json")}
+    assert set(runs) == {"widthc-s0", "torch-pruning-s0"}
+    assert set(runs["widthc-s0"]["rows"]) == {"widthc", "uniform"}
+    assert set(runs["torch-pruning-s0"]["rows"]) == {
+        f"tp-{c}-{m}" for c in ("magnitude", "taylor") for m in ("scratch", "finetune")
+    }
+    for run in runs.values():
+        for row in run["rows"].values():
+            assert set(row) == {"25%", "50%"}
+            for e in row.values():
+                assert 0.0 <= e["test"] <= 1.0 and 0 < e["flops"] <= e["budget"]
+    assert "| widthc |" in out.stdout and "| tp-taylor-finetune |" in out.stdout
