@@ -13,6 +13,9 @@
    validation, the rest of scoring (gathering weights, copying buffers) and the searcher's own
    overhead (everything outside the score function).
 
+Times are this process's CPU time (`time.process_time`: one thread, so it is the compute
+itself, not what other processes on a shared machine take from it).
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/search_cost.py [--quick]
 """
 
@@ -50,18 +53,18 @@ def width_arithmetic(repeats: int) -> dict:
     rng = np.random.default_rng(0)
     widths = rng.integers(1, program.space.n_bins + 1, size=(10_000, program.space.size))
     for r in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for _ in range(2000):
             program.flops(choice)
-        rates.append(2000 / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
+        rates.append(2000 / (time.process_time() - t0))
+        t0 = time.process_time()
         program.flops_many(widths)
-        many.append(len(widths) / (time.perf_counter() - t0))
+        many.append(len(widths) / (time.process_time() - t0))
         budget = 0.5 * program.flops()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for seed in range(20):
             program.random(r * 20 + seed, flops=budget)
-        random_ms.append((time.perf_counter() - t0) / 20 * 1e3)
+        random_ms.append((time.process_time() - t0) / 20 * 1e3)
     return {
         "groups": len(program.searchable),
         "flops(choice) per s": statistics.median(rates),
@@ -81,17 +84,17 @@ def scoring_ratio(rounds: int) -> dict:
     calib, val = [x for x, _ in batches[:5]], batches[5:]
     ratios, t_score, t_slim = [], [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         score_choice(net, choice, calib, val)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         small = widthc.slim(program, choice)  # slimming is not timed: only running it
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         with torch.no_grad():
             recalibrate(small, calib)
             small.eval()
             for x, y in val:
                 float((small(x).argmax(-1) == y).float().mean())
-        t3 = time.perf_counter()
+        t3 = time.process_time()
         t_score.append(t1 - t0)
         t_slim.append(t3 - t2)
         ratios.append((t1 - t0) / (t3 - t2))
@@ -112,9 +115,9 @@ def digits_search(epochs: int, population: int, generations: int) -> dict:
     net = widthc.supernet(program)
     splits = load_splits("digits", (1, 1, 8, 8), seed=0)
     train, val = splits.train, splits.val
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     train_supernet(net, train, None, TrainConfig(epochs=epochs, batch_size=64))
-    t_train = time.perf_counter() - t0
+    t_train = time.process_time() - t0
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     calib = [batch(train, order[i * 64 : (i + 1) * 64])[0] for i in range(8)]
     val_batches = [
@@ -124,17 +127,17 @@ def digits_search(epochs: int, population: int, generations: int) -> dict:
     in_score = [0.0]
 
     def score(w):
-        t = time.perf_counter()
+        t = time.process_time()
         s = scorer(program.space.choice(w))
-        in_score[0] += time.perf_counter() - t
+        in_score[0] += time.process_time() - t
         return s.value, s.candidate
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     result = search.search(
         program.space, program.flops_many, score, 0.5 * program.flops(), "evolutionary",
         population=population, generations=generations,
     )  # fmt: skip
-    total = time.perf_counter() - t0
+    total = time.process_time() - t0
     calib_s, val_s = scorer.clock["calibration"], scorer.clock["validation"]
     return {
         "supernet training s": t_train,

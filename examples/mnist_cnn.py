@@ -60,8 +60,8 @@ class InvertedResidual(nn.Module):
 
 
 class MNISTNet(nn.Module):
-    """(N, 1, 28, 28) -> 16 channels x 14x14 -> 2 residual blocks -> 32 x 7x7 -> 2 depthwise
-    SE blocks -> global mean -> 10 classes."""
+    """(N, 1, 28, 28) -> c1 channels x 14x14 -> 2 residual blocks (hidden h1) -> c2 x 7x7 -> 2
+    depthwise SE blocks (expanded e2) -> global mean -> 10 classes; widths = (c1, h1, c2, e2)."""
 
     def __init__(self, classes: int = 10, widths: tuple[int, int, int, int] = (16, 16, 32, 96)):
         super().__init__()

@@ -153,7 +153,7 @@ class Atoms:
         if a.size != b.size:
             return False
         if a.shape_key() != b.shape_key():
-            if self.cut(a, _ends(b)) is None or self.cut(b, _ends(a)) is None:
+            if not _alike(a, b) or self.cut(a, _ends(b)) is None or self.cut(b, _ends(a)) is None:
                 return False
             a, b = self.expand(a), self.expand(b)
             if a.shape_key() != b.shape_key():
@@ -177,4 +177,25 @@ def _ends(layout: Layout) -> set[int]:
     for s in layout.segments:
         end += s.width
         out.add(end)
+    return out
+
+
+def _alike(a: Layout, b: Layout) -> bool:
+    """Overlapping segments repeat their channels alike (else no cut can align them, and
+    cutting would only split atoms for nothing)."""
+    sa, sb, i, j = _spans(a), _spans(b), 0, 0
+    while i < len(sa) and j < len(sb):
+        (start_a, end_a, key_a), (start_b, end_b, key_b) = sa[i], sb[j]
+        if start_a < end_b and start_b < end_a and key_a != key_b:
+            return False
+        i, j = (i + 1, j) if end_a <= end_b else (i, j + 1)
+    return True
+
+
+def _spans(layout: Layout) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """(start, end, how the channels repeat) of every segment."""
+    out, start = [], 0
+    for s in layout.segments:
+        out.append((start, start + s.width, (s.inner, s.outer, s.blocks)))
+        start += s.width
     return out

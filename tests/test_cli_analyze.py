@@ -144,7 +144,7 @@ def test_close_torchvision_name_gets_a_suggestion():
 
 
 def test_untraceable_model_names_file_line_and_suggests_leaf(untraceable):
-    err = _assert_bad_input(_run(str(untraceable)))
+    err = _assert_bad_input(_run(str(untraceable), "--no-auto-leaf"))
     assert f"{untraceable}:8" in err  # the `if` line of Gate.forward
     assert "if x.sum() > 0:" in err and "Gate.forward" in err
     assert "--leaf Gate" in err
@@ -188,7 +188,7 @@ def test_exit_codes_and_stderr_of_the_installed_command(untraceable):
     """The real process: exit code 2, one line on stderr, no traceback; 0 on success."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     bad = subprocess.run(
-        [sys.executable, "-m", "widthc", "analyze", str(untraceable)],
+        [sys.executable, "-m", "widthc", "analyze", str(untraceable), "--no-auto-leaf"],
         capture_output=True,
         text=True,
         env=env,
@@ -203,3 +203,10 @@ def test_exit_codes_and_stderr_of_the_installed_command(untraceable):
         env=env,
     )
     assert good.returncode == 0 and good.stderr == "" and "FLOPs:" in good.stdout
+
+
+def test_automatic_leaf_says_which_module_and_why(untraceable):
+    result = _run(str(untraceable))
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("traced gate as a leaf") and "x.sum() > 0" in first

@@ -238,7 +238,7 @@ def test_mnist1d_cnn_groups():
     per stage, the depthwise conv inside its expansion's group, the SE gate joined to it."""
     src = load_model(str(ROOT / "examples" / "mnist1d_cnn.py"))
     program = widthc.compile(src.model, src.example_inputs)
-    assert 0.5e6 <= program.flops() <= 3e6
+    assert program.flops() == 85984  # the benchmark's widths (8, 8, 16, 32): BENCHMARKS.md
     producers = {g.producers for g in program.searchable}
     assert producers == {
         ("stem.0.0", "stage1.0.body.2.0", "stage1.1.body.2.0"),  # residual stream, stage 1

@@ -290,3 +290,19 @@ def test_uniform_bins_are_equal_channel_counts():
     for g in even.searchable:
         assert len(g.bins) <= 4 and sum(g.bins) == g.block_size
         assert len(set(g.bins[:-1])) <= 1 and g.bins[-1] <= g.bins[0]
+
+
+def test_analyze_says_which_groups_are_fixed_by_their_bins():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from widthc.cli import main
+
+    example = str(Path(__file__).resolve().parents[1] / "examples" / "model.py")
+    out = CliRunner().invoke(main, ["analyze", example, "--beta", "40"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert out.output.count("fixed by its bins") == 4 and "(4 fixed by their bins)" in out.output
+    assert "10^0.0 widths" in out.output
+    out = CliRunner().invoke(main, ["analyze", example], terminal_width=200)
+    assert "fixed by" not in out.output

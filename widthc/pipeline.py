@@ -131,7 +131,7 @@ class Context:
         from widthc.frontends.models import load_model, parse_shape
 
         c = self.config
-        shape = parse_shape(c["input_shape"]) if c.get("input_shape") else None
+        shape = parse_shape(c["input_shape"]) if c.get("input_shape") is not None else None
         torch.manual_seed(c.get("seed", 0) if seed is None else seed)
         return load_model(c["model"], shape, c.get("num_classes"))
 
@@ -327,7 +327,7 @@ def analyze_command(
 
     if beta <= 0:
         raise WidthcError(f"--beta must be positive, got {beta}")
-    src = load_model(model, parse_shape(input_shape) if input_shape else None)
+    src = load_model(model, parse_shape(input_shape) if input_shape is not None else None)
     config = {"beta": beta, "leaves": leaves, "align": align, "auto_leaf": auto_leaf}
     program = compile_source({**config, "uniform_bins": uniform_bins}, src)
     for path, why in getattr(program.traced, "auto_leaves", ()):
@@ -370,7 +370,7 @@ def slim_command(options: dict, given: set) -> None:
 
         if options["beta"] <= 0:
             raise WidthcError(f"--beta must be positive, got {options['beta']}")
-        shape = parse_shape(options["input_shape"]) if options["input_shape"] else None
+        shape = parse_shape(options["input_shape"]) if options["input_shape"] is not None else None
         src = load_model(options["model"], shape)
         return slim_uniform(
             src, texts, options["out"], options["onnx"], options["beta"], options["leaves"],
@@ -463,7 +463,7 @@ def _create(options: dict, given: set, needs_data: bool) -> Run:
         raise WidthcError(f"--offset must be 0 or more, got {config['offset']}")
     if config.get("beta", 1.0) <= 0:
         raise WidthcError(f"--beta must be positive, got {config['beta']}")
-    if config.get("input_shape"):
+    if config.get("input_shape") is not None:
         config["input_shape"] = ",".join(map(str, parse_shape(config["input_shape"])))
     config["world_size"] = distributed.world_size()
     path = Path(out) if out else None
@@ -497,7 +497,7 @@ def resolve(config: dict, needs_data: bool) -> dict:
     from widthc.frontends.data import load_splits, splits_from_hooks
     from widthc.frontends.models import load_model, parse_shape
 
-    shape = parse_shape(config["input_shape"]) if config.get("input_shape") else None
+    shape = parse_shape(config["input_shape"]) if config.get("input_shape") is not None else None
     src = load_model(config["model"], shape, config.get("num_classes"))
     example = src.example_inputs[0] if src.example_inputs else None
     if not isinstance(example, torch.Tensor):

@@ -55,7 +55,10 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
     ):
         table.add_column(col, **kw)
     for g in program.groups:
-        if g.searchable:
+        if g.searchable and len(g.bins) == 1:  # eq. 9 gave one bin: it can never change
+            status = "[yellow]fixed by its bins[/yellow] (one bin: lower --beta to search it)"
+            bins = bins_text(g.bins)
+        elif g.searchable:
             status = "[green]searchable[/green]"
             bins = bins_text(g.bins)
             if g.blocks > 1:  # grouped convs: the same bins in every block
@@ -68,9 +71,12 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
         table.add_row(str(g.id), str(g.n), bins, human(g.sensitivity), status, layers_text(g))
     console.print(table)
     data = program.to_json()
+    fixed = len(data["fixed_by_bins"])
+    in_practice = f" ({fixed} fixed by their bins)" if fixed else ""
     console.print(
-        f"FLOPs: {human(program.flops())} (multiply-accumulates)   params: {human(program.params())}\n"
-        f"searchable groups: {len(program.searchable)}/{len(program.groups)}   "
+        f"FLOPs: {human(program.flops())} per sample (multiply-accumulates)   "
+        f"params: {human(program.params())}\n"
+        f"searchable groups: {len(program.searchable)}/{len(program.groups)}{in_practice}   "
         f"searchable conv/linear channels: {data['searchable_channel_fraction']:.0%}   "
         f"search space: 10^{data['search_space_log10']:.1f} widths"
     )
