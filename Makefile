@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.installed-bench-$(HASH)
 export OMP_NUM_THREADS := 1
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test test-all lint bench install
+.PHONY: demo test test-all lint bench bench-quality install
 
 # the main job on the bundled digits data, end to end: analyse the channels, train the CafeNet
 # supernet (min-min), search two budgets (evolutionary, max-max), slim and prove, export ONNX,
@@ -38,6 +38,13 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/supernet_cost.py
 	$(BIN)/python bench/search_cost.py
+
+# search quality against the baselines and the supernet's ranking (BENCHMARKS.md "quality",
+# "ranking"): hours on 2 CPUs; finished runs are kept (bench/results/) and not run again
+bench-quality: $(BENCH_STAMP)
+	$(BIN)/python bench/quality.py --data mnist1d --jobs 2
+	$(BIN)/python bench/quality.py --data mnist --jobs 2
+	$(BIN)/python bench/ranking.py
 
 install: $(STAMP)
 

@@ -100,8 +100,8 @@ def run_seed(model_path: str, data: str, seed: int, recipe, budgets: dict, folde
     example = tuple(ctx.model_source.example_inputs)
     t0 = time.perf_counter()
     full = plain.train(ctx, ctx.source().model).cpu().eval()
-    out = {"full": {"test": plain.accuracy(ctx, full, "test"), "flops": flops_of(full, example),
-                    "seconds": time.perf_counter() - t0}}  # fmt: skip
+    out = {"full": {"test": plain.accuracy(ctx, full, "test"), "val": plain.accuracy(ctx, full, "val"),
+                    "flops": flops_of(full, example), "seconds": time.perf_counter() - t0}}  # fmt: skip
     grad = [_batch(ctx, i) for i in range(recipe.calib_batches)]
     for criterion in CRITERIA:
         for text, budget in budgets.items():
@@ -115,7 +115,8 @@ def run_seed(model_path: str, data: str, seed: int, recipe, budgets: dict, folde
                 t1 = time.perf_counter()
                 trained = plain.train(ctx, start).cpu().eval()
                 out.setdefault(f"tp-{criterion}-{mode}", {})[text] = {
-                    "test": plain.accuracy(ctx, trained, "test"), "flops": flops,
+                    "test": plain.accuracy(ctx, trained, "test"),
+                    "val": plain.accuracy(ctx, trained, "val"), "flops": flops,
                     "budget": budget, "ratio": ratio,
                     "seconds": round(search_s + time.perf_counter() - t1, 1),
                 }  # fmt: skip

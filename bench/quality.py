@@ -87,10 +87,18 @@ METHODS = {
     "fixed pattern": (["--offset", "0"], None, False),
     "random candidate": (["--minmin-start", "1"], None, False),
     "uniform bins": (["--uniform-bins", "{K}"], None, False),
+    "widthc finetune": (["--finetune"], "widthc", False),
     "greedy search": (["--search", "greedy"], "widthc", False),
     "random search": (["--search", "random"], "widthc", False),
     "multi-stage": (["--stages", "3", "--alpha", "2"], None, True),
     "torch-pruning": (None, None, False),
+}
+# levers (issue 10), each a variant of the widthc method alone, compared on the validation split
+VARIANTS = {
+    "supernet-epochs-x2": ["--epochs", "{2E}", "--retrain-epochs", "{E}"],
+    "band-0.95": ["--budget-band", "0.95"],
+    "calib-20": ["--calib-batches", "20"],
+    "offset-2": ["--offset", "2"],
 }
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
@@ -131,14 +139,14 @@ def tasks(methods, seeds) -> list[Task]:
 # --- one task ------------------------------------------------------------------------------------
 
 
-def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path) -> dict:
+def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path, variant=None) -> dict:
     """Run one task (a widthc slim run, or the Torch-Pruning baselines) and write its summary."""
     t0 = time.perf_counter()
     if task.method == "torch-pruning":
         summary = _torch_pruning(task, data, bench, out)
     else:
-        summary = _widthc_run(task, data, bench, out)
-    summary.update(task=task.key, method=task.method, data=data, seed=task.seed,
+        summary = _widthc_run(task, data, bench, out, variant)
+    summary.update(task=task.key, method=task.method, data=data, seed=task.seed, variant=variant,
                    wall_seconds=round(time.perf_counter() - t0, 1),
                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    recipe=asdict(bench.recipe), search=asdict(bench.search))  # fmt: skip
@@ -148,9 +156,15 @@ def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path) -> d
     return summary
 
 
-def command(task: Task, data: str, bench: Bench, out: Path) -> list[str]:
-    """The `widthc slim` command line of a task."""
+def command(
+    task: Task, data: str, bench: Bench, out: Path, variant: str | None = None
+) -> list[str]:
+    """The `widthc slim` command line of a task (a lever's options last: they win)."""
     extra, base, _ = METHODS[task.method]
+    extra = extra + [
+        a.replace("{2E}", str(2 * bench.recipe.epochs)).replace("{E}", str(bench.recipe.epochs))
+        for a in VARIANTS.get(variant, [])
+    ]
     flops = task.budget or ",".join(BUDGETS)
     cmd = [WIDTHC, "slim", str(ROOT / bench.model), "--data", data, "--flops", flops,
            "--seed", str(task.seed), "--out", str(out / task.key), "--no-onnx",
@@ -163,31 +177,52 @@ def command(task: Task, data: str, bench: Bench, out: Path) -> list[str]:
     return cmd
 
 
-def _widthc_run(task: Task, data: str, bench: Bench, out: Path) -> dict:
-    cmd = command(task, data, bench, out)
+def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None) -> dict:
+    cmd = command(task, data, bench, out, variant)
     subprocess.run(cmd, check=True, cwd=ROOT)
     run = out / task.key
     search = json.loads((run / "search.json").read_text())
     stages = json.loads((run / "stages.json").read_text())
-    rows: dict[str, dict] = {task.method: {}, "uniform": {}}
+    base = "uniform finetune" if "--finetune" in cmd else "uniform"
+    rows: dict[str, dict] = {task.method: {}, base: {}}
+    val = _val_accuracy(run)
     for r in search["results"]:
-        metrics = json.loads((run / _budget_dir(r["text"]) / "metrics.json").read_text())
-        test = metrics["test"]
+        folder = _budget_dir(r["text"])
+        test = json.loads((run / folder / "metrics.json").read_text())["test"]
         rows[task.method][r["text"]] = {
-            "test": test["widthc"], "flops": r["flops"], "budget": r["budget"],
-            "score": r["score"], "evaluations": r["evaluations"],
-            "search_seconds": r["seconds"],
+            "test": test["widthc"], "val": val[folder], "flops": r["flops"],
+            "budget": r["budget"], "score": r["score"], "candidate": r["candidate"],
+            "evaluations": r["evaluations"], "search_seconds": r["seconds"],
             "channels": {g: w["channels"] for g, w in r["width"].items()},
         }  # fmt: skip
         u = r["uniform"]
-        rows["uniform"][r["text"]] = {"test": test["uniform"], "flops": u["flops"],
-                                      "budget": r["budget"], "score": u["score"]}  # fmt: skip
+        rows[base][r["text"]] = {
+            "test": test["uniform"], "val": val[f"{folder}/uniform"], "flops": u["flops"],
+            "budget": r["budget"], "score": u["score"], "candidate": u["candidate"],
+        }  # fmt: skip
     return {
         "command": " ".join(cmd[:1] + [os.path.relpath(c, ROOT) if c.startswith("/") else c
                                        for c in cmd[1:]]).replace(WIDTHC, "widthc"),
         "stages": {k: v.get("seconds") for k, v in stages.items()},
         "rows": rows,
     }  # fmt: skip
+
+
+def _val_accuracy(run: Path) -> dict[str, float]:
+    """Validation accuracy of every retrained model of a run (its slim.pt files): the split
+    the levers are compared on (the test split is only reported)."""
+    import widthc
+    from widthc.pipeline import Context
+    from widthc.run import Run
+    from widthc.stages.retrain import measure
+
+    ctx = Context(Run(run), progress=False)
+    return {
+        str(p.parent.relative_to(run)): measure(
+            widthc.load(p), ctx.splits.val, ctx.metric, ctx.device
+        )
+        for p in sorted(run.glob("flops-*/**/slim.pt"))
+    }
 
 
 def _budget_dir(text: str) -> str:
@@ -246,7 +281,10 @@ def run_all(todo: list[Task], data: str, args, out: Path, results: Path) -> None
             pending.remove(t)
             log = open(out / "logs" / f"{t.key}.log", "w")  # noqa: SIM115 - the child owns it
             cmd = [sys.executable, __file__, "--data", data, "--task", t.key,
-                   "--out", str(out), "--results", str(results)] + (["--quick"] if args.quick else [])  # fmt: skip
+                   "--out", str(out), "--results", str(results)]  # fmt: skip
+            cmd += (["--quick"] if args.quick else []) + (
+                ["--variant", args.variant] if args.variant else []
+            )
             running[t.key] = (t, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
             print(f"start {t.key}", flush=True)
         time.sleep(2)
@@ -266,21 +304,26 @@ def main() -> None:
     p.add_argument("--out", help="run directories (default runs/bench/quality/<data>)")
     p.add_argument("--results", help="JSON summaries (default bench/results/quality/<data>)")
     p.add_argument("--table", action="store_true", help="print the tables of the results")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="of the tables")
+    p.add_argument("--variant", choices=sorted(VARIANTS), help="a lever: widthc alone, changed")
     p.add_argument("--task", help=argparse.SUPPRESS)
     args = p.parse_args()
     name = "quick" if args.quick else args.data
-    out = Path(args.out or ROOT / "runs" / "bench" / "quality" / name)
-    results = Path(args.results or ROOT / "bench" / "results" / "quality" / name)
+    kind = f"levers/{args.variant}" if args.variant else "quality"
+    out = Path(args.out or ROOT / "runs" / "bench" / kind / name)
+    results = Path(args.results or ROOT / "bench" / "results" / kind / name)
     if args.table:
-        print(table.markdown(results if args.results else results.parent))
+        print(table.markdown(results if args.results else results.parent, args.split))
         return
     bench = QUICK if args.quick else DATASETS[args.data]
     methods = ["widthc", "torch-pruning"] if args.quick else args.methods.split(",")
+    if args.variant:
+        methods = ["widthc"]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.task:
         seed = int(args.task.rsplit("-s", 1)[1])
         (task,) = [t for t in tasks(list(METHODS), [seed]) if t.key == args.task]
-        run_task(task, args.data, bench, out, results)
+        run_task(task, args.data, bench, out, results, args.variant)
         return
     todo = tasks(methods, seeds)
     t0 = time.perf_counter()

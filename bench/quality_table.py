@@ -14,6 +14,7 @@ from pathlib import Path
 
 BUDGETS = ("25%", "50%")
 ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "uniform bins",
+         "widthc finetune", "uniform finetune",
          "greedy search", "random search", "multi-stage", "tp-magnitude-scratch",
          "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune"]  # fmt: skip
 NOTES = {
@@ -21,6 +22,8 @@ NOTES = {
     "greedy search": "on the widthc supernet: search + retraining only",
     "random search": "on the widthc supernet: search + retraining only",
     "multi-stage": "one run per budget",
+    "widthc finetune": "widthc's widths retrained from the supernet's weights (--finetune)",
+    "uniform finetune": "the uniform width, alike",
     "full": "the unpruned model, plain training",
 }
 
@@ -56,8 +59,16 @@ def uniform_consistency(runs: list[dict]) -> float | None:
     seen: dict[tuple, list[float]] = {}
     for run in runs:
         for text, e in run["rows"].get("uniform", {}).items():
-            if run["method"] != "uniform bins":  # other bins: another uniform width
-                seen.setdefault((run["seed"], text), []).append(e["test"])
+            # the retrained candidate of the uniform width is the max-max winner of the run's
+            # own supernet: runs agree where they chose the same one (same FLOPs and index)
+            key = (
+                run["seed"],
+                text,
+                e["flops"],
+                e.get("candidate"),
+                run["method"] == "uniform bins",
+            )
+            seen.setdefault(key, []).append(e["test"])
     spreads = [max(v) - min(v) for v in seen.values() if len(v) > 1]
     return max(spreads) if spreads else None
 
@@ -69,7 +80,8 @@ def _ms(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
 
 
-def table(folder: Path) -> str:
+def table(folder: Path, split: str = "test") -> str:
+    """The markdown table of one data set's summaries, on the `split` accuracies."""
     runs = load(folder)
     if not runs:
         return f"(no results in {folder})"
@@ -77,7 +89,7 @@ def table(folder: Path) -> str:
     rows, walls = c["rows"], c["walls"]
     uniform = rows.get("uniform", {})
     head = "| method | " + " | ".join(
-        f"{b} test % | {b} Δ vs uniform (paired) | {b} FLOPs/budget" for b in BUDGETS
+        f"{b} {split} % | {b} Δ vs uniform (paired) | {b} FLOPs/budget" for b in BUDGETS
     )
     lines = [
         head + " | seeds | wall s/run | note |",
@@ -90,8 +102,8 @@ def table(folder: Path) -> str:
         for b in BUDGETS:
             per_seed = rows[row].get(b, {})
             seeds |= set(per_seed)
-            accs = [e["test"] for e in per_seed.values()]
-            diffs = [e["test"] - uniform[b][s]["test"] for s, e in per_seed.items()
+            accs = [e[split] for e in per_seed.values()]
+            diffs = [e[split] - uniform[b][s][split] for s, e in per_seed.items()
                      if s in uniform.get(b, {})]  # fmt: skip
             share = [e["flops"] / e["budget"] for e in per_seed.values() if e.get("budget")]
             cells += [
@@ -108,16 +120,16 @@ def table(folder: Path) -> str:
     if spread is not None:
         lines.append("")
         lines.append(
-            f"The uniform width retrained in every run of a seed (same width, initial weights, "
-            f"recipe): largest difference between runs {100 * spread:.2f} points."
+            f"The uniform width retrained in several runs of a seed (same width, candidate, initial "
+            f"weights and recipe): largest difference between runs {100 * spread:.2f} points."
         )
     return "\n".join(lines)
 
 
-def markdown(folder: Path) -> str:
+def markdown(folder: Path, split: str = "test") -> str:
     """The table of one data set's folder, or of every data set under `folder`."""
     folder = Path(folder)
     subs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if any(folder.glob("*.json")) or not subs:
-        return table(folder)
-    return "\n\n".join(f"### {p.name}\n\n{table(p)}" for p in subs)
+        return table(folder, split)
+    return "\n\n".join(f"### {p.name}\n\n{table(p, split)}" for p in subs)

@@ -5,14 +5,15 @@ flops=...)`). Each gets (a) its max-max score (`widthc.evaluate.MaxMax`: every c
 recalibrated, the best on the validation split) on three trained supernets: r=1 min-min
 (widthc), r=1 random candidate (--minmin-start 1) and r=0 (fixed pattern); and (b) its test
 accuracy after training from scratch (the width's left-most channels of the seed's initial
-weights, as the retrain stage builds it) with a short fixed recipe: the benchmark's recipe at
-`--epochs`. Kendall tau and Spearman rho (scipy.stats) between (a) and (b) per supernet, and a
-scatter plot per supernet: bench/results/ranking-<supernet>.png.
+weights, as the retrain stage builds it) with a fixed recipe: the benchmark's recipe at
+`--epochs` (default: the benchmark's 30), averaged over two seeds (initial weights and data
+order) to halve the retraining noise. Kendall tau and Spearman rho (scipy.stats) between (a)
+and (b) per supernet, and a scatter plot per supernet: bench/results/ranking-<supernet>.png.
 
 The supernets are those of bench/quality.py's seed-0 runs (same recipe) when they exist, and
 are trained here with `widthc train` otherwise.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 15]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 30] [--truth-seeds 0,1]
 """
 
 from __future__ import annotations
@@ -102,30 +103,37 @@ def scores(run: Path, widths: list) -> list[dict]:
     return out
 
 
-def retrained(run: Path, widths: list, epochs: int, cache: Path) -> list[dict]:
-    """Test accuracy of each width trained from scratch for `epochs` epochs (cached per width
-    in `cache`, so an interrupted run continues)."""
+def retrained(run: Path, widths: list, epochs: int, seeds: list[int], cache: Path) -> list[dict]:
+    """Test accuracy of each width trained from scratch for `epochs` epochs, the mean over
+    `seeds` (initial weights and data order; cached per width and seed in `cache`, so an
+    interrupted run continues)."""
     import widthc
     from widthc.pipeline import Context, compile_source
     from widthc.run import Run
     from widthc.stages import retrain
 
     done = json.loads(cache.read_text()) if cache.exists() else {}
-    ctx = Context(Run(run), progress=False)
+    config = json.loads((run / "config.json").read_text())
     out = []
     for w in widths:
-        key = ",".join(map(str, w.ks()))
-        if key not in done:
-            t0 = time.perf_counter()
-            program = compile_source(ctx.config, ctx.source())
-            model = widthc.slim(program, program.validate(w))
-            with tempfile.TemporaryDirectory() as tmp:
-                model = retrain.train(ctx, model, Path(tmp), epochs, "ranking")
-            done[key] = {"test": retrain.measure(model, ctx.splits.test, ctx.metric, ctx.device),
-                         "flops": program.flops(w), "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-            cache.write_text(json.dumps(done, indent=1))
-            print(f"retrained {len(done)}/{len(widths)}: {done[key]}", flush=True)
-        out.append(done[key])
+        per_seed = []
+        for seed in seeds:
+            key = ",".join(map(str, [k for _, k in w.ks()])) + f"/seed{seed}/e{epochs}"
+            if key not in done:
+                t0 = time.perf_counter()
+                with tempfile.TemporaryDirectory() as tmp:
+                    ctx = Context(Run(tmp, {**config, "seed": seed}), progress=False)
+                    program = compile_source(ctx.config, ctx.source())
+                    model = widthc.slim(program, program.validate(w))
+                    model = retrain.train(ctx, model, Path(tmp), epochs, "ranking")
+                    acc = retrain.measure(model, ctx.splits.test, ctx.metric, ctx.device)
+                done[key] = {"test": acc, "flops": program.flops(w),
+                             "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+                cache.write_text(json.dumps(done, indent=1))
+                print(f"retrained {key}: {done[key]}", flush=True)
+            per_seed.append(done[key])
+        out.append({"test": float(np.mean([e["test"] for e in per_seed])),
+                    "per_seed": [e["test"] for e in per_seed], "flops": per_seed[0]["flops"]})  # fmt: skip
     return out
 
 
@@ -148,7 +156,8 @@ def plot(name: str, x: list, y: list, corr: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mnist1d")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of the short retraining")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the retraining")
+    p.add_argument("--truth-seeds", default="0,1", help="retraining seeds, averaged")
     p.add_argument(
         "--runs", help="quality.py's run directories (default runs/bench/quality/<data>)"
     )
@@ -168,10 +177,13 @@ def main() -> None:
     base = programs["r1-minmin"]
     assert all(pr.binning == base.binning for pr in programs.values()), "supernets differ in bins"
     widths = sample_widths(base)
-    truth = retrained(paths["r1-minmin"], widths, args.epochs, results / "ranking-retrained.json")
+    seeds = [int(x) for x in args.truth_seeds.split(",")]
+    cache = results / "ranking-retrained.json"
+    truth = retrained(paths["r1-minmin"], widths, args.epochs, seeds, cache)
     acc = [t["test"] for t in truth]
     summary = {"data": args.data, "widths": [list(w.ks()) for w in widths], "budget": BUDGET,
-               "retrain_epochs": args.epochs, "retrained_test": acc,
+               "retrain_epochs": args.epochs, "retrain_seeds": seeds, "retrained_test": acc,
+               "retrained_per_seed": [t["per_seed"] for t in truth],
                "recipe": dataclasses.asdict(dataclasses.replace(bench.recipe, epochs=args.epochs)),
                "supernets": {}}  # fmt: skip
     for name, path in paths.items():

@@ -27,7 +27,7 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     cmds = {t.key: quality.command(t, "mnist1d", bench, tmp_path)
             for t in quality.tasks(list(quality.METHODS)[:-1], [3])}  # fmt: skip
     assert set(cmds) == {"widthc-s3", "fixed-pattern-s3", "random-candidate-s3",
-                         "uniform-bins-s3", "greedy-search-s3", "random-search-s3",
+                         "uniform-bins-s3", "widthc-finetune-s3", "greedy-search-s3", "random-search-s3",
                          "multi-stage-25pct-s3", "multi-stage-50pct-s3"}  # fmt: skip
     shared = [*bench.recipe.cli(), *bench.search.cli(), "--seed", "3"]
     for key, cmd in cmds.items():
@@ -40,6 +40,10 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     greedy = cmds["greedy-search-s3"]
     assert greedy[greedy.index("--from") + 1] == str(tmp_path / "widthc-s3")
     assert "--from" not in cmds["widthc-s3"]
+    finetune = cmds["widthc-finetune-s3"]
+    assert "--finetune" in finetune and finetune[finetune.index("--from") + 1] == str(
+        tmp_path / "widthc-s3"
+    )
     multi = cmds["multi-stage-25pct-s3"]
     assert multi[multi.index("--flops") + 1] == "25%" and "--stages" in multi
     assert cmds["widthc-s3"][cmds["widthc-s3"].index("--flops") + 1] == "25%,50%"

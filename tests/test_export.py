@@ -244,7 +244,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(WidthcError, match="not a widthc model file"):
         widthc.load(tmp_path / "plain.pt")
     (tmp_path / "junk.pt").write_text("junk")
-    with pytest.raises(WidthcError, match="cannot be read"):
+    with pytest.raises(WidthcError, match="not a readable widthc model file"):
         widthc.load(tmp_path / "junk.pt")
     small, _ = _slimmed("chain")
     widthc.save(small, tmp_path / "m.pt")
