@@ -179,9 +179,9 @@ def main() -> None:
 @handle_errors
 def analyze(model, leaves, input_shape, auto_leaf, beta, align, uniform_bins, json_path):
     """Trace MODEL and print its channel groups, bins and FLOPs."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.analyze_command(
+    commands.analyze_command(
         model, input_shape, leaves, auto_leaf, beta, align, json_path, uniform_bins
     )
 
@@ -197,9 +197,9 @@ def analyze(model, leaves, input_shape, auto_leaf, beta, align, uniform_bins, js
 @handle_errors
 def train(**options):
     """Train the CafeNet supernet of MODEL with min-min (writes RUN_DIR/supernet.pt)."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.train_command(options, _given(options))
+    commands.train_command(options, _given(options))
 
 
 # --- widthc search / export / retrain / report over a run directory ------------------------------
@@ -223,9 +223,9 @@ def _search_options(fn):
 @handle_errors
 def search(run_dir, **options):
     """Search the widths of a trained supernet (RUN_DIR/supernet.pt) -> RUN_DIR/search.json."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.stage_command(run_dir, "search", options, _given(options))
+    commands.stage_command(run_dir, "search", options, _given(options))
 
 
 @main.command()
@@ -236,9 +236,9 @@ def search(run_dir, **options):
 @handle_errors
 def export(run_dir, **options):
     """Slim the searched widths (slim.pt, proved) and export them (slim.onnx, parity)."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.stage_command(run_dir, "export", options, _given(options))
+    commands.stage_command(run_dir, "export", options, _given(options))
 
 
 @main.command()
@@ -253,9 +253,9 @@ def export(run_dir, **options):
 @handle_errors
 def retrain(run_dir, **options):
     """Retrain every searched width and its uniform baseline; measure them on the test split."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.stage_command(run_dir, "retrain", options, _given(options))
+    commands.stage_command(run_dir, "retrain", options, _given(options))
 
 
 @main.command()
@@ -263,9 +263,9 @@ def retrain(run_dir, **options):
 @handle_errors
 def report(run_dir):
     """Write RUN_DIR/report.md and its figures; print the summary table."""
-    from widthc import pipeline
+    from widthc import commands
 
-    pipeline.stage_command(run_dir, "report", {}, set())
+    commands.stage_command(run_dir, "report", {}, set())
 
 
 # --- widthc slim --------------------------------------------------------------------------------
@@ -304,11 +304,11 @@ def slim(**options):
 
     --search uniform slims at once, without data or training.
     """
-    from widthc import pipeline
+    from widthc import commands
 
     if not options["budgets"]:
         raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
-    pipeline.slim_command(options, _given(options))
+    commands.slim_command(options, _given(options))
 
 
 def _namespace(options: dict) -> types.SimpleNamespace:
