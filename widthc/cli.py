@@ -205,6 +205,12 @@ def train(**options):
 # --- widthc search / export / retrain / report over a run directory ------------------------------
 
 
+def _retrain_options(fn):
+    from widthc.pipeline import RetrainConfig
+
+    return _options_of(RetrainConfig)(fn)
+
+
 def _search_options(fn):
     from widthc.pipeline import SearchConfig
 
@@ -276,15 +282,7 @@ def report(run_dir):
 @bins_options
 @run_options
 @_search_options
-@click.option(
-    "--retrain-epochs",
-    default=None,
-    type=int,
-    help="Epochs of retraining (default: --epochs; 0 skips).",
-)
-@click.option(
-    "--finetune", is_flag=True, help="Retrain from the supernet's weights instead of from scratch."
-)
+@_retrain_options
 @click.option(
     "--from",
     "from_run",

@@ -21,13 +21,12 @@ from widthc.pipeline import (
     Context,
     RetrainConfig,
     SearchConfig,
-    _rejected,
     compile_source,
     config_of,
     run_stages,
     write_json,
 )
-from widthc.run import Run
+from widthc.run import Run, model_key, safe_name
 from widthc.train import TrainConfig, check_output
 
 
@@ -129,14 +128,7 @@ def stage_command(run_dir: str, stage: str, options: dict, given: set) -> None:
         forget(run)
     todo = {"search": ("search",), "export": ("slim", "export"), "retrain": ("retrain",),
             "report": ("report",)}[stage]  # fmt: skip
-    ctx = Context(run)
-    if stage == "search":
-        SearchConfig(**{**asdict_of(ctx.search_config)}).check()
-    run_stages(ctx, todo)
-
-
-def asdict_of(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    run_stages(Context(run), todo)
 
 
 def _device(options: dict) -> torch.device:
@@ -262,15 +254,17 @@ def _from_run(options: dict, given: set) -> Run:
     source = Run(options["from_run"])
     if not source.done("train"):
         raise WidthcError(f"--from {source.path}: it holds no finished supernet training")
+    if model_key(source.config["model"]) != model_key(options["model"]):
+        raise WidthcError(
+            f"--from {source.path} trained {source.config['model']}, not {options['model']}"
+        )
     mine = {
         k: v
         for k, v in options.items()
         if k in given or k in fields_of(SearchConfig, RetrainConfig)
     }
     mine["flops"] = options["flops"]
-    out = options.get("out") or str(source.path) + "-" + "-".join(
-        safe_part(t) for t in options["flops"]
-    )
+    out = options.get("out") or f"{source.path}-" + "-".join(map(safe_name, options["flops"]))
     keep = {k: v for k, v in source.config.items() if k not in ("command", "versions")}
     config = {**keep, **{k: v for k, v in mine.items() if k not in ("out", "resume", "force")}}
     config["from_run"] = str(source.path)
@@ -291,7 +285,31 @@ def fields_of(*classes) -> set:
     return {f.name for cls in classes for f in fields(cls)}
 
 
-def safe_part(text: str) -> str:
-    from widthc.run import safe_name
+def _rejected(gm, x: torch.Tensor, error: Exception) -> str:
+    """Which layer rejects the data's batches, found by running the graph node by node."""
+    from torch import fx
 
-    return safe_name(text)
+    class _Find(fx.Interpreter):
+        failed = None
+
+        def run_node(self, n):
+            try:
+                return super().run_node(n)
+            except Exception:
+                _Find.failed = n
+                raise
+
+    if gm is not None:
+        try:
+            _Find(gm).run(x)
+        except Exception:  # noqa: BLE001 - the failure we are locating
+            pass
+    node = _Find.failed
+    where = (
+        f"layer `{node.target if node.op == 'call_module' else node.name}`" if node else "the model"
+    )
+    return (
+        f"the data's batches have shape {tuple(x.shape)}, which {where} rejects "
+        f"({str(error).splitlines()[0][:150]}): give --input-shape that matches the data, or "
+        f"fix the model file's data hooks"
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -40,38 +40,22 @@ from widthc.run import (
     WIDTHS,
     Run,
 )
-from widthc.train import TrainConfig, check_output, cross_entropy, train_supernet
+from widthc.train import TrainConfig, cross_entropy, option, train_supernet
 
 
 @dataclass
 class SearchConfig:
     """Options of the search stage (the CLI's options are made from these fields)."""
 
-    search: str = field(
-        default="evolutionary", metadata={"help": "evolutionary, random, greedy or uniform."}
-    )
-    population: int = field(default=40, metadata={"help": "Evolutionary: population (paper A.2)."})
-    generations: int = field(
-        default=50, metadata={"help": "Evolutionary: generations (paper A.2)."}
-    )
-    samples: int = field(
-        default=2000, metadata={"help": "Random search: widths sampled (paper A.2)."}
-    )
-    max_evals: int | None = field(
-        default=None, metadata={"help": "Cap on widths scored per budget."}
-    )
-    budget_band: float = field(
-        default=0.9, metadata={"help": "Only widths with FLOPs in [band, 1] x budget compete."}
-    )
-    calib_batches: int = field(
-        default=10, metadata={"help": "Batch-norm recalibration batches per scored sub-network."}
-    )
-    stages: int = field(
-        default=1, metadata={"help": "Multi-stage search with evolving bins (eq. 10)."}
-    )
-    alpha: float = field(
-        default=2.0, metadata={"help": "Multi-stage: beta shrinks by this each stage."}
-    )
+    search: str = option("evolutionary", "evolutionary, random, greedy or uniform.")
+    population: int = option(40, "Evolutionary: population (paper A.2).")
+    generations: int = option(50, "Evolutionary: generations (paper A.2).")
+    samples: int = option(2000, "Random search: widths sampled (paper A.2).")
+    max_evals: int | None = option(None, "Cap on widths scored per budget.")
+    budget_band: float = option(0.9, "Only widths with FLOPs in [band, 1] x budget compete.")
+    calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
+    stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
+    alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
 
     def check(self) -> SearchConfig:
         if self.search not in search_pkg.SEARCHERS:
@@ -98,16 +82,10 @@ class SearchConfig:
 
 @dataclass
 class RetrainConfig:
-    retrain_epochs: int | None = field(
-        default=None,
-        metadata={
-            "help": "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
-        },
+    retrain_epochs: int | None = option(
+        None, "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
     )
-    finetune: bool = field(
-        default=False,
-        metadata={"help": "Retrain from the supernet's weights instead of from scratch."},
-    )
+    finetune: bool = option(False, "Retrain from the supernet's weights instead of from scratch.")
 
 
 def config_of(cls, config: dict):
@@ -249,7 +227,6 @@ def analyze(ctx: Context) -> None:
 
 def train(ctx: Context) -> None:
     net = ctx.supernet(trained=False)
-    _check_outputs(ctx, net)
     resume = ctx.run.file(SUPERNET).exists()
     result = train_supernet(
         net, ctx.splits.train, ctx.splits.val, ctx.train_config, ctx.run.path, resume=resume,
@@ -317,54 +294,6 @@ STAGES = {
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _check_outputs(ctx: Context, net) -> None:
-    """A dict or tuple output needs the model file's loss and metric (one clear sentence)."""
-    from widthc.frontends.models import check_output as check_hooks
-
-    x, y = batch(ctx.splits.train, torch.arange(min(2, len(ctx.splits.train))))
-    with torch.no_grad(), net.probing():
-        net.eval()
-        try:
-            out = net(x.to(ctx.device))
-        except RuntimeError as e:
-            raise WidthcError(_rejected(ctx.program.gm, x.to(ctx.device), e)) from e
-        finally:
-            net.train()
-    check_hooks(ctx.model_source, out)
-    if ctx.model_source.loss is None:
-        check_output(out, y)
-
-
-def _rejected(gm, x: torch.Tensor, error: Exception) -> str:
-    """Which layer rejects the data's batches, found by running the graph node by node."""
-    from torch import fx
-
-    class _Find(fx.Interpreter):
-        failed = None
-
-        def run_node(self, n):
-            try:
-                return super().run_node(n)
-            except Exception:
-                _Find.failed = n
-                raise
-
-    if gm is not None:
-        try:
-            _Find(gm).run(x)
-        except Exception:  # noqa: BLE001 - the failure we are locating
-            pass
-    node = _Find.failed
-    where = (
-        f"layer `{node.target if node.op == 'call_module' else node.name}`" if node else "the model"
-    )
-    return (
-        f"the data's batches have shape {tuple(x.shape)}, which {where} rejects "
-        f"({str(error).splitlines()[0][:150]}): give --input-shape that matches the data, or "
-        f"fix the model file's data hooks"
-    )
 
 
 def _batches(data, order: torch.Tensor, n: int, count: int | None = None):

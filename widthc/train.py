@@ -35,7 +35,8 @@ LOG = "train.jsonl"
 __all__ = ["CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "train_supernet"]
 
 
-def _opt(default, help: str):  # noqa: A002 - click's word
+def option(default, help: str):  # noqa: A002 - click's word
+    """A config field with its CLI help: the CLI's options are made from these."""
     return field(default=default, metadata={"help": help})
 
 
@@ -43,24 +44,24 @@ def _opt(default, help: str):  # noqa: A002 - click's word
 class TrainConfig:
     """Every option of a training run (the CLI's options and config.json are made from it)."""
 
-    epochs: int = _opt(1, "Training epochs.")
-    batch_size: int = _opt(64, "Batch size per process.")
-    lr: float = _opt(0.1, "Initial learning rate (cosine to --min-lr).")
-    min_lr: float = _opt(1e-5, "The cosine schedule's floor (paper A.2: 0.1 -> 1e-5).")
-    momentum: float = _opt(0.9, "SGD momentum.")
-    weight_decay: float = _opt(1e-4, "SGD weight decay.")
-    label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy loss.")
-    minmin_start: float = _opt(0.0, "Fraction of steps that train a random candidate (fig. 2b).")
-    select_batch_fraction: float = _opt(
+    epochs: int = option(1, "Training epochs.")
+    batch_size: int = option(64, "Batch size per process.")
+    lr: float = option(0.1, "Initial learning rate (cosine to --min-lr).")
+    min_lr: float = option(1e-5, "The cosine schedule's floor (paper A.2: 0.1 -> 1e-5).")
+    momentum: float = option(0.9, "SGD momentum.")
+    weight_decay: float = option(1e-4, "SGD weight decay.")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
+    minmin_start: float = option(0.0, "Fraction of steps that train a random candidate (fig. 2b).")
+    select_batch_fraction: float = option(
         1.0, "Choose the min-loss candidate on this part of a batch."
     )
-    measure_agreement: bool = _opt(
+    measure_agreement: bool = option(
         False, "Count how often that choice agrees with the full batch's."
     )
-    sandwich: bool = _opt(False, "Also train the largest and smallest width every step.")
-    seed: int = _opt(0, "Random seed (widths, data order, initialisation, splits).")
-    checkpoint_every: int = _opt(100, "Steps between checkpoints (and every epoch end).")
-    calibration_batches: int = _opt(4, "Batch-norm recalibration batches before each validation.")
+    sandwich: bool = option(False, "Also train the largest and smallest width every step.")
+    seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
+    checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
+    calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
 
     def check(self) -> TrainConfig:
         def bad(option: str, rule: str, value) -> WidthcError:

@@ -72,6 +72,7 @@ class Objective:
         self.max_evals, self.progress = max_evals, progress
         self.history: list[Evaluation] = []
         self._seen: dict[tuple[int, ...], Evaluation] = {}
+        self._best: float | None = None  # the best score in the band so far
         self.baseline: np.ndarray = sp.uniform(space, flops_many, budget)
 
     def __call__(self, width) -> float:
@@ -89,9 +90,10 @@ class Objective:
         e = Evaluation(key, float(self.flops_many(row[None])[0]), float(value), int(candidate))
         self.history.append(e)
         self._seen[key] = e
+        if self.eligible(e) and (self._best is None or e.score > self._best):
+            self._best = e.score
         if self.progress is not None:
-            best = max((h.score for h in self.history if self.eligible(h)), default=e.score)
-            self.progress(len(self.history), best)
+            self.progress(len(self.history), e.score if self._best is None else self._best)
         return e
 
     def seen(self, width) -> bool:
