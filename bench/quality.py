@@ -18,6 +18,8 @@ and one search effort for all (the constants below, chosen once: BENCHMARKS.md s
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data mnist1d --jobs 2
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --table      # the tables, from results
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --quick      # 1 seed, 2 methods, tiny
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --variant sandwich   # a lever (widthc)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --levers     # the levers' table
 
 One JSON summary per run under bench/results/quality/<data>/ (a finished run is not run again);
 run directories under runs/bench/quality/ (git-ignored).
@@ -96,6 +98,7 @@ METHODS = {
 # levers (issue 10), each a variant of the widthc method alone, compared on the validation split
 VARIANTS = {
     "supernet-epochs-x2": ["--epochs", "{2E}", "--retrain-epochs", "{E}"],
+    "sandwich": ["--sandwich"],
     "band-0.95": ["--budget-band", "0.95"],
     "calib-20": ["--calib-batches", "20"],
     "offset-2": ["--offset", "2"],
@@ -201,6 +204,7 @@ def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None) ->
             "budget": r["budget"], "score": u["score"], "candidate": u["candidate"],
         }  # fmt: skip
     return {
+        "supernet": _supernet_validation(run),
         "command": " ".join(cmd[:1] + [os.path.relpath(c, ROOT) if c.startswith("/") else c
                                        for c in cmd[1:]]).replace(WIDTHC, "widthc"),
         "stages": {k: v.get("seconds") for k, v in stages.items()},
@@ -223,6 +227,15 @@ def _val_accuracy(run: Path) -> dict[str, float]:
         )
         for p in sorted(run.glob("flops-*/**/slim.pt"))
     }
+
+
+def _supernet_validation(run: Path) -> dict:
+    """The supernet's last epoch-end validation (largest and smallest width), a diagnostic."""
+    log = run / "train.jsonl"
+    if not log.exists():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if "val_acc" in line]
+    return {k: v for k, v in records[-1].items() if k.startswith("val_acc")} if records else {}
 
 
 def _budget_dir(text: str) -> str:
@@ -306,12 +319,19 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="print the tables of the results")
     p.add_argument("--split", default="test", choices=("test", "val"), help="of the tables")
     p.add_argument("--variant", choices=sorted(VARIANTS), help="a lever: widthc alone, changed")
+    p.add_argument("--levers", action="store_true", help="print the levers' table")
     p.add_argument("--task", help=argparse.SUPPRESS)
     args = p.parse_args()
     name = "quick" if args.quick else args.data
     kind = f"levers/{args.variant}" if args.variant else "quality"
     out = Path(args.out or ROOT / "runs" / "bench" / kind / name)
     results = Path(args.results or ROOT / "bench" / "results" / kind / name)
+    if args.levers:
+        found = {"default": ROOT / "bench" / "results" / "quality" / args.data}
+        for v in VARIANTS:
+            found[v] = ROOT / "bench" / "results" / "levers" / v / args.data
+        print(table.levers(found))
+        return
     if args.table:
         print(table.markdown(results if args.results else results.parent, args.split))
         return

@@ -133,3 +133,25 @@ def markdown(folder: Path, split: str = "test") -> str:
     if any(folder.glob("*.json")) or not subs:
         return table(folder, split)
     return "\n\n".join(f"### {p.name}\n\n{table(p, split)}" for p in subs)
+
+
+def levers(variants: dict[str, Path]) -> str:
+    """One row per lever (a variant of the widthc run): the paired difference widthc - uniform
+    on the validation split (what a lever is judged on) and on the test split (reported only),
+    and the trained supernet's validation accuracy at its largest width (a diagnostic)."""
+    head = ["lever", "seeds"] + [f"{b} Δ {s}" for s in ("val", "test") for b in BUDGETS]
+    lines = ["| " + " | ".join(head) + " | supernet val, largest width |",
+             "|---" + "|---:" * len(head) + "|"]  # fmt: skip
+    for name, folder in variants.items():
+        runs = [r for r in load(folder) if r["method"] == "widthc"]
+        if not runs:
+            continue
+        cells = []
+        for split in ("val", "test"):
+            for b in BUDGETS:
+                diffs = [r["rows"]["widthc"][b][split] - r["rows"]["uniform"][b][split]
+                         for r in runs if b in r["rows"]["widthc"]]  # fmt: skip
+                cells.append(_ms(diffs))
+        largest = [r["supernet"]["val_acc_largest"] for r in runs if r.get("supernet")]
+        lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {_ms(largest)} |")
+    return "\n".join(lines)

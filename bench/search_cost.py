@@ -123,7 +123,7 @@ def digits_search(epochs: int, population: int, generations: int) -> dict:
     val_batches = [
         batch(val, torch.arange(i, min(i + 256, len(val)))) for i in range(0, len(val), 256)
     ]
-    scorer = MaxMax(net, calib, val_batches)
+    scorer = MaxMax(net, calib, val_batches, timer=time.process_time)
     in_score = [0.0]
 
     def score(w):
@@ -157,19 +157,23 @@ def digits_search(epochs: int, population: int, generations: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, a small search")
+    parser.add_argument("--part", choices=("all", "arithmetic", "scoring", "search"), default="all")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-    print("\n## width arithmetic (resnet50, 224x224)")
-    for k, v in width_arithmetic(3 if args.quick else 7).items():
-        print(f"- {k}: {v:,.4g}")
-    print("\n## scoring a 50%-FLOPs candidate (resnet18, 32x32, batch 64, 10 batches)")
-    for k, v in scoring_ratio(5 if args.quick else 21).items():
-        print(f"- {k}: {v:.4g}")
-    print("\n## one evolutionary search on digits (examples/mobilenet_digits.py)")
-    pop, gens = (8, 3) if args.quick else (40, 50)
-    for k, v in digits_search(2 if args.quick else 5, pop, gens).items():
-        print(f"- {k}: {v:.4g}")
+    if args.part in ("all", "arithmetic"):
+        print("\n## width arithmetic (resnet50, 224x224)")
+        for k, v in width_arithmetic(3 if args.quick else 7).items():
+            print(f"- {k}: {v:,.4g}")
+    if args.part in ("all", "scoring"):
+        print("\n## scoring a 50%-FLOPs candidate (resnet18, 32x32, batch 64, 10 batches)")
+        for k, v in scoring_ratio(5 if args.quick else 21).items():
+            print(f"- {k}: {v:.4g}")
+    if args.part in ("all", "search"):
+        print("\n## one evolutionary search on digits (examples/mobilenet_digits.py)")
+        pop, gens = (8, 3) if args.quick else (40, 50)
+        for k, v in digits_search(2 if args.quick else 5, pop, gens).items():
+            print(f"- {k}: {v:.4g}")
 
 
 if __name__ == "__main__":

@@ -62,27 +62,28 @@ def score_choice(
     metric: Metric | None = None,
     seed: int = 0,
     clock: dict | None = None,
+    timer=time.perf_counter,
 ) -> float:
     """The metric of one sub-network on `val` ((input, target) batches), after re-estimating its
     batch-norm statistics on the `calibration` input batches. The supernet is unchanged.
-    `clock` accumulates the seconds spent in "calibration" and "validation"."""
+    `clock` accumulates the seconds (of `timer`) spent in "calibration" and "validation"."""
     metric = metric or accuracy
     device = device_of(net)
     clock = clock if clock is not None else {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         with net.isolated(choice) as gm:
-            t0 = time.perf_counter()
+            t0 = timer()
             if calibration:
                 recalibrate(gm, [x.to(device, non_blocking=True) for x in calibration])
-            t1 = time.perf_counter()
+            t1 = timer()
             gm.eval()
             total, n = 0.0, 0
             for x, y in val:
                 out = gm(x.to(device, non_blocking=True))
                 total += float(metric(out, y.to(device, non_blocking=True))) * len(y)
                 n += len(y)
-            t2 = time.perf_counter()
+            t2 = timer()
     clock["calibration"] = clock.get("calibration", 0.0) + t1 - t0
     clock["validation"] = clock.get("validation", 0.0) + t2 - t1
     return total / max(n, 1)
@@ -101,9 +102,10 @@ class MaxMax:
         val: Iterable,
         metric: Metric | None = None,
         seed: int = 0,
+        timer=time.perf_counter,
     ):
         self.net, self.calibration, self.val = net, list(calibration), val
-        self.metric, self.seed = metric, seed
+        self.metric, self.seed, self.timer = metric, seed, timer
         self.cache: dict[tuple, Score] = {}
         self.scored = 0  # candidate sub-networks actually evaluated (cache misses)
         self.clock: dict[str, float] = {}  # seconds in calibration and validation
@@ -121,8 +123,9 @@ class MaxMax:
         """The score of one sub-network (not cached)."""
         self.scored += 1
         return score_choice(
-            self.net, choice, self.calibration, self.val, self.metric, self.seed, self.clock
-        )
+            self.net, choice, self.calibration, self.val, self.metric, self.seed, self.clock,
+            self.timer,
+        )  # fmt: skip
 
     def preload(self, widths: Iterable[tuple[WidthChoice, Score]]) -> None:
         """Scores known already (a resumed search): they are not computed again."""
