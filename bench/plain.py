@@ -7,7 +7,7 @@ lives in a scratch folder. Used by `bench/quality.py` for the capacity check (st
 model against the uniform width, no search) and for the Torch-Pruning baselines.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/plain.py MODEL --data mnist1d --ratios 1,0.25 \
-        --seeds 0,1,2 --epochs 30 --lr 0.1 --batch-size 64 --weight-decay 5e-4
+        --seeds 0,1 --epochs 30 --lr 0.1 --batch-size 64 --weight-decay 5e-4 [--widths 8,8,16,32]
 """
 
 from __future__ import annotations
@@ -83,10 +83,28 @@ def uniform_model(ctx: Context, ratio: float) -> tuple[torch.nn.Module, float]:
     return widthc.slim(program, choice), program.flops(choice)
 
 
-def capacity(model: str, data: str, ratios, seeds, recipe: Recipe) -> list[dict]:
+def with_widths(model: str, widths: tuple[int, ...], folder: Path) -> str:
+    """A model file in `folder` that builds the example `model` at other widths (its model()
+    takes `widths`): the capacity check's narrower variants."""
+    path = folder / f"{Path(model).stem}_{'_'.join(map(str, widths))}.py"
+    path.write_text(
+        "import importlib.util\n"
+        f"_spec = importlib.util.spec_from_file_location('_example', {str(Path(model).resolve())!r})\n"
+        "_example = importlib.util.module_from_spec(_spec)\n"
+        "_spec.loader.exec_module(_example)\n"
+        "input_shape = _example.input_shape\n\n\n"
+        "def model(num_classes=10):\n"
+        f"    return _example.model(num_classes, widths={tuple(widths)!r})\n"
+    )
+    return str(path)
+
+
+def capacity(model: str, data: str, ratios, seeds, recipe: Recipe, widths=None) -> list[dict]:
     """Full model and uniform widths, plain training: validation and test accuracy per seed."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if widths:
+            model = with_widths(model, widths, Path(tmp))
         for seed in seeds:
             ctx = context(model, data, seed, recipe, Path(tmp))
             for ratio in ratios:
@@ -129,14 +147,16 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     p.add_argument("--weight-decay", type=float, default=Recipe.weight_decay)
     p.add_argument("--calib-batches", type=int, default=Recipe.calib_batches)
+    p.add_argument("--widths", help="the example at other widths, e.g. 16,16,32,64")
     p.add_argument("--json", help="write the rows and their summary here")
     a = p.parse_args()
     torch.set_num_threads(1)
     recipe = Recipe(a.epochs, a.lr, a.batch_size, a.weight_decay, a.calib_batches)
     ratios = [float(r) for r in a.ratios.split(",")]
-    rows = capacity(a.model, a.data, ratios, [int(s) for s in a.seeds.split(",")], recipe)
-    result = {"model": a.model, "data": a.data, "recipe": asdict(recipe), "rows": rows,
-              "summary": summary(rows)}  # fmt: skip
+    widths = tuple(int(w) for w in a.widths.split(",")) if a.widths else None
+    rows = capacity(a.model, a.data, ratios, [int(s) for s in a.seeds.split(",")], recipe, widths)
+    result = {"model": a.model, "widths": widths, "data": a.data, "recipe": asdict(recipe),
+              "rows": rows, "summary": summary(rows)}  # fmt: skip
     print(json.dumps(result["summary"], indent=1))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -86,8 +86,8 @@ class MNIST1DNet(nn.Module):
         return self.head(x.mean(2))
 
 
-def model(num_classes: int = 10) -> nn.Module:
-    return MNIST1DNet(num_classes)
+def model(num_classes: int = 10, widths: tuple[int, int, int, int] = (8, 8, 16, 32)) -> nn.Module:
+    return MNIST1DNet(num_classes, widths)
 
 
 input_shape = (1, 1, 40)

@@ -77,8 +77,8 @@ class MNISTNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def model(num_classes: int = 10) -> nn.Module:
-    return MNISTNet(num_classes)
+def model(num_classes: int = 10, widths: tuple[int, int, int, int] = (16, 16, 32, 96)) -> nn.Module:
+    return MNISTNet(num_classes, widths)
 
 
 input_shape = (1, 1, 28, 28)
