@@ -49,7 +49,7 @@ SDPA = {"vit_tiny_patch16_224", "deit_tiny_patch16_224", "coatnet_0_rw_224", "mo
 # Models where no conv/linear channel is searchable, with the reason. dm_nfnet_f0's
 # ScaledStdConv2dSame standardises each filter over its input channels (a channel-mixing weight
 # transform) inside a timm no-trace module, so every group touches an opaque leaf.
-NOTHING_SEARCHABLE = {"dm_nfnet_f0": "weight-standardised convs are opaque leaves"}
+NOTHING_SEARCHABLE: dict[str, str] = {}  # dm_nfnet_f0 was, while NormFreeBlock was a leaf
 
 
 def _torchvision_input(name: str) -> tuple[dict, int]:
@@ -112,20 +112,36 @@ def test_timm_model_compiles_through_the_leaf_policy(name):
         assert program.flops() == pytest.approx(count_macs(model, inputs), rel=0.01)
 
 
-def test_timm_control_flow_needs_the_no_trace_leaves():
-    """Plain torch.fx cannot trace mobilevit_xxs (control flow in MobileVitBlock.forward);
-    widthc keeps timm's no-trace modules as leaves, which freeze the channels they touch."""
+def test_timm_no_trace_modules_are_traced_into_where_they_can_be():
+    """Plain torch.fx cannot trace mobilevit_xxs (control flow in MobileVitBlock.forward, on
+    shapes only): widthc traces into timm's no-trace modules and specialises that control flow
+    to the example's shapes, so the blocks' convolutions are searchable and slim exactly. With
+    --no-auto-leaf, timm's no-trace modules are leaves, which freeze the channels they touch."""
+    from widthc.verify import verify
+
     model = timm.create_model("mobilevit_xxs", pretrained=False).eval()
+    inputs = (torch.randn(1, 3, 256, 256),)
     with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(model)
-    program = widthc.compile(model, (torch.randn(1, 3, 256, 256),))
+    program = widthc.compile(model, inputs)
     modules = dict(program.gm.named_modules())
-    leaves = [n for n in program.gm.graph.nodes if n.op == "call_module"]
+    called = {
+        type(modules[n.target]).__name__ for n in program.gm.graph.nodes if n.op == "call_module"
+    }
+    assert "MobileVitBlock" not in called and "Conv2d" in called
+    choice = program.random(0, flops=0.5 * program.flops())
+    assert (
+        verify(program, choice, widthc.slim(program, choice), check_onnx=False).equivalence < 1e-5
+    )
+    strict = widthc.compile(model, inputs, auto_leaf=False)
+    leaves = [n for n in strict.gm.graph.nodes if n.op == "call_module"]
+    modules = dict(strict.gm.named_modules())
     blocks = [n.target for n in leaves if type(modules[n.target]).__name__ == "MobileVitBlock"]
     assert len(blocks) == 3
-    reasons = " ".join(str(r) for g in program.groups for r in g.frozen)
-    assert all(f"`{b}`" in reasons for b in blocks) and "MobileVitBlock" in reasons
-    assert program.searchable  # the convolutional stages around the blocks stay searchable
+    reasons = " ".join(str(r) for g in strict.groups for r in g.frozen)
+    assert all(f"`{b}`" in reasons for b in blocks)
+    fraction = program.to_json()["searchable_channel_fraction"]
+    assert fraction > strict.to_json()["searchable_channel_fraction"]
 
 
 def test_lists_name_real_models():

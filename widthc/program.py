@@ -206,6 +206,22 @@ class Program:
         }
 
 
+def _traced(model, inputs: tuple, leaves, auto_leaf: bool):
+    """The traced model with its shapes. timm's no-trace modules are traced into first; where
+    the graph that gives cannot run on the example (a mask built for eager mode), again with
+    them as leaves."""
+    try:
+        gm = trace.trace_graph(model, leaves, auto_leaf, example_inputs=inputs)
+        trace.propagate_shapes(gm, inputs)
+        return gm
+    except WidthcError:
+        if not auto_leaf or not trace.has_timm_leaves(model):
+            raise
+    gm = trace.trace_graph(model, leaves, auto_leaf, example_inputs=inputs, timm_leaves=True)
+    trace.propagate_shapes(gm, inputs)
+    return gm
+
+
 def _batch_size(inputs: tuple) -> int:
     """The batch size of the example inputs: the first dimension of the first tensor."""
     for x in inputs:
@@ -249,8 +265,9 @@ def _compile(model, inputs, beta, leaves: Sequence, align: int, auto_leaf=True) 
     if isinstance(model, fx.GraphModule) and not leaves:  # analyse a copy of its graph
         gm = trace.Traced(copy.deepcopy(model.graph), model, model.__class__.__name__)
     else:
-        gm = trace.trace_graph(model, leaves, auto_leaf, example_inputs=inputs)
-    trace.propagate_shapes(gm, inputs)
+        gm = _traced(model, inputs, leaves, auto_leaf)
+    if isinstance(model, fx.GraphModule) and not leaves:
+        trace.propagate_shapes(gm, inputs)
     coupling = couple(gm)
     table = flops_pass.flops_table(gm, len(coupling.groups))
     params = flops_pass.params_table(gm, coupling)

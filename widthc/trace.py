@@ -53,6 +53,7 @@ def trace_graph(
     leaves: Sequence = (),
     auto_leaf: bool = True,
     example_inputs: Sequence | None = None,
+    timm_leaves: bool | None = None,
 ) -> Traced:
     """Trace `model` with torch.fx in eval mode. `leaves`: module classes or names not to enter;
     `example_inputs`: the positional inputs (the other arguments keep their defaults; control
@@ -60,10 +61,13 @@ def trace_graph(
 
     Where tracing fails inside a submodule, or a module stores a traced value on itself, that
     module is traced as a leaf and the trace retried (`auto_leaf`; `Traced.auto_leaves` says
-    which and why). Raises TraceError naming the user's line and the module to mark as a leaf
+    which and why). timm's own no-trace modules are traced into with `auto_leaf` (they often
+    trace: nf* blocks, MobileViT blocks) and are leaves without it (`timm_leaves` decides). Raises TraceError naming the user's line and the module to mark as a leaf
     where no retry helps (or `auto_leaf=False`).
     """
     timm_modules, timm_functions = fx_tracer.timm_leaves()
+    if not (not auto_leaf if timm_leaves is None else timm_leaves):
+        timm_modules = []  # traced into where torch.fx can (nf*, MobileViT), else a leaf below
     given = fx_tracer.given_inputs(model, None if example_inputs is None else len(example_inputs))
     evaluate = None
     if example_inputs is not None:
@@ -386,3 +390,9 @@ def _fetch_attr(gm, target: str):
 def propagate_shapes(gm: fx.GraphModule | Traced, example_inputs: Sequence) -> None:
     """Fill `node.meta[VALUE]` for every node (see module docstring)."""
     _ShapeProp(gm, example_inputs).run()
+
+
+def has_timm_leaves(model: nn.Module) -> bool:
+    """Whether `model` holds a module timm marks as not traceable."""
+    kinds = tuple(fx_tracer.timm_leaves()[0])
+    return bool(kinds) and any(isinstance(m, kinds) for m in model.modules())
