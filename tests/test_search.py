@@ -243,9 +243,9 @@ def test_scoring_leaves_the_supernet_bit_for_bit_unchanged():
     before = _state_hash(net)
     rng_before = torch.get_rng_state()
     scorer = MaxMax(net, calib, val)
-    score = lambda w: (lambda s: (s.value, s.candidate))(scorer(program.space.choice(w)))  # noqa: E731
     result = search.search(
-        program.space, program.flops_many, score, 0.5 * program.flops(), "evolutionary",
+        program.space, program.flops_many, scorer.on(program.space), 0.5 * program.flops(),
+        "evolutionary",
         population=4, generations=2,
     )  # fmt: skip
     assert len(result.history) >= 3  # every candidate of every width scored exactly once

@@ -119,6 +119,16 @@ class MaxMax:
             self.cache[key] = Score(values[best], best, values)
         return self.cache[key]
 
+    def on(self, space):
+        """The score function a searcher takes: a width's bin counts in `space` (a row of
+        `program.space`) -> (score, winning candidate)."""
+
+        def score(width) -> tuple[float, int]:
+            s = self(space.choice(width))
+            return s.value, s.candidate
+
+        return score
+
     def candidate(self, choice: WidthChoice) -> float:
         """The score of one sub-network (not cached)."""
         self.scored += 1
