@@ -79,7 +79,7 @@ class Bench:
 
 DATASETS = {
     "mnist1d": Bench("examples/mnist1d_cnn.py", Recipe(30, 0.1, 64, 5e-4, 10), 4),
-    "mnist": Bench("examples/mnist_cnn.py", Recipe(30, 0.1, 64, 5e-4, 10), 4),
+    "mnist": Bench("examples/mnist_cnn.py", Recipe(10, 0.05, 64, 5e-4, 10), 5),
 }
 QUICK = Bench("examples/mnist1d_cnn.py", Recipe(1, 0.1, 64, 5e-4, 2), 4, Search(4, 1, 6, 6, 0.9))
 
@@ -333,7 +333,11 @@ def main() -> None:
         print(table.levers(found))
         return
     if args.table:
-        print(table.markdown(results if args.results else results.parent, args.split))
+        folder = results if args.results else results.parent
+        print(table.markdown(folder, args.split))
+        for sub in [folder] if any(folder.glob("*.json")) else sorted(folder.iterdir()):
+            if sub.is_dir() and any(sub.glob("*.json")):
+                print(table.figure(sub, ROOT / "bench" / "results" / f"quality-{sub.name}.png"))
         return
     bench = QUICK if args.quick else DATASETS[args.data]
     methods = ["widthc", "torch-pruning"] if args.quick else args.methods.split(",")

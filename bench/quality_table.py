@@ -155,3 +155,37 @@ def levers(variants: dict[str, Path]) -> str:
         largest = [r["supernet"]["val_acc_largest"] for r in runs if r.get("supernet")]
         lines.append(f"| {name} | {len(runs)} | {' | '.join(cells)} | {_ms(largest)} |")
     return "\n".join(lines)
+
+
+def figure(folder: Path, path: Path, split: str = "test") -> Path:
+    """One dot per method and budget, the mean retrained accuracy with a bar of ± one std over
+    seeds, widthc and uniform marked: the table above, for the eye (README "Does it work?")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = collect(load(folder))["rows"]
+    names = [r for r in ORDER if r in rows and r != "full"]
+    fig, axes = plt.subplots(1, len(BUDGETS), figsize=(9, 0.32 * len(names) + 1.2), sharey=True)
+    for ax, b in zip(axes, BUDGETS, strict=True):
+        for y, name in enumerate(names):
+            accs = [100 * e[split] for e in rows[name].get(b, {}).values()]
+            if not accs:
+                continue
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            color = {"widthc": "C3", "uniform": "C0"}.get(name, "0.35")
+            ax.errorbar(statistics.mean(accs), y, xerr=sd, fmt="o", color=color, capsize=3)
+        if "uniform" in rows and rows["uniform"].get(b):
+            mean = statistics.mean(100 * e[split] for e in rows["uniform"][b].values())
+            ax.axvline(mean, color="C0", lw=0.8, ls="--")
+        ax.set_title(f"{b} of the FLOPs")
+        ax.set_xlabel(f"retrained {split} accuracy (%), mean ± std")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{Path(folder).name}: every method, same recipe and budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

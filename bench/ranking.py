@@ -186,6 +186,9 @@ def main() -> None:
                "retrained_per_seed": [t["per_seed"] for t in truth],
                "recipe": dataclasses.asdict(dataclasses.replace(bench.recipe, epochs=args.epochs)),
                "supernets": {}}  # fmt: skip
+    if len(seeds) > 1:  # how well retraining ranks the widths against itself: the noise floor
+        per_seed = np.array([t["per_seed"] for t in truth])
+        summary["retrained_seed_vs_seed"] = correlations(per_seed[:, 0], per_seed[:, 1])
     for name, path in paths.items():
         s = scores(path, widths)
         value = [e["score"] for e in s]

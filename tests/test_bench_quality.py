@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,17 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     multi = cmds["multi-stage-25pct-s3"]
     assert multi[multi.index("--flops") + 1] == "25%" and "--stages" in multi
     assert cmds["widthc-s3"][cmds["widthc-s3"].index("--flops") + 1] == "25%,50%"
+
+
+@pytest.mark.parametrize("data", sorted(quality.DATASETS))
+def test_uniform_bins_k_is_the_median_bin_count_of_the_flops_sensitive_binning(data):
+    from widthc.frontends.models import load_model
+
+    bench = quality.DATASETS[data]
+    src = load_model(str(ROOT / bench.model))
+    program = widthc.compile(src.model, src.example_inputs)
+    counts = sorted(len(g.bins) for g in program.searchable)
+    assert bench.uniform_bins == round(statistics.median(counts))
 
 
 def _summary(method: str, seed: int, rows: dict) -> dict:
