@@ -102,6 +102,7 @@ VARIANTS = {
     "band-0.95": ["--budget-band", "0.95"],
     "calib-20": ["--calib-batches", "20"],
     "offset-2": ["--offset", "2"],
+    "decay-used": ["--decay-used"],
 }
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -15,7 +16,7 @@ from torch.utils.data import TensorDataset
 import widthc
 from widthc.cli import main
 from widthc.frontends.data import load_splits
-from widthc.train import TrainConfig, sample_width, train_supernet
+from widthc.train import MinMinStep, TrainConfig, sample_width, train_supernet
 
 # --- a supernet whose candidates' losses are known in closed form ----------------------------------
 
@@ -89,6 +90,53 @@ def test_sandwich_also_trains_largest_and_smallest():
     w2 = model[2].weight.detach().clone()
     train_supernet(net, _RAMP_DATA, config=TrainConfig(**_PLAIN_SGD, seed=seed, sandwich=True))
     assert (model[2].weight != w2).all()  # the full width touched every channel
+
+
+def test_decay_used_decays_only_the_trained_candidates_channels():
+    model, _, net, group, seed = _ramp_setup()
+    w1, w2 = model[0].weight.detach().clone(), model[2].weight.detach().clone()
+    sgd = dict(_PLAIN_SGD, weight_decay=0.1)
+    train_supernet(net, _RAMP_DATA, config=TrainConfig(**sgd, seed=seed, decay_used=True))
+    cands = net.candidates(sample_width(net, torch.Generator().manual_seed(seed)))
+    chosen = cands[-1].indices(group).tolist()  # the min-loss candidate (test above)
+    others = sorted(set(range(6)) - set(chosen))
+    assert torch.equal(model[0].weight[others], w1[others])  # neither trained nor decayed
+    assert torch.equal(model[2].weight[:, others], w2[:, others])
+
+    # the same step with the optimizer's decay: every channel shrinks, trained or not
+    model, _, net, group, seed = _ramp_setup()
+    train_supernet(net, _RAMP_DATA, config=TrainConfig(**sgd, seed=seed))
+    assert torch.allclose(model[0].weight[others], w1[others] * (1 - 0.1 * 0.1))
+    # and on the trained channels the two agree: the decay there is the optimizer's
+    decayed = model[0].weight[chosen].detach().clone()
+    model, _, net, group, seed = _ramp_setup()
+    train_supernet(net, _RAMP_DATA, config=TrainConfig(**sgd, seed=seed, decay_used=True))
+    assert torch.allclose(model[0].weight[chosen], decayed, atol=1e-7)
+
+
+def test_every_probe_sees_the_same_dropout_masks():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 3))
+    program = widthc.compile(model, torch.ones(2, 4))
+    net = widthc.supernet(program, offset=1)
+    net.train()
+    width = next(
+        w for s in range(50)
+        if len(net.candidates(w := sample_width(net, torch.Generator().manual_seed(s)))) > 1
+    )  # fmt: skip
+    cands = net.candidates(width)
+    step = MinMinStep(net, net, TrainConfig(), F.cross_entropy)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    state = torch.get_rng_state()
+    probed = step._probe(cands, x, y)
+    assert torch.equal(torch.get_rng_state(), state)  # the trained forward draws the same
+    expected = []
+    with torch.no_grad(), net.probing():
+        for c in cands:
+            torch.set_rng_state(state)
+            net.set_choice(c)
+            expected.append(F.cross_entropy(net(x), y))
+    assert torch.allclose(probed, torch.stack(expected))
 
 
 def test_random_candidate_and_fixed_pattern_baselines():

@@ -142,6 +142,38 @@ class Supernet(nn.Module):
         with self._entered(applied, private=keep, write_back=self.training and not keep):
             return self.gm(*inputs, **kwargs)
 
+    @torch.no_grad()
+    def decay_used(self, choices: list[WidthChoice], weight_decay: float) -> None:
+        """Add weight decay to the gradients of the positions that `choices` used, and only
+        those: a parameter no choice slices is decayed whole, a sliced one at its kept
+        positions (the union over `choices`). With the optimizer's own decay off, channels
+        outside the trained sub-networks then keep their values (without momentum)."""
+        device = _device_of(self.gm)
+        masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
+        for choice in choices:
+            applied = self._applied(choice, device)
+            sliced = {
+                (id(s.owner), s.attr): s
+                for s in (applied.swaps if applied is not None else ())
+                if not s.is_buffer and s.store == "_parameters"
+            }
+            for module in self.gm.modules():
+                for attr, param in module._parameters.items():
+                    if param is None or masks.get(id(param), True) is None:
+                        continue
+                    s = sliced.get((id(module), attr))
+                    if s is None:
+                        masks[id(param)] = None  # used whole
+                    else:
+                        kept = _kept_mask(param.shape, s.slices, device)
+                        masks[id(param)] = masks[id(param)] | kept if id(param) in masks else kept
+        for param in self.parameters():
+            if param.grad is None or id(param) not in masks:
+                continue
+            mask = masks[id(param)]
+            decay = param if mask is None else param * mask
+            param.grad.add_(decay, alpha=weight_decay)
+
     @contextlib.contextmanager
     def isolated(self, choice: WidthChoice) -> Iterator[fx.GraphModule]:
         """`choice` as a plain network, for scoring: its sliced weights gathered once (detached
@@ -371,6 +403,16 @@ def _as_range(idx: torch.Tensor) -> tuple[int, int] | None:
     if int(idx[-1]) - start + 1 != n:
         return None  # indices are ascending and distinct: a gap shows in the span
     return start, n
+
+
+def _kept_mask(shape, slices, device) -> torch.Tensor:
+    """A boolean tensor of `shape`, true at the positions `slices` (dim, kept indices) keep."""
+    mask = torch.ones((1,) * len(shape), dtype=torch.bool, device=device)
+    for dim, idx in slices:
+        kept = torch.zeros(shape[dim], dtype=torch.bool, device=device)
+        kept[idx] = True
+        mask = mask & kept.view([-1 if d == dim else 1 for d in range(len(shape))])
+    return mask.expand(shape)
 
 
 def _index_copy(full: torch.Tensor, slices, sliced: torch.Tensor) -> None:

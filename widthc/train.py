@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,9 @@ class TrainConfig:
         False, "Count how often that choice agrees with the full batch's."
     )
     sandwich: bool = option(False, "Also train the largest and smallest width every step.")
+    decay_used: bool = option(
+        False, "Weight decay only on the channels the trained sub-network used."
+    )
     seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
     checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
     calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
@@ -106,7 +109,10 @@ def train_supernet(
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
-    opt, schedule = loop.optimizer([p for p in net.parameters() if p.requires_grad], cfg, n_steps)
+    params = [p for p in net.parameters() if p.requires_grad]
+    # with --decay-used the step adds the decay to the used positions' gradients itself
+    opt_cfg = replace(cfg, weight_decay=0.0) if cfg.decay_used else cfg
+    opt, schedule = loop.optimizer(params, opt_cfg, n_steps)
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
     validate = _validator(net, train_data, val_data, cfg) if val_data is not None else None
     trainer = loop.Trainer(
@@ -207,6 +213,8 @@ class MinMinStep:
                 if not math.isfinite(values[-1]):
                     return {"loss": values[-1], "candidate": (j, "largest", "smallest")[i]}
                 loss.backward()
+        if cfg.decay_used and cfg.weight_decay:
+            net.decay_used(trained, cfg.weight_decay)
         self.histogram[j] += 1
         return {
             "loss": values[0],
@@ -218,12 +226,17 @@ class MinMinStep:
         }
 
     def _probe(self, cands: list[WidthChoice], x, y) -> torch.Tensor:
-        """Every candidate's loss (averaged over ranks); no gradients, no statistics updates."""
+        """Every candidate's loss (averaged over ranks); no gradients, no statistics updates.
+        Every candidate starts from the same random state (the same dropout masks, stochastic
+        depth draws), and the state is left as it was: the trained forward draws them again."""
         losses = []
+        device = x.device
+        devices = [device] if device.type == "cuda" else []
         with torch.inference_mode(), self.net.probing():  # no_grad, and less overhead
             for c in cands:
                 self.net.set_choice(c)
-                losses.append(self.loss_fn(self.net(x), y).detach().float())
+                with torch.random.fork_rng(devices=devices):
+                    losses.append(self.loss_fn(self.net(x), y).detach().float())
         return distributed.mean(torch.stack(losses)).cpu()
 
 
