@@ -10,10 +10,12 @@ weights, as the retrain stage builds it) with a fixed recipe: the benchmark's re
 order) to halve the retraining noise. Kendall tau and Spearman rho (scipy.stats) between (a)
 and (b) per supernet, and a scatter plot per supernet: bench/results/ranking-<supernet>.png.
 
-The supernets are those of bench/quality.py's seed-0 runs (same recipe) when they exist, and
-are trained here with `widthc train` otherwise.
+The supernets are those of bench/quality.py's runs (same recipe; seeds `--supernet-seeds`,
+default all five: tau per seed, then mean and std over the seeds) when they exist, and are
+trained here with `widthc train` otherwise. The truth's own noise floor: Kendall tau between
+two retraining seeds (each pair, and the mean of half the seeds against the other half).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 30] [--truth-seeds 0,1]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 30] [--truth-seeds 0,1,2,3]
 """
 
 from __future__ import annotations
@@ -58,16 +60,16 @@ def correlations(x, y) -> dict:
             "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)}  # fmt: skip
 
 
-def supernet_run(name: str, data: str, runs: Path, bench) -> Path:
-    """The run directory of a trained supernet: quality.py's seed-0 run, or trained here."""
+def supernet_run(name: str, data: str, runs: Path, bench, seed: int = 0) -> Path:
+    """The run directory of a trained supernet: quality.py's run of `seed`, or trained here."""
     method, options = SUPERNETS[name]
-    path = runs / quality.Task(method, 0).key
+    path = runs / quality.Task(method, seed).key
     if (path / "stages.json").exists() and json.loads((path / "stages.json").read_text()).get(
         "train", {}
     ).get("done"):
         return path
-    path = ROOT / "runs" / "bench" / "ranking" / name
-    cmd = [quality.WIDTHC, "train", str(ROOT / bench.model), "--data", data, "--seed", "0",
+    path = ROOT / "runs" / "bench" / "ranking" / f"{name}-s{seed}"
+    cmd = [quality.WIDTHC, "train", str(ROOT / bench.model), "--data", data, "--seed", str(seed),
            "--out", str(path), *bench.recipe.train_cli(), *options]  # fmt: skip
     if (path / "config.json").exists():
         cmd.append("--resume")
@@ -137,6 +139,20 @@ def retrained(run: Path, widths: list, epochs: int, seeds: list[int], cache: Pat
     return out
 
 
+def noise_floor(per_seed: np.ndarray) -> dict:
+    """How well retraining ranks the widths against itself (rows: widths, columns: seeds):
+    Kendall tau of every pair of seeds, and of the mean of the first half of the seeds
+    against the mean of the second half."""
+    from itertools import combinations
+
+    pairs = [correlations(per_seed[:, a], per_seed[:, b])["kendall_tau"]
+             for a, b in combinations(range(per_seed.shape[1]), 2)]  # fmt: skip
+    half = per_seed.shape[1] // 2
+    split = correlations(per_seed[:, :half].mean(1), per_seed[:, half:].mean(1))
+    return {"pairwise_kendall_tau": pairs, "pairwise_kendall_tau_mean": float(np.mean(pairs)),
+            "half_vs_half": split}  # fmt: skip
+
+
 def plot(name: str, x: list, y: list, corr: dict, path: Path) -> None:
     import matplotlib
 
@@ -157,7 +173,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mnist1d")
     p.add_argument("--epochs", type=int, default=30, help="epochs of the retraining")
-    p.add_argument("--truth-seeds", default="0,1", help="retraining seeds, averaged")
+    p.add_argument("--truth-seeds", default="0,1,2,3", help="retraining seeds, averaged")
+    p.add_argument("--supernet-seeds", default="0,1,2,3,4", help="quality.py runs' seeds")
     p.add_argument(
         "--runs", help="quality.py's run directories (default runs/bench/quality/<data>)"
     )
@@ -169,17 +186,19 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = {name: supernet_run(name, args.data, runs, bench) for name in SUPERNETS}
+    net_seeds = [int(x) for x in args.supernet_seeds.split(",")]
+    paths = {(name, s): supernet_run(name, args.data, runs, bench, s)
+             for name in SUPERNETS for s in net_seeds}  # fmt: skip
     from widthc.pipeline import Context
     from widthc.run import Run
 
-    programs = {n: Context(Run(path), progress=False).program for n, path in paths.items()}
-    base = programs["r1-minmin"]
+    programs = {k: Context(Run(path), progress=False).program for k, path in paths.items()}
+    base = programs[("r1-minmin", net_seeds[0])]
     assert all(pr.binning == base.binning for pr in programs.values()), "supernets differ in bins"
     widths = sample_widths(base)
     seeds = [int(x) for x in args.truth_seeds.split(",")]
     cache = results / "ranking-retrained.json"
-    truth = retrained(paths["r1-minmin"], widths, args.epochs, seeds, cache)
+    truth = retrained(paths[("r1-minmin", net_seeds[0])], widths, args.epochs, seeds, cache)
     acc = [t["test"] for t in truth]
     summary = {"data": args.data, "widths": [list(w.ks()) for w in widths], "budget": BUDGET,
                "retrain_epochs": args.epochs, "retrain_seeds": seeds, "retrained_test": acc,
@@ -187,15 +206,26 @@ def main() -> None:
                "recipe": dataclasses.asdict(dataclasses.replace(bench.recipe, epochs=args.epochs)),
                "supernets": {}}  # fmt: skip
     if len(seeds) > 1:  # how well retraining ranks the widths against itself: the noise floor
-        per_seed = np.array([t["per_seed"] for t in truth])
-        summary["retrained_seed_vs_seed"] = correlations(per_seed[:, 0], per_seed[:, 1])
-    for name, path in paths.items():
-        s = scores(path, widths)
-        value = [e["score"] for e in s]
-        corr = correlations(value, acc)
-        plot(name, value, acc, corr, results / f"ranking-{name}.png")
-        summary["supernets"][name] = {"run": os.path.relpath(path, ROOT), "scores": s, **corr}
-        print(f"{name}: tau {corr['kendall_tau']:.3f}, rho {corr['spearman_rho']:.3f}", flush=True)
+        summary["noise_floor"] = noise_floor(np.array([t["per_seed"] for t in truth]))
+    for name in SUPERNETS:
+        entry = summary["supernets"][name] = {"seeds": {}}
+        for s in net_seeds:
+            found = scores(paths[(name, s)], widths)
+            value = [e["score"] for e in found]
+            corr = correlations(value, acc)
+            if s == net_seeds[0]:
+                plot(name, value, acc, corr, results / f"ranking-{name}.png")
+            entry["seeds"][s] = {"run": os.path.relpath(paths[(name, s)], ROOT), "scores": found,
+                                 **corr}  # fmt: skip
+            print(f"{name} seed {s}: tau {corr['kendall_tau']:.3f}, "
+                  f"rho {corr['spearman_rho']:.3f}", flush=True)  # fmt: skip
+        for key in ("kendall_tau", "spearman_rho"):
+            values = [e[key] for e in entry["seeds"].values()]
+            entry[f"{key}_mean"] = float(np.mean(values))
+            entry[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        print(f"{name}: tau {entry['kendall_tau_mean']:.3f} ± {entry['kendall_tau_std']:.3f}, "
+              f"rho {entry['spearman_rho_mean']:.3f} ± {entry['spearman_rho_std']:.3f}",
+              flush=True)  # fmt: skip
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     (results / "ranking.json").write_text(json.dumps(summary, indent=1))

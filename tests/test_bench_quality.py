@@ -151,3 +151,17 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
             for e in row.values():
                 assert 0.0 <= e["test"] <= 1.0 and 0 < e["flops"] <= e["budget"]
     assert "| widthc |" in out.stdout and "| tp-taylor-finetune |" in out.stdout
+
+
+def test_ranking_noise_floor_pairs_every_two_seeds_and_splits_the_halves():
+    import numpy as np
+    import ranking
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=24)
+    same = np.stack([truth] * 4, axis=1)
+    floor = ranking.noise_floor(same)
+    assert floor["pairwise_kendall_tau"] == pytest.approx([1.0] * 6)
+    assert floor["half_vs_half"]["kendall_tau"] == pytest.approx(1.0)
+    noisy = same + rng.normal(scale=3.0, size=same.shape)
+    assert ranking.noise_floor(noisy)["pairwise_kendall_tau_mean"] < 0.9
