@@ -162,3 +162,20 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "--sync-bn needs --device cuda" in res.output
+
+
+def test_only_rank_0_writes_the_run_directory(tmp_path, monkeypatch):
+    """Every rank runs the stages; two ranks renaming one temp file raced (test_torchrun_cli
+    failed once with 'cannot write run/analysis.json')."""
+    from widthc import distributed
+    from widthc.run import Run
+
+    run = Run(tmp_path)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    assert run.write_json("analysis.json", {"a": 1}) == tmp_path / "analysis.json"
+    with run.stage("analyze"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    run.write_json("analysis.json", {"a": 1})
+    assert json.loads((tmp_path / "analysis.json").read_text()) == {"a": 1}

@@ -162,6 +162,12 @@ class Run:
         return self._read(name, default)
 
     def write_json(self, name: str | Path, data) -> Path:
+        """Write `RUN_DIR/name` atomically; under torchrun rank 0 alone writes (every rank
+        computes the same data, and two renames of one temp file would race)."""
+        from widthc import distributed
+
+        if distributed.rank() != 0:
+            return self.path / name
         return write_text(self.path / name, json.dumps(data, indent=2))
 
     def _read(self, name: str, default):
