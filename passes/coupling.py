@@ -26,6 +26,7 @@ from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
 from widthc.ops.reparam import Reparam, reparam, tensor_at
 from widthc.passes.atoms import Atoms, ParamVar
+from widthc.passes.entries import entries_of, fits, fixed_like, flat_entries
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
 from widthc.trace import VALUE, NodeView, Traced
 from widthc.tree import leaves
@@ -116,7 +117,7 @@ class CoupleCtx(NodeView):
         raw = self._raw(i, name)
         if raw is ops._REQUIRED or raw is None:
             return None
-        return _entries_of(self.st, raw)
+        return entries_of(self.st.entries, raw)
 
     def item_of(self, i: int, index):
         e = self.lay(i)
@@ -146,7 +147,7 @@ class CoupleCtx(NodeView):
         out = []
         for raw in (*self.node.args, *self.node.kwargs.values()):
             if isinstance(raw, fx.Node) and isinstance(raw.meta.get(VALUE), TensorMeta):
-                out.append((raw.meta[VALUE], _entries_of(self.st, raw)))
+                out.append((raw.meta[VALUE], entries_of(self.st.entries, raw)))
         return out
 
     def resolve(self, e):
@@ -298,40 +299,12 @@ class CoupleCtx(NodeView):
         self.st.entries[self.node] = entries
 
     def set_fixed(self) -> None:
-        self.st.entries[self.node] = _fixed_like(self.out)
+        self.st.entries[self.node] = fixed_like(self.out)
 
     def barrier(self, why: str) -> None:
-        for e in _flat_entries(self.st, list(self.node.all_input_nodes)):
+        for e in flat_entries(self.st.entries, list(self.node.all_input_nodes)):
             self.sink(e, why)
         self.set_fixed()
-
-
-def _fixed_like(value):
-    if isinstance(value, TensorMeta):
-        return (None,) * value.ndim
-    if isinstance(value, list):
-        return [_fixed_like(v) for v in value]
-    if isinstance(value, tuple):  # namedtuples and torch.Size too
-        return tuple(_fixed_like(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _fixed_like(v) for k, v in value.items()}
-    return None
-
-
-def _entries_of(st: _State, raw):
-    if isinstance(raw, fx.Node):
-        return st.entries.get(raw, _fixed_like(raw.meta.get(VALUE)))
-    if isinstance(raw, (tuple, list)):
-        return [_entries_of(st, r) for r in raw]
-    return None
-
-
-def _flat_entries(st: _State, nodes: list[fx.Node]) -> list:
-    out = []
-    for n in nodes:
-        found = leaves(st.entries.get(n), is_leaf=lambda x: isinstance(x, (Layout, ParamVar)))
-        out.extend(e for e in found if e is not None)
-    return out
 
 
 def couple(gm) -> Coupling:
@@ -352,7 +325,7 @@ def couple(gm) -> Coupling:
             else:
                 ctx.set_fixed()
         elif node.op == "output":
-            for e in _flat_entries(st, list(node.all_input_nodes)):
+            for e in flat_entries(st.entries, list(node.all_input_nodes)):
                 ctx.sink(e, "output of the network")
         elif not node.all_input_nodes:
             ctx.set_fixed()
@@ -371,25 +344,10 @@ def couple(gm) -> Coupling:
                 for action, var, why in st.after_rule:
                     ctx.sink(var, why) if action == "sink" else ctx.mix(var)
                 st.after_rule.clear()
-        if not _fits(st.entries.get(node), node.meta[VALUE]):
+        if not fits(st.entries.get(node), node.meta[VALUE]):
             # a rule that lost track of a tensor's dims: freeze rather than guess
             ctx.barrier(f"cannot follow the channels through `{ctx.op}`")
     return finish(st)
-
-
-def _fits(entries, value) -> bool:
-    """Entries have the structure of the value: one entry per dim of every tensor in it."""
-    if isinstance(value, TensorMeta):
-        return isinstance(entries, tuple) and len(entries) == value.ndim
-    if isinstance(value, (tuple, list)) and any(isinstance(v, TensorMeta) for v in leaves(value)):
-        return (
-            isinstance(entries, (tuple, list))
-            and len(entries) == len(value)
-            and all(_fits(e, v) for e, v in zip(entries, value))
-        )
-    if isinstance(value, dict) and any(isinstance(v, TensorMeta) for v in leaves(value)):
-        return isinstance(entries, dict) and all(_fits(entries.get(k), v) for k, v in value.items())
-    return True
 
 
 def _hidden_tensors(ctx: CoupleCtx) -> None:
@@ -421,7 +379,7 @@ def _python_value(ctx: CoupleCtx) -> None:
     if spec is not None and spec.family in ("getitem", "creation", "size division"):
         spec.couple(ctx)
         return
-    for e in _flat_entries(ctx.st, list(ctx.node.all_input_nodes)):
+    for e in flat_entries(ctx.st.entries, list(ctx.node.all_input_nodes)):
         ctx.sink(e, "channel count used in arithmetic")
     ctx.set_fixed()
 

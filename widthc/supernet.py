@@ -22,64 +22,16 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
 
+from widthc import swaps as sw
 from widthc.errors import WidthcError
-from widthc.ir import Layout, WidthChoice
-from widthc.passes.coupling import LAYOUTS
+from widthc.ir import WidthChoice
 from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
-
-
-@dataclass(frozen=True)
-class _Swap:
-    """One tensor to slice: `store[attr]` of `owner` (its _parameters, _buffers or __dict__)."""
-
-    owner: nn.Module
-    store: str
-    attr: str
-    slices: tuple[tuple[int, torch.Tensor], ...]  # (dim, kept positions), on the tensor's device
-    is_buffer: bool
-    shape: tuple[int, ...]  # the sliced shape
-    narrow: tuple[tuple[int, int, int], ...] | None = None  # (dim, start, length): all ranges
-
-    def apply(self, full: torch.Tensor) -> torch.Tensor:
-        """The kept part of `full`: a view where every kept set is a range (parameters only:
-        no copy, and a cheaper backward), else one index_select per sliced dim. (Measured on
-        CPU: two index_selects beat one gather at flat indices, which also costs an int64
-        index as large as the weight, per cached choice.)"""
-        if self.narrow is not None:
-            for dim, start, length in self.narrow:
-                full = full.narrow(dim, start, length)
-            return full
-        for dim, idx in self.slices:
-            full = full.index_select(dim, idx)
-        return full
-
-
-@dataclass(frozen=True)
-class _Target:
-    """A parameter or buffer the plan may slice: where it lives, its shape, its channel dims."""
-
-    name: str
-    owner: nn.Module
-    store: str
-    attr: str
-    shape: tuple[int, ...]
-    dims: tuple[tuple[int, Layout], ...]
-    groups: tuple[int, ...]  # the groups its channel dims carry: its slices depend on them only
-
-
-@dataclass(frozen=True)
-class _Applied:
-    """Everything one choice changes, resolved once and cached."""
-
-    swaps: tuple[_Swap, ...]
-    attrs: tuple[tuple[nn.Module, dict, dict], ...]  # (module, new attributes, old attributes)
-    sizes: tuple[int, ...]  # literal channel counts, in slot order
+from widthc.swaps import Applied, Swap, Target
 
 
 class Supernet(nn.Module):
@@ -98,11 +50,11 @@ class Supernet(nn.Module):
         self._buffer_slots = [
             (m, name) for m in self.gm.modules() for name in m._buffers
         ]  # every buffer, for probing
-        self._targets = _targets(self.gm, program.param_dims)
-        self._resizable = _resizable(program.gm, self._src_modules, program.param_dims)
+        self._targets = sw.targets(self.gm, program.param_dims)
+        self._resizable = sw.resizable(program.gm, self._src_modules, program.param_dims)
         self._n_bins = {g.id: len(g.bins) for g in program.searchable}
         self._cache_size = cache_size
-        self._cache: OrderedDict = OrderedDict()  # choice -> _Applied, least recently used out
+        self._cache: OrderedDict = OrderedDict()  # choice -> Applied, least recently used out
         self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
         self._choice = program.full()
         self._probing = False
@@ -165,7 +117,7 @@ class Supernet(nn.Module):
                     if s is None:
                         masks[id(param)] = None  # used whole
                     else:
-                        kept = _kept_mask(param.shape, s.slices, device)
+                        kept = sw.kept_mask(param.shape, s.slices, device)
                         masks[id(param)] = masks[id(param)] | kept if id(param) in masks else kept
         for param in self.parameters():
             if param.grad is None or id(param) not in masks:
@@ -190,7 +142,7 @@ class Supernet(nn.Module):
             self.train(was_training)
 
     @contextlib.contextmanager
-    def _entered(self, applied: _Applied | None, private: bool, write_back: bool):
+    def _entered(self, applied: Applied | None, private: bool, write_back: bool):
         """Swap in the sliced tensors, module attributes and literal sizes of `applied`, and put
         everything back on exit. `private`: every buffer is a copy and sliced parameters are
         gathered contiguous copies (probing, scoring); `write_back`: the kept positions of
@@ -222,22 +174,22 @@ class Supernet(nn.Module):
                 store[s.attr] = full
                 if write_back and s.is_buffer and sliced is not full:
                     with torch.no_grad():
-                        _index_copy(full, s.slices, sliced)
+                        sw.index_copy(full, s.slices, sliced)
             if applied is not None:
                 for module, _, old in applied.attrs:
                     module.__dict__.update(old)
                 getattr(self.gm, SIZES).values[:] = self._full_sizes
 
-    def _untouched_buffers(self, swaps) -> tuple[_Swap, ...]:
+    def _untouched_buffers(self, swaps) -> tuple[Swap, ...]:
         """Every buffer no swap covers, as a swap that only copies it (for probing)."""
         covered = {(id(s.owner), s.attr) for s in swaps}
         return tuple(
-            _Swap(m, "_buffers", name, (), True, ())
+            Swap(m, "_buffers", name, (), True, ())
             for m, name in self._buffer_slots
             if m._buffers.get(name) is not None and (id(m), name) not in covered
         )
 
-    def _applied(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
+    def _applied(self, choice: WidthChoice, device: torch.device) -> Applied | None:
         key = (choice, device)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -249,7 +201,7 @@ class Supernet(nn.Module):
             self._cache.popitem(last=False)
         return applied
 
-    def _resolve(self, choice: WidthChoice, device: torch.device) -> _Applied | None:
+    def _resolve(self, choice: WidthChoice, device: torch.device) -> Applied | None:
         """Read the plan of `choice`: which tensors to slice how, which module attributes and
         literals change. Each tensor's slices (and each module's attributes) depend only on the
         widths of the groups it carries, so they are cached by those: a new choice mostly
@@ -304,18 +256,18 @@ class Supernet(nn.Module):
                 new_args = the_plan().literal_args(self._src_nodes[node_name])
                 self._parts[key] = sizes[slot] if new_args is None else at(new_args, path)
             sizes[slot] = self._parts[key]
-        return _Applied(tuple(swaps), tuple(attrs), tuple(sizes))
+        return Applied(tuple(swaps), tuple(attrs), tuple(sizes))
 
-    def _slice(self, t: _Target, widths: dict, the_plan, device: torch.device) -> _Swap:
+    def _slice(self, t: Target, widths: dict, the_plan, device: torch.device) -> Swap:
         found = []
         for dim, lay in t.dims:  # kept positions per layout: shared by many tensors
             key = ("positions", lay, device, tuple(widths.get(g) for g in lay.groups))
             if key not in self._parts:
                 idx = the_plan().positions(lay)
-                self._parts[key] = None if idx is None else (idx.to(device), _as_range(idx))
+                self._parts[key] = None if idx is None else (idx.to(device), sw.as_range(idx))
             if self._parts[key] is not None:
                 found.append((dim, self._parts[key]))
-        return _swap(t, found)
+        return sw.make_swap(t, found)
 
 
 def supernet(program, offset: int = 1) -> Supernet:
@@ -326,100 +278,5 @@ def supernet(program, offset: int = 1) -> Supernet:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _store_of(owner: nn.Module, attr: str) -> tuple[str, torch.Tensor]:
-    for store in ("_parameters", "_buffers"):
-        d = getattr(owner, store)
-        if d.get(attr) is not None:
-            return store, d[attr]
-    return "__dict__", owner.__dict__[attr]  # a plain tensor attribute (fx constants)
-
-
 def _device_of(gm: nn.Module) -> torch.device:
     return next(gm.parameters(), torch.empty(0)).device
-
-
-def _targets(gm: fx.GraphModule, param_dims) -> list[_Target]:
-    out = []
-    for name, dims in param_dims.items():
-        owner_name, _, attr = name.rpartition(".")
-        owner = gm.get_submodule(owner_name) if owner_name else gm
-        store, tensor = _store_of(owner, attr)
-        groups = tuple(sorted({g for lay in dims.values() for g in lay.groups}))
-        out.append(
-            _Target(
-                name, owner, store, attr, tuple(tensor.shape), tuple(sorted(dims.items())), groups
-            )
-        )
-    return out
-
-
-def _resizable(src: fx.GraphModule, modules: dict, param_dims) -> list:
-    """[(node, module, groups)]: call_module nodes and the groups their parameters and inputs
-    carry; a node whose groups all keep their width keeps its attributes."""
-    out, seen = [], set()
-    for node in src.graph.nodes:
-        if node.op != "call_module" or node.target in seen:
-            continue
-        seen.add(node.target)
-        module = modules[node.target]
-        groups = set()
-        for name in (*module._parameters, *module._buffers):
-            for lay in param_dims.get(f"{node.target}.{name}", {}).values():
-                groups.update(lay.groups)
-        for arg in node.all_input_nodes:
-            groups.update(_layout_groups(arg.meta.get(LAYOUTS)))
-        out.append((node, module, tuple(sorted(groups))))
-    return out
-
-
-def _layout_groups(layouts) -> set[int]:
-    if isinstance(layouts, Layout):
-        return set(layouts.groups)
-    if isinstance(layouts, (tuple, list)):
-        return set().union(*(_layout_groups(x) for x in layouts)) if layouts else set()
-    if isinstance(layouts, dict):
-        return _layout_groups(list(layouts.values()))
-    return set()
-
-
-def _swap(t: _Target, found: list) -> _Swap:
-    """How to slice `t`; `found`: [(dim, (kept positions, (start, length) or None))]."""
-    slices = tuple((d, idx) for d, (idx, _) in found)
-    shape = list(t.shape)
-    for d, idx in slices:
-        shape[d] = len(idx)
-    is_buffer = t.store != "_parameters"  # buffers are small and must be copies (probing)
-    ranges = [r for _, (_, r) in found]
-    narrow = None
-    if not is_buffer and all(r is not None for r in ranges):
-        narrow = tuple((d, start, n) for (d, _), (start, n) in zip(slices, ranges))
-    return _Swap(t.owner, t.store, t.attr, slices, is_buffer, tuple(shape), narrow)
-
-
-def _as_range(idx: torch.Tensor) -> tuple[int, int] | None:
-    """(start, length) when `idx` is start, start+1, ..., else None."""
-    n = len(idx)
-    start = int(idx[0])
-    if int(idx[-1]) - start + 1 != n:
-        return None  # indices are ascending and distinct: a gap shows in the span
-    return start, n
-
-
-def _kept_mask(shape, slices, device) -> torch.Tensor:
-    """A boolean tensor of `shape`, true at the positions `slices` (dim, kept indices) keep."""
-    mask = torch.ones((1,) * len(shape), dtype=torch.bool, device=device)
-    for dim, idx in slices:
-        kept = torch.zeros(shape[dim], dtype=torch.bool, device=device)
-        kept[idx] = True
-        mask = mask & kept.view([-1 if d == dim else 1 for d in range(len(shape))])
-    return mask.expand(shape)
-
-
-def _index_copy(full: torch.Tensor, slices, sliced: torch.Tensor) -> None:
-    """full[kept positions] = sliced, for a slice along any number of dims."""
-    (dim, idx), *rest = slices
-    if rest:
-        inner = full.index_select(dim, idx)
-        _index_copy(inner, rest, sliced)
-        sliced = inner
-    full.index_copy_(dim, idx, sliced)
