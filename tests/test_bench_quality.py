@@ -165,3 +165,21 @@ def test_ranking_noise_floor_pairs_every_two_seeds_and_splits_the_halves():
     assert floor["half_vs_half"]["kendall_tau"] == pytest.approx(1.0)
     noisy = same + rng.normal(scale=3.0, size=same.shape)
     assert ranking.noise_floor(noisy)["pairwise_kendall_tau_mean"] < 0.9
+
+
+def test_figure_draws_every_method_with_widthc_in_red(tmp_path):
+    import numpy as np
+    from matplotlib.image import imread
+
+    def entry(acc):
+        return {"test": acc, "flops": 90.0, "budget": 100.0}
+
+    for seed, acc in enumerate([0.90, 0.80]):
+        rows = {m: {b: entry(acc - 0.01 * i) for b in ("25%", "50%")}
+                for i, m in enumerate(("widthc", "uniform"))}  # fmt: skip
+        (tmp_path / f"w{seed}.json").write_text(json.dumps(_summary("widthc", seed, rows)))
+    png = quality_table.figure(tmp_path, tmp_path / "q.png")
+    image = imread(png)[..., :3]
+    assert image.shape[0] > 100 and image.std() > 0.05  # a drawn figure, not a blank one
+    red = (np.abs(image - np.array([0xD6, 0x27, 0x28]) / 255).max(axis=2) < 0.05).sum()
+    assert red > 50  # widthc's dots and bars (matplotlib's C3)
