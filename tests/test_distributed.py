@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import widthc
+from widthc import distributed
 from widthc.train import TrainConfig, train_supernet
 
 B = 8  # per process
@@ -59,7 +60,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             json.dumps({"losses": result.losses, "candidates": result.candidates})
         )
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def _free_port() -> int:
