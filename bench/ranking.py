@@ -16,6 +16,8 @@ trained here with `widthc train` otherwise. The truth's own noise floor: Kendall
 two retraining seeds (each pair, and the mean of half the seeds against the other half).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ranking.py [--epochs 30] [--truth-seeds 0,1,2,3]
+
+`--levers` adds the supernets of bench/quality.py's levers (LEVERS), trained there.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ SUPERNETS = {  # name -> (quality.py method whose seed-0 run it is, widthc train
     "r1-random-candidate": ("random candidate", ["--minmin-start", "1"]),
     "r0-fixed-pattern": ("fixed pattern", ["--offset", "0"]),
 }
+# the same ranking asked of the levers' supernets (bench/quality.py --variant NAME): do the
+# supernets that train better (the largest width's validation accuracy) also rank better?
+LEVERS = {  # name -> quality.py variant, whose widthc runs hold the supernets
+    "r1-minmin-epochs-x2": "supernet-epochs-x2",
+    "r1-minmin-sandwich": "sandwich",
+    "r2-minmin": "offset-2",
+}
 N_WIDTHS, BUDGET, FIRST_SEED = 24, 0.5, 1000
 
 
@@ -62,6 +71,12 @@ def correlations(x, y) -> dict:
 
 def supernet_run(name: str, data: str, runs: Path, bench, seed: int = 0) -> Path:
     """The run directory of a trained supernet: quality.py's run of `seed`, or trained here."""
+    if name in LEVERS:
+        path = ROOT / "runs" / "bench" / "levers" / LEVERS[name] / data / f"widthc-s{seed}"
+        if not (path / "supernet.pt").exists():
+            sys.exit(f"{path} has no supernet: run bench/quality.py --data {data} "
+                     f"--variant {LEVERS[name]} first, or leave out --levers")  # fmt: skip
+        return path
     method, options = SUPERNETS[name]
     path = runs / quality.Task(method, seed).key
     if (path / "stages.json").exists() and json.loads((path / "stages.json").read_text()).get(
@@ -179,7 +194,13 @@ def main() -> None:
         "--runs", help="quality.py's run directories (default runs/bench/quality/<data>)"
     )
     p.add_argument("--results", default=str(ROOT / "bench" / "results"))
+    p.add_argument(
+        "--levers",
+        action="store_true",
+        help="also rank with the levers' supernets (bench/quality.py --variant)",
+    )
     args = p.parse_args()
+    kinds = list(SUPERNETS) + (list(LEVERS) if args.levers else [])
     torch.set_num_threads(1)
     bench = quality.DATASETS[args.data]
     runs = Path(args.runs or ROOT / "runs" / "bench" / "quality" / args.data)
@@ -188,7 +209,7 @@ def main() -> None:
     t0 = time.perf_counter()
     net_seeds = [int(x) for x in args.supernet_seeds.split(",")]
     paths = {(name, s): supernet_run(name, args.data, runs, bench, s)
-             for name in SUPERNETS for s in net_seeds}  # fmt: skip
+             for name in kinds for s in net_seeds}  # fmt: skip
     from widthc.pipeline import Context
     from widthc.run import Run
 
@@ -207,7 +228,7 @@ def main() -> None:
                "supernets": {}}  # fmt: skip
     if len(seeds) > 1:  # how well retraining ranks the widths against itself: the noise floor
         summary["noise_floor"] = noise_floor(np.array([t["per_seed"] for t in truth]))
-    for name in SUPERNETS:
+    for name in kinds:
         entry = summary["supernets"][name] = {"seeds": {}}
         for s in net_seeds:
             found = scores(paths[(name, s)], widths)

@@ -167,6 +167,18 @@ def test_ranking_noise_floor_pairs_every_two_seeds_and_splits_the_halves():
     assert ranking.noise_floor(noisy)["pairwise_kendall_tau_mean"] < 0.9
 
 
+def test_ranking_finds_a_levers_supernet_or_says_which_run_makes_it(tmp_path, monkeypatch):
+    import ranking
+
+    monkeypatch.setattr(ranking, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="bench/quality.py --data mnist1d --variant sandwich"):
+        ranking.supernet_run("r1-minmin-sandwich", "mnist1d", tmp_path, None, seed=3)
+    run = tmp_path / "runs" / "bench" / "levers" / "sandwich" / "mnist1d" / "widthc-s3"
+    run.mkdir(parents=True)
+    (run / "supernet.pt").write_bytes(b"")
+    assert ranking.supernet_run("r1-minmin-sandwich", "mnist1d", tmp_path, None, seed=3) == run
+
+
 def test_figure_draws_every_method_with_widthc_in_red(tmp_path):
     import numpy as np
     from matplotlib.image import imread
