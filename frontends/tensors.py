@@ -5,6 +5,8 @@
   validation 10% of the rest;
 - `mnist1d`: the `mnist1d` package's procedural MNIST-1D (its default arguments: 4,000 train and
   1,000 test signals of length 40); validation 10% of train by seed;
+- `mnist1d-10k`: the same generator with 10,000 samples (8,000 train, 2,000 test): half the
+  test split's sampling noise;
 - `synthetic`: random inputs and labels of the model's input shape (smoke runs only).
 
 Inputs are resized to the model's input (bilinear for images, linear for signals), repeated to
@@ -47,14 +49,19 @@ def mnist(input_shape: tuple[int, ...], seed: int) -> DataSplits:
     return _splits("mnist", x, y, (train, val, test), input_shape, note)
 
 
-def mnist1d(input_shape: tuple[int, ...], seed: int) -> DataSplits:
-    check_shape(input_shape, (40,), "mnist1d")
-    x_train, y_train, x_test, y_test = mnist1d_arrays()
+def mnist1d(input_shape: tuple[int, ...], seed: int, samples: int = 5000) -> DataSplits:
+    name = "mnist1d" if samples == 5000 else f"mnist1d-{samples // 1000}k"
+    check_shape(input_shape, (40,), name)
+    x_train, y_train, x_test, y_test = mnist1d_arrays(samples)
     n = len(y_train)
     val, train = partition(n, seed, part(n, VAL_FRACTION))
     test = torch.arange(n, n + len(y_test))
     x, y = torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
-    return _splits("mnist1d", x, y, (train, val, test), input_shape, "val 10% of train by seed")
+    return _splits(name, x, y, (train, val, test), input_shape, "val 10% of train by seed")
+
+
+def mnist1d_10k(input_shape: tuple[int, ...], seed: int) -> DataSplits:
+    return mnist1d(input_shape, seed, samples=10_000)
 
 
 def synthetic(input_shape: tuple[int, ...], seed: int) -> DataSplits:
@@ -133,9 +140,9 @@ def mnist_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.cache
-def mnist1d_arrays() -> tuple[torch.Tensor, ...]:
-    """(x_train (N, 1, 40), y_train, x_test, y_test), generated once per process. The result
-    is shared: never modify it in place."""
+def mnist1d_arrays(samples: int = 5000) -> tuple[torch.Tensor, ...]:
+    """(x_train (N, 1, 40), y_train, x_test, y_test) of `samples` signals (80% train), generated
+    once per process. The result is shared: never modify it in place."""
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
@@ -143,7 +150,9 @@ def mnist1d_arrays() -> tuple[torch.Tensor, ...]:
     # make_dataset seeds Python's and numpy's global generators: leave the caller's untouched
     state = random.getstate(), np.random.get_state()
     try:
-        d = make_dataset(get_dataset_args())
+        args = get_dataset_args()
+        args.num_samples = samples
+        d = make_dataset(args)
     finally:
         random.setstate(state[0])
         np.random.set_state(state[1])

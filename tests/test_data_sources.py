@@ -35,6 +35,7 @@ def _assert_partition(s: DataSplits, sizes: tuple[int, int, int], total_rows: in
         ("digits", (1257, 270, 270), (1, 1, 8, 8)),
         ("mnist", (3600, 400, 1000), (1, 1, 28, 28)),
         ("mnist1d", (3600, 400, 1000), (1, 1, 40)),
+        ("mnist1d-10k", (7200, 800, 2000), (1, 1, 40)),
     ],
 )
 def test_bundled_splits(name, sizes, shape):
@@ -94,7 +95,7 @@ def test_synthetic():
 @pytest.mark.parametrize(
     ("spec", "shape", "message"),
     [
-        ("imagenet", (1, 3, 8, 8), "unknown data source 'imagenet': choose one of digits, mnist, mnist1d, synthetic, imagefolder:PATH, cifar10:PATH"),
+        ("imagenet", (1, 3, 8, 8), "unknown data source 'imagenet': choose one of digits, mnist, mnist1d, mnist1d-10k, synthetic, imagefolder:PATH, cifar10:PATH"),
         ("digits:/x", (1, 3, 8, 8), "unknown data source 'digits:/x'"),
         ("imagefolder", (1, 3, 8, 8), "--data imagefolder needs a folder: give --data imagefolder:PATH"),
         ("digits", (1, 64), "holds images, .* shape 1x64: give --input-shape N,C,H,W"),

@@ -122,7 +122,7 @@ def run_options(fn):
     for option in reversed(
         [
             click.option("--data", default=None, metavar="SOURCE",
-                         help="digits, mnist, mnist1d, imagefolder:PATH, cifar10:PATH or synthetic; "
+                         help="digits, mnist, mnist1d, mnist1d-10k, imagefolder:PATH, cifar10:PATH or synthetic; "
                          "default: the model file's train_data()/val_data()."),
             click.option("--offset", default=1, show_default=True, type=int,
                          help="Locally free offset r (0: fixed pattern)."),

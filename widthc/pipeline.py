@@ -202,7 +202,7 @@ def compile_source(config: dict, src) -> widthc.Program:
 
 _NO_DATA = (
     "--data is missing: training the supernet needs data; give --data (digits, mnist, mnist1d, "
-    "imagefolder:PATH, cifar10:PATH, synthetic) or define train_data() and val_data() in the "
+    "mnist1d-10k, imagefolder:PATH, cifar10:PATH, synthetic) or define train_data() and val_data() in the "
     "model file; to slim without data or training, use --search uniform"
 )
 
