@@ -44,6 +44,8 @@ bench: $(BENCH_STAMP)
 bench-quality: $(BENCH_STAMP)
 	$(BIN)/python bench/quality.py --data mnist1d --jobs 2
 	$(BIN)/python bench/quality.py --data mnist --jobs 2
+	$(BIN)/python bench/quality.py --data mnist1d-10k --jobs 2 \
+		--methods "widthc,random candidate,fixed pattern,torch-pruning"
 	$(BIN)/python bench/ranking.py
 
 install: $(STAMP)
