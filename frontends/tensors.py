@@ -49,8 +49,9 @@ def mnist(input_shape: tuple[int, ...], seed: int) -> DataSplits:
     return _splits("mnist", x, y, (train, val, test), input_shape, note)
 
 
-def mnist1d(input_shape: tuple[int, ...], seed: int, samples: int = 5000) -> DataSplits:
-    name = "mnist1d" if samples == 5000 else f"mnist1d-{samples // 1000}k"
+def mnist1d(
+    input_shape: tuple[int, ...], seed: int, samples: int = 5000, name: str = "mnist1d"
+) -> DataSplits:
     check_shape(input_shape, (40,), name)
     x_train, y_train, x_test, y_test = mnist1d_arrays(samples)
     n = len(y_train)
@@ -61,7 +62,7 @@ def mnist1d(input_shape: tuple[int, ...], seed: int, samples: int = 5000) -> Dat
 
 
 def mnist1d_10k(input_shape: tuple[int, ...], seed: int) -> DataSplits:
-    return mnist1d(input_shape, seed, samples=10_000)
+    return mnist1d(input_shape, seed, samples=10_000, name="mnist1d-10k")
 
 
 def synthetic(input_shape: tuple[int, ...], seed: int) -> DataSplits:

@@ -165,6 +165,19 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "--sync-bn needs --device cuda" in res.output
 
 
+def test_shutdown_frees_ddp_before_every_rank_leaves(monkeypatch):
+    """DDP's reducer freed only at interpreter exit, after the group was destroyed, made gloo
+    abort a rank ('terminate called without an active exception', CI): shutdown collects the
+    garbage first, then waits for every rank, then destroys the group."""
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.shutdown()
+    assert calls == ["collect", "barrier", "destroy"]
+
+
 def test_only_rank_0_writes_the_run_directory(tmp_path, monkeypatch):
     """Every rank runs the stages; two ranks renaming one temp file raced (test_torchrun_cli
     failed once with 'cannot write run/analysis.json')."""

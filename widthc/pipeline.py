@@ -25,6 +25,7 @@ from widthc import checkpoint, interrupt, loop, space
 from widthc import search as search_pkg
 from widthc.errors import WidthcError
 from widthc.evaluate import Score, accuracy, batch
+from widthc.frontends.data import SOURCES
 from widthc.run import (
     ANALYSIS,
     METRICS,
@@ -201,9 +202,9 @@ def compile_source(config: dict, src) -> widthc.Program:
 
 
 _NO_DATA = (
-    "--data is missing: training the supernet needs data; give --data (digits, mnist, mnist1d, "
-    "mnist1d-10k, imagefolder:PATH, cifar10:PATH, synthetic) or define train_data() and val_data() in the "
-    "model file; to slim without data or training, use --search uniform"
+    f"--data is missing: training the supernet needs data; give --data ({', '.join(SOURCES)}) "
+    "or define train_data() and val_data() in the model file; to slim without data or "
+    "training, use --search uniform"
 )
 
 
