@@ -129,15 +129,17 @@ class CoupleCtx(NodeView):
     def param(self, name: str):
         """Entries of the module's tensor `name`. A weight computed from stored tensors (weight
         norm) keeps, after the rule, the widths its parametrization cannot follow."""
-        target, how = f"{self.node.target}.{name}", reparam(self.module, name)
+        path, _, attr = name.rpartition(".")  # `out_proj.weight`: a submodule's tensor
+        owner = self.module.get_submodule(path) if path else self.module
+        target, how = f"{self.node.target}.{name}", reparam(owner, attr)
         # (the stored tensor, or one of the computed weight's shape: no parametrization runs)
-        t = getattr(self.module, name, None) if how is None else tensor_at(self.module, how.like)
+        t = getattr(owner, attr, None) if how is None else tensor_at(owner, how.like)
         if not isinstance(t, torch.Tensor):
             return None
         if how is None:
             target = self.st.tensor_name(target, t)
         else:
-            self.st.computed[target] = (self.node.target, how)
+            self.st.computed[target] = (target.rpartition(".")[0], how)
             self.st.after_rule += [("sink", ParamVar(target, d, 0), how.why) for d in how.fixed]
             self.st.after_rule += [("mix", ParamVar(target, d, 0), how.why) for d in how.mixes]
         self.st.param_users[target].append(layer_name(self.node))
@@ -270,6 +272,21 @@ class CoupleCtx(NodeView):
         producer cut into parts that shrink on their own), or None where that cannot be."""
         r = self.st.resolve(entry)
         return self.st.cut(r, positions) if isinstance(r, Layout) else None
+
+    def coarsen(self, entry, unit: int) -> Layout | None:
+        """The entry's layout counted in units of `unit` positions (heads of `unit` channels):
+        its channels shrink in whole units from now on. None where that cannot be."""
+        r = self.st.resolve(entry)
+        return self.st.coarsen(r, unit) if isinstance(r, Layout) else None
+
+    def repeat(self, entry, times: int, why: str):
+        """Each position of `entry` repeated `times` times (one key/value head per run of
+        query heads): a Layout, None for a fixed dim; a dim not decided yet keeps its width."""
+        r = self.st.resolve(entry)
+        if isinstance(r, Layout):
+            return r.repeat(times)
+        self.sink(r, why)
+        return None
 
     def unrepeat(self, entry: Layout, tail: int) -> Layout:
         return Layout(

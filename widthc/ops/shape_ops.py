@@ -52,6 +52,8 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             entry = ctx.resolve(lays[laid[0]])
             if all(s.inner % tail == 0 for s in entry.segments):
                 result[lead] = ctx.unrepeat(entry, tail)
+            elif laid[0] == x.ndim - 1 and big_dst[-1] == out.ndim - 1 and len(big_dst) >= 2:
+                heads_split(ctx, entry, [out.shape[d] for d in big_dst], big_dst, result)
             elif len(big_dst) == 2 and (piece := equal_pieces(ctx, entry, out.shape[lead])):
                 result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
             else:
@@ -63,6 +65,18 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
         size_args(ctx, shape_args(ctx, shape_from), result)
     ctx.set(tuple(result))
     return tuple(result)
+
+
+def heads_split(ctx, entry: Layout, sizes: list[int], dims: list[int], result: list) -> None:
+    """Channels last split as (..., n, heads, head_dim): attention heads. The unit of width is a
+    whole head (head_dim stays: the softmax scale and rotary embeddings depend on it); the
+    leading dims are n equal pieces that keep the same heads (q, k and v of a fused qkv)."""
+    n = math.prod(sizes[:-2])
+    piece = equal_pieces(ctx, entry, n) if n > 1 else entry
+    heads = ctx.coarsen(piece, sizes[-1]) if piece is not None else None
+    if heads is None:
+        return ctx.sink(entry, why="reshape splits the channel dim into heads it cannot follow")
+    result[dims[-2]] = heads
 
 
 def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:

@@ -12,10 +12,15 @@ from torch import nn
 from widthc.ops.attention import (
     einsum_couple,
     einsum_flops,
+    mha_couple,
     mha_flops,
+    mha_resize,
     mha_shape,
+    position_bias_couple,
     sdpa_couple,
     sdpa_flops,
+    window_attention_couple,
+    window_attention_flops,
 )
 from widthc.ops.common import (
     barrier,
@@ -46,6 +51,8 @@ from widthc.ops.elementwise import (
     unary,
 )
 from widthc.ops.layers import (
+    addmm_couple,
+    addmm_flops,
     batch_norm_fn_couple,
     channel_norm_couple,
     conv_fn_couple,
@@ -124,6 +131,7 @@ register(
     spec("matmul", run_on_meta, matmul_couple, matmul_flops),
     torch.matmul, operator.matmul, torch.bmm, torch.mm, Method("matmul"), Method("bmm"), Method("mm"),
 )  # fmt: skip
+register(spec("matmul", run_on_meta, addmm_couple, addmm_flops), torch.addmm, Method("addmm"))
 register(
     spec("embedding", embedding_shape, embedding_couple, resize=embedding_resize), nn.Embedding
 )
@@ -277,15 +285,7 @@ register(
     spec("channel shuffle", run_on_meta, barrier("channel shuffle permutes channels across groups")),
     nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, F.pixel_shuffle, F.pixel_unshuffle,
 )  # fmt: skip
-register(
-    spec(
-        "attention",
-        mha_shape,
-        barrier("multi-head attention needs head-structured widths"),
-        mha_flops,
-    ),
-    nn.MultiheadAttention,
-)
+register(spec("attention", mha_shape, mha_couple, mha_flops, mha_resize), nn.MultiheadAttention)
 register(spec("attention", run_on_meta, sdpa_couple, sdpa_flops), F.scaled_dot_product_attention)
 register(spec("einsum", run_on_meta, einsum_couple, einsum_flops), torch.einsum)
 
@@ -297,6 +297,19 @@ def _register_optional() -> None:
 
         register(_UNARY, stochastic_depth)
     except ImportError:
+        pass
+    try:
+        from torchvision.models import swin_transformer as swin
+
+        register(
+            spec("attention", run_on_meta, window_attention_couple, window_attention_flops),
+            swin.shifted_window_attention,
+        )
+        register(
+            spec("position bias", run_on_meta, position_bias_couple),
+            swin._get_relative_position_bias,
+        )
+    except (ImportError, AttributeError):
         pass
     try:
         from timm.layers import norm_act, pool2d_same
