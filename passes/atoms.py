@@ -46,7 +46,6 @@ class Atoms:
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
         self.unit: dict[int, int] = {}  # part of a coarsened atom -> channels of it per unit
-        self.heads: dict[int, int] = {}  # atom -> channels of its producer per unit (head_dim)
         self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
 
     def new_atom(self, size: int, producer: str | None = None) -> Layout:
@@ -177,7 +176,6 @@ class Atoms:
             (p,) = self.new_atom(self.atom_size[m] // factor, self.producer.get(m)).groups
             self.frozen[p] = list(self.frozen[m])
             self.mixing[p] = list(self.mixing[m])
-            self.heads[p] = self.heads.get(m, 1) * factor
             self.unit[p] = factor
             self.parts[m] = (p,)
             if first is None:

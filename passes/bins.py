@@ -53,7 +53,9 @@ def binned(
         raise ValueError(f"beta must be positive, got {beta}")
     if align < 1:
         raise ValueError(f"align must be 1 or more, got {align}")
-    eps = [g.sensitivity for g in groups if g.searchable]
+    # eq. 9 is per channel: a group of attention heads counts heads of `unit` channels each,
+    # so its channels' sensitivity sets the scale (a head is at least one bin of its own)
+    eps = [g.sensitivity / g.unit for g in groups if g.searchable]
     max_eps = max(eps, default=0.0)
     out = []
     for g in groups:

@@ -393,7 +393,7 @@ def _python_value(ctx: CoupleCtx) -> None:
     """Python values: sizes keep their channels through indexing and tensor creation; any
     other arithmetic on a channel count freezes those channels (it cannot follow them)."""
     spec = ops.lookup(ctx.node, ctx.st.modules)
-    if spec is not None and spec.family in ("getitem", "creation", "size division"):
+    if spec is not None and spec.family in ("getitem", "creation", "size division", "size product"):
         spec.couple(ctx)
         return
     for e in flat_entries(ctx.st.entries, list(ctx.node.all_input_nodes)):

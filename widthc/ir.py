@@ -131,6 +131,10 @@ class ChannelGroup:
     sensitivity: float = 0.0
     bins: tuple[int, ...] = ()  # bin sizes within one block; the last bin takes the remainder
     blocks: int = 1  # grouped convs: the channels are `blocks` equal blocks that shrink alike
+    # positions of its first producer's output per counted channel: head_dim for a group of
+    # attention heads (then `n` counts heads), 1 for plain channels
+    unit: int = 1
+    width: int = 0  # positions it holds in its first producer's output (all pieces and heads)
 
     @property
     def searchable(self) -> bool:
@@ -139,6 +143,12 @@ class ChannelGroup:
     @property
     def block_size(self) -> int:
         return self.n // self.blocks
+
+    @property
+    def heads(self) -> bool:
+        """Its channels are whole attention heads (or runs of query heads sharing a key/value
+        head): `n` counts those units of `unit` channels each."""
+        return self.unit > 1
 
     @property
     def name(self) -> str:
@@ -160,6 +170,8 @@ class ChannelGroup:
             "frozen": [str(r) for r in self.frozen],
             "bins": list(self.bins),
             "blocks": self.blocks,
+            "unit": self.unit,
+            "width": self.width,
             "sensitivity": self.sensitivity,
             "producers": list(self.producers),
             "consumers": list(self.consumers),

@@ -183,8 +183,9 @@ class Program:
     # --- reports --------------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        conv_channels = sum(len(g.producers) and g.n for g in self.groups)
-        searchable_channels = sum(len(g.producers) and g.n for g in self.searchable)
+        # channels at each group's first conv/linear producer (every piece and head of it)
+        conv_channels = sum(len(g.producers) and g.width for g in self.groups)
+        searchable_channels = sum(len(g.producers) and g.width for g in self.searchable)
         return {
             "model": self.traced.name,
             "input_shapes": [

@@ -227,3 +227,21 @@ def softmax_at(ctx, dim) -> None:
     x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
     ctx.mix(lays[shapes.norm_dim(dim, x.ndim)])
     ctx.set(lays)
+
+
+def channel_moves(src: int, dst: int):
+    """An op that rearranges everything but one channel dim (a window partition reversed, a
+    position embedding resampled): channel dim `src` of the first input is dim `dst` of the
+    output, every other dim keeps its width."""
+
+    def rule(ctx) -> None:
+        x, lays = ctx.arg(0), ctx.lay(0)
+        c = shapes.norm_dim(src, x.ndim)
+        for d in range(x.ndim):
+            if d != c:
+                ctx.sink(lays[d], why="rearranged with the other dims")
+        out = [None] * ctx.out.ndim
+        out[shapes.norm_dim(dst, ctx.out.ndim)] = lays[c]
+        ctx.set(tuple(out))
+
+    return rule

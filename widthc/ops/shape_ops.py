@@ -104,6 +104,22 @@ def size_quotient(ctx) -> None:
     ctx.set(piece)
 
 
+def size_product(ctx) -> None:
+    """`c * n` of a channel count `c` (`num_key_value_heads * n_rep`): each channel counted n
+    times; on tensors, an elementwise product."""
+    a, b = ctx.arg(0), ctx.arg(1)
+    if isinstance(a, TensorMeta) or isinstance(b, TensorMeta):
+        return elementwise_rule(ctx)
+    entries = [ctx.resolve(ctx.entry(raw)) for raw in ctx.node.args[:2]]
+    laid = [i for i, e in enumerate(entries) if e is not None]
+    times = (b, a)[laid[0]] if len(laid) == 1 else None
+    if isinstance(times, int) and not isinstance(times, bool) and times > 0:
+        return ctx.set(ctx.repeat(entries[laid[0]], times, why="channel count multiplied"))
+    for e in entries:
+        ctx.sink(e, why="channel count used in arithmetic")
+    ctx.set(None)
+
+
 def size_args(ctx, args, result) -> None:
     """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
     shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels."""

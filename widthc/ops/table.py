@@ -31,6 +31,7 @@ from widthc.ops.common import (
     spec,
 )
 from widthc.ops.elementwise import (
+    channel_moves,
     creation,
     elementwise_rule,
     extreme_rule,
@@ -93,6 +94,7 @@ from widthc.ops.shape_ops import (
     flatten_module_shape,
     getitem_couple,
     permute_couple,
+    size_product,
     size_quotient,
     split_couple,
     squeeze_couple,
@@ -171,7 +173,7 @@ register(
 )  # fmt: skip
 register(
     _ELEMENTWISE,
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
+    operator.add, operator.sub, operator.truediv, operator.pow,
     operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.mod,
     torch.add, torch.sub, torch.mul, torch.div, torch.true_divide, torch.maximum, torch.minimum,
     torch.pow, torch.where, torch.addcmul, torch.lerp, torch.masked_fill, torch.subtract,
@@ -182,6 +184,7 @@ register(
     )),
 )  # fmt: skip
 register(spec("size division", broadcast_shape, size_quotient), operator.floordiv)
+register(spec("size product", broadcast_shape, size_product), operator.mul)
 register(
     _COMPARE,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
@@ -290,6 +293,36 @@ register(spec("attention", run_on_meta, sdpa_couple, sdpa_flops), F.scaled_dot_p
 register(spec("einsum", run_on_meta, einsum_couple, einsum_flops), torch.einsum)
 
 
+# timm's no-trace functions (torch.fx leaves) that only move the other dims around one channel
+# dim: (module, function, channel dim in, channel dim out); `maybe_add_mask` adds a mask
+_TIMM_FUNCTIONS = (
+    ("timm.layers.pos_embed", "resample_abs_pos_embed", -1, -1),
+    ("timm.layers.pos_embed", "resample_abs_pos_embed_nhwc", -1, -1),
+    ("timm.models.swin_transformer", "window_reverse", -1, -1),
+    ("timm.models.swin_transformer_v2", "window_reverse", -1, -1),
+    ("timm.models.davit", "window_reverse", -1, -1),
+    ("timm.models.gcvit", "window_reverse", -1, -1),
+    ("timm.models.maxxvit", "window_reverse", -1, -1),
+    ("timm.models.maxxvit", "grid_reverse", -1, -1),
+    ("timm.models.maxxvit", "window_reverse_nchw", 1, 1),
+    ("timm.models.maxxvit", "grid_reverse_nchw", 1, 1),
+    ("timm.models.nest", "deblockify", -1, -1),
+)
+
+
+def _register_timm() -> None:
+    import importlib
+
+    for module, name, src, dst in _TIMM_FUNCTIONS:
+        fn = getattr(importlib.import_module(module), name, None)
+        if fn is not None:
+            register(spec("rearrange", None, channel_moves(src, dst)), fn)
+    from timm.layers import attention
+
+    if hasattr(attention, "maybe_add_mask"):
+        register(_ELEMENTWISE, attention.maybe_add_mask)
+
+
 def _register_optional() -> None:
     """Ops of optional libraries, registered when the library is installed."""
     try:
@@ -331,6 +364,7 @@ def _register_optional() -> None:
         spec("pooling", None, lambda ctx: spatial(ctx, 2)),
         pool2d_same.AvgPool2dSame, pool2d_same.MaxPool2dSame,
     )  # fmt: skip
+    _register_timm()
 
 
 _register_optional()

@@ -41,8 +41,8 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(
         title=f"channel groups of {name}",
-        caption="bins: count×size (+ a smaller last bin), per block of a grouped conv; "
-        "layers: producers → readers",
+        caption="bins: count×size (+ a smaller last bin), per block of a grouped conv, in heads "
+        "for attention heads (heads ×channels each); layers: producers → readers",
         show_lines=False,
     )
     for col, kw in (
@@ -68,7 +68,8 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
             if len(g.frozen) > 1:
                 status += f" (+{len(g.frozen) - 1} more)"
             bins = "-"
-        table.add_row(str(g.id), str(g.n), bins, human(g.sensitivity), status, layers_text(g))
+        width = f"{g.n} heads ×{g.unit}" if g.heads else str(g.n)
+        table.add_row(str(g.id), width, bins, human(g.sensitivity), status, layers_text(g))
     console.print(table)
     data = program.to_json()
     fixed = len(data["fixed_by_bins"])

@@ -1,0 +1,188 @@
+"""Attention heads, MLP width and the residual stream as searchable widths (issue 19): golden
+groups for each way the libraries write attention (tests/transformer_zoo.py), the weights and
+literals that follow whole heads, bins counted in heads, FLOPs against an independent count,
+slimmed models proved equal to the supernet, and a property test over random transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformer_zoo as tz
+import zoo
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from torch import nn
+
+import widthc
+from widthc.ir import Layout, Segment
+from widthc.passes.coupling import REWRITES
+from widthc.passes.flops import count_macs
+from widthc.report.analysis import print_analysis
+
+OUT = "output of the network"
+C = tz.Config()  # dim 16, 4 heads of 8, 2 key/value heads, MLP 24, depth 2
+
+# per attention kind, per group: (channels counted, channels per counted unit, first producer)
+GOLDEN = {
+    "fused": [(16, 1, "embed"), (4, 8, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
+    "split": [(16, 1, "embed"), (4, 8, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
+    # a key/value head and the two query heads it serves shrink together: 2 units of 2 x 8
+    "gqa": [(16, 1, "embed"), (2, 16, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
+    "conv1d": [(16, 1, "embed"), (4, 8, "addmm"), (24, 1, "blocks.0.mlp.fc1")],
+    # nn.MultiheadAttention computes head_dim from the query's width: the residual stream and
+    # every block's heads are one group, counted in heads of 8 channels
+    "mha": [(2, 8, "embed"), (24, 1, "blocks.0.mlp.fc1"), (24, 1, "blocks.1.mlp.fc1")],
+}
+
+
+def _lay(*segments) -> Layout:
+    return Layout(tuple(Segment(*s) for s in segments))
+
+
+def _compile(attention: str, **kw):
+    model, inputs = tz.model(tz.Config(attention=attention, **kw))
+    return widthc.compile(model, inputs), model, inputs
+
+
+@pytest.mark.parametrize("attention", sorted(GOLDEN))
+def test_golden_head_groups(attention):
+    program, _, _ = _compile(attention)
+    got = [(g.n, g.unit, g.producers[0]) for g in program.groups]
+    assert got[: len(GOLDEN[attention])] == GOLDEN[attention], got
+    head = program.groups[-1]
+    assert head.producers == ("head",) and any(r.why == OUT for r in head.frozen)
+    assert all(g.searchable for g in program.groups[:-1]), [g.frozen for g in program.groups]
+
+
+def test_fused_qkv_rows_are_three_pieces_of_the_same_heads():
+    program, _, _ = _compile("fused")
+    heads = _lay((1, 4, 8))
+    assert program.param_dims["blocks.0.attn.qkv.weight"] == {
+        0: _lay(*[(1, 4, 8)] * 3),
+        1: _lay((0, 16, 1)),
+    }
+    assert program.param_dims["blocks.0.attn.proj.weight"] == {0: _lay((0, 16, 1)), 1: heads}
+    # the literal head count of reshape(B, N, 3, heads, head_dim) and the width of
+    # reshape(B, N, heads * head_dim) follow the kept heads; 3 and head_dim stay
+    reshapes = [n for n in program.gm.graph.nodes if n.target == "reshape"][:2]
+    assert [p for p, _ in reshapes[0].meta[REWRITES]] == [("args", 4)]
+    assert [p for p, _ in reshapes[1].meta[REWRITES]] == [("args", 3)]
+
+
+def test_grouped_query_heads_follow_their_key_value_head():
+    program, _, _ = _compile("gqa")
+    dims = program.param_dims
+    assert dims["blocks.0.attn.q_proj.weight"][0] == _lay((1, 2, 16))  # 2 query heads each
+    assert dims["blocks.0.attn.k_proj.weight"][0] == _lay((1, 2, 8))
+    assert dims["blocks.0.attn.o_proj.weight"][1] == _lay((1, 2, 16))
+    choice = widthc.WidthChoice.of({1: 1})  # one key/value head kept: its 2 query heads too
+    small = widthc.slim(program, choice)
+    assert small.get_submodule("blocks.0.attn.q_proj").out_features == 16
+    assert small.get_submodule("blocks.0.attn.k_proj").out_features == 8
+
+
+def test_multihead_attention_module_is_resized_in_heads():
+    program, _, inputs = _compile("mha")
+    choice = widthc.WidthChoice.of({0: 1})  # one head of 8: the residual stream keeps 8 too
+    small = widthc.slim(program, choice)
+    mha = small.get_submodule("blocks.0.attn.mha")
+    assert (mha.embed_dim, mha.num_heads, mha.head_dim) == (8, 1, 8)
+    assert tuple(mha.in_proj_weight.shape) == (24, 8)
+    assert small(*inputs).shape == (2, 3)
+
+
+@pytest.mark.parametrize("attention", tz.ATTENTIONS)
+def test_slimmed_transformers_equal_the_supernet(attention):
+    model, inputs = tz.model(tz.Config(attention=attention, mlp="gated", norm="rms"))
+    zoo.check_random_widths(model, inputs, seeds=(0,), onnx=attention in ("fused", "gqa"))
+
+
+@pytest.mark.parametrize("attention", [a for a in tz.ATTENTIONS if a != "mha"])
+def test_flops_with_heads_match_an_independent_count(attention):
+    """FlopCounterMode (attention kernels included) on the full model and on a slimmed one:
+    QK^T and AV count the kept heads only. (nn.MultiheadAttention's fused CPU path is not
+    counted by FlopCounterMode, see tests/test_flops.py.)"""
+    program, model, inputs = _compile(attention)
+    assert program.flops() == pytest.approx(count_macs(model, inputs), rel=1e-9)
+    heads = next(g for g in program.groups if g.unit > 1)
+    choice = widthc.WidthChoice.of({heads.id: 1})
+    small = widthc.slim(program, choice)
+    assert program.flops(choice) == pytest.approx(count_macs(small, inputs), rel=1e-9)
+    assert program.flops(choice) < program.flops()
+
+
+def test_bins_count_whole_heads_and_leave_the_mlp_fine():
+    """eq. 9 is per channel: a head of 32 channels costs as much as 32 channels and gets a bin
+    of its own; it does not set the scale of every other group's bins (here it would leave the
+    MLP a single bin of all its 64 channels: nothing to search)."""
+    program, _, _ = _compile("fused", head_dim=32, hidden=64)
+    qkv = next(g for g in program.groups if g.producers[0] == "blocks.0.attn.qkv")
+    mlp = next(g for g in program.groups if g.producers[0] == "blocks.0.mlp.fc1")
+    assert qkv.bins == (1, 1, 1, 1)
+    per_channel = max(g.sensitivity / g.unit for g in program.searchable)
+    assert mlp.bins[0] == round(per_channel / mlp.sensitivity) < mlp.n
+    assert round(qkv.sensitivity / mlp.sensitivity) >= mlp.n
+
+
+def test_analysis_shows_heads():
+    program, _, _ = _compile("fused")
+    console = Console(record=True, width=200)
+    print_analysis(program, "fused", console)
+    assert "4 heads ×8" in console.export_text()
+
+
+class _Alibi(nn.Module):
+    """A head count used as a number (ALiBi's per-head slopes): the trace cannot follow it."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = tz.FusedAttention(C, sdpa=False)
+        self.head = nn.Linear(C.dim, 3)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        qkv = self.attn.qkv(x).reshape(B, N, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        slopes = torch.arange(1, 5, dtype=x.dtype).view(4, 1, 1)
+        attn = (q @ k.transpose(-2, -1)) * slopes
+        x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(B, N, 32)
+        return self.head(self.attn.proj(x).mean(1))
+
+
+def test_a_head_count_the_trace_cannot_follow_freezes_the_heads_with_a_reason():
+    model = _Alibi().eval()
+    x = torch.randn(2, 6, 16)
+    program = widthc.compile(model, x)
+    heads = next(g for g in program.groups if "attn.qkv" in g.producers)
+    assert not heads.searchable
+    assert any("fixed-width" in r.why and r.node == "mul" for r in heads.frozen), heads.frozen
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    attention=st.sampled_from(tz.ATTENTIONS),
+    heads=st.sampled_from([1, 2, 4]),
+    head_dim=st.sampled_from([2, 4, 6]),
+    kv_ratio=st.sampled_from([1, 2, 4]),
+    hidden=st.integers(3, 20),
+    depth=st.integers(1, 3),
+    norm=st.sampled_from(["layer", "rms"]),
+    mlp=st.sampled_from(["plain", "gated"]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_transformers(attention, heads, head_dim, kv_ratio, hidden, depth, norm, mlp, seed):
+    kv_heads = max(1, heads // kv_ratio)
+    dim = heads * head_dim if attention == "mha" else 5 + seed % 7
+    c = tz.Config(attention, dim, heads, head_dim, kv_heads, hidden, depth, norm, mlp)
+    model, inputs = tz.model(c, seed)
+    program = widthc.compile(model, inputs)
+    if attention != "mha":
+        assert program.flops() == pytest.approx(count_macs(model, inputs), rel=1e-9)
+    choice = program.random(seed)
+    small = widthc.slim(program, choice)
+    net = widthc.supernet(program).eval()
+    net.set_choice(choice)
+    with torch.no_grad():
+        assert torch.allclose(small(*inputs), net(*inputs), rtol=1e-4, atol=1e-5)
+    assert widthc.compile(small, inputs).flops() == program.flops(choice)

@@ -1,0 +1,208 @@
+"""Small transformers written the ways the big libraries write them, for the tests of attention
+heads (tests/test_heads.py): timm's fused qkv, HuggingFace's separate projections with rotary
+embeddings and grouped-query attention, GPT-2's Conv1D (`torch.addmm`), nn.MultiheadAttention;
+LayerNorm or RMSNorm; a plain or a gated MLP. Every size is an argument, so that a property
+test can draw random architectures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTIONS = ("fused", "fused_matmul", "split", "gqa", "conv1d", "mha")
+
+
+@dataclass(frozen=True)
+class Config:
+    attention: str = "fused"
+    dim: int = 16
+    heads: int = 4
+    head_dim: int = 8
+    kv_heads: int = 2  # gqa only
+    hidden: int = 24
+    depth: int = 2
+    norm: str = "layer"  # layer | rms
+    mlp: str = "plain"  # plain | gated
+    tokens: int = 6
+    features: int = 5
+    classes: int = 3
+
+
+class FusedAttention(nn.Module):
+    """timm's Attention: one qkv linear viewed as (3, heads, head_dim)."""
+
+    def __init__(self, c: Config, sdpa: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim, self.sdpa = c.heads, c.head_dim, sdpa
+        self.scale = c.head_dim**-0.5
+        self.qkv = nn.Linear(c.dim, 3 * c.heads * c.head_dim)
+        self.proj = nn.Linear(c.heads * c.head_dim, c.dim)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.sdpa:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
+        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)
+        return self.proj(x)
+
+
+def rotate_half(x):
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class SplitAttention(nn.Module):
+    """HuggingFace's LLaMA attention: q/k/v projections, rotary embeddings over head_dim,
+    key/value heads repeated for their query heads (grouped-query attention when fewer)."""
+
+    def __init__(self, c: Config, kv_heads: int):
+        super().__init__()
+        self.head_dim, self.groups = c.head_dim, c.heads // kv_heads
+        self.num_key_value_heads = kv_heads
+        self.q_proj = nn.Linear(c.dim, c.heads * c.head_dim, bias=False)
+        self.k_proj = nn.Linear(c.dim, kv_heads * c.head_dim, bias=False)
+        self.v_proj = nn.Linear(c.dim, kv_heads * c.head_dim, bias=False)
+        self.o_proj = nn.Linear(c.heads * c.head_dim, c.dim, bias=False)
+        angles = torch.arange(c.tokens)[:, None] * torch.rand(c.head_dim)[None, :]
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def repeat_kv(self, x):
+        b, h, n, d = x.shape
+        if self.groups == 1:
+            return x
+        x = x[:, :, None, :, :].expand(b, h, self.groups, n, d)
+        return x.reshape(b, h * self.groups, n, d)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        shape = (B, N, -1, self.head_dim)
+        q = self.q_proj(x).view(shape).transpose(1, 2)
+        k = self.k_proj(x).view(shape).transpose(1, 2)
+        v = self.v_proj(x).view(shape).transpose(1, 2)
+        q = q * self.cos + rotate_half(q) * self.sin
+        k = k * self.cos + rotate_half(k) * self.sin
+        k, v = self.repeat_kv(k), self.repeat_kv(v)
+        attn = (q @ k.transpose(2, 3)) * self.head_dim**-0.5
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, -1).contiguous()
+        return self.o_proj(x)
+
+
+class Conv1D(nn.Module):
+    """GPT-2's Conv1D: a linear layer with an (in, out) weight, computed by addmm."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.randn(nf) * 0.1)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(B, N, self.nf)
+
+
+class Conv1DAttention(nn.Module):
+    """GPT-2's attention: one Conv1D for q, k and v, split by size, heads by view."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.num_heads, self.head_dim = c.heads, c.head_dim
+        self.split_size = c.heads * c.head_dim
+        self.c_attn = Conv1D(3 * self.split_size, c.dim)
+        self.c_proj = Conv1D(c.dim, self.split_size)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.split_size, dim=2)
+        q, k, v = (t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        x = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(x.transpose(1, 2).reshape(B, N, self.split_size))
+
+
+class MHAttention(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(c.dim, c.dim // c.head_dim, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def attention(c: Config) -> nn.Module:
+    if c.attention in ("fused", "fused_matmul"):
+        return FusedAttention(c, sdpa=c.attention == "fused")
+    if c.attention in ("split", "gqa"):
+        return SplitAttention(c, c.kv_heads if c.attention == "gqa" else c.heads)
+    if c.attention == "conv1d":
+        return Conv1DAttention(c)
+    return MHAttention(c)
+
+
+class MLP(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.gated = c.mlp == "gated"
+        self.fc1 = nn.Linear(c.dim, c.hidden)
+        self.gate = nn.Linear(c.dim, c.hidden) if self.gated else None
+        self.fc2 = nn.Linear(c.hidden, c.dim)
+
+    def forward(self, x):
+        h = F.silu(self.gate(x)) * self.fc1(x) if self.gated else F.gelu(self.fc1(x))
+        return self.fc2(h)
+
+
+def norm(c: Config) -> nn.Module:
+    return nn.LayerNorm(c.dim) if c.norm == "layer" else nn.RMSNorm(c.dim)
+
+
+class Block(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.norm1, self.attn, self.norm2, self.mlp = norm(c), attention(c), norm(c), MLP(c)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """Token features -> embedding + position embedding -> blocks -> norm -> mean -> head."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.embed = nn.Linear(c.features, c.dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, c.tokens, c.dim) * 0.1)
+        self.blocks = nn.Sequential(*(Block(c) for _ in range(c.depth)))
+        self.norm = norm(c)
+        self.head = nn.Linear(c.dim, c.classes)
+
+    def forward(self, x):
+        x = self.blocks(self.embed(x) + self.pos_embed)
+        return self.head(self.norm(x).mean(1))
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Norm affine parameters away from 1 and 0, so that a wrong slice shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+    return model.eval()
+
+
+def model(c: Config, seed: int = 0, batch: int = 2) -> tuple[nn.Module, tuple]:
+    torch.manual_seed(seed)
+    return randomize(Transformer(c), seed), (torch.randn(batch, c.tokens, c.features),)
