@@ -199,6 +199,14 @@ class CoupleCtx(NodeView):
             return variables[0]
         return None
 
+    def same_counts(self, a, b) -> bool:
+        """Two entries count the same channels at every width (without uniting anything)."""
+        a, b = self.st.resolve(a), self.st.resolve(b)
+        if not (isinstance(a, Layout) and isinstance(b, Layout)):
+            return False
+        form = self.st.count_form(a)
+        return form is not None and form == self.st.count_form(b)
+
     def same_count(self, size, entry, why: str):
         """A size read from a tensor (`x.size(1)`) given for a dim whose channels are `entry`:
         both must count the same channels at every width. Equal counts of differently laid

@@ -14,6 +14,7 @@ import copy
 from torch import fx, nn
 
 from widthc.passes.groups import rewrites
+from widthc.trace import VALUE
 
 SIZES = "widthc_sizes"  # submodule of the supernet's GraphModule: the current literal sizes
 
@@ -40,7 +41,8 @@ def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
                 holder = gm.graph.get_attr(SIZES)
                 item = gm.graph.call_function(_item, (holder, len(slots)))
             args_kwargs = (node.args, node.kwargs)
-            sizes.append(at(args_kwargs, path))
+            value = at(args_kwargs, path)  # a literal, or a size read from a tensor
+            sizes.append(value.meta[VALUE] if isinstance(value, fx.Node) else value)
             node.args, node.kwargs = _replaced(args_kwargs, path, item)
             slots.append((node.name, path, tuple(sorted(lay.groups))))
     gm.recompile()

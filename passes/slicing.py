@@ -18,6 +18,7 @@ from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
 from widthc.ops.reparam import reparams, tensor_at
 from widthc.passes.groups import layouts, rewrites
+from widthc.passes.rewrite import at
 from widthc.trace import VALUE
 
 
@@ -85,7 +86,9 @@ class SlicePlan:
     def literal_args(self, node: fx.Node) -> tuple[tuple, dict] | None:
         """The node's args and kwargs with literal channel counts rewritten, or None."""
         literals = rewrites(node)
-        if not literals or not any(g in self.index for _, lay in literals for g in lay.groups):
+        # a size read from a tensor is replaced at every width: that tensor may have shrunk
+        read = any(isinstance(at((node.args, node.kwargs), p), fx.Node) for p, _ in literals)
+        if not read and not any(g in self.index for _, lay in literals for g in lay.groups):
             return None
         args, kwargs = _thaw(node.args), _thaw(node.kwargs)
         for path, lay in literals:

@@ -27,12 +27,15 @@ C = tz.Config()  # dim 16, 4 heads of 8, 2 key/value heads, MLP 24, depth 2
 GOLDEN = {
     "fused": [(16, 1, "embed"), (4, 8, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
     "split": [(16, 1, "embed"), (4, 8, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
+    # heads merged back to the width read from the input (`reshape(B, N, C)`): that size is
+    # rewritten per width, so the heads need not keep the residual stream's channels
+    "fused_width": [(32, 1, "embed"), (4, 8, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
     # a key/value head and the two query heads it serves shrink together: 2 units of 2 x 8
     "gqa": [(16, 1, "embed"), (2, 16, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
     "conv1d": [(16, 1, "embed"), (4, 8, "addmm"), (24, 1, "blocks.0.mlp.fc1")],
     # nn.MultiheadAttention computes head_dim from the query's width: the residual stream and
     # every block's heads are one group, counted in heads of 8 channels
-    "mha": [(2, 8, "embed"), (24, 1, "blocks.0.mlp.fc1"), (24, 1, "blocks.1.mlp.fc1")],
+    "mha": [(4, 8, "embed"), (24, 1, "blocks.0.mlp.fc1"), (24, 1, "blocks.1.mlp.fc1")],
 }
 
 
@@ -41,6 +44,8 @@ def _lay(*segments) -> Layout:
 
 
 def _compile(attention: str, **kw):
+    if attention in tz.SAME_WIDTH:
+        kw.setdefault("dim", C.heads * C.head_dim)
     model, inputs = tz.model(tz.Config(attention=attention, **kw))
     return widthc.compile(model, inputs), model, inputs
 
@@ -92,9 +97,26 @@ def test_multihead_attention_module_is_resized_in_heads():
     assert small(*inputs).shape == (2, 3)
 
 
+@pytest.mark.parametrize("shrunk", ["residual", "heads"])
+def test_a_width_read_from_the_input_is_rewritten_per_width(shrunk):
+    """`reshape(B, N, C)` with C read from the block's input: the slimmed graph holds the kept
+    heads' width there, whether the residual stream shrinks and the heads keep theirs or the
+    other way round."""
+    program, _, inputs = _compile("fused_width")
+    gid = 0 if shrunk == "residual" else 1
+    choice = widthc.WidthChoice.of({gid: 2})
+    small = widthc.slim(program, choice)
+    net = widthc.supernet(program).eval()
+    net.set_choice(choice)
+    with torch.no_grad():
+        torch.testing.assert_close(small(*inputs), net(*inputs), rtol=1e-5, atol=1e-6)
+    assert widthc.compile(small, inputs).flops() == program.flops(choice)
+
+
 @pytest.mark.parametrize("attention", tz.ATTENTIONS)
 def test_slimmed_transformers_equal_the_supernet(attention):
-    model, inputs = tz.model(tz.Config(attention=attention, mlp="gated", norm="rms"))
+    dim = C.heads * C.head_dim if attention in tz.SAME_WIDTH else C.dim
+    model, inputs = tz.model(tz.Config(attention=attention, dim=dim, mlp="gated", norm="rms"))
     zoo.check_random_widths(model, inputs, seeds=(0,), onnx=attention in ("fused", "gqa"))
 
 
@@ -173,7 +195,7 @@ def test_a_head_count_the_trace_cannot_follow_freezes_the_heads_with_a_reason():
 )
 def test_random_transformers(attention, heads, head_dim, kv_ratio, hidden, depth, norm, mlp, seed):
     kv_heads = max(1, heads // kv_ratio)
-    dim = heads * head_dim if attention == "mha" else 5 + seed % 7
+    dim = heads * head_dim if attention in tz.SAME_WIDTH else 5 + seed % 7
     c = tz.Config(attention, dim, heads, head_dim, kv_heads, hidden, depth, norm, mlp)
     model, inputs = tz.model(c, seed)
     program = widthc.compile(model, inputs)

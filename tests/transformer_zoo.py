@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTIONS = ("fused", "fused_matmul", "split", "gqa", "conv1d", "mha")
+ATTENTIONS = ("fused", "fused_matmul", "fused_width", "split", "gqa", "conv1d", "mha")
+SAME_WIDTH = ("fused_width", "mha")  # attention whose width must be the residual's (dim)
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,19 @@ class Config:
 
 
 class FusedAttention(nn.Module):
-    """timm's Attention: one qkv linear viewed as (3, heads, head_dim)."""
+    """timm's Attention: one qkv linear viewed as (3, heads, head_dim). `read_width`: the heads
+    are merged back to the input's width read from its shape (older timm, many codebases)."""
 
-    def __init__(self, c: Config, sdpa: bool = True):
+    def __init__(self, c: Config, sdpa: bool = True, read_width: bool = False):
         super().__init__()
         self.num_heads, self.head_dim, self.sdpa = c.heads, c.head_dim, sdpa
+        self.read_width = read_width
         self.scale = c.head_dim**-0.5
         self.qkv = nn.Linear(c.dim, 3 * c.heads * c.head_dim)
         self.proj = nn.Linear(c.heads * c.head_dim, c.dim)
 
     def forward(self, x):
-        B, N, _ = x.shape
+        B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.sdpa:
@@ -50,8 +53,8 @@ class FusedAttention(nn.Module):
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             x = attn.softmax(dim=-1) @ v
-        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)
-        return self.proj(x)
+        width = C if self.read_width else self.num_heads * self.head_dim
+        return self.proj(x.transpose(1, 2).reshape(B, N, width))
 
 
 def rotate_half(x):
@@ -139,8 +142,8 @@ class MHAttention(nn.Module):
 
 
 def attention(c: Config) -> nn.Module:
-    if c.attention in ("fused", "fused_matmul"):
-        return FusedAttention(c, sdpa=c.attention == "fused")
+    if c.attention in ("fused", "fused_matmul", "fused_width"):
+        return FusedAttention(c, c.attention != "fused_matmul", c.attention == "fused_width")
     if c.attention in ("split", "gqa"):
         return SplitAttention(c, c.kv_heads if c.attention == "gqa" else c.heads)
     if c.attention == "conv1d":

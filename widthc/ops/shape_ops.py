@@ -122,7 +122,9 @@ def size_product(ctx) -> None:
 
 def size_args(ctx, args, result) -> None:
     """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
-    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels."""
+    shrink; a size read from a tensor (`x.size(1)`) follows that output dim's channels where it
+    counts the same ones, and is rewritten like a literal where it counts others (a reshape to
+    the residual's width `C` of the attention's heads: they need not keep the same channels)."""
     for d, (path, raw) in enumerate(args):
         if d >= len(result):
             break
@@ -130,7 +132,11 @@ def size_args(ctx, args, result) -> None:
             if raw != -1 and result[d] is not None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
-            result[d] = ctx.same_count(ctx.entry(raw), result[d], why="reshape size")
+            lay, size = ctx.resolve(result[d]), ctx.entry(raw)
+            if isinstance(lay, Layout) and not ctx.same_counts(size, lay):
+                ctx.rewrite(path, lay)
+            else:
+                result[d] = ctx.same_count(size, result[d], why="reshape size")
 
 
 def view_couple(ctx) -> None:
