@@ -5,16 +5,21 @@ slimmed models proved equal to the supernet, and a property test over random tra
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import transformer_zoo as tz
 import zoo
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 from torch import nn
 
 import widthc
+from widthc.cli import main
 from widthc.ir import Layout, Segment
 from widthc.passes.coupling import REWRITES
 from widthc.passes.flops import count_macs
@@ -208,3 +213,33 @@ def test_random_transformers(attention, heads, head_dim, kv_ratio, hidden, depth
     with torch.no_grad():
         assert torch.allclose(small(*inputs), net(*inputs), rtol=1e-4, atol=1e-5)
     assert widthc.compile(small, inputs).flops() == program.flops(choice)
+
+
+VIT = str(Path(__file__).resolve().parents[1] / "examples" / "vit_digits.py")
+TINY = ["--epochs", "1", "--batch-size", "64", "--population", "4", "--generations", "1",
+        "--calib-batches", "2", "--retrain-epochs", "1"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_widthc_slim_searches_the_heads_of_a_vit_on_digits(tmp_path):
+    """The whole pipeline on a ViT (3x32x32 digits, patches of 4): heads, MLP widths and the
+    residual stream searched, the slimmed model proved and retrained, the report written."""
+    out = tmp_path / "vit"
+    res = CliRunner().invoke(
+        main, ["slim", VIT, "--data", "digits", "--flops", "50%", "--out", str(out), *TINY]
+    )
+    assert res.exit_code == 0, res.output
+    analysis = json.loads((out / "analysis.json").read_text())
+    heads = [g for g in analysis["groups"] if g["searchable"] and g["unit"] > 1]
+    assert [(g["channels"], g["unit"]) for g in heads] == [(4, 12)] * 3
+    widths = json.loads((out / "flops-50pct" / "widths.json").read_text())
+    assert widths["flops"]["after"] <= widths["budget"]["flops"]
+    assert widths["checks"]["flops_counted"] == widths["flops"]["after"]
+    assert widths["checks"]["equivalence_rel_error"] <= 1e-5
+    small = widthc.load(out / "flops-50pct" / "slim.pt")
+    for g in (g for g in widths["groups"] if g["unit"] > 1):
+        qkv = small.get_submodule(g["name"])  # every kept head: q, k and v of 12 channels
+        assert qkv.out_features == 3 * 12 * g["channels_after"]
+    report = (out / "report.md").read_text()
+    assert "widths.png" in report and (out / "widths.png").stat().st_size > 0
+    assert (out / "flops-50pct" / "metrics.json").exists()
