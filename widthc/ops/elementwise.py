@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from widthc import shapes
-from widthc.ir import TensorMeta
+from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, nones, set_field, shape_args
 
 
@@ -245,3 +245,14 @@ def channel_moves(src: int, dst: int):
         ctx.set(tuple(out))
 
     return rule
+
+
+def patch_merging_couple(ctx) -> None:
+    """torchvision's _patch_merging_pad(x): (..., H, W, C) -> (..., H/2, W/2, 4C), the four
+    2x2 neighbours concatenated: the channels four times over, in the same order."""
+    lays = ctx.lay(0)
+    for e in lays[:-1]:
+        ctx.sink(e, why="rearranged with the other dims")
+    c = ctx.resolve(lays[-1])
+    out = Layout(c.segments * 4) if isinstance(c, Layout) else None
+    ctx.set((*(None,) * (len(lays) - 1), out))

@@ -339,6 +339,8 @@ def getitem_couple(ctx) -> None:
         if isinstance(key, (int, str)):
             return set_field(ctx, src, ctx.lay(0), key)
         return ctx.set(ctx.item_of(0, key))
+    if isinstance(ctx.arg(1), TensorMeta):
+        return gathered_rows(ctx)
     lays, idx = ctx.lay(0), ctx.node.args[1]
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):
@@ -370,6 +372,19 @@ def getitem_couple(ctx) -> None:
             d += 1
     out.extend(lays[d:])
     ctx.set(tuple(out))
+
+
+def gathered_rows(ctx) -> None:
+    """`table[index]` with one integer tensor (a relative position bias table read at every
+    pair of positions): the rows are addressed by the index, so they keep their width; every
+    other dim of the table keeps its channels (one column per head)."""
+    index, lays = ctx.arg(1), ctx.lay(0)
+    if index.dtype.is_floating_point or index.dtype == torch.bool:
+        return ctx.barrier("indexing by a mask")
+    ctx.sink(lays[0], why="rows addressed by an index")
+    for e in ctx.lay(1):
+        ctx.sink(e, why="an index")
+    ctx.set((None,) * index.ndim + tuple(lays[1:]))
 
 
 def flatten_module_shape(ctx) -> TensorMeta:

@@ -41,6 +41,7 @@ from widthc.ops.elementwise import (
     pad_module_couple,
     pad_module_shape,
     pair_reduction,
+    patch_merging_couple,
     pool_shape,
     ranked_rule,
     reduce_rule,
@@ -342,6 +343,7 @@ def _register_optional() -> None:
             spec("position bias", run_on_meta, position_bias_couple),
             swin._get_relative_position_bias,
         )
+        register(spec("rearrange", run_on_meta, patch_merging_couple), swin._patch_merging_pad)
     except (ImportError, AttributeError):
         pass
     try:
