@@ -155,6 +155,10 @@ class CoupleCtx(NodeView):
     def resolve(self, e):
         return self.st.resolve(e)
 
+    def value(self, raw):
+        """The value of a node (or of the nodes in a structure) on the example input."""
+        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
     def entry(self, raw):
         """The entry of a Python value node (a size read from a tensor carries its channels)."""
         return self.st.entries.get(raw) if isinstance(raw, fx.Node) else None
@@ -318,6 +322,7 @@ class CoupleCtx(NodeView):
         return Layout((Segment(seg.group, seg.size // n_blocks, 1, 1, n_blocks),))
 
     def rewrite(self, path: tuple, entry) -> None:
+        """The literal at `path` follows `entry`'s width; an int: it is pinned to that value."""
         self.st.rewrites[self.node].append((path, entry))
 
     def set(self, entries) -> None:

@@ -20,7 +20,9 @@ from widthc.passes.atoms import ParamVar
 from widthc.tree import leaves, map_leaves
 
 LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
-REWRITES = "widthc.rewrites"  # node.meta key: [(path, Layout)] literal channel counts to rewrite
+# node.meta key: [(path, Layout)] literal channel counts to rewrite; (path, int): a size read
+# from a tensor that carries channels, pinned to its value where its dim keeps its width
+REWRITES = "widthc.rewrites"
 
 
 def layouts(node: fx.Node):
@@ -30,7 +32,8 @@ def layouts(node: fx.Node):
 
 
 def rewrites(node: fx.Node) -> list:
-    """The node's literal channel counts to rewrite per width: [(path, Layout)]."""
+    """The node's literal channel counts to rewrite per width: [(path, Layout)], and sizes
+    pinned to a constant: [(path, int)]."""
     return _fact(node, REWRITES)
 
 
@@ -132,7 +135,9 @@ def finish(st) -> Coupling:
                     if a is not None and name == st.producer[a] and s.group not in produced:
                         produced[s.group] = _at_producer(lay, s.group)
         node.meta[REWRITES] = [
-            (p, final(e)) for p, e in st.rewrites.get(node, []) if final(e) is not None
+            (p, e if isinstance(e, int) else final(e))
+            for p, e in st.rewrites.get(node, [])
+            if isinstance(e, int) or final(e) is not None
         ]
 
     param_dims: dict[str, dict[int, Layout]] = defaultdict(dict)

@@ -44,7 +44,8 @@ def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
             value = at(args_kwargs, path)  # a literal, or a size read from a tensor
             sizes.append(value.meta[VALUE] if isinstance(value, fx.Node) else value)
             node.args, node.kwargs = replaced(args_kwargs, path, item)
-            slots.append((node.name, path, tuple(sorted(lay.groups))))
+            groups = () if isinstance(lay, int) else tuple(sorted(lay.groups))  # int: pinned
+            slots.append((node.name, path, groups))
     gm.recompile()
     return gm, slots
 

@@ -88,11 +88,13 @@ class SlicePlan:
         literals = rewrites(node)
         # a size read from a tensor is replaced at every width: that tensor may have shrunk
         read = any(isinstance(at((node.args, node.kwargs), p), fx.Node) for p, _ in literals)
-        if not read and not any(g in self.index for _, lay in literals for g in lay.groups):
+        laid = [lay for _, lay in literals if isinstance(lay, Layout)]
+        if not read and not any(g in self.index for lay in laid for g in lay.groups):
             return None
         args_kwargs = (node.args, node.kwargs)
-        for path, lay in literals:
-            args_kwargs = replaced(args_kwargs, path, lay.active_size(self.counts))
+        for path, lay in literals:  # an int: a size pinned to its value
+            size = lay if isinstance(lay, int) else lay.active_size(self.counts)
+            args_kwargs = replaced(args_kwargs, path, size)
         return args_kwargs
 
 

@@ -118,6 +118,32 @@ def test_a_width_read_from_the_input_is_rewritten_per_width(shrunk):
     assert widthc.compile(small, inputs).flops() == program.flops(choice)
 
 
+def test_shifted_window_transformer_is_searchable_in_heads():
+    """Swin as timm writes it: torch.roll over the spatial dims, windows partitioned and
+    reversed, head_dim read as C // heads (pinned, the dim keeps its width), a relative position
+    bias table gathered per head, 2x2 patch merging flattened to 4C (the channels four times,
+    block-major). Every group but the classifier's is searchable; slim equals the supernet."""
+    model = randomize_swin(tz.Swin())
+    x = torch.randn(2, 3, 8, 8)
+    program = zoo.check_random_widths(model, x, seeds=(0, 1), onnx=False)
+    assert [g.producers[0] for g in program.groups if not g.searchable] == ["head"]
+    heads = [(g.n, g.unit) for g in program.groups if g.unit > 1]
+    assert heads == [(2, 4), (2, 4), (4, 4)]
+    table = program.param_dims["stage1.0.attn.relative_position_bias_table"]
+    assert list(table) == [1]  # one column per head; the rows are addressed by the index
+    merge = program.param_dims["merge.reduction.weight"][1]
+    # the residual stream (cut in two equal pieces by C // heads), four times over
+    assert merge == Layout(program.param_dims["stage1.0.norm1.weight"][0].segments * 4)
+    # head_dim read as C // heads: pinned to its value, the heads' count follows them
+    reshape = next(n for n in program.gm.graph.nodes if n.target == "reshape" and len(n.args) == 6)
+    assert sorted(type(lay).__name__ for _, lay in reshape.meta[REWRITES]) == ["Layout", "int"]
+
+
+def randomize_swin(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    return tz.randomize(model)
+
+
 @pytest.mark.parametrize("attention", tz.ATTENTIONS)
 def test_slimmed_transformers_equal_the_supernet(attention):
     dim = C.heads * C.head_dim if attention in tz.SAME_WIDTH else C.dim

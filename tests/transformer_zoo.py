@@ -209,3 +209,78 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 def model(c: Config, seed: int = 0, batch: int = 2) -> tuple[nn.Module, tuple]:
     torch.manual_seed(seed)
     return randomize(Transformer(c), seed), (torch.randn(batch, c.tokens, c.features),)
+
+
+class WindowAttention(nn.Module):
+    """timm's Swin and DaViT attention: head_dim read as C // num_heads from the input, a
+    relative position bias table read at every pair of positions of a window."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.num_heads, n = heads, window * window
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        self.register_buffer("index", torch.randint(0, (2 * window - 1) ** 2, (n, n)))
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.relative_position_bias_table[self.index.view(-1)].view(N, N, -1)
+        attn = (q @ k.transpose(-2, -1)) * self.scale + bias.permute(2, 0, 1).unsqueeze(0)
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class SwinBlock(nn.Module):
+    """Shifted windows (torch.roll), window partition and reverse, attention, an MLP."""
+
+    def __init__(self, dim: int, heads: int, window: int, shift: int):
+        super().__init__()
+        self.window, self.shift = window, shift
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, heads, window)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):  # B, H, W, C
+        B, H, W, C = x.shape
+        w = self.window
+        y = torch.roll(self.norm1(x), shifts=(-self.shift, -self.shift), dims=(1, 2))
+        y = y.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, C)
+        y = self.attn(y).view(B, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
+        y = torch.roll(y.reshape(B, H, W, C), shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """timm's 2x2 patch merging: (2, 2, C) flattened to 4C, a norm, a linear to 2C."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class Swin(nn.Module):
+    def __init__(self, dim: int = 8, heads: int = 2, window: int = 2, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 2, 2)
+        self.stage1 = nn.Sequential(
+            SwinBlock(dim, heads, window, 0), SwinBlock(dim, heads, window, 1)
+        )
+        self.merge = PatchMerging(dim)
+        self.stage2 = SwinBlock(2 * dim, 2 * heads, window, 0)
+        self.head = nn.Linear(2 * dim, classes)
+
+    def forward(self, x):
+        x = self.embed(x).permute(0, 2, 3, 1)  # B, H, W, C
+        x = self.stage2(self.merge(self.stage1(x)))
+        return self.head(x.mean((1, 2)))

@@ -113,6 +113,13 @@ class Layout:
             )
         )
 
+    def tile(self, outer: int) -> Layout:
+        """The whole dim repeated `outer` times, block-major (a 2x2 patch merging's 4C)."""
+        if len(self.segments) == 1:
+            (s,) = self.segments
+            return Layout((Segment(s.group, s.size, s.inner, s.outer * outer, s.blocks),))
+        return Layout(self.segments * outer)
+
     def to_json(self) -> list:
         return [[s.group, s.size, s.inner, s.outer] for s in self.segments]
 

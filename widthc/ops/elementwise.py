@@ -254,5 +254,5 @@ def patch_merging_couple(ctx) -> None:
     for e in lays[:-1]:
         ctx.sink(e, why="rearranged with the other dims")
     c = ctx.resolve(lays[-1])
-    out = Layout(c.segments * 4) if isinstance(c, Layout) else None
+    out = c.tile(4) if isinstance(c, Layout) else None
     ctx.set((*(None,) * (len(lays) - 1), out))

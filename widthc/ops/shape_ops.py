@@ -12,6 +12,8 @@ from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, set_field, shape_args
 from widthc.ops.elementwise import elementwise_rule
 
+_MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
+
 
 def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
     x, lays, out = ctx.arg(0, "input"), ctx.lay(0, "input"), ctx.out
@@ -38,15 +40,17 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
         big_src = [d for d in src if x.shape[d] != 1]
         big_dst = [d for d in dst if out.shape[d] != 1]
         lead = big_dst[0] if big_dst else (dst[0] if dst else None)
-        if (
-            len(laid) == 1
-            and len(big_dst) <= 1
-            and lead is not None
-            and (not big_src or laid[0] == big_src[0])
-        ):  # merge (flatten) or keep: channel-major, so the channel dim must lead
+        if len(laid) == 1 and len(big_dst) <= 1 and lead is not None:
+            # merge (flatten) or keep: each channel repeated over the dims after it, and all of
+            # them repeated over the dims before it (a 2x2 patch merging's (2, 2, C) -> 4C)
             inner = math.prod(x.shape[d] for d in src if d > laid[0])
+            outer = math.prod(x.shape[d] for d in src if d < laid[0])
             entry = ctx.resolve(lays[laid[0]])
-            result[lead] = entry.repeat(inner) if inner > 1 else entry
+            entry = entry.repeat(inner) if inner > 1 else entry
+            if outer > 1 and len(entry.segments) * outer > _MAX_SEGMENTS:
+                ctx.sink(entry, why="reshape repeats the channels too many times")
+                continue
+            result[lead] = entry.tile(outer) if outer > 1 else entry
         elif len(laid) == 1 and len(big_src) == 1 and lead is not None:  # split: unflatten
             tail = math.prod(out.shape[d] for d in dst if d > lead)
             entry = ctx.resolve(lays[laid[0]])
@@ -133,8 +137,11 @@ def size_args(ctx, args, result) -> None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
             lay, size = ctx.resolve(result[d]), ctx.entry(raw)
+            value = ctx.value(raw)
             if isinstance(lay, Layout) and not ctx.same_counts(size, lay):
                 ctx.rewrite(path, lay)
+            elif lay is None and isinstance(ctx.resolve(size), Layout) and isinstance(value, int):
+                ctx.rewrite(path, value)  # a fixed dim (head_dim = C // heads): pinned
             else:
                 result[d] = ctx.same_count(size, result[d], why="reshape size")
 
@@ -207,6 +214,19 @@ def transpose_couple(ctx) -> None:
     a = shapes.norm_dim(ctx.arg(1, "dim0", 0), x.ndim)
     b = shapes.norm_dim(ctx.arg(2, "dim1", 1), x.ndim)
     lays[a], lays[b] = lays[b], lays[a]
+    ctx.set(tuple(lays))
+
+
+def roll_couple(ctx) -> None:
+    """torch.roll(x, shifts, dims): positions along the rolled dims move (a shifted window), so
+    channels there keep their width; every other dim keeps its channels. No dims: the
+    flattened tensor rolls, every dim moves."""
+    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+    dims = ctx.arg(2, "dims", None)
+    dims = range(x.ndim) if dims in (None, ()) else (dims,) if isinstance(dims, int) else dims
+    for d in {shapes.norm_dim(d, x.ndim) for d in dims}:
+        ctx.sink(lays[d], why="roll along the channel dim")
+        lays[d] = None
     ctx.set(tuple(lays))
 
 

@@ -95,6 +95,7 @@ from widthc.ops.shape_ops import (
     flatten_module_shape,
     getitem_couple,
     permute_couple,
+    roll_couple,
     size_product,
     size_quotient,
     split_couple,
@@ -264,6 +265,7 @@ register(
     torch.swapdims, Method("swapdims"),
 )  # fmt: skip
 register(spec("permute", run_on_meta, t_couple), torch.t, Method("t"))
+register(spec("roll", same_shape, roll_couple), torch.roll, Method("roll"))
 register(spec("unsqueeze", run_on_meta, unsqueeze_couple), torch.unsqueeze, Method("unsqueeze"))
 register(spec("squeeze", run_on_meta, squeeze_couple), torch.squeeze, Method("squeeze"))
 register(spec("expand", run_on_meta, expand_couple), Method("expand"), torch.broadcast_to)
