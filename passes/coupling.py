@@ -203,6 +203,14 @@ class CoupleCtx(NodeView):
             return variables[0]
         return None
 
+    def frozen(self, entry) -> bool:
+        """The entry keeps its width whatever the choice: no channels, or frozen ones only
+        (freezing is for good: a frozen atom's parts and everything it joins are frozen)."""
+        r = self.st.resolve(entry)
+        if not isinstance(r, Layout):
+            return not isinstance(r, ParamVar)
+        return all(self.st.frozen.get(s.group) for s in r.segments)
+
     def same_counts(self, a, b) -> bool:
         """Two entries count the same channels at every width (without uniting anything)."""
         a, b = self.st.resolve(a), self.st.resolve(b)

@@ -114,10 +114,8 @@ class Layout:
         )
 
     def tile(self, outer: int) -> Layout:
-        """The whole dim repeated `outer` times, block-major (a 2x2 patch merging's 4C)."""
-        if len(self.segments) == 1:
-            (s,) = self.segments
-            return Layout((Segment(s.group, s.size, s.inner, s.outer * outer, s.blocks),))
+        """The whole dim repeated `outer` times, block-major (a 2x2 patch merging's 4C): the
+        segments one copy after another, as a concatenation of the copies lays them out."""
         return Layout(self.segments * outer)
 
     def to_json(self) -> list:

@@ -34,7 +34,8 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             # into any neighbour
             if not isinstance(ctx.resolve(lays[d]), Layout) or x.shape[d] == 1:
                 ctx.sink(lays[d], why="reshape")
-        laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout) and x.shape[d] != 1]
+        # channels that are frozen already never shrink: a dim of them is as good as fixed
+        laid = [d for d in src if not ctx.frozen(lays[d]) and x.shape[d] != 1]
         if not laid:
             continue
         big_src = [d for d in src if x.shape[d] != 1]
@@ -359,8 +360,8 @@ def getitem_couple(ctx) -> None:
         if isinstance(key, (int, str)):
             return set_field(ctx, src, ctx.lay(0), key)
         return ctx.set(ctx.item_of(0, key))
-    if isinstance(ctx.arg(1), TensorMeta):
-        return gathered_rows(ctx)
+    if gathered(ctx, src, ctx.node.args[1]):
+        return None
     lays, idx = ctx.lay(0), ctx.node.args[1]
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):
@@ -394,17 +395,37 @@ def getitem_couple(ctx) -> None:
     ctx.set(tuple(out))
 
 
-def gathered_rows(ctx) -> None:
-    """`table[index]` with one integer tensor (a relative position bias table read at every
-    pair of positions): the rows are addressed by the index, so they keep their width; every
-    other dim of the table keeps its channels (one column per head)."""
-    index, lays = ctx.arg(1), ctx.lay(0)
-    if index.dtype.is_floating_point or index.dtype == torch.bool:
-        return ctx.barrier("indexing by a mask")
-    ctx.sink(lays[0], why="rows addressed by an index")
-    for e in ctx.lay(1):
+def gathered(ctx, src: TensorMeta, key) -> bool:
+    """`table[index]`, `biases[:, index]`: one integer tensor indexes one dim, the others taken
+    whole (a relative position bias read at every pair of positions). The indexed dim is
+    addressed, so it keeps its width; the index's dims take its place; every other dim keeps
+    its channels (one column per head). False for any other key."""
+    key = key if isinstance(key, tuple) else (key,)
+    tensors = [i for i, k in enumerate(key) if isinstance(k, torch.fx.Node)]
+    whole = all(
+        k == slice(None) for i, k in enumerate(key) if i not in tensors and k is not Ellipsis
+    )
+    if len(tensors) != 1 or not whole or key.count(Ellipsis) > 1:
+        return False
+    (at,) = tensors
+    index = ctx.value(key[at])
+    if not isinstance(index, TensorMeta) or index.dtype.is_floating_point:
+        return False
+    if index.dtype == torch.bool:
+        return False
+    lays, lay_index = ctx.lay(0), entries_at(ctx, key[at], index)
+    dim = at if Ellipsis not in key[:at] else src.ndim - (len(key) - at)
+    ctx.sink(lays[dim], why="rows addressed by an index")
+    for e in lay_index:
         ctx.sink(e, why="an index")
-    ctx.set((None,) * index.ndim + tuple(lays[1:]))
+    ctx.set((*lays[:dim], *(None,) * index.ndim, *lays[dim + 1 :]))
+    return True
+
+
+def entries_at(ctx, node, meta: TensorMeta):
+    """The entries of a tensor node given inside another argument (a key's index tensor)."""
+    e = ctx.entry(node)
+    return e if isinstance(e, tuple) and len(e) == meta.ndim else (None,) * meta.ndim
 
 
 def flatten_module_shape(ctx) -> TensorMeta:
