@@ -57,7 +57,9 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             entry = ctx.resolve(lays[laid[0]])
             if all(s.inner % tail == 0 for s in entry.segments):
                 result[lead] = ctx.unrepeat(entry, tail)
-            elif laid[0] == x.ndim - 1 and big_dst[-1] == out.ndim - 1 and len(big_dst) >= 2:
+            elif len(big_dst) >= 3 or (
+                laid[0] == x.ndim - 1 and big_dst[-1] == out.ndim - 1 and len(big_dst) == 2
+            ):  # (n, heads, head_dim), or channels last (heads, head_dim)
                 heads_split(ctx, entry, [out.shape[d] for d in big_dst], big_dst, result)
             elif len(big_dst) == 2 and (piece := equal_pieces(ctx, entry, out.shape[lead])):
                 result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
@@ -432,3 +434,58 @@ def flatten_module_shape(ctx) -> TensorMeta:
     x, m = first_input(ctx), ctx.module
     s, e = shapes.norm_dim(m.start_dim, x.ndim), shapes.norm_dim(m.end_dim, x.ndim)
     return TensorMeta(x.shape[:s] + (math.prod(x.shape[s : e + 1]),) + x.shape[e + 1 :], x.dtype)
+
+
+def repeat_couple(ctx) -> None:
+    """x.repeat(*sizes): new leading dims are fixed; a dim repeated once keeps its channels,
+    one repeated r times holds them r times over, block-major (a tile)."""
+    x, lays = ctx.arg(0), ctx.lay(0)
+    sizes = [ctx.value(raw) for _, raw in shape_args(ctx, 1)]
+    new = len(sizes) - x.ndim
+    out = [None] * new
+    for d, times in enumerate(sizes[new:]):
+        entry = ctx.resolve(lays[d])
+        if times == 1 or not isinstance(entry, Layout):
+            out.append(lays[d] if times == 1 else None)
+        elif len(entry.segments) * times <= _MAX_SEGMENTS:
+            out.append(entry.tile(times))
+        else:
+            ctx.sink(entry, why="repeat of a channel dim")
+            out.append(None)
+    ctx.set(tuple(out))
+
+
+def sliding_couple(ctx) -> None:
+    """x.unfold(dim, size, step): windows along `dim` (a new last dim of `size` positions); the
+    channels of every other dim stay."""
+    x, lays = ctx.arg(0), list(ctx.lay(0))
+    d = shapes.norm_dim(ctx.arg(1, "dimension"), x.ndim)
+    ctx.sink(lays[d], why="sliding windows along the channel dim")
+    lays[d] = None
+    ctx.set((*lays, None))
+
+
+def im2col_couple(ctx, kernel) -> None:
+    """nn.Unfold / F.unfold: (N, C, *spatial) -> (N, C x prod(kernel), L), each channel followed
+    by its kernel positions (channel-major)."""
+    lays = ctx.lay(0)
+    for e in lays[2:]:
+        ctx.sink(e, why="sliding windows over the spatial dims")
+    taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel ** (len(lays) - 2)
+    c = ctx.resolve(lays[1])
+    ctx.set((lays[0], c.repeat(taps) if isinstance(c, Layout) else None, None))
+
+
+def col2im_couple(ctx, kernel) -> None:
+    """F.fold / nn.Fold: (N, C x prod(kernel), L) -> (N, C, *output_size): the channels each
+    followed by their kernel positions fold back into one."""
+    lays = ctx.lay(0)
+    taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel**2
+    c = ctx.resolve(lays[1])
+    ctx.sink(lays[-1], why="sliding windows over the spatial dims")
+    out = None
+    if isinstance(c, Layout) and all(s.inner % taps == 0 for s in c.segments):
+        out = ctx.unrepeat(c, taps)
+    else:
+        ctx.sink(c, why="fold of channels that are not each followed by their kernel positions")
+    ctx.set((lays[0], out, *(None,) * (ctx.out.ndim - 2)))

@@ -89,15 +89,19 @@ from widthc.ops.layers import (
 from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import (
     cat_couple,
+    col2im_couple,
     expand_as_couple,
     expand_couple,
     flatten_couple,
     flatten_module_shape,
     getitem_couple,
+    im2col_couple,
     permute_couple,
+    repeat_couple,
     roll_couple,
     size_product,
     size_quotient,
+    sliding_couple,
     split_couple,
     squeeze_couple,
     stack_couple,
@@ -266,6 +270,24 @@ register(
 )  # fmt: skip
 register(spec("permute", run_on_meta, t_couple), torch.t, Method("t"))
 register(spec("roll", same_shape, roll_couple), torch.roll, Method("roll"))
+register(spec("expand", run_on_meta, repeat_couple), Method("repeat"))
+register(spec("sliding windows", run_on_meta, sliding_couple), Method("unfold"))
+register(
+    spec("sliding windows", run_on_meta, lambda ctx: im2col_couple(ctx, ctx.module.kernel_size)),
+    nn.Unfold,
+)
+register(
+    spec("sliding windows", run_on_meta, lambda ctx: im2col_couple(ctx, ctx.arg(1, "kernel_size"))),
+    F.unfold,
+)
+register(
+    spec("sliding windows", run_on_meta, lambda ctx: col2im_couple(ctx, ctx.module.kernel_size)),
+    nn.Fold,
+)
+register(
+    spec("sliding windows", run_on_meta, lambda ctx: col2im_couple(ctx, ctx.arg(2, "kernel_size"))),
+    F.fold,
+)
 register(spec("unsqueeze", run_on_meta, unsqueeze_couple), torch.unsqueeze, Method("unsqueeze"))
 register(spec("squeeze", run_on_meta, squeeze_couple), torch.squeeze, Method("squeeze"))
 register(spec("expand", run_on_meta, expand_couple), Method("expand"), torch.broadcast_to)
@@ -303,6 +325,7 @@ _TIMM_FUNCTIONS = (
     ("timm.layers.pos_embed", "resample_abs_pos_embed_nhwc", -1, -1),
     ("timm.models.swin_transformer", "window_reverse", -1, -1),
     ("timm.models.swin_transformer_v2", "window_reverse", -1, -1),
+    ("timm.models.swin_transformer_v2_cr", "window_reverse", -1, -1),
     ("timm.models.davit", "window_reverse", -1, -1),
     ("timm.models.gcvit", "window_reverse", -1, -1),
     ("timm.models.maxxvit", "window_reverse", -1, -1),

@@ -1,0 +1,114 @@
+"""Ops that move positions around the channels (issue 19): windows rolled, tiled, slid and
+folded; a bias table gathered per head; a conv-layout attention split into (3, heads,
+head_dim). Each keeps the channels it does not move searchable, and slim equals the supernet."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import zoo
+from torch import nn
+
+import widthc
+
+
+class Rolled(nn.Module):
+    """torch.roll over the spatial dims and x.repeat over the batch: channels pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 6, 1)
+        self.pos = nn.Conv2d(2, 8, 1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = torch.roll(self.a(x), shifts=(1, -1), dims=(2, 3))
+        grid = torch.ones(1, 2, *x.shape[2:], device=x.device)
+        y = y + self.pos(grid).repeat(x.shape[0], 1, 1, 1)
+        return self.fc(self.b(F.relu(y)).mean((2, 3)))
+
+
+class Tiled(nn.Module):
+    """x.repeat(1, 1, 2) over a channels-last dim: the channels twice, block-major."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 6)
+        self.b = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.b(F.gelu(self.a(x)).repeat(1, 1, 2)).mean(1)
+
+
+class Outlook(nn.Module):
+    """VOLO's unfold / fold: im2col repeats each channel over its kernel taps, col2im folds
+    them back; Tensor.unfold slides windows along a spatial dim (HaloNet)."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = nn.Conv2d(3, 8, 1)
+        self.unfold = nn.Unfold(3, padding=1)
+        self.mix = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        v = self.v(x)
+        cols = self.unfold(v) * 0.5  # N, 8*9, L
+        y = F.fold(cols, output_size=x.shape[2:], kernel_size=3, padding=1)
+        windows = self.mix(y).unfold(2, 4, 4)  # N, 6, 2, W, 4
+        return self.fc(windows.mean((2, 3, 4)))
+
+
+class ConvAttention(nn.Module):
+    """Visformer's attention: a 1x1 conv qkv reshaped to (3, heads, head_dim, H*W)."""
+
+    def __init__(self, dim: int = 12, heads: int = 3):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, 4
+        self.stem = nn.Conv2d(3, dim, 1)
+        self.qkv = nn.Conv2d(dim, 3 * heads * 4, 1)
+        self.proj = nn.Conv2d(heads * 4, dim, 1)
+        self.fc = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        B, C, H, W = x.shape
+        qkv = self.qkv(x).reshape(B, 3, self.num_heads, self.head_dim, -1).permute(1, 0, 2, 4, 3)
+        q, k, v = qkv.unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).permute(0, 1, 3, 2).reshape(B, -1, H, W)
+        return self.fc((x + self.proj(y)).mean((2, 3)))
+
+
+def _compile(model, x):
+    torch.manual_seed(0)
+    return zoo.check_random_widths(model.eval(), x, seeds=(0, 1), onnx=False)
+
+
+def _frozen(program) -> list[str]:
+    return [g.producers[0] for g in program.groups if not g.searchable]
+
+
+def test_roll_and_batch_repeat_keep_the_channels():
+    program = _compile(Rolled(), torch.randn(2, 3, 6, 6))
+    assert _frozen(program) == ["fc"]
+
+
+def test_repeat_of_a_channel_dim_tiles_it():
+    program = _compile(Tiled(), torch.randn(2, 4, 5))
+    assert _frozen(program) == ["b"]
+    weight = program.param_dims["b.weight"][1]
+    assert weight == widthc.Layout(program.param_dims["a.weight"][0].segments * 2)
+
+
+def test_unfold_and_fold_repeat_and_gather_kernel_taps():
+    program = _compile(Outlook(), torch.randn(2, 3, 8, 8))
+    assert _frozen(program) == ["fc"]
+    v = program.groups[0]
+    assert v.producers == ("v",) and v.searchable
+
+
+def test_conv_attention_is_searchable_in_heads():
+    program = _compile(ConvAttention(), torch.randn(2, 3, 4, 4))
+    assert _frozen(program) == ["fc"]
+    assert [(g.n, g.unit) for g in program.groups if g.unit > 1] == [(3, 4)]
