@@ -24,7 +24,7 @@ import widthc
 from widthc import checkpoint, interrupt, loop, space
 from widthc import search as search_pkg
 from widthc.errors import WidthcError
-from widthc.evaluate import Score, accuracy, batch
+from widthc.evaluate import Score, accuracy, batch, metric_name
 from widthc.frontends.data import SOURCES
 from widthc.run import (
     ANALYSIS,
@@ -57,6 +57,7 @@ class SearchConfig:
     calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
     stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
     alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
+    score: str = option("metric", "What max-max maximises: metric (the model's) or loss (minus).")
 
     def check(self) -> SearchConfig:
         if self.search not in search_pkg.SEARCHERS:
@@ -78,6 +79,8 @@ class SearchConfig:
             raise WidthcError(f"--budget-band must be in (0, 1], got {self.budget_band}")
         if not self.alpha > 0:
             raise WidthcError(f"--alpha must be positive, got {self.alpha}")
+        if self.score not in ("metric", "loss"):
+            raise WidthcError(f"--score must be metric or loss, got {self.score}")
         return self
 
 
@@ -146,6 +149,17 @@ class Context:
     @property
     def metric(self):
         return self.model_source.metric or accuracy
+
+    @property
+    def metric_name(self) -> str:
+        """The metric as reports name it (a model file's metric() by its docstring's first line)."""
+        name = metric_name(self.metric)
+        return "the model's metric()" if name == "metric()" else name
+
+    def bands(self) -> list[tuple[float, float]]:
+        """The budgets' FLOPs bands [band x budget, budget] (none without --flops)."""
+        band = self.search_config.budget_band
+        return [(band * b, b) for b in self.budgets().values()] if self.config.get("flops") else []
 
     @property
     def train_config(self) -> TrainConfig:
@@ -232,14 +246,16 @@ def train(ctx: Context) -> None:
     result = train_supernet(
         net, ctx.splits.train, ctx.splits.val, ctx.train_config, ctx.run.path, resume=resume,
         progress=ctx.progress, loss_fn=None if ctx.model_source.loss is None else ctx.loss,
+        metric=ctx.metric, bands=ctx.bands(),
     )  # fmt: skip
     last = result.validation[-1] if result.validation else {}
+    shown = (lambda v: f"{v:.1%}") if ctx.metric is accuracy else (lambda v: f"{v:.4g}")
     ctx.echo(
         f"trained {result.steps} steps; candidates chosen {result.histogram}"
         + (f"; selection agreement {result.agreement:.1%}" if result.agreement is not None else "")
         + (
-            f"; validation accuracy largest {last['val_acc_largest']:.1%}, smallest "
-            f"{last['val_acc_smallest']:.1%}"
+            f"; validation {ctx.metric_name} largest {shown(last['val_largest'])}, smallest "
+            f"{shown(last['val_smallest'])}"
             if last
             else ""
         )

@@ -22,7 +22,7 @@ from widthc.train import train_supernet
 
 
 def run_multistage(ctx, cfg, budgets: dict) -> None:
-    from widthc.stages.search import result_json, search_one, write
+    from widthc.stages.search import result_json, score_metric, search_one, write
 
     if len(budgets) != 1:
         raise WidthcError("--stages above 1 searches one budget per run: give one --flops")
@@ -43,9 +43,10 @@ def run_multistage(ctx, cfg, budgets: dict) -> None:
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, ctx.train_config, folder,
                 resume=(folder / "supernet.pt").exists(), progress=ctx.progress,
-                loss_fn=None if ctx.model_source.loss is None else ctx.loss,
+                loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
+                bands=[(cfg.budget_band * budget, budget)],
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.get("seed", 0))
+        scorer = MaxMax(net, calib, val, score_metric(ctx, cfg), seed=c.get("seed", 0))
         result, seconds = search_one(ctx, program, scorer, cfg, f"{text} stage {t}", budget, [])
         entry = result_json(program, net, scorer, result, text, seconds)
         if t == 1:

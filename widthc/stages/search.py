@@ -15,7 +15,7 @@ import numpy as np
 from widthc import interrupt
 from widthc import search as searchers
 from widthc.errors import WidthcError
-from widthc.evaluate import MaxMax, Score
+from widthc.evaluate import MaxMax, Score, negative_loss
 from widthc.loop import Bar
 from widthc.run import SEARCH
 from widthc.space import human
@@ -36,7 +36,7 @@ def run_search(ctx) -> None:
         return run_multistage(ctx, cfg, budgets)
     net = ctx.supernet(trained=True)
     seed = ctx.config.get("seed", 0)
-    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=seed)
+    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), score_metric(ctx, cfg), seed=seed)
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     for text, budget in budgets.items():
@@ -50,6 +50,11 @@ def run_search(ctx) -> None:
             f"scored in {seconds:.0f} s"
         )
     write(ctx, program, results, complete=True)
+
+
+def score_metric(ctx, cfg):
+    """What max-max maximises: the model's metric, or minus its loss (`--score loss`)."""
+    return ctx.metric if cfg.score == "metric" else negative_loss(ctx.loss)
 
 
 def search_one(ctx, program, scorer: MaxMax, cfg, text: str, budget: float, done: list):
@@ -131,6 +136,10 @@ def write(ctx, program, results: list[dict], complete: bool) -> None:
             "groups": [int(g) for g in program.space.ids],
             "binning": program.binning,
             "offset": ctx.config.get("offset", 1),
+            "metric": ctx.metric_name,
+            "score": "minus the validation loss"
+            if ctx.search_config.score == "loss"
+            else ctx.metric_name,
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}
