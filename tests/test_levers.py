@@ -6,6 +6,7 @@ plus the candidate's loss against the largest width's outputs."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,17 @@ def test_distillation_trains_the_largest_on_labels_and_the_candidate_on_its_outp
 
 def _log(result) -> list[dict]:
     return [{"loss": loss, "candidate": c} for loss, c in zip(result.losses, result.candidates)]
+
+
+def test_budget_sampling_without_budgets_is_refused_before_anything_is_written(tmp_path):
+    from click.testing import CliRunner
+
+    from widthc.cli import main
+
+    model = str(Path(__file__).resolve().parents[1] / "examples" / "mobilenet_digits.py")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        main, ["train", model, "--data", "digits", "--out", str(out), "--budget-sampling", "0.5"]
+    )
+    assert res.exit_code == 2 and "--budget-sampling needs the budgets" in res.stderr
+    assert not out.exists()

@@ -159,6 +159,10 @@ def _create(options: dict, given: set, needs_data: bool) -> Run:
     resume, force = options.pop("resume", False), options.pop("force", False)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
     TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config}).check()
+    if config.get("budget_sampling") and not config.get("flops"):
+        raise WidthcError(
+            "--budget-sampling needs the budgets: give them with --flops (widthc slim)"
+        )
     if "search" in config:
         config_of(SearchConfig, config).check()
         if config.get("retrain_epochs") is not None and config["retrain_epochs"] < 0:
