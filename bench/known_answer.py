@@ -97,10 +97,9 @@ def truth_widths(program, budget: float) -> list:
 
 
 def _context(run: Path):
-    from widthc.pipeline import Context
-    from widthc.run import Run
+    from widthc.context import Context
 
-    return Context(Run(run), progress=False)
+    return Context.open(run, progress=False)
 
 
 def retrain_width(ctx, choice, folder: Path) -> dict:
@@ -115,11 +114,9 @@ def retrain_width(ctx, choice, folder: Path) -> dict:
 def scorer_of(ctx):
     """The run's max-max scorer, as its search built it (metric or minus the loss)."""
     from widthc.evaluate import MaxMax
-    from widthc.stages.search import score_metric
 
     net = ctx.supernet(trained=True).eval()
-    return MaxMax(net, ctx.calibration(), ctx.validation(), score_metric(ctx, ctx.search_config),
-                  seed=ctx.config.get("seed", 0))  # fmt: skip
+    return MaxMax(net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed)
 
 
 # --- one run ----------------------------------------------------------------------------------------

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from widthc import space as sp
+from widthc.config import SAMPLINGS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
-
-SAMPLINGS = ("uniform", "extremes", "flops")
 
 __all__ = ["SAMPLINGS", "WidthSampler", "sample_width"]
 
