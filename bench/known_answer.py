@@ -243,6 +243,9 @@ def row(lever: str, task: str) -> str | None:
         won = [r["widthc"][split] - r["uniform"][split] for r in runs]
         recovered = statistics.mean(won) / statistics.mean(gap) if statistics.mean(gap) else None
         out += [_ms(gap), _ms(won), f"{100 * recovered:.0f}%" if recovered is not None else "-"]
+    base = {r["seed"]: r["widthc"]["val"] for r in summaries("default", task)}
+    paired = [r["widthc"]["val"] - base[r["seed"]] for r in runs if r["seed"] in base]
+    out += [_ms([r["widthc"]["val"] for r in runs]), _ms(paired) if lever != "default" else "-"]
     ranks = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in runs)
     scores = [
         f"{_mean(r, 'oracle')} / {_mean(r, 'uniform')} / {_mean(r, 'widthc')}" for r in runs[:1]
@@ -262,10 +265,11 @@ def _mean(r: dict, which: str) -> str:
 def table(levers: list[str]) -> str:
     head = (
         "| task | lever | seeds | oracle − uniform, val | widthc − uniform, val | recovered, val "
-        "| oracle − uniform, test | widthc − uniform, test | recovered, test | score ranks oracle "
-        "above uniform | Kendall τ (22 widths) | max-max score oracle / uniform / widthc (seed 0) "
+        "| oracle − uniform, test | widthc − uniform, test | recovered, test | widthc, val "
+        "| widthc − default's widthc, val (paired) | score ranks oracle above uniform "
+        "| Kendall τ (22 widths) | max-max score oracle / uniform / widthc (seed 0) "
         "| widthc's channels per seed | s/run |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        "---:|---|---|---:|"
+        "---:|---:|---:|---|---|---:|"
     )
     rows = [row(lever, task) for task in TASKS for lever in levers]
     return "\n".join([head, *[r for r in rows if r]])
