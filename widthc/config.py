@@ -32,6 +32,7 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
 
 
 SAMPLINGS = ("uniform", "extremes", "flops")  # widthc.sampling's laws (no torch here)
+SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
 
 
 def flag_name(name: str) -> str:
@@ -117,9 +118,8 @@ class SearchConfig:
     stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
     alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
     score: str = option(
-        "metric", "What max-max maximises: metric (the model's) or loss (minus).",
-        choices=("metric", "loss"),
-    )  # fmt: skip
+        "metric", "What max-max maximises: metric (the model's) or loss (minus).", choices=SCORES
+    )
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -138,8 +138,8 @@ class SearchConfig:
             raise _bad("budget_band", "in (0, 1]", self.budget_band)
         if not self.alpha > 0:
             raise _bad("alpha", "positive", self.alpha)
-        if self.score not in ("metric", "loss"):
-            raise _bad("score", "metric or loss", self.score)
+        if self.score not in SCORES:
+            raise _bad("score", " or ".join(SCORES), self.score)
         return self
 
 
