@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import widthc
+from widthc.run import CONFIG, METRICS, SEARCH, SLIM, TRAIN_LOG, UNIFORM
 from widthc.stages.retrain import fresh, measure, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,7 +64,7 @@ TASKS = {  # task -> its model file
 }
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
-SEARCH = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
+EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
 LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "default": [],
     "budget-0.5": ["--budget-sampling", "0.5"],
@@ -133,19 +134,19 @@ def run_one(task: str, lever: str, seed: int) -> dict:
     out = RUNS / lever / f"{task}-s{seed}"
     budget = budget_of(task)
     cmd = [WIDTHC, "slim", str(ROOT / TASKS[task]), "--flops", f"{budget:.0f}", "--seed", str(seed),
-           "--out", str(out), "--no-onnx", *RECIPE.cli(), *SEARCH.cli(), *LEVERS[lever]]  # fmt: skip
-    if (out / "config.json").exists():
+           "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *LEVERS[lever]]  # fmt: skip
+    if (out / CONFIG).exists():
         cmd.append("--resume")
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     slim_seconds = time.perf_counter() - t0
     ctx = _context(out)
-    (result,) = json.loads((out / "search.json").read_text())["results"]
-    folder = next(p for p in sorted(out.glob("flops-*")) if p.is_dir())
-    metrics = json.loads((folder / "metrics.json").read_text())
+    (result,) = json.loads((out / SEARCH).read_text())["results"]
+    (folder,) = ctx.run.budget_dirs()
+    metrics = json.loads((folder / METRICS).read_text())
     val = {
-        name: measure(widthc.load(sub / "slim.pt"), ctx.splits.val, ctx.metric, ctx.device)
-        for name, sub in (("widthc", folder), ("uniform", folder / "uniform"))
+        name: measure(widthc.load(sub / SLIM), ctx.splits.val, ctx.metric, ctx.device)
+        for name, sub in (("widthc", folder), ("uniform", folder / UNIFORM))
     }
     program = ctx.program
     target = oracle(program, DEFINED[task].teacher)
@@ -179,7 +180,7 @@ def run_one(task: str, lever: str, seed: int) -> dict:
 
 
 def _supernet_validation(run: Path) -> dict:
-    log = run / "train.jsonl"
+    log = run / TRAIN_LOG
     records = [json.loads(line) for line in log.read_text().splitlines() if '"val_' in line]
     return {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {}
 
