@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from widthc import shapes
-from widthc.ir import Layout, TensorMeta
+from widthc.ir import TensorMeta
 from widthc.ops.common import first_input, nones, set_field, shape_args
 
 
@@ -227,32 +227,3 @@ def softmax_at(ctx, dim) -> None:
     x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
     ctx.mix(lays[shapes.norm_dim(dim, x.ndim)])
     ctx.set(lays)
-
-
-def channel_moves(src: int, dst: int):
-    """An op that rearranges everything but one channel dim (a window partition reversed, a
-    position embedding resampled): channel dim `src` of the first input is dim `dst` of the
-    output, every other dim keeps its width."""
-
-    def rule(ctx) -> None:
-        x, lays = ctx.arg(0), ctx.lay(0)
-        c = shapes.norm_dim(src, x.ndim)
-        for d in range(x.ndim):
-            if d != c:
-                ctx.sink(lays[d], why="rearranged with the other dims")
-        out = [None] * ctx.out.ndim
-        out[shapes.norm_dim(dst, ctx.out.ndim)] = lays[c]
-        ctx.set(tuple(out))
-
-    return rule
-
-
-def patch_merging_couple(ctx) -> None:
-    """torchvision's _patch_merging_pad(x): (..., H, W, C) -> (..., H/2, W/2, 4C), the four
-    2x2 neighbours concatenated: the channels four times over, in the same order."""
-    lays = ctx.lay(0)
-    for e in lays[:-1]:
-        ctx.sink(e, why="rearranged with the other dims")
-    c = ctx.resolve(lays[-1])
-    out = c.tile(4) if isinstance(c, Layout) else None
-    ctx.set((*(None,) * (len(lays) - 1), out))

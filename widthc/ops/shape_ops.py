@@ -12,7 +12,7 @@ from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, set_field, shape_args
 from widthc.ops.elementwise import elementwise_rule
 
-_MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
+MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
 
 
 def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
@@ -48,7 +48,7 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             outer = math.prod(x.shape[d] for d in src if d < laid[0])
             entry = ctx.resolve(lays[laid[0]])
             entry = entry.repeat(inner) if inner > 1 else entry
-            if outer > 1 and len(entry.segments) * outer > _MAX_SEGMENTS:
+            if outer > 1 and len(entry.segments) * outer > MAX_SEGMENTS:
                 ctx.sink(entry, why="reshape repeats the channels too many times")
                 continue
             result[lead] = entry.tile(outer) if outer > 1 else entry
@@ -217,19 +217,6 @@ def transpose_couple(ctx) -> None:
     a = shapes.norm_dim(ctx.arg(1, "dim0", 0), x.ndim)
     b = shapes.norm_dim(ctx.arg(2, "dim1", 1), x.ndim)
     lays[a], lays[b] = lays[b], lays[a]
-    ctx.set(tuple(lays))
-
-
-def roll_couple(ctx) -> None:
-    """torch.roll(x, shifts, dims): positions along the rolled dims move (a shifted window), so
-    channels there keep their width; every other dim keeps its channels. No dims: the
-    flattened tensor rolls, every dim moves."""
-    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
-    dims = ctx.arg(2, "dims", None)
-    dims = range(x.ndim) if dims in (None, ()) else (dims,) if isinstance(dims, int) else dims
-    for d in {shapes.norm_dim(d, x.ndim) for d in dims}:
-        ctx.sink(lays[d], why="roll along the channel dim")
-        lays[d] = None
     ctx.set(tuple(lays))
 
 
@@ -434,58 +421,3 @@ def flatten_module_shape(ctx) -> TensorMeta:
     x, m = first_input(ctx), ctx.module
     s, e = shapes.norm_dim(m.start_dim, x.ndim), shapes.norm_dim(m.end_dim, x.ndim)
     return TensorMeta(x.shape[:s] + (math.prod(x.shape[s : e + 1]),) + x.shape[e + 1 :], x.dtype)
-
-
-def repeat_couple(ctx) -> None:
-    """x.repeat(*sizes): new leading dims are fixed; a dim repeated once keeps its channels,
-    one repeated r times holds them r times over, block-major (a tile)."""
-    x, lays = ctx.arg(0), ctx.lay(0)
-    sizes = [ctx.value(raw) for _, raw in shape_args(ctx, 1)]
-    new = len(sizes) - x.ndim
-    out = [None] * new
-    for d, times in enumerate(sizes[new:]):
-        entry = ctx.resolve(lays[d])
-        if times == 1 or not isinstance(entry, Layout):
-            out.append(lays[d] if times == 1 else None)
-        elif len(entry.segments) * times <= _MAX_SEGMENTS:
-            out.append(entry.tile(times))
-        else:
-            ctx.sink(entry, why="repeat of a channel dim")
-            out.append(None)
-    ctx.set(tuple(out))
-
-
-def sliding_couple(ctx) -> None:
-    """x.unfold(dim, size, step): windows along `dim` (a new last dim of `size` positions); the
-    channels of every other dim stay."""
-    x, lays = ctx.arg(0), list(ctx.lay(0))
-    d = shapes.norm_dim(ctx.arg(1, "dimension"), x.ndim)
-    ctx.sink(lays[d], why="sliding windows along the channel dim")
-    lays[d] = None
-    ctx.set((*lays, None))
-
-
-def im2col_couple(ctx, kernel) -> None:
-    """nn.Unfold / F.unfold: (N, C, *spatial) -> (N, C x prod(kernel), L), each channel followed
-    by its kernel positions (channel-major)."""
-    lays = ctx.lay(0)
-    for e in lays[2:]:
-        ctx.sink(e, why="sliding windows over the spatial dims")
-    taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel ** (len(lays) - 2)
-    c = ctx.resolve(lays[1])
-    ctx.set((lays[0], c.repeat(taps) if isinstance(c, Layout) else None, None))
-
-
-def col2im_couple(ctx, kernel) -> None:
-    """F.fold / nn.Fold: (N, C x prod(kernel), L) -> (N, C, *output_size): the channels each
-    followed by their kernel positions fold back into one."""
-    lays = ctx.lay(0)
-    taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel**2
-    c = ctx.resolve(lays[1])
-    ctx.sink(lays[-1], why="sliding windows over the spatial dims")
-    out = None
-    if isinstance(c, Layout) and all(s.inner % taps == 0 for s in c.segments):
-        out = ctx.unrepeat(c, taps)
-    else:
-        ctx.sink(c, why="fold of channels that are not each followed by their kernel positions")
-    ctx.set((lays[0], out, *(None,) * (ctx.out.ndim - 2)))

@@ -31,7 +31,6 @@ from widthc.ops.common import (
     spec,
 )
 from widthc.ops.elementwise import (
-    channel_moves,
     creation,
     elementwise_rule,
     extreme_rule,
@@ -41,7 +40,6 @@ from widthc.ops.elementwise import (
     pad_module_couple,
     pad_module_shape,
     pair_reduction,
-    patch_merging_couple,
     pool_shape,
     ranked_rule,
     reduce_rule,
@@ -89,19 +87,14 @@ from widthc.ops.layers import (
 from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import (
     cat_couple,
-    col2im_couple,
     expand_as_couple,
     expand_couple,
     flatten_couple,
     flatten_module_shape,
     getitem_couple,
-    im2col_couple,
     permute_couple,
-    repeat_couple,
-    roll_couple,
     size_product,
     size_quotient,
-    sliding_couple,
     split_couple,
     squeeze_couple,
     stack_couple,
@@ -113,6 +106,15 @@ from widthc.ops.shape_ops import (
     unsqueeze_couple,
     view_as_couple,
     view_couple,
+)
+from widthc.ops.windows import (
+    channel_moves,
+    col2im_couple,
+    im2col_couple,
+    patch_merging_couple,
+    repeat_couple,
+    roll_couple,
+    sliding_couple,
 )
 
 # op families registered under several keys
