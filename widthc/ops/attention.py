@@ -16,6 +16,9 @@ def mha_couple(ctx) -> None:
     lq, lk, lv = ctx.lay(0, "query"), ctx.lay(1, "key"), ctx.lay(2, "value")
     if m.bias_k is not None or m.add_zero_attn:
         return ctx.barrier("multi-head attention with bias_k/bias_v or add_zero_attn")
+    mask = ctx.arg(5, "attn_mask", None)
+    if isinstance(mask, TensorMeta) and mask.ndim == 3:  # (batch x heads, L, S)
+        return ctx.barrier("multi-head attention with a 3-D mask, one per head")
     heads = ctx.coarsen(lq[-1], m.head_dim)
     if heads is None:
         return ctx.barrier("multi-head attention over channels that cannot shrink in whole heads")
@@ -30,12 +33,13 @@ def mha_couple(ctx) -> None:
             w = ctx.param(name)
             ctx.unify(w[1], x, why="attention input projection")
             ctx.unify(w[0], e, why="attention heads")
-    for name, lay in (("in_proj_bias", rows), ("out_proj.weight", None), ("out_proj.bias", e)):
-        p = ctx.param(name)
-        if p is not None:
-            ctx.unify(p[-1], e if lay is None else lay, why="attention output projection")
-            if lay is None:  # the output keeps the query's width (the module's embed_dim)
-                ctx.unify(p[0], e, why="attention output projection")
+    for name, lay in (("in_proj_bias", rows), ("out_proj.bias", e)):
+        bias = ctx.param(name)
+        if bias is not None:
+            ctx.unify(bias[0], lay, why="attention bias")
+    out = ctx.param("out_proj.weight")
+    ctx.unify(out[1], e, why="attention output projection")
+    ctx.unify(out[0], e, why="attention output (the module's embed_dim)")
     weights = ctx.out[1]  # (batch, [heads,] L, S) attention weights, or None
     if weights is not None:
         lays = [None] * weights.ndim
