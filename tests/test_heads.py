@@ -37,6 +37,9 @@ GOLDEN = {
     "fused_width": [(32, 1, "embed"), (4, 8, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
     # a key/value head and the two query heads it serves shrink together: 2 units of 2 x 8
     "gqa": [(16, 1, "embed"), (2, 16, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
+    "gqa_sdpa": [(16, 1, "embed"), (2, 16, "blocks.0.attn.q_proj"), (24, 1, "blocks.0.mlp.fc1")],
+    # SDPA's mask, a bias per head, follows the heads (its parameter is sliced with them)
+    "fused_bias": [(16, 1, "embed"), (4, 8, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
     "conv1d": [(16, 1, "embed"), (4, 8, "addmm"), (24, 1, "blocks.0.mlp.fc1")],
     # nn.MultiheadAttention computes head_dim from the query's width: the residual stream and
     # every block's heads are one group, counted in heads of 8 channels
@@ -78,6 +81,11 @@ def test_fused_qkv_rows_are_three_pieces_of_the_same_heads():
     reshapes = [n for n in program.gm.graph.nodes if n.target == "reshape"][:2]
     assert [p for p, _ in reshapes[0].meta[REWRITES]] == [("args", 4)]
     assert [p for p, _ in reshapes[1].meta[REWRITES]] == [("args", 3)]
+
+
+def test_sdpa_mask_heads_are_sliced_with_the_heads():
+    program, _, _ = _compile("fused_bias")
+    assert program.param_dims["blocks.0.attn.bias"] == {1: _lay((1, 4, 1))}
 
 
 def test_grouped_query_heads_follow_their_key_value_head():

@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTIONS = ("fused", "fused_matmul", "fused_width", "split", "gqa", "conv1d", "mha")
+ATTENTIONS = (
+    "fused", "fused_matmul", "fused_width", "fused_bias", "split", "gqa", "gqa_sdpa", "conv1d",
+    "mha",
+)  # fmt: skip
 SAME_WIDTH = ("fused_width", "mha")  # attention whose width must be the residual's (dim)
 
 
@@ -36,10 +39,12 @@ class FusedAttention(nn.Module):
     """timm's Attention: one qkv linear viewed as (3, heads, head_dim). `read_width`: the heads
     are merged back to the input's width read from its shape (older timm, many codebases)."""
 
-    def __init__(self, c: Config, sdpa: bool = True, read_width: bool = False):
+    def __init__(self, c: Config, sdpa: bool = True, read_width: bool = False, bias=False):
         super().__init__()
         self.num_heads, self.head_dim, self.sdpa = c.heads, c.head_dim, sdpa
         self.read_width = read_width
+        # a learned bias per head and pair of positions, given to SDPA as its mask
+        self.bias = nn.Parameter(torch.randn(1, c.heads, c.tokens, c.tokens)) if bias else None
         self.scale = c.head_dim**-0.5
         self.qkv = nn.Linear(c.dim, 3 * c.heads * c.head_dim)
         self.proj = nn.Linear(c.heads * c.head_dim, c.dim)
@@ -49,7 +54,7 @@ class FusedAttention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.sdpa:
-            x = F.scaled_dot_product_attention(q, k, v)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             x = attn.softmax(dim=-1) @ v
@@ -66,9 +71,9 @@ class SplitAttention(nn.Module):
     """HuggingFace's LLaMA attention: q/k/v projections, rotary embeddings over head_dim,
     key/value heads repeated for their query heads (grouped-query attention when fewer)."""
 
-    def __init__(self, c: Config, kv_heads: int):
+    def __init__(self, c: Config, kv_heads: int, sdpa: bool = False):
         super().__init__()
-        self.head_dim, self.groups = c.head_dim, c.heads // kv_heads
+        self.head_dim, self.groups, self.sdpa = c.head_dim, c.heads // kv_heads, sdpa
         self.num_key_value_heads = kv_heads
         self.q_proj = nn.Linear(c.dim, c.heads * c.head_dim, bias=False)
         self.k_proj = nn.Linear(c.dim, kv_heads * c.head_dim, bias=False)
@@ -93,9 +98,13 @@ class SplitAttention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
         q = q * self.cos + rotate_half(q) * self.sin
         k = k * self.cos + rotate_half(k) * self.sin
-        k, v = self.repeat_kv(k), self.repeat_kv(v)
-        attn = (q @ k.transpose(2, 3)) * self.head_dim**-0.5
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, -1).contiguous()
+        if self.sdpa:  # torch repeats each key/value head for its query heads
+            x = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            k, v = self.repeat_kv(k), self.repeat_kv(v)
+            attn = (q @ k.transpose(2, 3)) * self.head_dim**-0.5
+            x = attn.softmax(dim=-1) @ v
+        x = x.transpose(1, 2).reshape(B, N, -1).contiguous()
         return self.o_proj(x)
 
 
@@ -142,10 +151,14 @@ class MHAttention(nn.Module):
 
 
 def attention(c: Config) -> nn.Module:
-    if c.attention in ("fused", "fused_matmul", "fused_width"):
-        return FusedAttention(c, c.attention != "fused_matmul", c.attention == "fused_width")
-    if c.attention in ("split", "gqa"):
-        return SplitAttention(c, c.kv_heads if c.attention == "gqa" else c.heads)
+    if c.attention.startswith("fused"):
+        kind = c.attention
+        return FusedAttention(
+            c, kind != "fused_matmul", kind == "fused_width", kind == "fused_bias"
+        )
+    if c.attention in ("split", "gqa", "gqa_sdpa"):
+        kv_heads = c.heads if c.attention == "split" else c.kv_heads
+        return SplitAttention(c, kv_heads, sdpa=c.attention == "gqa_sdpa")
     if c.attention == "conv1d":
         return Conv1DAttention(c)
     return MHAttention(c)
