@@ -112,3 +112,33 @@ def test_conv_attention_is_searchable_in_heads():
     program = _compile(ConvAttention(), torch.randn(2, 3, 4, 4))
     assert _frozen(program) == ["fc"]
     assert [(g.n, g.unit) for g in program.groups if g.unit > 1] == [(3, 4)]
+
+
+class PatchUnfold(nn.Module):
+    """MobileViT's unfolding: batch, channels and a spatial dim merged into one dim whose size
+    is computed from the batch size. The channels there keep their width, and no size is
+    pinned to the example's batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        B, C, H, W = y.shape
+        y = y.reshape(B * C * (H // 2), 2, W // 2, 2).transpose(1, 2).reshape(B, C, H, W)
+        return self.fc(self.b(y).mean((2, 3)))
+
+
+def test_a_size_computed_from_the_batch_is_not_pinned():
+    model = PatchUnfold().eval()
+    program = widthc.compile(model, torch.randn(1, 3, 4, 4))
+    assert _frozen(program) == ["a", "fc"]
+    choice = program.random(0)
+    small = widthc.slim(program, choice)
+    net = widthc.supernet(program).eval()
+    net.set_choice(choice)
+    x = torch.randn(3, 3, 4, 4)  # another batch size than the example's
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), net(x))

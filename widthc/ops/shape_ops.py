@@ -102,7 +102,9 @@ def size_quotient(ctx) -> None:
     (a split attention's `C // radix`); the pieces then keep the same channels."""
     if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
         return elementwise_rule(ctx)
-    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.arg(1)
+    # n must be a literal: a value read from the input (a batch size) is not the same at every
+    # batch size
+    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.node.args[1]
     piece = None
     if isinstance(entry, Layout) and isinstance(n, int) and n > 0 and entry.size % n == 0:
         piece = equal_pieces(ctx, entry, n)
@@ -114,12 +116,14 @@ def size_quotient(ctx) -> None:
 def size_product(ctx) -> None:
     """`c * n` of a channel count `c` (`num_key_value_heads * n_rep`): each channel counted n
     times; on tensors, an elementwise product."""
-    a, b = ctx.arg(0), ctx.arg(1)
-    if isinstance(a, TensorMeta) or isinstance(b, TensorMeta):
+    if any(isinstance(ctx.arg(i), TensorMeta) for i in (0, 1)):
         return elementwise_rule(ctx)
-    entries = [ctx.resolve(ctx.entry(raw)) for raw in ctx.node.args[:2]]
+    raws = ctx.node.args[:2]
+    entries = [ctx.resolve(ctx.entry(raw)) for raw in raws]
     laid = [i for i, e in enumerate(entries) if e is not None]
-    times = (b, a)[laid[0]] if len(laid) == 1 else None
+    # n must be a literal: a value read from the input (a batch size) is not the same at every
+    # batch size
+    times = raws[1 - laid[0]] if len(laid) == 1 else None
     if isinstance(times, int) and not isinstance(times, bool) and times > 0:
         return ctx.set(ctx.repeat(entries[laid[0]], times, why="channel count multiplied"))
     for e in entries:
