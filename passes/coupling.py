@@ -271,7 +271,12 @@ class CoupleCtx(NodeView):
             self.st.bind(r, None)
 
     def concat(self, parts: list) -> Layout | None:
+        """The layout of a concatenation. Tensors whose channels are not decided yet (weights:
+        a qkv bias made of q, k and v biases) become channels of their own unless a part keeps
+        its width; then every part does."""
         resolved = [(size, self.st.resolve(e)) for size, e in parts]
+        if all(isinstance(r, (Layout, ParamVar)) for _, r in resolved):
+            resolved = [(size, self.own(r, size)) for size, r in resolved]
         if not any(isinstance(r, Layout) for _, r in resolved):
             for _, r in resolved:
                 self.sink(r, "concatenated")
@@ -414,7 +419,7 @@ def _python_value(ctx: CoupleCtx) -> None:
     """Python values: sizes keep their channels through indexing and tensor creation; any
     other arithmetic on a channel count freezes those channels (it cannot follow them)."""
     spec = ops.lookup(ctx.node, ctx.st.modules)
-    if spec is not None and spec.family in ("getitem", "creation", "size division", "size product"):
+    if spec is not None and spec.family in ops.SIZE_FAMILIES:
         spec.couple(ctx)
         return
     for e in flat_entries(ctx.st.entries, list(ctx.node.all_input_nodes)):

@@ -10,6 +10,8 @@ import zoo
 from torch import nn
 
 import widthc
+from widthc.ir import Segment
+from widthc.passes.coupling import REWRITES
 
 
 class Rolled(nn.Module):
@@ -142,3 +144,40 @@ def test_a_size_computed_from_the_batch_is_not_pinned():
     x = torch.randn(3, 3, 4, 4)  # another batch size than the example's
     with torch.no_grad():
         torch.testing.assert_close(small(x), net(x))
+
+
+class QkvBias(nn.Module):
+    """BEiT's and DINOv3's qkv bias (q and v biases around zeros for k, concatenated), a width
+    asserted against a literal and against another tensor's, a query repeated over the batch
+    (repeat_interleave, GCViT's global query)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.ctx = nn.Linear(5, 8), nn.Linear(5, 8)
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8))
+        self.register_buffer("k_bias", torch.zeros(8), persistent=False)
+        self.proj, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        B, N, _ = h.shape
+        torch._assert(h.shape[-1] == 8, "the embedding's width")
+        torch._assert(h.shape[-1] == self.ctx(x).shape[-1], "the context's width")
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        q, k, v = F.linear(h, self.qkv.weight, bias).reshape(B, N, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        q = q.mean(0, keepdim=True).repeat_interleave(B, dim=0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, 8)
+        return self.head(self.proj(y).mean(1))
+
+
+def test_concatenated_weights_asserted_widths_and_repeated_queries_follow_the_heads():
+    program = _compile(QkvBias(), torch.randn(2, 4, 5))
+    assert _frozen(program) == ["head"]
+    heads = next(g for g in program.groups if g.unit > 1)
+    assert (heads.n, heads.unit, heads.producers[0]) == (2, 4, "linear")
+    assert program.param_dims["q_bias"] == {0: widthc.Layout((Segment(heads.id, 2, 4),))}
+    # the two asserted widths: the embedding's and the context's are one group
+    assert program.groups[0].producers[:2] == ("embed", "ctx")
+    eq = next(n for n in program.gm.graph.nodes if n.name == "eq")
+    assert [p for p, _ in eq.meta[REWRITES]] == [("args", 1)]

@@ -18,6 +18,7 @@ from widthc.ops import table  # noqa: F401 - registers every op family on import
 from widthc.ops.registry import (
     REGISTRY,
     REQUIRED,
+    SIZE_FAMILIES,
     Method,
     OpSpec,
     lookup,
@@ -28,5 +29,5 @@ from widthc.ops.registry import (
 )
 
 __all__ = [
-    "REGISTRY", "REQUIRED", "Method", "OpSpec", "lookup", "module_key", "op_key", "op_name", "register",
+    "REGISTRY", "REQUIRED", "SIZE_FAMILIES", "Method", "OpSpec", "lookup", "module_key", "op_key", "op_name", "register",
 ]  # fmt: skip

@@ -31,6 +31,7 @@ from widthc.ops.common import (
     spec,
 )
 from widthc.ops.elementwise import (
+    count_compare,
     creation,
     elementwise_rule,
     extreme_rule,
@@ -113,6 +114,7 @@ from widthc.ops.windows import (
     im2col_couple,
     patch_merging_couple,
     repeat_couple,
+    repeat_interleave_couple,
     roll_couple,
     sliding_couple,
 )
@@ -120,7 +122,7 @@ from widthc.ops.windows import (
 # op families registered under several keys
 _UNARY = spec("elementwise unary", same_shape, unary)
 _ELEMENTWISE = spec("elementwise", broadcast_shape, elementwise_rule)
-_COMPARE = spec("elementwise", compare_shape, elementwise_rule)
+_COMPARE = spec("comparison", compare_shape, count_compare)
 _REDUCE = spec("reduction", reduce_shape, reduce_rule)
 _SOFTMAX = spec("softmax", same_shape, softmax)
 _VIEW = spec("reshape", run_on_meta, view_couple)
@@ -273,23 +275,13 @@ register(
 register(spec("permute", run_on_meta, t_couple), torch.t, Method("t"))
 register(spec("roll", same_shape, roll_couple), torch.roll, Method("roll"))
 register(spec("expand", run_on_meta, repeat_couple), Method("repeat"))
+register(
+    spec("expand", run_on_meta, repeat_interleave_couple),
+    torch.repeat_interleave, Method("repeat_interleave"),
+)  # fmt: skip
 register(spec("sliding windows", run_on_meta, sliding_couple), Method("unfold"))
-register(
-    spec("sliding windows", run_on_meta, lambda ctx: im2col_couple(ctx, ctx.module.kernel_size)),
-    nn.Unfold,
-)
-register(
-    spec("sliding windows", run_on_meta, lambda ctx: im2col_couple(ctx, ctx.arg(1, "kernel_size"))),
-    F.unfold,
-)
-register(
-    spec("sliding windows", run_on_meta, lambda ctx: col2im_couple(ctx, ctx.module.kernel_size)),
-    nn.Fold,
-)
-register(
-    spec("sliding windows", run_on_meta, lambda ctx: col2im_couple(ctx, ctx.arg(2, "kernel_size"))),
-    F.fold,
-)
+register(spec("sliding windows", run_on_meta, im2col_couple), nn.Unfold, F.unfold)
+register(spec("sliding windows", run_on_meta, col2im_couple), nn.Fold, F.fold)
 register(spec("unsqueeze", run_on_meta, unsqueeze_couple), torch.unsqueeze, Method("unsqueeze"))
 register(spec("squeeze", run_on_meta, squeeze_couple), torch.squeeze, Method("squeeze"))
 register(spec("expand", run_on_meta, expand_couple), Method("expand"), torch.broadcast_to)

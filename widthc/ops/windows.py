@@ -54,10 +54,11 @@ def sliding_couple(ctx) -> None:
     ctx.set((*lays, None))
 
 
-def im2col_couple(ctx, kernel) -> None:
+def im2col_couple(ctx) -> None:
     """nn.Unfold / F.unfold: (N, C, *spatial) -> (N, C x prod(kernel), L), each channel followed
     by its kernel positions (channel-major)."""
     lays = ctx.lay(0)
+    kernel = ctx.module.kernel_size if ctx.module is not None else ctx.arg(1, "kernel_size")
     for e in lays[2:]:
         ctx.sink(e, why="sliding windows over the spatial dims")
     taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel ** (len(lays) - 2)
@@ -65,10 +66,11 @@ def im2col_couple(ctx, kernel) -> None:
     ctx.set((lays[0], c.repeat(taps) if isinstance(c, Layout) else None, None))
 
 
-def col2im_couple(ctx, kernel) -> None:
+def col2im_couple(ctx) -> None:
     """F.fold / nn.Fold: (N, C x prod(kernel), L) -> (N, C, *output_size): the channels each
     followed by their kernel positions fold back into one."""
     lays = ctx.lay(0)
+    kernel = ctx.module.kernel_size if ctx.module is not None else ctx.arg(2, "kernel_size")
     taps = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel**2
     c = ctx.resolve(lays[1])
     ctx.sink(lays[-1], why="sliding windows over the spatial dims")
@@ -107,3 +109,23 @@ def patch_merging_couple(ctx) -> None:
     c = ctx.resolve(lays[-1])
     out = c.tile(4) if isinstance(c, Layout) else None
     ctx.set((*(None,) * (len(lays) - 1), out))
+
+
+def repeat_interleave_couple(ctx) -> None:
+    """x.repeat_interleave(r, dim): each position along `dim` r times in a row (channel-major
+    for a channel dim, with a literal r); every other dim keeps its channels. No dim: the
+    flattened tensor, every dim moves."""
+    x, lays = ctx.arg(0, "input"), list(ctx.lay(0, "input"))
+    dim, raw = ctx.arg(2, "dim", None), ctx.node.args[1] if len(ctx.node.args) > 1 else None
+    if dim is None:
+        for e in lays:
+            ctx.sink(e, why="repeat_interleave of the flattened tensor")
+        return ctx.set((None,))
+    d = shapes.norm_dim(dim, x.ndim)
+    entry = ctx.resolve(lays[d])
+    if isinstance(entry, Layout) and isinstance(raw, int) and not isinstance(raw, bool):
+        lays[d] = entry.repeat(raw)
+    else:
+        ctx.sink(lays[d], why="repeat_interleave along the channel dim")
+        lays[d] = None
+    ctx.set(tuple(lays))
