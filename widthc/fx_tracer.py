@@ -23,7 +23,9 @@ import dis
 import inspect
 import linecache
 import operator
+import os
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -40,6 +42,9 @@ _SPLITS = {torch.chunk: "chunk", torch.split: "split", torch.tensor_split: "tens
 _SHAPE_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
 _SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "get_device"}
 _DATA = "symbolically traced variables cannot be used as inputs to control flow ({})"
+# tensors made to a size given as a sequence: torch reads each size with `__index__`, which
+# would take the example's value (a batch size as a constant); wrapped, the sizes stay traced
+_SIZED = (torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn)
 _COUNT_KWARGS = ("chunks", "split_size_or_sections", "split_size", "sections", "indices")
 
 
@@ -65,6 +70,25 @@ class _Proxy(fx.Proxy):
 
     def __float__(self) -> float:
         return float(self.tracer.scalar(self, "float()"))
+
+    def __setitem__(self, key, value) -> None:
+        # an in-place update of a slice (`boxes[..., :2] += ref`): an op of the graph
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+    def __getattr__(self, k: str):
+        # a tensor's dtype is a constant of the example (`torch.finfo(x.dtype).min` in a mask)
+        dtype = self.tracer.dtype(self) if k == "dtype" else None
+        return dtype if dtype is not None else super().__getattr__(k)
+
+    # `t.size()[:-1] + (heads, dim)`: a tuple of one Proxy per size and the literals, so that a
+    # reshape sees each size, and each literal channel count can follow the width
+    def __add__(self, other):
+        items = self.tracer.items(self) if isinstance(other, tuple) else None
+        return items + other if items is not None else super().__add__(other)
+
+    def __radd__(self, other):
+        items = self.tracer.items(self) if isinstance(other, tuple) else None
+        return other + items if items is not None else super().__radd__(other)
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -105,14 +129,22 @@ class Tracer(fx.Tracer):
         autowrap_functions=(),
         given: Sequence | None = None,
         evaluate: Callable | None = None,
+        evaluate_other: Callable | None = None,
     ):
-        super().__init__(autowrap_functions=tuple(autowrap_functions))
-        self._given = None if given is None else set(given)  # see given_inputs()
+        super().__init__(autowrap_functions=(*autowrap_functions, *_SIZED))
+        self._autowrap_search.append(torch)  # `torch.zeros(...)` as well as `zeros(...)`
+        # see given_inputs(): argument name -> how many inputs it takes (`*rest`: any number)
+        self._given = None if given is None else Counter(given)
         leaves = list(leaves)
         self._leaf_types = tuple(x for x in leaves if isinstance(x, type))
         self._leaf_names = {x for x in leaves if isinstance(x, str)}
         self._evaluate = evaluate
         self._value_of = None  # evaluate(graph, root), made on first need
+        self._evaluate_other = evaluate_other  # the same at another batch size
+        self._other_value_of = None
+        # (user's line, what) of every value the graph takes from the example that is not the
+        # same at another batch size: there the graph holds at the example's batch only
+        self.batch_sites: list[tuple[str, str]] = []
         self._shape_memo: dict[fx.Node, bool] = {}
         self._stack: list[str] = []
         self._failures: list[tuple[BaseException, tuple[str, ...]]] = []
@@ -127,19 +159,35 @@ class Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
-        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
         if self._given is None:
-            return fn, args
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        # placeholders from the function a decorator wraps (HuggingFace's `wrapper(*args,
+        # **kwargs)`): torch.fx would patch the wrapper's code to take every placeholder, and
+        # that code has too few variable names for a forward with `**kwargs`; the wrapper
+        # itself is then called with the given inputs only
+        _, args = super().create_args_for_root(inspect.unwrap(root_fn), is_module, concrete_args)
         kept = list(args[: int(is_module)])
         for name, arg in zip(_arg_names(root_fn, is_module), args[int(is_module) :]):
-            if name in self._given:
+            if name in self._given and not name.startswith("*"):
                 kept.append(arg)
-            else:
-                self.graph.erase_node(arg.node)
+                continue
+            self.graph.erase_node(arg.node)
+            # inputs given beyond the named arguments: one placeholder each, passed as `*rest`
+            # (one Proxy for all of them would be iterated as if it were a tensor)
+            n = self._given.get(name, 0) if name[:1] == "*" and name[:2] != "**" else 0
+            kept += [self.create_proxy("placeholder", f"{name[1:]}_{i}", (), {}) for i in range(n)]
         return (lambda *given: root_fn(*given)), kept
 
     def call_module(self, m, forward, args, kwargs):
-        self._stack.append(self.path_of_module(m))
+        try:
+            path = self.path_of_module(m)
+        except NameError:
+            if _holds_tensors(m):
+                raise
+            # a function dressed as a module that no model installs (the `kernels` package
+            # turns HuggingFace's `apply_rotary_pos_emb` into one): traced as the function
+            return forward(*args, **kwargs)
+        self._stack.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception as e:
@@ -163,12 +211,36 @@ class Tracer(fx.Tracer):
     def iter(self, obj: fx.Proxy):
         return iter([obj[i] for i in range(self.length(obj))])
 
+    def dtype(self, obj: fx.Proxy) -> torch.dtype | None:
+        """The dtype of a tensor-valued Proxy on the example, or None where it is not known."""
+        try:
+            value = self._concrete(obj, "a dtype")
+        except fx.proxy.TraceError:
+            return None
+        return value.dtype if isinstance(value, TensorMeta) else None
+
+    def items(self, obj: fx.Proxy) -> tuple | None:
+        """A tuple-valued Proxy (a shape) as a tuple of Proxies, or None where its value is
+        not a tuple or not known."""
+        try:
+            value = self._concrete(obj, "a tuple")
+        except fx.proxy.TraceError:
+            return None
+        if not isinstance(value, tuple):
+            return None
+        self._watch_batch(obj, len(value), len, "a length")
+        return tuple(obj[i] for i in range(len(value)))
+
     def length(self, obj: fx.Proxy) -> int:
         if ASSUMED_LEN in obj.node.meta:
             return obj.node.meta[ASSUMED_LEN]
         value = self._concrete(obj, "len() or iteration")
-        if not isinstance(value, (tuple, list)):  # a tensor: its length is its batch
+        if isinstance(value, TensorMeta):  # a tensor: its length is its batch
             raise fx.proxy.TraceError(_DATA.format("len() or iteration of a tensor"))
+        if not isinstance(value, (tuple, list)):
+            what = f"len() or iteration of `{obj.node.name}`, which is {type(value).__name__}"
+            raise fx.proxy.TraceError(_DATA.format(what))
+        self._watch_batch(obj, len(value), len, "a length")
         return len(value)
 
     def scalar(self, obj: fx.Proxy, what: str):
@@ -177,9 +249,24 @@ class Tracer(fx.Tracer):
         value = self._concrete(obj, what)
         if any(isinstance(v, TensorMeta) for v in flat(value)) or not self._shape_only(obj.node):
             raise fx.proxy.TraceError(_DATA.format(what))
+        self._watch_batch(obj, value, lambda v: v, what)
         return value
 
-    def _concrete(self, obj: fx.Proxy, what: str):
+    def _watch_batch(self, obj: fx.Proxy, value, key: Callable, what: str) -> None:
+        """Record the user's line where a value taken from the example (`key` of it) is not
+        the same at another batch size (or cannot be computed there)."""
+        if self._evaluate_other is None:
+            return
+        if self._other_value_of is None:
+            self._other_value_of = self._evaluate_other(self.graph, self.root)
+        try:
+            same = key(self._concrete(obj, what, self._other_value_of)) == value
+        except (fx.proxy.TraceError, TypeError):
+            same = False
+        if not same:
+            self.batch_sites.append((user_site() or f"node `{obj.node.name}`", what))
+
+    def _concrete(self, obj: fx.Proxy, what: str, value_of: Callable | None = None):
         if self._evaluate is None:
             raise fx.proxy.TraceError(_DATA.format(what))
         if self._value_of is None:
@@ -188,7 +275,7 @@ class Tracer(fx.Tracer):
         try:  # evaluate as plain PyTorch: without fx's patches, modules and parameters are real
             with _symbolic_trace._maybe_revert_all_patches():
                 _symbolic_trace._set_is_fx_tracing(False)
-                return self._value_of(obj.node)
+                return (value_of or self._value_of)(obj.node)
         except Exception as e:  # noqa: BLE001 - the value stays unknown: a trace failure
             raise fx.proxy.TraceError(f"cannot compute `{obj.node.name}` for {what}: {e}") from e
         finally:
@@ -218,6 +305,10 @@ class Tracer(fx.Tracer):
         return ()
 
 
+def _holds_tensors(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+
+
 def _arg_names(root_fn, is_module: bool) -> list[str]:
     """The root's arguments in the order torch.fx makes placeholders (`*args`, `**kwargs`)."""
     co = inspect.unwrap(root_fn).__code__
@@ -244,13 +335,16 @@ def given_inputs(model: nn.Module, n_inputs: int | None) -> list[str] | None:
     """The forward arguments the first `n_inputs` positional inputs give (None: all of them,
     when there are more inputs than named arguments). The tracer leaves every other argument
     out of the call, so it takes its default (`mask=None`) and `*args`, `**kwargs` are empty.
-    `n_inputs=None`: the arguments without a default (at least one)."""
+    `n_inputs=None`: the arguments without a default (at least one). Inputs beyond the named
+    arguments of a forward with `*rest` are named `*rest` each."""
     params = inspect.signature(model.forward).parameters.values()
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    rest = [f"*{p.name}" for p in params if p.kind == p.VAR_POSITIONAL]
     if n_inputs is None:
         n_inputs = max(1, sum(p.default is p.empty for p in positional))
     if n_inputs > len(positional):
-        return None
+        extra = n_inputs - len(positional)
+        return [p.name for p in positional] + rest * extra if rest else None
     required = [p.name for p in positional[n_inputs:] if p.default is p.empty]
     return [p.name for p in positional[:n_inputs]] + required  # a missing input: a clear error
 
@@ -333,10 +427,13 @@ def _flag_positions(a: fx.Node, b: fx.Node) -> list:
 
 
 _CONTROL_FLOW = "control flow or a Python value depends on tensor data"
+_LOOP = "a loop over the rows of a tensor (a list of inputs given as one tensor)"
 
 
 def cause_of(e: BaseException) -> str:
     cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "iteration of a tensor" in cause:
+        return _LOOP
     if "control flow" in cause or "iterate" in cause or "len(" in cause or "'len'" in cause:
         return _CONTROL_FLOW
     if cause.startswith("argument of type:"):  # torch.fx cannot record this object in a call
@@ -349,15 +446,17 @@ def _advice(cause: str, cls: str, is_root: bool) -> str:
     if "transformers.cache_utils" in cause:
         return "build the model with `use_cache=False` in its config (no cache objects)"
     leaf = "" if is_root else f"mark the module as a leaf (--leaf {cls}) or "
+    where = f" in {cls}.forward" if is_root else ""
     if cause == _CONTROL_FLOW:
-        where = f" in {cls}.forward" if is_root else ""
         return f"{leaf}rewrite the branch{where} so that it does not depend on tensor values"
+    if cause == _LOOP:
+        return f"{leaf}rewrite the loop{where} over a fixed number of tensors"
     return f"{leaf}pass only tensors, numbers and containers of them between layers"
 
 
 def failure_site(e: BaseException) -> tuple | None:
     """(frame, line number, source line) of the innermost frame of the user's code."""
-    torch_dir = str(Path(torch.__file__).parent)
+    torch_dir = str(Path(torch.__file__).parent) + os.sep  # not torchvision
     frames = [
         (frame, lineno)
         for frame, lineno in traceback.walk_tb(e.__traceback__)
@@ -368,6 +467,16 @@ def failure_site(e: BaseException) -> tuple | None:
         return None
     frame, lineno = frames[-1]
     return frame, lineno, linecache.getline(frame.f_code.co_filename, lineno).strip()
+
+
+def user_site() -> str | None:
+    """`file.py:line (`code`)` of the innermost frame of the user's code on the live stack."""
+    torch_dir = str(Path(torch.__file__).parent) + os.sep  # not torchvision
+    for frame in reversed(traceback.extract_stack()):
+        name = frame.filename
+        if not name.startswith((torch_dir, "<")) and "/widthc/" not in name:
+            return f"{Path(name).name}:{frame.lineno} (`{(frame.line or '').strip()}`)"
+    return None
 
 
 def leaf_reason(e: BaseException) -> str:
