@@ -136,17 +136,23 @@ def export_onnx(
     example_inputs,
     path: str | os.PathLike,
     tolerance: float = ONNX_TOLERANCE,
+    batches: tuple[int, ...] = PARITY_BATCHES,
 ) -> OnnxReport:
     """Export `module` to ONNX (weights inside the file, dynamic batch axis on every input and
-    output), check it with onnx's checker, and prove parity with onnxruntime at batch sizes 1
-    and 3. The file appears at `path` only once all checks pass.
+    output), check it with onnx's checker, and prove parity with onnxruntime at each batch size
+    of `batches` (1 and 3). The file appears at `path` only once all checks pass.
 
-    Raises WidthcError if torch.onnx cannot export the model, InternalError if parity fails.
+    `batches=(n,)` with `n` the example's batch size exports a fixed batch axis: for a model
+    whose traced graph holds at that batch only (`Traced.batch_note`, widthc/batch.py).
+    Raises WidthcError if torch.onnx cannot export the model or the model does not run at one
+    of the batch sizes, InternalError if parity fails.
     """
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     inputs = tuple(inputs)
     if not inputs or not all(isinstance(x, torch.Tensor) and x.ndim >= 1 for x in inputs):
         raise WidthcError("export_onnx needs example inputs that are tensors with a batch dim")
+    batches = tuple(batches)
+    dynamic = batches != (inputs[0].shape[0],)
     target = Path(path)
     was_training = module.training
     module.eval()
@@ -157,14 +163,14 @@ def export_onnx(
             in_names = _input_names(module, len(inputs))
             out_names = _output_names(out, set(in_names))
             exporter, errors, providers = _export(
-                module, inputs, tmp, in_names, out_names, tolerance
+                module, inputs, tmp, (in_names, out_names), tolerance, batches, dynamic
             )
     finally:
         module.train(was_training)
     return OnnxReport(target, errors, tuple(in_names), tuple(out_names), providers, exporter)
 
 
-def _export(module, inputs, path: Path, in_names, out_names, tolerance) -> tuple:
+def _export(module, inputs, path: Path, names, tolerance, batches, dynamic: bool) -> tuple:
     """Export and prove parity with the TorchScript exporter (dynamo=False); if either fails,
     with the dynamo exporter. Returns (exporter, errors by batch size, providers).
 
@@ -176,16 +182,17 @@ def _export(module, inputs, path: Path, in_names, out_names, tolerance) -> tuple
     """
     failures: list[str] = []
     parity_failure: InternalError | None = None
+    in_names, out_names = names
     for name, fn in (("torchscript", _export_torchscript), ("dynamo", _export_dynamo)):
         try:
             with _quiet():
-                fn(module, inputs, path, in_names, out_names)
+                fn(module, inputs, path, in_names, out_names, dynamic)
             session = _session(path)
         except Exception as e:  # noqa: BLE001 - try the other exporter, then report both
             failures.append(f"{name}: {_first_line(e)}")
             continue
         try:
-            return (name, *_parity(module, inputs, session, out_names, tolerance))
+            return (name, *_parity(module, inputs, session, out_names, tolerance, batches))
         except InternalError as e:
             parity_failure = e
             failures.append(f"{name}: {e}")
@@ -224,21 +231,24 @@ def _quiet():
                 os.close(old)
 
 
-def _export_torchscript(module, inputs, path, in_names, out_names) -> None:
-    axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
+def _export_torchscript(module, inputs, path, in_names, out_names, dynamic: bool) -> None:
+    axes = {n: {0: "batch"} for n in [*in_names, *out_names]} if dynamic else None
     torch.onnx.export(
         module, inputs, str(path), dynamo=False, input_names=in_names,
         output_names=out_names, dynamic_axes=axes,
     )  # fmt: skip
 
 
-def _export_dynamo(module, inputs, path, in_names, out_names) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    if inputs[0].shape[0] == 1:  # torch.export would specialise a batch of 1
-        inputs = tuple(torch.cat([x, x]) for x in inputs)
+def _export_dynamo(module, inputs, path, in_names, out_names, dynamic: bool) -> None:
+    shapes = None
+    if dynamic:
+        batch = torch.export.Dim("batch", min=1)
+        shapes = tuple({0: batch} for _ in inputs)
+        if inputs[0].shape[0] == 1:  # torch.export would specialise a batch of 1
+            inputs = tuple(torch.cat([x, x]) for x in inputs)
     torch.onnx.export(
         module, inputs, str(path), dynamo=True, external_data=False, input_names=in_names,
-        output_names=out_names, dynamic_shapes=tuple({0: batch} for _ in inputs),
+        output_names=out_names, dynamic_shapes=shapes,
     )  # fmt: skip
 
 
@@ -259,14 +269,21 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _parity(module, inputs, session, out_names, tolerance) -> tuple[dict, tuple]:
+def _parity(module, inputs, session, out_names, tolerance, batches) -> tuple[dict, tuple]:
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     errors = {}
     gen = torch.Generator().manual_seed(0)
-    for b in PARITY_BATCHES:
+    for b in batches:
         xs = tuple(_batch_of(x, b, gen) for x in inputs)
         with torch.no_grad():
-            ref = tree_flatten(module(*(x.to(device) for x in xs)))[0]
+            try:
+                ref = tree_flatten(module(*(x.to(device) for x in xs)))[0]
+            except Exception as e:  # noqa: BLE001 - the model's own failure, in one sentence
+                raise WidthcError(
+                    f"{type(module).__name__} runs at batch size {inputs[0].shape[0]} but not at "
+                    f"{b} ({type(e).__name__}: {_first_line(e).rstrip('.')}): its graph holds at "
+                    f"one batch size only; export it with batches=({inputs[0].shape[0]},)"
+                ) from e
         feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), xs)}
         got = session.run(None, feed)
         if len(got) != len(ref):

@@ -17,7 +17,7 @@ from torch import fx, nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from widthc import fx_tracer, ops
+from widthc import batch, fx_tracer, ops
 from widthc.errors import TraceError, WidthcError
 from widthc.ir import TensorMeta
 from widthc.tree import leaves
@@ -32,12 +32,14 @@ class Traced:
 
     Cheaper than an fx.GraphModule (which copies the module tree and compiles Python code:
     a third of the cost of tracing a 4,000-node graph); `Program.gm` builds that lazily.
-    `auto_leaves`: (module path, why) of every module traced as a leaf automatically.
+    `auto_leaves`: (module path, why) of every module traced as a leaf automatically;
+    `batch_note`: where the graph holds at the example's batch size only (widthc/batch.py).
     """
 
     def __init__(self, graph: fx.Graph, root: nn.Module, name: str, auto_leaves: Sequence = ()):
         self.graph, self.root, self.name = graph, root, name
         self.auto_leaves: list[tuple[str, str]] = list(auto_leaves)
+        self.batch_note: batch.BatchNote | None = None  # the graph holds at one batch size only
 
     def named_modules(self):
         return self.root.named_modules()
@@ -62,25 +64,52 @@ def trace_graph(
     Where tracing fails inside a submodule, or a module stores a traced value on itself, that
     module is traced as a leaf and the trace retried (`auto_leaf`; `Traced.auto_leaves` says
     which and why). timm's own no-trace modules are traced into with `auto_leaf` (they often
-    trace: nf* blocks, MobileViT blocks) and are leaves without it (`timm_leaves` decides). Raises TraceError naming the user's line and the module to mark as a leaf
-    where no retry helps (or `auto_leaf=False`).
+    trace: nf* blocks, MobileViT blocks) and are leaves without it (`timm_leaves` decides).
+    Raises TraceError naming the user's line and the module to mark as a leaf where no retry
+    helps (or `auto_leaf=False`).
+
+    Where a value the graph takes from the example differs at another batch size (widthc/
+    batch.py), the model is traced again with the example at that batch size; where that graph
+    does not hold at every batch either, or does not compute what the model computes, the
+    first graph is kept and `Traced.batch_note` says at which batch it holds and why.
     """
     timm_modules, timm_functions = fx_tracer.timm_leaves()
     if not (not auto_leaf if timm_leaves is None else timm_leaves):
         timm_modules = []  # traced into where torch.fx can (nf*, MobileViT), else a leaf below
     given = fx_tracer.given_inputs(model, None if example_inputs is None else len(example_inputs))
-    evaluate = None
-    if example_inputs is not None:
-        evaluate = lambda g, root: _in_eval_mode(  # noqa: E731
-            root, _ShapeProp(Traced(g, root, ""), example_inputs).value_of
-        )
+    setup = (model, [*leaves, *timm_modules], timm_functions, given, auto_leaf)
+    examples = None if example_inputs is None else tuple(example_inputs)
+    if examples is None or not batch.has_batch(examples):
+        return _trace_at(*setup, examples, None)[0]
+    size = batch.batch_size(examples)
+    traced, sites = _trace_at(*setup, examples, batch.at_batch(examples, size + 1))
+    if sites:
+        wider = batch.at_batch(examples, size + 1)
+        try:
+            retry, again = _trace_at(*setup, wider, batch.at_batch(examples, size + 2))
+        except WidthcError:  # the model does not trace at that batch: keep the first graph
+            retry, again = None, sites
+        if not again and _computes_like(retry, model, examples):
+            return retry
+        traced.batch_note = batch.BatchNote(size, *sites[0])
+    return traced
+
+
+def _trace_at(model, leaves, timm_functions, given, auto_leaf, examples, other) -> tuple:
+    """(Traced, batch sites): the trace with Python values taken from `examples`, each also
+    computed on `other` (the examples at another batch size) where given."""
+    evaluate = evaluate_other = None
+    if examples is not None:
+        evaluate = _evaluator(examples)
+    if other is not None:
+        evaluate_other = _evaluator(other)
     auto: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
     try:
         while True:
-            all_leaves = [*leaves, *timm_modules, *(path for path, _ in auto)]
-            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate)
+            all_leaves = [*leaves, *(path for path, _ in auto)]
+            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate, evaluate_other)
             graph, new_leaves = _attempt(tracer, model, auto_leaf and len(auto) < _MAX_AUTO_LEAVES)
             if graph is not None:
                 break
@@ -88,7 +117,24 @@ def trace_graph(
     finally:
         model.train(was_training)
     fx_tracer.follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
-    return Traced(graph, tracer.root, type(model).__name__, auto)
+    return Traced(graph, tracer.root, type(model).__name__, auto), tracer.batch_sites
+
+
+def _evaluator(examples: tuple):
+    return lambda g, root: _in_eval_mode(root, _ShapeProp(Traced(g, root, ""), examples).value_of)
+
+
+def _computes_like(traced: Traced, model: nn.Module, examples: tuple) -> bool:
+    """Whether the traced graph computes what the model computes on the example."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return batch.same_outputs(traced.graph_module()(*examples), model(*examples))
+    except Exception:  # noqa: BLE001 - a graph that does not run on the example does not hold
+        return False
+    finally:
+        model.train(was_training)
 
 
 def _in_eval_mode(root: nn.Module, value_of):
