@@ -105,7 +105,13 @@ def size_quotient(ctx) -> None:
 
 def size_args(ctx, args, result) -> None:
     """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
-    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels."""
+    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels.
+    A whole shape computed at run time (one value holding the sizes) is followed size by size:
+    a size that does not follow channels keeps the width of its dim."""
+    if len(args) == 1 and isinstance(args[0][1], torch.fx.Node):
+        value = ctx.value(args[0][1])
+        if isinstance(value, (tuple, list)) and len(value) == len(result):
+            return sizes_computed(ctx, args[0][1], value, result)
     for d, (path, raw) in enumerate(args):
         if d >= len(result):
             break
@@ -114,6 +120,21 @@ def size_args(ctx, args, result) -> None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
             result[d] = ctx.same_count(ctx.entry(raw), result[d], why="reshape size")
+
+
+def sizes_computed(ctx, node, value, result) -> None:
+    """A shape held by one traced value (`s[:-1] + (h, d)` where the tracer could not split it):
+    each size that reads channels follows them; any other size freezes its dim's channels."""
+    entries = ctx.entry(node)
+    for d, size in enumerate(value):
+        e = entries[d] if isinstance(entries, (tuple, list)) and d < len(entries) else None
+        if size == -1 or result[d] is None:
+            continue
+        if ctx.resolve(e) is None:
+            ctx.sink(result[d], why="reshape to a size computed at run time")
+            result[d] = None
+        else:
+            result[d] = ctx.same_count(e, result[d], why="reshape size")
 
 
 def view_couple(ctx) -> None:
@@ -283,16 +304,26 @@ def split_couple(ctx) -> None:
     pieces = split_layout(entry, sizes_out) if isinstance(entry, Layout) else None
     sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
     if pieces is not None and isinstance(sizes, (list, tuple)):
-        for i, piece in enumerate(pieces):
-            ctx.rewrite(("args", 1, i), piece)
+        for i, (piece, size) in enumerate(zip(pieces, sizes)):
+            pieces[i] = split_size(ctx, ("args", 1, i), size, piece)
     elif pieces is not None:  # equal chunks: every chunk keeps the same channels
-        ctx.unify(*pieces, why="equal chunks")
-        if isinstance(sizes, int) and ctx.node.target in (torch.split, "split"):
-            ctx.rewrite(("args", 1), pieces[0])  # split(x, size): the size of every piece
+        piece = ctx.unify(*pieces, why="equal chunks")
+        if ctx.node.target in (torch.split, "split"):  # split(x, size): every piece's size
+            pieces = [split_size(ctx, ("args", 1), sizes, piece)] * len(pieces)
     else:
         ctx.sink(lays[dim], why="split/chunk along the channel dim")
         pieces = [None] * len(out)
     ctx.set(tuple(tuple(p if d == dim else lays[d] for d in range(x.ndim)) for p in pieces))
+
+
+def split_size(ctx, path, size, piece):
+    """A split size: a literal is rewritten with the piece's width; a size read from a tensor
+    (`x.shape[-1]`) counts the same channels as the piece at every width."""
+    if isinstance(size, torch.fx.Node):
+        return ctx.same_count(ctx.entry(size), piece, why="split size")
+    if isinstance(size, int):
+        ctx.rewrite(path, piece)
+    return piece
 
 
 def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
@@ -330,13 +361,41 @@ def getitem_couple(ctx) -> None:
         if isinstance(key, (int, str)):
             return set_field(ctx, src, ctx.lay(0), key)
         return ctx.set(ctx.item_of(0, key))
-    lays, idx = ctx.lay(0), ctx.node.args[1]
+    out = indexed(ctx, src, ctx.lay(0), ctx.node.args[1])
+    if out is None:
+        return ctx.barrier("advanced indexing")
+    ctx.set(out)
+
+
+def setitem_couple(ctx) -> None:
+    """`x[key] = v` (and `x[key] += v`): v's channels are those of the region x[key]; a channel
+    dim the key slices keeps its width (as in indexing)."""
+    x, value = ctx.arg(0), ctx.arg(2)
+    if not isinstance(x, TensorMeta):
+        return ctx.barrier("item assignment into a structured value")
+    region = indexed(ctx, x, ctx.lay(0), ctx.node.args[1])
+    if region is None:
+        return ctx.barrier("assignment through advanced indexing")
+    if isinstance(value, TensorMeta):
+        lays = ctx.lay(2)
+        for d in range(value.ndim):  # broadcast: aligned on the right, equal sizes only
+            j = d + len(region) - value.ndim
+            if j >= 0 and value.shape[d] != 1:
+                ctx.unify(region[j], lays[d], why="assigned values")
+    ctx.set(None)
+
+
+def indexed(ctx, src: TensorMeta, lays, idx) -> tuple | None:
+    """The layouts of `src[idx]` (basic indexing: ints, slices, None, Ellipsis). A slice of a
+    channel dim is a part of its channels (`sliced`); a channel dim that is indexed, or sliced
+    where that cannot be followed, keeps its width. None for advanced indexing."""
+    at = (lambda k: ("args", 1, k)) if isinstance(idx, tuple) else (lambda k: ("args", 1))
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):
-        return ctx.barrier("advanced indexing")
+        return None
     n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
     out, d = [], 0
-    for i in idx:
+    for k, i in enumerate(idx):
         if i is Ellipsis:
             for _ in range(src.ndim - n_real):
                 out.append(lays[d])
@@ -350,17 +409,57 @@ def getitem_couple(ctx) -> None:
                 and (i.stop is None or (isinstance(i.stop, int) and i.stop >= src.shape[d]))
                 and (i.step is None or i.step == 1)
             )
-            if not full:
+            part = lays[d] if full else sliced(ctx, lays[d], i, src.shape[d], at(k))
+            if part is None:
                 ctx.sink(lays[d], why="slicing along the channel dim")
-                out.append(None)
-            else:
-                out.append(lays[d])
+            out.append(part)
             d += 1
         else:  # an int: the dim disappears
             ctx.sink(lays[d], why="indexing along the channel dim")
             d += 1
     out.extend(lays[d:])
-    ctx.set(tuple(out))
+    return tuple(out)
+
+
+def sliced(ctx, entry, i: slice, size: int, path: tuple) -> Layout | None:
+    """`x[..., a:b]` of channels: the channels from a to b, cut from the others (the parts of a
+    fused projection, `qkv[..., :q]`, shrink on their own). A literal bound is rewritten with
+    the width before it; a bound read from a size (`x.shape[-1] // 2`) counts the channels
+    before it. None where that cannot be (a negative bound, a step, a repeated layout)."""
+    if i.step not in (None, 1) or not isinstance(ctx.resolve(entry), Layout):
+        return None
+    ends = []
+    for raw, default in ((i.start, 0), (i.stop, size)):
+        value = default if raw is None else ctx.value(raw)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        ends.append(min(value, size))
+    (a, b), raws = ends, (i.start, i.stop)
+    cut = ctx.cut(entry, [a, b]) if a < b else None
+    if cut is None:
+        return None
+    for name, raw, end in zip(("start", "stop"), raws, ends):
+        before = span(cut, 0, end)
+        if before is None or raw is None:
+            continue
+        if isinstance(raw, torch.fx.Node):
+            if ctx.resolve(ctx.entry(raw)) is None:
+                ctx.sink(before, why="slice bound read from the size of a fixed-width dim")
+            else:
+                ctx.same_count(ctx.entry(raw), before, why="slice bound")
+        else:
+            ctx.rewrite((*path, name), before)
+    return span(cut, a, b)
+
+
+def span(layout: Layout, a: int, b: int) -> Layout | None:
+    """The segments of `layout` between positions a and b (segment boundaries), or None."""
+    segments, start = [], 0
+    for s in layout.segments:
+        if a <= start and start + s.width <= b:
+            segments.append(s)
+        start += s.width
+    return Layout(tuple(segments)) if segments else None
 
 
 def flatten_module_shape(ctx) -> TensorMeta:
