@@ -33,7 +33,7 @@ import widthc
 from widthc import space
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_splits
-from widthc.loop import _sgd
+from widthc.loop import sgd
 from widthc.passes.slim import slim
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
 
@@ -80,7 +80,7 @@ def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool =
         measure_agreement=agreement,
     )
     step = MinMinStep(net, net, cfg, cross_entropy())
-    run = _Run(net, step, _sgd(list(net.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay))
+    run = _Run(net, step, sgd(list(net.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay))
     step.trainer = run
     step.sampler.manual_seed(0)
     net.train()
@@ -96,7 +96,7 @@ def step_times(program, batches, warmup: int) -> dict:
     plain = []
     for w in widths:
         small = slim(program, w).train()
-        plain.append((small, _sgd(list(small.parameters()), 0.01, 0.9, 1e-4)))
+        plain.append((small, sgd(list(small.parameters()), 0.01, 0.9, 1e-4)))
 
     def plain_step(i: int, j: int | None = None) -> None:
         model, opt = plain[i if j is None else j]

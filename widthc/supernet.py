@@ -33,6 +33,8 @@ from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
 from widthc.swaps import Applied, Swap, Target
 
+__all__ = ["Supernet", "device_of", "supernet"]
+
 
 class Supernet(nn.Module):
     """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model."""
@@ -97,7 +99,7 @@ class Supernet(nn.Module):
             raise WidthcError(
                 f"{note}; run it at batch size {note.size} (--batch-size {note.size})"
             )
-        applied = self._applied(self._choice, _device_of(self.gm))
+        applied = self._applied(self._choice, device_of(self.gm))
         keep = self._probing and self.training
         if applied is None and not keep:
             return self.gm(*inputs, **kwargs)
@@ -110,7 +112,7 @@ class Supernet(nn.Module):
         those: a parameter no choice slices is decayed whole, a sliced one at its kept
         positions (the union over `choices`). With the optimizer's own decay off, channels
         outside the trained sub-networks then keep their values (without momentum)."""
-        device = _device_of(self.gm)
+        device = device_of(self.gm)
         masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
         for choice in choices:
             applied = self._applied(choice, device)
@@ -143,7 +145,7 @@ class Supernet(nn.Module):
         yielded module as often as needed, batch-norm recalibration in train mode included:
         nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards."""
         self.program.validate(choice)
-        applied = self._applied(choice, _device_of(self.gm))
+        applied = self._applied(choice, device_of(self.gm))
         was_training = self.training
         try:
             with torch.inference_mode(), self._entered(applied, private=True, write_back=False):
@@ -288,5 +290,6 @@ def supernet(program, offset: int = 1) -> Supernet:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _device_of(gm: nn.Module) -> torch.device:
-    return next(gm.parameters(), torch.empty(0)).device
+def device_of(module: nn.Module) -> torch.device:
+    """The device of a module's (first) parameter; the CPU for a module without any."""
+    return next(module.parameters(), torch.empty(0)).device

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from widthc.ops import Method, register
 from widthc.ops.attention import (
     einsum_couple,
     einsum_flops,
@@ -79,6 +78,7 @@ from widthc.ops.layers import (
     prelu_couple,
     prelu_resize,
 )
+from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import (
     cat_couple,
     expand_as_couple,
