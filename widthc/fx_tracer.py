@@ -13,27 +13,28 @@
   `int(x.shape[-1])`, `(*x.shape[:-1], -1)`) takes the example's value, as HuggingFace's
   tracer does (`transformers.utils.fx`, gone in transformers 5): the graph is specialised to
   the example's shapes at those points. A value that depends on tensor data still fails (and
-  the module around it becomes a leaf).
-- Errors name the user's line and the module whose forward ran it, not the root.
+  the module around it becomes a leaf). Each such value is also computed at another batch
+  size; where it differs, `Tracer.batch_sites` says where (widthc/batch.py).
+- Ordinary values rather than failures: a tensor's dtype (`torch.finfo(x.dtype)`), a shape
+  plus a tuple (`t.size()[:-1] + (h, d)`: one Proxy per size), item assignment
+  (`boxes[..., :2] += ref`), `torch.zeros(sizes)` with traced sizes, `*rest` at the root (one
+  placeholder per extra input), a function dressed as a module that no model installs.
+- Errors name the user's line and the module whose forward ran it (widthc/trace_messages.py).
 """
 
 from __future__ import annotations
 
 import dis
 import inspect
-import linecache
 import operator
-import os
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import torch
 from torch import fx, nn
 from torch.fx import _symbolic_trace
 
-from widthc import ops
+from widthc import ops, trace_messages
 from widthc.ir import TensorMeta
 from widthc.tree import leaves as flat
 
@@ -148,6 +149,15 @@ class Tracer(fx.Tracer):
         self._shape_memo: dict[fx.Node, bool] = {}
         self._stack: list[str] = []
         self._failures: list[tuple[BaseException, tuple[str, ...]]] = []
+
+    def trace(self, root, concrete_args=None) -> fx.Graph:
+        graph = super().trace(root, concrete_args)
+        for node in graph.nodes:
+            # torch.fx would write `wrap("torch.zeros")` into the generated code, and every
+            # later trace would then look for a global named "torch.zeros"
+            if node.target in _SIZED:
+                node.meta.pop("is_wrapped", None)
+        return graph
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or type(m).__name__ in self._leaf_names:
@@ -264,7 +274,7 @@ class Tracer(fx.Tracer):
         except (fx.proxy.TraceError, TypeError):
             same = False
         if not same:
-            self.batch_sites.append((user_site() or f"node `{obj.node.name}`", what))
+            self.batch_sites.append((trace_messages.user_site() or f"node `{obj.node.name}`", what))
 
     def _concrete(self, obj: fx.Proxy, what: str, value_of: Callable | None = None):
         if self._evaluate is None:
@@ -347,162 +357,3 @@ def given_inputs(model: nn.Module, n_inputs: int | None) -> list[str] | None:
         return [p.name for p in positional] + rest * extra if rest else None
     required = [p.name for p in positional[n_inputs:] if p.default is p.empty]
     return [p.name for p in positional[:n_inputs]] + required  # a missing input: a clear error
-
-
-def module_state(model: nn.Module) -> list:
-    """Every module's attributes and buffers (shallow): what a traced forward might overwrite."""
-    return [(name, m, dict(m.__dict__), dict(m._buffers)) for name, m in model.named_modules()]
-
-
-def restore_module_state(model: nn.Module, saved: list) -> list[tuple[str, str]]:
-    """Undo every attribute or buffer that tracing set to a traced value (a forward that caches,
-    like YOLO's anchors); return (module path, why) of each module that did."""
-    out = []
-    for name, m, attrs, buffers in saved:
-        changed = []
-        for store, before in ((m.__dict__, attrs), (m._buffers, buffers)):
-            for key in [k for k, v in store.items() if v is not before.get(k) and _holds_proxy(v)]:
-                if key in before:
-                    store[key] = before[key]
-                else:
-                    del store[key]
-                changed.append(key)
-        if changed:
-            what = ", ".join(f"`self.{key}`" for key in changed)
-            out.append((name, f"its forward stores traced values in {what}"))
-    return out
-
-
-def _holds_proxy(value) -> bool:
-    return any(isinstance(v, fx.Proxy) for v in flat(value))
-
-
-def follow_training_flag(graph: fx.Graph, model: nn.Module, tracer_args: tuple) -> None:
-    """torch.fx bakes `self.training` into the graph as a constant: traced in eval mode,
-    `F.dropout(x, p, self.training)` or torchvision's stochastic depth would stay off when the
-    supernet trains. Where a train-mode trace of the same graph has True in place of a False,
-    the argument becomes a read of the module's `training` flag, so `.train()` switches it.
-    (A train-mode graph of another structure, such as GoogLeNet's auxiliary heads, is left
-    out: the analysed graph is the inference graph.)"""
-    if not any(False in _literals(n) for n in graph.nodes):
-        return
-    was_training = model.training
-    model.train()
-    saved = module_state(model)
-    try:
-        train_graph = Tracer(*tracer_args).trace(model)
-    except Exception:  # noqa: BLE001 - no train-mode graph: keep the constants
-        return
-    finally:
-        model.train(was_training)
-        restore_module_state(model, saved)
-    pairs = list(zip(graph.nodes, train_graph.nodes))
-    if len(graph.nodes) != len(train_graph.nodes) or any(
-        (a.op, a.target) != (b.op, b.target) for a, b in pairs
-    ):
-        return
-    flag = None
-    for a, b in pairs:
-        for key in _flag_positions(a, b):
-            if flag is None:
-                first = next(n for n in graph.nodes if n.op != "placeholder")
-                with graph.inserting_before(first):
-                    flag = graph.get_attr("training")
-            a.update_arg(key, flag) if isinstance(key, int) else a.update_kwarg(key, flag)
-
-
-def _literals(node: fx.Node) -> list:
-    return [v for v in (*node.args, *node.kwargs.values()) if isinstance(v, bool)]
-
-
-def _flag_positions(a: fx.Node, b: fx.Node) -> list:
-    """Argument positions (ints) and keywords (strs) that are False in `a` and True in `b`."""
-    out: list = [i for i, (x, y) in enumerate(zip(a.args, b.args)) if x is False and y is True]
-    out += [k for k, v in a.kwargs.items() if v is False and b.kwargs.get(k) is True]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# messages
-
-
-_CONTROL_FLOW = "control flow or a Python value depends on tensor data"
-_LOOP = "a loop over the rows of a tensor (a list of inputs given as one tensor)"
-
-
-def cause_of(e: BaseException) -> str:
-    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "iteration of a tensor" in cause:
-        return _LOOP
-    if "control flow" in cause or "iterate" in cause or "len(" in cause or "'len'" in cause:
-        return _CONTROL_FLOW
-    if cause.startswith("argument of type:"):  # torch.fx cannot record this object in a call
-        kind = cause.split("'")[1] if "'" in cause else cause.split(":", 1)[1].strip()
-        return f"a `{kind.rsplit('.', 1)[-1]}` object is passed to a traced call ({kind})"
-    return cause.rstrip(".")
-
-
-def _advice(cause: str, cls: str, is_root: bool) -> str:
-    if "transformers.cache_utils" in cause:
-        return "build the model with `use_cache=False` in its config (no cache objects)"
-    leaf = "" if is_root else f"mark the module as a leaf (--leaf {cls}) or "
-    where = f" in {cls}.forward" if is_root else ""
-    if cause == _CONTROL_FLOW:
-        return f"{leaf}rewrite the branch{where} so that it does not depend on tensor values"
-    if cause == _LOOP:
-        return f"{leaf}rewrite the loop{where} over a fixed number of tensors"
-    return f"{leaf}pass only tensors, numbers and containers of them between layers"
-
-
-def failure_site(e: BaseException) -> tuple | None:
-    """(frame, line number, source line) of the innermost frame of the user's code."""
-    torch_dir = str(Path(torch.__file__).parent) + os.sep  # not torchvision
-    frames = [
-        (frame, lineno)
-        for frame, lineno in traceback.walk_tb(e.__traceback__)
-        if not frame.f_code.co_filename.startswith((torch_dir, "<"))
-        and "/widthc/" not in frame.f_code.co_filename
-    ]
-    if not frames:
-        return None
-    frame, lineno = frames[-1]
-    return frame, lineno, linecache.getline(frame.f_code.co_filename, lineno).strip()
-
-
-def user_site() -> str | None:
-    """`file.py:line (`code`)` of the innermost frame of the user's code on the live stack."""
-    torch_dir = str(Path(torch.__file__).parent) + os.sep  # not torchvision
-    for frame in reversed(traceback.extract_stack()):
-        name = frame.filename
-        if not name.startswith((torch_dir, "<")) and "/widthc/" not in name:
-            return f"{Path(name).name}:{frame.lineno} (`{(frame.line or '').strip()}`)"
-    return None
-
-
-def leaf_reason(e: BaseException) -> str:
-    """Why a module became an automatic leaf, in one line."""
-    site = failure_site(e)
-    if site is None:
-        return cause_of(e)
-    frame, lineno, code = site
-    return f"{cause_of(e)} at {Path(frame.f_code.co_filename).name}:{lineno} (`{code}`)"
-
-
-def trace_message(model: nn.Module, e: BaseException, path: tuple[str, ...]) -> str:
-    """The TraceError text: the user's line, and the module to mark as a leaf (the innermost
-    module whose forward was running, which for a free function is its caller)."""
-    module = model.get_submodule(path[-1]) if path else model
-    cls = type(module).__name__
-    cause = cause_of(e)
-    site = failure_site(e)
-    advice = _advice(cause, cls, not path)
-    if site is None:
-        return f"torch.fx cannot trace {cls}: {cause}; {advice}."
-    frame, lineno, code = site
-    where = f"{frame.f_code.co_filename}:{lineno} (`{code}`)"
-    if frame.f_locals.get("self") is module:
-        what = f"{cls}.{frame.f_code.co_name}"
-    else:
-        what = f"{frame.f_code.co_name} (called from {cls}.forward"
-        what += f", module `{path[-1]}`)" if path else ")"
-    return f"torch.fx cannot trace {what} at {where}: {cause}; {advice}."

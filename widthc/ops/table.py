@@ -46,6 +46,7 @@ from widthc.ops.elementwise import (
     tensor_attr,
     unary,
 )
+from widthc.ops.indexing import getitem_couple, setitem_couple
 from widthc.ops.layers import (
     batch_norm_fn_couple,
     channel_norm_couple,
@@ -85,9 +86,7 @@ from widthc.ops.shape_ops import (
     expand_couple,
     flatten_couple,
     flatten_module_shape,
-    getitem_couple,
     permute_couple,
-    setitem_couple,
     size_quotient,
     split_couple,
     squeeze_couple,
