@@ -31,6 +31,7 @@ from widthc.checkpoint import load_tensors
 from widthc.errors import InternalError, WidthcError
 from widthc.files import replacing, write_atomic
 from widthc.ops import reparam
+from widthc.passes.slim import copy_module
 
 __all__ = [
     "ONNX_TOLERANCE",
@@ -171,6 +172,8 @@ def export_onnx(
                 out = module(*inputs)
             in_names = _input_names(module, len(inputs))
             out_names = _output_names(out, set(in_names))
+            if any(not isinstance(v, torch.Tensor) for v in tree_flatten(out)[0]):
+                module = _TensorOutputs(module)  # ONNX outputs are tensors: the others are left
             exporter, errors, providers = _export(
                 module, inputs, tmp, (in_names, out_names), tolerance, batches, dynamic
             )
@@ -194,8 +197,8 @@ def _export(module, inputs, path: Path, names, tolerance, batches, dynamic: bool
     in_names, out_names = names
     for name, fn in (("torchscript", _export_torchscript), ("dynamo", _export_dynamo)):
         try:
-            with _quiet():
-                fn(module, inputs, path, in_names, out_names, dynamic)
+            with _quiet():  # a copy: an exporter's trace may change what a forward caches
+                fn(copy_module(module), inputs, path, in_names, out_names, dynamic)
             session = _session(path)
         except Exception as e:  # noqa: BLE001 - try the other exporter, then report both
             failures.append(f"{name}: {_first_line(e)}")
@@ -341,10 +344,23 @@ def _input_names(module: nn.Module, n: int) -> list[str]:
     return [f"input_{i}" for i in range(n)]
 
 
+class _TensorOutputs(nn.Module):
+    """A model's tensor outputs, in order (its other outputs, a None or a count, left out)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs):
+        return tuple(
+            v for v in tree_flatten(self.module(*inputs))[0] if isinstance(v, torch.Tensor)
+        )
+
+
 def _output_names(out, taken: set[str]) -> list[str]:
-    leaves, _ = tree_flatten_with_path(out)
-    if any(not isinstance(v, torch.Tensor) for _, v in leaves):
-        raise WidthcError("export_onnx needs a model whose outputs are all tensors")
+    leaves = [(k, v) for k, v in tree_flatten_with_path(out)[0] if isinstance(v, torch.Tensor)]
+    if not leaves:
+        raise WidthcError("export_onnx needs a model with at least one tensor output")
     names = []
     for key_path, _ in leaves:
         name = re.sub(r"\W+", "_", "".join(str(k) for k in key_path)).strip("_")

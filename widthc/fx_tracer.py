@@ -79,7 +79,7 @@ class _Proxy(fx.Proxy):
     def __getattr__(self, k: str):
         # a tensor's dtype is a constant of the example (`torch.finfo(x.dtype).min` in a mask)
         dtype = self.tracer.dtype(self) if k == "dtype" else None
-        return dtype if dtype is not None else super().__getattr__(k)
+        return dtype if dtype is not None else _Attribute(self, k)
 
     # `t.size()[:-1] + (heads, dim)`: a tuple of one Proxy per size and the literals, so that a
     # reshape sees each size, and each literal channel count can follow the width
@@ -90,6 +90,10 @@ class _Proxy(fx.Proxy):
     def __radd__(self, other):
         items = self.tracer.items(self) if isinstance(other, tuple) else None
         return other + items if items is not None else super().__radd__(other)
+
+
+class _Attribute(fx.proxy.Attribute, _Proxy):
+    """`x.shape`: torch.fx's lazy attribute Proxy, with `len`, iteration and the rest above."""
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -151,7 +155,14 @@ class Tracer(fx.Tracer):
         self._failures: list[tuple[BaseException, tuple[str, ...]]] = []
 
     def trace(self, root, concrete_args=None) -> fx.Graph:
-        graph = super().trace(root, concrete_args)
+        is_tensor = torch.is_tensor
+        # `if not torch.is_tensor(t): t = torch.tensor([t])` (diffusers' timesteps) takes the
+        # tensor's branch for a Proxy of a tensor
+        torch.is_tensor = lambda obj: is_tensor(obj) or self.dtype(obj) is not None
+        try:
+            graph = super().trace(root, concrete_args)
+        finally:
+            torch.is_tensor = is_tensor
         for node in graph.nodes:
             # torch.fx would write `wrap("torch.zeros")` into the generated code, and every
             # later trace would then look for a global named "torch.zeros"
@@ -221,8 +232,11 @@ class Tracer(fx.Tracer):
     def iter(self, obj: fx.Proxy):
         return iter([obj[i] for i in range(self.length(obj))])
 
-    def dtype(self, obj: fx.Proxy) -> torch.dtype | None:
-        """The dtype of a tensor-valued Proxy on the example, or None where it is not known."""
+    def dtype(self, obj) -> torch.dtype | None:
+        """The dtype of a tensor-valued Proxy on the example, or None where it is not known
+        (or `obj` is no Proxy)."""
+        if not isinstance(obj, fx.Proxy) or obj.tracer is not self:
+            return None
         try:
             value = self._concrete(obj, "a dtype")
         except fx.proxy.TraceError:

@@ -107,7 +107,7 @@ def verify(
     was_training = slimmed.training
     slimmed.eval()
     try:
-        equivalence = _equivalence(program, slimmed, inputs, reference, name)
+        equivalence, name = _equivalence(program, slimmed, inputs, reference, name)
         flops = _recount(slimmed, program.example_inputs)
         expected = program.flops(choice)
         if flops != expected:
@@ -184,12 +184,31 @@ def _equivalence(program, slimmed, inputs, reference, name: str) -> float:
     with torch.no_grad():
         ref = _run(reference, inputs, f"the {name}")
     err = relative_error(out, ref)
+    if not err <= EQUIVALENCE_TOLERANCE and isinstance(reference, nn.Module):
+        # float32 sums over more (zeroed) channels round differently, and a ranking (topk of
+        # scores, argmax) can turn that rounding into other outputs: the same check in float64
+        err64 = _in_float64(slimmed, reference, inputs)
+        if err64 <= EQUIVALENCE_TOLERANCE:
+            return err64, f"{name}, in float64 (float32 rounding {err:.1e})"
     if not err <= EQUIVALENCE_TOLERANCE:
         raise InternalError(
             f"the slimmed model's outputs differ from the {name}: relative error {err:.2e} > "
             f"{EQUIVALENCE_TOLERANCE:.0e}"
         )
-    return err
+    return err, name
+
+
+def _in_float64(slimmed: nn.Module, reference: nn.Module, inputs: tuple) -> float:
+    """The relative error of the two models' outputs with weights and inputs in float64 (inf
+    where a model does not run so)."""
+    wide = tuple(x.double() if torch.is_tensor(x) and x.is_floating_point() else x for x in inputs)
+    try:
+        with torch.no_grad():
+            got = copy_module(slimmed).double().eval()(*wide)
+            want = copy_module(reference).double().eval()(*wide)
+    except Exception:  # noqa: BLE001 - a model bound to float32 cannot be checked so
+        return float("inf")
+    return relative_error(got, want)
 
 
 def _run(module: Callable, inputs: tuple, what: str):
