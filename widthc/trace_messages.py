@@ -21,6 +21,8 @@ def cause_of(e: BaseException) -> str:
         return _LOOP
     if "control flow" in cause or "iterate" in cause or "len(" in cause or "'len'" in cause:
         return _CONTROL_FLOW
+    if cause == "module is not installed as a submodule":  # torch.fx's NameError
+        return "calls a module with weights that the model does not hold as a submodule"
     if cause.startswith("argument of type:"):  # torch.fx cannot record this object in a call
         kind = cause.split("'")[1] if "'" in cause else cause.split(":", 1)[1].strip()
         return f"a `{kind.rsplit('.', 1)[-1]}` object is passed to a traced call ({kind})"
