@@ -46,6 +46,7 @@ _DATA = "symbolically traced variables cannot be used as inputs to control flow 
 # tensors made to a size given as a sequence: torch reads each size with `__index__`, which
 # would take the example's value (a batch size as a constant); wrapped, the sizes stay traced
 _SIZED = (torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn)
+_UNCHECKED, _FAILED = object(), object()  # no value at another batch size; it failed there
 _COUNT_KWARGS = ("chunks", "split_size_or_sections", "split_size", "sections", "indices")
 
 
@@ -247,50 +248,50 @@ class Tracer(fx.Tracer):
         """A tuple-valued Proxy (a shape) as a tuple of Proxies, or None where its value is
         not a tuple or not known."""
         try:
-            value = self._concrete(obj, "a tuple")
+            value, other = self._concrete(obj, "a tuple", other=True)
         except fx.proxy.TraceError:
             return None
         if not isinstance(value, tuple):
             return None
-        self._watch_batch(obj, len(value), len, "a length")
+        self._watch_batch(obj, len(value), other, len, "a length")
         return tuple(obj[i] for i in range(len(value)))
 
     def length(self, obj: fx.Proxy) -> int:
         if ASSUMED_LEN in obj.node.meta:
             return obj.node.meta[ASSUMED_LEN]
-        value = self._concrete(obj, "len() or iteration")
+        value, other = self._concrete(obj, "len() or iteration", other=True)
         if isinstance(value, TensorMeta):  # a tensor: its length is its batch
             raise fx.proxy.TraceError(_DATA.format("len() or iteration of a tensor"))
         if not isinstance(value, (tuple, list)):
             what = f"len() or iteration of `{obj.node.name}`, which is {type(value).__name__}"
             raise fx.proxy.TraceError(_DATA.format(what))
-        self._watch_batch(obj, len(value), len, "a length")
+        self._watch_batch(obj, len(value), other, len, "a length")
         return len(value)
 
     def scalar(self, obj: fx.Proxy, what: str):
         """The example's value of a Python number or bool computed from tensor shapes only
         (never from tensor data): the graph is specialised to the example's shapes there."""
-        value = self._concrete(obj, what)
+        value, other = self._concrete(obj, what, other=True)
         if any(isinstance(v, TensorMeta) for v in flat(value)) or not self._shape_only(obj.node):
             raise fx.proxy.TraceError(_DATA.format(what))
-        self._watch_batch(obj, value, lambda v: v, what)
+        self._watch_batch(obj, value, other, lambda v: v, what)
         return value
 
-    def _watch_batch(self, obj: fx.Proxy, value, key: Callable, what: str) -> None:
+    def _watch_batch(self, obj: fx.Proxy, value, other, key: Callable, what: str) -> None:
         """Record the user's line where a value taken from the example (`key` of it) is not
-        the same at another batch size (or cannot be computed there)."""
-        if self._evaluate_other is None:
+        the same at another batch size (`other`), or cannot be computed there."""
+        if other is _UNCHECKED:
             return
-        if self._other_value_of is None:
-            self._other_value_of = self._evaluate_other(self.graph, self.root)
         try:
-            same = key(self._concrete(obj, what, self._other_value_of)) == value
-        except (fx.proxy.TraceError, TypeError):
+            same = other is not _FAILED and key(other) == value
+        except TypeError:
             same = False
         if not same:
             self.batch_sites.append((trace_messages.user_site() or f"node `{obj.node.name}`", what))
 
-    def _concrete(self, obj: fx.Proxy, what: str, value_of: Callable | None = None):
+    def _concrete(self, obj: fx.Proxy, what: str, other: bool = False):
+        """The value of `obj` on the example; with `other`, (that, its value at another batch
+        size or _FAILED, or _UNCHECKED where there is none), computed at once."""
         if self._evaluate is None:
             raise fx.proxy.TraceError(_DATA.format(what))
         if self._value_of is None:
@@ -299,11 +300,22 @@ class Tracer(fx.Tracer):
         try:  # evaluate as plain PyTorch: without fx's patches, modules and parameters are real
             with _symbolic_trace._maybe_revert_all_patches():
                 _symbolic_trace._set_is_fx_tracing(False)
-                return (value_of or self._value_of)(obj.node)
+                value = self._value_of(obj.node)
+                return (value, self._other_value(obj.node)) if other else value
         except Exception as e:  # noqa: BLE001 - the value stays unknown: a trace failure
             raise fx.proxy.TraceError(f"cannot compute `{obj.node.name}` for {what}: {e}") from e
         finally:
             _symbolic_trace._set_is_fx_tracing(tracing)
+
+    def _other_value(self, node: fx.Node):
+        if self._evaluate_other is None:
+            return _UNCHECKED
+        if self._other_value_of is None:
+            self._other_value_of = self._evaluate_other(self.graph, self.root)
+        try:
+            return self._other_value_of(node)
+        except Exception:  # noqa: BLE001 - not computable at that batch size: it differs
+            return _FAILED
 
     def _shape_only(self, node: fx.Node) -> bool:
         """Whether `node`'s value follows from tensor shapes, dtypes and constants alone."""

@@ -146,7 +146,10 @@ def _in_eval_mode(root: nn.Module, value_of):
 
     def run(node):
         modes = [(m, m.training) for m in root.modules()]
-        root.eval()
+        if not any(mode for _, mode in modes):  # the eval-mode trace: nothing to switch
+            return value_of(node)
+        for m, _ in modes:  # the flags only: a model's own train() may be slow (HF's is)
+            m.training = False
         try:
             return value_of(node)
         finally:
