@@ -52,6 +52,9 @@ class _State(Atoms):
         self.computed: dict[str, tuple[str, Reparam]] = {}
         self.after_rule: list[tuple[str, ParamVar, str]] = []  # (sink|mix, dim, why)
         self.why_fixed: dict[tuple[str, int], Reason] = {}  # tensor dims sunk before any use
+        # tensor dims an op mixed before any layer gave them channels (a filter's mean over its
+        # input channels): (dim, layer) - where they get channels, those channels are mixed
+        self.mixed_vars: list[tuple[ParamVar, str]] = []
 
     # --- entries ---------------------------------------------------------------------------------
 
@@ -263,18 +266,21 @@ class CoupleCtx(NodeView):
             self.st.why_fixed[(r.target, r.dim)] = self.reason(why)
 
     def mix(self, entry) -> None:
+        """The op combines the channels of `entry` (a norm's statistics, a softmax, a mean):
+        the zeroed-weights reference cannot express removing them (verify.py). A tensor dim
+        with no channels yet is mixed once a layer gives it some (`mixed_vars`)."""
         r = self.st.resolve(entry)
         if isinstance(r, Layout):
             for s in r.segments:
                 self.st.mixing[s.group].append(layer_name(self.node))
         elif isinstance(r, ParamVar):
-            self.st.bind(r, None)
+            self.st.mixed_vars.append((r, layer_name(self.node)))
 
     def concat(self, parts: list) -> Layout | None:
         """The layout of a concatenation. Tensors whose channels are not decided yet (weights:
         a qkv bias made of q, k and v biases) become channels of their own unless a part keeps
         its width; then every part does."""
-        resolved = [(size, self.st.resolve(e)) for size, e in parts]
+        resolved = [(size, self.st.resolve(e)) for size, e in parts if size]  # empty: nothing
         if all(isinstance(r, (Layout, ParamVar)) for _, r in resolved):
             resolved = [(size, self.own(r, size)) for size, r in resolved]
         if not any(isinstance(r, Layout) for _, r in resolved):
@@ -390,6 +396,10 @@ def couple(gm) -> Coupling:
         if not fits(st.entries.get(node), node.meta[VALUE]):
             # a rule that lost track of a tensor's dims: freeze rather than guess
             ctx.barrier(f"cannot follow the channels through `{ctx.op}`")
+    for var, layer in st.mixed_vars:
+        r = st.resolve(var)
+        for s in r.segments if isinstance(r, Layout) else ():
+            st.mixing[s.group].append(layer)
     return finish(st)
 
 
