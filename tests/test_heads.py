@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformer_zoo as tz
 import zoo
 from click.testing import CliRunner
@@ -219,6 +220,44 @@ def test_a_head_count_the_trace_cannot_follow_freezes_the_heads_with_a_reason():
     heads = next(g for g in program.groups if "attn.qkv" in g.producers)
     assert not heads.searchable
     assert any("arithmetic" in r.why and r.node == "add" for r in heads.frozen), heads.frozen
+
+
+RUNTIME_CONFIG = {"num_heads": 4}
+
+
+@torch.fx.wrap
+def _configured_heads(t: torch.Tensor) -> int:
+    """The head count looked up in a config when the model runs (torch.fx does not enter this
+    function: the trace holds its result, not the literal 4)."""
+    return RUNTIME_CONFIG["num_heads"]
+
+
+class _ConfigHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = tz.FusedAttention(C)
+        self.head = nn.Linear(C.dim, 3)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        heads = _configured_heads(x)
+        qkv = self.attn.qkv(x).reshape(B, N, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(*qkv.unbind(0)).transpose(1, 2).reshape(B, N, 32)
+        return self.head(self.attn.proj(x).mean(1))
+
+
+def test_a_head_count_read_from_a_config_at_run_time_freezes_the_heads_with_a_reason():
+    """The reshape's head count is a value of the run that reads no channels, not a literal
+    widthc can rewrite (rewritten anyway, it would stop following the config, and a product
+    such as `B * C` would be pinned to one batch size): the heads freeze with a reason naming
+    it; the residual stream is still searched and every slimmed model is proved."""
+    torch.manual_seed(0)
+    program = widthc.compile(_ConfigHeads().eval(), torch.randn(2, 6, 16))
+    heads = next(g for g in program.groups if "attn.qkv" in g.producers)
+    assert not heads.searchable
+    assert any("size computed at run time" in r.why for r in heads.frozen), heads.frozen
+    assert any(g.searchable for g in program.groups)  # the residual stream
+    zoo.check_random_widths(_ConfigHeads(), torch.randn(2, 6, 16), seeds=(0,), onnx=False)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))

@@ -4,6 +4,7 @@ head_dim). Each keeps the channels it does not move searchable, and slim equals 
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 import zoo
@@ -121,27 +122,42 @@ class PatchUnfold(nn.Module):
     is computed from the batch size. The channels there keep their width, and no size is
     pinned to the example's batch."""
 
-    def __init__(self):
+    def __init__(self, hf: bool = False):
         super().__init__()
+        self.hf = hf
         self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 6, 1)
+        self.mix = nn.Linear(8, 8)
         self.fc = nn.Linear(6, 3)
 
     def forward(self, x):
         y = self.a(x)
         B, C, H, W = y.shape
-        y = y.reshape(B * C * (H // 2), 2, W // 2, 2).transpose(1, 2).reshape(B, C, H, W)
+        if not self.hf:
+            y = y.reshape(B * C * (H // 2), 2, W // 2, 2).transpose(1, 2).reshape(B, C, H, W)
+            return self.fc(self.b(y).mean((2, 3)))
+        # transformers' MobileViT: patches as tokens of the channels, folded back with the
+        # channel count read before (`B * C * nh` is computed from the batch size)
+        n = (H // 2) * (W // 2)
+        p = y.reshape(B * C * (H // 2), 2, W // 2, 2).transpose(1, 2).reshape(B, C, n, 4)
+        p = self.mix(p.transpose(1, 3).reshape(B * 4, n, -1))
+        p = p.contiguous().view(B, 4, n, -1).transpose(1, 3)
+        y = p.reshape(B * C * (H // 2), W // 2, 2, 2).transpose(1, 2).reshape(B, C, H, W)
         return self.fc(self.b(y).mean((2, 3)))
 
 
-def test_a_size_computed_from_the_batch_is_not_pinned():
-    model = PatchUnfold().eval()
-    program = widthc.compile(model, torch.randn(1, 3, 4, 4))
-    assert _frozen(program) == ["a", "fc"]
+# (hf, side): at side 2 transformers' form computes `B * C * 1` (one patch row), a product
+# that reads no channels: rewriting it like a channel literal pinned it to the example's batch
+@pytest.mark.parametrize(("hf", "side"), [(False, 4), (True, 4), (True, 2)])
+def test_a_size_computed_from_the_batch_is_not_pinned(hf, side):
+    model = PatchUnfold(hf).eval()
+    program = widthc.compile(model, torch.randn(1, 3, side, side))
+    # the unfolded channels (and the tokens' mixer, whose width they fold back to) stay whole
+    assert _frozen(program) == ["a", "mix", "fc"] if hf else ["a", "fc"]
     choice = program.random(0)
     small = widthc.slim(program, choice)
     net = widthc.supernet(program).eval()
     net.set_choice(choice)
-    x = torch.randn(3, 3, 4, 4)  # another batch size than the example's
+    x = torch.randn(3, 3, side, side)  # another batch size than the example's
     with torch.no_grad():
         torch.testing.assert_close(small(x), net(x))
 

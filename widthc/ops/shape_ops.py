@@ -151,10 +151,16 @@ def size_args(ctx, args, result) -> None:
         elif isinstance(raw, torch.fx.Node):
             lay, size = ctx.resolve(result[d]), ctx.entry(raw)
             value = ctx.value(raw)
-            if isinstance(lay, Layout) and not ctx.same_counts(size, lay):
+            # only a size that reads channels is rewritten: any other (`B * C`, with the batch
+            # size read from the input) is not the same at every batch size
+            reads = isinstance(ctx.resolve(size), Layout)
+            if isinstance(lay, Layout) and reads and not ctx.same_counts(size, lay):
                 ctx.rewrite(path, lay)
-            elif lay is None and isinstance(ctx.resolve(size), Layout) and isinstance(value, int):
+            elif lay is None and reads and isinstance(value, int):
                 ctx.rewrite(path, value)  # a fixed dim (head_dim = C // heads): pinned
+            elif isinstance(lay, Layout) and not reads:  # a head count from a config, B * C
+                ctx.sink(lay, why="reshape to a size computed at run time")
+                result[d] = None
             else:
                 result[d] = ctx.same_count(size, result[d], why="reshape size")
 
