@@ -213,8 +213,8 @@ def slim_to(specs: list[str], share: float = 0.5) -> None:
 
 def heads_row(spec: str) -> str:
     """One transformer: the searchable share of conv/linear channels, the same share without
-    the groups frozen only as the network's outputs (a 1,000- or 21,841-class classifier weighs
-    heavily in a tiny model), its head groups (searchable / all) and the most common other
+    the groups that are the network's outputs (a 1,000- or 21,841-class classifier weighs
+    heavily in a tiny model; a backbone's residual stream is its output), its head groups (searchable / all) and the most common other
     freeze reason."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import foreign
@@ -227,7 +227,7 @@ def heads_row(spec: str) -> str:
         src = load_model(spec)
         model, inputs = src.model, src.example_inputs
     program = widthc.compile(model, inputs)
-    out = {g.id for g in program.groups if g.frozen and all(r.op == "output" for r in g.frozen)}
+    out = {g.id for g in program.groups if any(r.op == "output" for r in g.frozen)}
     kept = [g for g in program.groups if g.id not in out and g.producers]
     inner = sum(g.width for g in kept if g.searchable) / max(1, sum(g.width for g in kept))
     heads = [g for g in program.groups if g.unit > 1]
