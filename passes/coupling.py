@@ -21,23 +21,25 @@ from collections import defaultdict
 import torch
 from torch import fx
 
-from widthc import ops
+from widthc import batch, ops
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
 from widthc.ops.reparam import Reparam, reparam, tensor_at
 from widthc.passes.atoms import Atoms, ParamVar
 from widthc.passes.entries import entries_of, fits, fixed_like, flat_entries
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
-from widthc.trace import VALUE, NodeView, Traced
+from widthc.trace import VALUE, NodeView, ShapeProp, Traced
 from widthc.tree import leaves
 
 __all__ = ["LAYOUTS", "REWRITES", "Coupling", "ParamVar", "couple", "layer_name"]
 
 
 class _State(Atoms):
-    def __init__(self, gm):
+    def __init__(self, gm, examples=None):
         super().__init__()
         self.gm = gm
+        self.examples = examples  # the example inputs, where given: sizes at another batch
+        self.other: ShapeProp | None = None
         self.modules = dict(gm.named_modules())
         self.binding: dict[tuple[str, int], object] = {}
         self.entries: dict[fx.Node, object] = {}
@@ -161,6 +163,21 @@ class CoupleCtx(NodeView):
     def value(self, raw):
         """The value of a node (or of the nodes in a structure) on the example input."""
         return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
+    def batch_free(self, raw) -> bool:
+        """A Python value node is the same with the example at another batch size (a head_dim
+        read from a shape; not the batch size, nor a product with it). False where the example
+        inputs are not known or the graph does not run at that batch."""
+        st = self.st
+        if not isinstance(raw, fx.Node) or st.examples is None or not batch.has_batch(st.examples):
+            return False
+        if st.other is None:
+            wider = batch.at_batch(st.examples, batch.batch_size(st.examples) + 1)
+            st.other = ShapeProp(st.gm, wider, record=False)
+        try:
+            return st.other.value_of(raw) == raw.meta[VALUE]
+        except Exception:  # noqa: BLE001 - the graph holds at the example's batch only
+            return False
 
     def entry(self, raw):
         """The entry of a Python value node (a size read from a tensor carries its channels)."""
@@ -356,9 +373,10 @@ class CoupleCtx(NodeView):
         self.set_fixed()
 
 
-def couple(gm) -> Coupling:
-    """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first."""
-    st = _State(gm)
+def couple(gm, examples=None) -> Coupling:
+    """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
+    `examples`: the example inputs, to tell sizes that depend on the batch size from others."""
+    st = _State(gm, examples)
     for node in gm.graph.nodes:
         if VALUE not in node.meta:
             raise RuntimeError(f"node {node.name} has no shape: run trace.propagate_shapes first")

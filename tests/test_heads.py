@@ -260,6 +260,35 @@ def test_a_head_count_read_from_a_config_at_run_time_freezes_the_heads_with_a_re
     zoo.check_random_widths(_ConfigHeads(), torch.randn(2, 6, 16), seeds=(0,), onnx=False)
 
 
+class _ConvRelPos(nn.Module):
+    """CoaT's convolutional relative position encoding: the values viewed as an image of
+    `heads * head_dim` channels, both sizes read from their shape, and a depthwise conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = tz.FusedAttention(C)
+        self.conv = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.head = nn.Linear(C.dim, 3)
+
+    def forward(self, x):  # 4 tokens: a 2x2 image
+        B, N, _ = x.shape
+        q, k, v = self.attn.qkv(x).reshape(B, N, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        _, h, _, d = v.shape
+        pos = self.conv(v.transpose(-1, -2).reshape(B, h * d, 2, 2))
+        y = F.scaled_dot_product_attention(q, k, v) + q * pos.reshape(B, h, d, N).transpose(2, 3)
+        return self.head(self.attn.proj(y.transpose(1, 2).reshape(B, N, 32)).mean(1))
+
+
+def test_heads_times_a_head_dim_read_from_a_shape_follow_the_heads():
+    """`h * d` with d read from a shape: d is the same at every batch size (a second shape
+    propagation at another batch says so), so the product counts the heads' channels; a batch
+    size in its place would not be (tests/test_window_ops.py)."""
+    torch.manual_seed(0)
+    program = zoo.check_random_widths(_ConvRelPos(), torch.randn(2, 4, 16), seeds=(0,), onnx=False)
+    heads = next(g for g in program.groups if "attn.qkv" in g.producers)
+    assert heads.searchable and (heads.n, heads.unit) == (4, 8)
+
+
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     attention=st.sampled_from(tz.ATTENTIONS),

@@ -265,7 +265,7 @@ def _compile(model, inputs, beta, leaves: Sequence, align: int, auto_leaf=True) 
         gm = _traced(model, inputs, leaves, auto_leaf)
     if isinstance(model, fx.GraphModule) and not leaves:
         trace.propagate_shapes(gm, inputs)
-    coupling = couple(gm)
+    coupling = couple(gm, inputs)
     table = flops_pass.flops_table(gm, len(coupling.groups))
     params = flops_pass.params_table(gm, coupling)
     batch = batch_size(inputs)

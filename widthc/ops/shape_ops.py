@@ -97,14 +97,21 @@ def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
     return ctx.unify(*pieces, why="equal pieces")
 
 
+def literal(ctx, raw):
+    """`raw` where it is the same at every batch size: a literal, or a value read from a shape
+    that does not depend on the batch (a head_dim); else None (a batch size read from the input,
+    or a product with it, differs at another batch)."""
+    if isinstance(raw, torch.fx.Node):
+        return ctx.value(raw) if ctx.batch_free(raw) else None
+    return raw
+
+
 def size_quotient(ctx) -> None:
     """`c // n` of a channel count `c`: the size of one of n equal pieces of those channels
     (a split attention's `C // radix`); the pieces then keep the same channels."""
     if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
         return elementwise_rule(ctx)
-    # n must be a literal: a value read from the input (a batch size) is not the same at every
-    # batch size
-    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.node.args[1]
+    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), literal(ctx, ctx.node.args[1])
     piece = None
     if isinstance(entry, Layout) and isinstance(n, int) and n > 0 and entry.size % n == 0:
         piece = equal_pieces(ctx, entry, n)
@@ -121,9 +128,7 @@ def size_product(ctx) -> None:
     raws = ctx.node.args[:2]
     entries = [ctx.resolve(ctx.entry(raw)) for raw in raws]
     laid = [i for i, e in enumerate(entries) if e is not None]
-    # n must be a literal: a value read from the input (a batch size) is not the same at every
-    # batch size
-    times = raws[1 - laid[0]] if len(laid) == 1 else None
+    times = literal(ctx, raws[1 - laid[0]]) if len(laid) == 1 else None
     if isinstance(times, int) and not isinstance(times, bool) and times > 0:
         return ctx.set(ctx.repeat(entries[laid[0]], times, why="channel count multiplied"))
     for e in entries:
