@@ -9,7 +9,7 @@ import torch
 
 from widthc import shapes
 from widthc.ir import Layout, TensorMeta
-from widthc.ops.common import first_input, shape_args
+from widthc.ops.common import first_input, from_shapes, shape_args
 from widthc.ops.elementwise import elementwise_rule
 
 MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
@@ -98,11 +98,11 @@ def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
 
 
 def literal(ctx, raw):
-    """`raw` where it is the same at every batch size: a literal, or a value read from a shape
-    that does not depend on the batch (a head_dim); else None (a batch size read from the input,
-    or a product with it, differs at another batch)."""
+    """`raw` where it is a literal or a size that is one: computed from shapes only and the same
+    at another batch size (a head_dim read from a shape); else None (a batch size read from the
+    input or a product with it differs at another batch; a config read at run time may change)."""
     if isinstance(raw, torch.fx.Node):
-        return ctx.value(raw) if ctx.batch_free(raw) else None
+        return ctx.value(raw) if from_shapes(ctx, raw) and ctx.batch_free(raw) else None
     return raw
 
 
@@ -156,13 +156,15 @@ def size_args(ctx, args, result) -> None:
         elif isinstance(raw, torch.fx.Node):
             lay, size = ctx.resolve(result[d]), ctx.entry(raw)
             value = ctx.value(raw)
-            # only a size that reads channels is rewritten: any other (`B * C`, with the batch
-            # size read from the input) is not the same at every batch size
+            # a size that reads no channels is rewritten only where it is a literal in effect
+            # (`literal`): `B * C` differs at another batch size, a config read at run time may
             reads = isinstance(ctx.resolve(size), Layout)
             if isinstance(lay, Layout) and reads and not ctx.same_counts(size, lay):
                 ctx.rewrite(path, lay)
             elif lay is None and reads and isinstance(value, int):
                 ctx.rewrite(path, value)  # a fixed dim (head_dim = C // heads): pinned
+            elif isinstance(lay, Layout) and not reads and literal(ctx, raw) is not None:
+                ctx.rewrite(path, lay)  # `C // heads` not followed (C cut unequally): as a literal
             elif isinstance(lay, Layout) and not reads:  # a head count from a config, B * C
                 ctx.sink(lay, why="reshape to a size computed at run time")
                 result[d] = None
