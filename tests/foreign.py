@@ -119,6 +119,8 @@ HF = [
     "pvt_v2", "hiera", "clip_vision", "siglip_vision", "bert", "roberta", "albert", "t5_encoder",
     "wav2vec2", "hubert", "whisper_classifier", "llama", "llama_eager", "qwen2", "mistral",
     "phi3", "conditional_detr",
+    # issue 19
+    "llama_gqa",
 ]  # fmt: skip
 SMP = list(foreign_models.SMP)
 DIFFUSERS = ["unet2d", "unet2d_condition", "autoencoder_kl"]
