@@ -295,7 +295,9 @@ def test_parity_failure_names_the_output_and_writes_nothing(tmp_path):
     """A runtime that computes other outputs is the user's to know (one sentence, exit 2), not
     a widthc bug: the PyTorch model is still proved; only the ONNX file is refused."""
     small, inputs = _slimmed("multi_io")
-    with pytest.raises(WidthcError, match=r"ONNX output `logits` differs .* batch size 1.*--no-onnx"):
+    with pytest.raises(
+        WidthcError, match=r"ONNX output `logits` differs .* batch size 1.*--no-onnx"
+    ):
         widthc.export_onnx(small, inputs, tmp_path / "m.onnx", tolerance=0.0)
     assert list(tmp_path.iterdir()) == []
 
