@@ -154,8 +154,9 @@ def export_onnx(
 
     `batches=(n,)` with `n` the example's batch size exports a fixed batch axis: for a model
     whose traced graph holds at that batch only (`Traced.batch_note`, widthc/batch.py).
-    Raises WidthcError if torch.onnx cannot export the model or the model does not run at one
-    of the batch sizes, InternalError if parity fails.
+    Raises WidthcError if torch.onnx cannot export the model, the model does not run at one of
+    the batch sizes, or onnxruntime computes other outputs than PyTorch (the exporter's or the
+    runtime's doing, not the model's: the PyTorch model stays valid, the ONNX file is not written).
     """
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     inputs = tuple(inputs)
@@ -209,7 +210,11 @@ def _export(module, inputs, path: Path, names, tolerance, batches, dynamic: bool
             parity_failure = e
             failures.append(f"{name}: {e}")
     if parity_failure is not None:
-        raise InternalError("; ".join(failures)) from parity_failure
+        raise WidthcError(
+            f"onnxruntime computes {type(module).__name__} otherwise than PyTorch "
+            f"({'; '.join(failures)}), so no ONNX file is written; save the model without ONNX "
+            f"(widthc slim --no-onnx)"
+        ) from parity_failure
     raise WidthcError(
         f"torch.onnx cannot export {type(module).__name__} ({'; '.join(failures)}); save it "
         f"without ONNX (widthc slim --no-onnx)"
