@@ -73,11 +73,6 @@ TORCHVISION_DETECTION = [
 
 # known limitations: name -> (a fragment of the error, or "nothing searchable"; the reason)
 LIMITS: dict[str, tuple[str, str]] = {
-    "hf:gpt2_no_cache": (
-        "nothing searchable",
-        "GPT-2's Conv1D layers are `torch.addmm(bias, x, weight)` with an (in, out) weight: the "
-        "op registry has no channel rule for addmm",
-    ),
     "hf:bit": (
         "ONNX output `logits` differs from PyTorch",
         "weight standardisation (F.batch_norm over each filter in training mode) exports to ONNX "
