@@ -15,12 +15,19 @@ like with like; the configurations take turns step by step (in a new order every
 ratio is the median of the ratios of the same round. Times are medians over `--steps` steps
 after `--warmup` steps.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py
+`--shapes`: the distinct convolution shapes a 1,000-step min-min run (r=1, f=0.25) presents,
+sliced against masked execution (bench/supernet_cuda.py). `--device cuda`: issue 15's protocol
+on a GPU (bench/supernet_cuda.py: steady state after 500 fresh widths, the plain full model's
+step as the unit, r=0, r=1 f=0.25, r=1 f=1, bf16 + channels-last, scoring).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py [--offsets 0,1] [--shapes]
+    python bench/supernet_cost.py --device cuda --batch 128 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -35,6 +42,7 @@ from widthc.evaluate import batch as take
 from widthc.frontends.data import load_splits
 from widthc.loop import _sgd
 from widthc.passes.slim import slim
+from widthc.precision import Precision
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
 
 SIZE, CLASSES = 32, 10
@@ -57,7 +65,7 @@ class _Run:
 
     def __init__(self, net, step, opt):
         self.net, self.step_fn, self.opt, self.step = net, step, opt, 0
-        self.total_steps = 10**9
+        self.total_steps, self.precision = 10**9, Precision()
 
     @property
     def agree(self):
@@ -87,7 +95,7 @@ def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool =
     return run
 
 
-def step_times(program, batches, warmup: int) -> dict:
+def step_times(program, batches, warmup: int, offsets=(0, 1, 2, 3)) -> dict:
     """Median ms per training step of every configuration. The configurations take turns step
     by step, so a busy machine slows them alike and the ratios stay fair."""
     gen = torch.Generator().manual_seed(0)
@@ -109,7 +117,7 @@ def step_times(program, batches, warmup: int) -> dict:
         plain_step((i + 1) % len(batches), i)
 
     steps = {"plain": plain_step}
-    for r in (0, 1, 2, 3):
+    for r in offsets:
         for f in (1.0, 0.25) if r else (1.0,):
             run = _run(program, r, batches, f)
             steps[f"r={r} f={f}"] = lambda i, run=run: run._step(*batches[i])
@@ -198,19 +206,35 @@ def peak_memory(program, offset: int, batches) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mobilenet_v2,resnet18")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None, help="default: 64 on CPU, 128 on CUDA")
+    ap.add_argument("--steps", type=int, default=None, help="default: 20 on CPU, 100 on CUDA")
+    ap.add_argument("--warmup", type=int, default=None, help="default: 3 on CPU, 500 on CUDA")
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--offsets", default="0,1,2,3", help="CPU: the offsets r to time")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument(
+        "--shapes",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="count the convolution shapes of a run of this many steps, and stop",
+    )
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args()  # fmt: skip
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.shapes:
+        return shapes_main(args)
+    if args.device == "cuda":
+        return cuda_main(args)
+    args.batch, args.steps, args.warmup = args.batch or 64, args.steps or 20, args.warmup or 3
+    offsets = tuple(int(r) for r in args.offsets.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, batch {args.batch}, "
           f"{SIZE}x{SIZE}, median of {args.steps} steps after {args.warmup} warm-up")  # fmt: skip
     for name in args.models.split(","):
         program = _program(name)
         batches = _batches(args.batch, args.warmup + args.steps)
-        st = step_times(program, batches, args.warmup)
+        st = step_times(program, batches, args.warmup, offsets)
         fw = forward_times(program, batches[0][0], args.warmup, args.steps)
         mem = {r: peak_memory(program, r, batches[:4]) for r in (0, 1)}
         print(f"\n### {name} ({space.human(program.flops())} FLOPs at {SIZE}x{SIZE})\n")
@@ -236,6 +260,68 @@ def main() -> None:
             f"\npeak tensor memory of training (torch profiler, 3 steps): r=0 {mem[0]:.0f} MiB, "
             f"r=1 {mem[1]:.0f} MiB, ratio {mem[1] / max(mem[0], 1e-9):.2f}"
         )
+
+
+def shapes_main(args) -> None:
+    """Distinct convolution shapes of a min-min run (r=1, f=0.25), sliced and masked."""
+    from supernet_cuda import conv_shapes
+
+    batch, size = args.batch or 8, 16
+    print(f"distinct convolution shapes in {args.shapes} min-min steps (r=1, f=0.25, a new "
+          f"width every step, batch {batch}, {size}x{size}, CPU):\n")  # fmt: skip
+    print("| model | convolutions | sliced: forward / backward | masked: forward / backward |")
+    print("|---|---:|---:|---:|")
+    found = {}
+    for name in args.models.split(","):
+        program = _program(name)
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in program.gm.modules())
+        counts = {
+            e: conv_shapes(program, e, args.shapes, batch, size) for e in ("sliced", "masked")
+        }
+        found[name] = {"convolutions": convs, **counts}
+        s, m = counts["sliced"], counts["masked"]
+        print(f"| {name} | {convs} | {s['forward']} / {s['backward']} | "
+              f"{m['forward']} / {m['backward']} |", flush=True)  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(found, f, indent=2)
+
+
+def cuda_main(args) -> None:
+    """Issue 15's protocol on one GPU; a table per model and the targets."""
+    from supernet_cuda import cuda_costs
+
+    device = torch.device("cuda")
+    batch, steps, warmup = args.batch or 128, args.steps or 100, args.warmup or 500
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, batch {batch}, "
+          f"32x32, {warmup} warm-up steps (fresh widths), {steps} timed steps, synchronised")  # fmt: skip
+    results = []
+    for name in args.models.split(","):
+        r = cuda_costs(name, batch, warmup, steps, device)
+        results.append(r)
+        print(f"\n### {name}\n\n| step | ms | vs plain full model |\n|---|---:|---:|")
+        for key in (k for k in r if isinstance(r[k], float) and f"{k} / plain" in r):
+            print(f"| {key} ({r.get(f'{key} execution', 'plain')}) | {r[key]:.2f} | "
+                  f"{r[f'{key} / plain']:.2f} |")  # fmt: skip
+        print(f"\nr=1 f=0.25 / r=0: {r['r=1 f=0.25 / r=0']:.2f} (fp32), "
+              f"{r['r=1 f=0.25 bf16+cl / r=0']:.2f} (bf16 + channels-last)")  # fmt: skip
+        for label in ("fp32", "bf16+cl"):
+            print(f"scoring a 50%-FLOPs width ({label}): {r[f'scoring {label} ms']:.1f} ms, the "
+                  f"slimmed model {r[f'slim eval {label} ms']:.1f} ms, ratio "
+                  f"{r[f'scoring {label} / slim eval']:.2f}")  # fmt: skip
+    by = {r["model"]: r for r in results}
+    if "resnet18" in by:
+        r = by["resnet18"]
+        print(f"\n| target (resnet18, batch {batch}) | measured | |\n|---|---:|---|")
+        for what, value, limit in (
+            ("min-min r=0 step <= 1.5x the plain full model's", r["r=0 f=1.0 / plain"], 1.5),
+            ("r=1 f=0.25 <= 1.3x r=0", r["r=1 f=0.25 / r=0"], 1.3),
+            ("scoring <= 2x the slimmed model's eval", r["scoring fp32 / slim eval"], 2.0),
+        ):
+            print(f"| {what} | {value:.2f} | {'met' if value <= limit else 'missed'} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

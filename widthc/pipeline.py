@@ -163,7 +163,9 @@ class Context:
 
     def supernet(self, trained: bool = True, device: torch.device | None = None):
         device = device or self.device
-        net = widthc.supernet(self.program, self.config.get("offset", 1)).to(device)
+        c = self.config
+        net = widthc.supernet(self.program, c.get("offset", 1), c.get("execution", "auto"))
+        net = net.to(device)
         if trained:
             ckpt = checkpoint.load(self.run.file(SUPERNET), map_location=device)
             checkpoint.check_groups(self.run.file(SUPERNET), ckpt.get("groups"), self.program)

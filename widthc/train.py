@@ -8,6 +8,12 @@ baseline; `offset=0` on the supernet: the fixed-pattern baseline). Optionally th
 also trains the largest and the smallest width every step. The loop, optimizer, checkpoints
 and log are `widthc.loop`'s, shared with retraining; under torchrun the supernet runs in DDP
 and every rank trains the same candidate.
+
+On an accelerator a step reads one thing back to the host: the probed losses, from which the
+host picks the candidate whose masks the trained forward uses (choosing on the device would
+combine every candidate's masks, about two kernels per mask: more launches than the one read
+saves; not measured). The trained losses stay tensors until the loop reads them
+(`--log-every`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from widthc.errors import WidthcError
 from widthc.evaluate import batch, device_of, evaluate
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
-from widthc.supernet import Supernet
+from widthc.precision import AMP, Precision
+from widthc.supernet import EXECUTIONS, Supernet
 
 CHECKPOINT = "supernet.pt"
 LOG = "train.jsonl"
@@ -65,6 +72,18 @@ class TrainConfig:
     seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
     checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
     calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
+    execution: str = option(
+        "auto",
+        "Supernet execution: sliced, masked (every width at full width: static shapes), or "
+        "auto (masked on CUDA where it equals sliced, sliced on CPU).",
+    )
+    amp: str = option(
+        "off", "Mixed precision for training, scoring, retraining: bf16, fp16 (CUDA only), off."
+    )
+    channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
+    log_every: int = option(
+        0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
+    )
 
     def check(self) -> TrainConfig:
         def bad(option: str, rule: str, value) -> WidthcError:
@@ -87,6 +106,12 @@ class TrainConfig:
             raise bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.log_every < 0:
+            raise bad("log_every", "0 (automatic) or more", self.log_every)
+        if self.amp not in AMP:
+            raise bad("amp", f"one of {', '.join(AMP)}", self.amp)
+        if self.execution not in EXECUTIONS:
+            raise bad("execution", f"one of {', '.join(EXECUTIONS)}", self.execution)
         return self
 
 
@@ -107,6 +132,8 @@ def train_supernet(
     cfg = (config or TrainConfig()).check()
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
+    precision = Precision.of(cfg, device_of(net))
+    precision.module(net)  # before DDP wraps it: the buckets see the final memory format
     step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
     params = [p for p in net.parameters() if p.requires_grad]
@@ -116,9 +143,9 @@ def train_supernet(
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
     validate = _validator(net, train_data, val_data, cfg) if val_data is not None else None
     trainer = loop.Trainer(
-        net, step, train_data, cfg, opt, schedule, files, validate, step.fmt, program=net.program
-    )
-    step.trainer = trainer
+        net, step, train_data, cfg, opt, schedule, files, validate, step.fmt,
+        program=net.program, precision=precision,
+    )  # fmt: skip
     if resume:
         trainer.restore()
     else:
@@ -164,6 +191,10 @@ class MinMinStep:
         self.agree = [0, 0]  # [agreements, comparisons]
         self.trainer: loop.Trainer | None = None  # the loop that runs this step
 
+    @property
+    def precision(self) -> Precision:
+        return self.trainer.precision if self.trainer is not None else Precision()
+
     def state(self) -> dict:
         return {
             "sampler": self.sampler.get_state(),
@@ -191,39 +222,48 @@ class MinMinStep:
             j = int(torch.randint(len(cands), (1,), generator=self.sampler))
         else:
             n = max(min(len(y), 2), math.ceil(cfg.select_batch_fraction * len(y)))
-            losses = self._probe(cands, x[:n], y[:n])
-            probe = losses.tolist()
-            if not torch.isfinite(losses).all():
-                bad = int(torch.nonzero(~torch.isfinite(losses))[0])
-                return {"loss": float(losses[bad]), "candidate": bad}
-            j = int(torch.argmin(losses))
+            probe = self._probe(cands, x[:n], y[:n]).tolist()  # the host picks the candidate
+            bad = next((i for i, v in enumerate(probe) if not math.isfinite(v)), None)
+            if bad is not None:
+                return {"loss": probe[bad], "candidate": bad}
+            j = _argmin(probe)
             if cfg.measure_agreement and n < len(y):
-                self.agree[0] += int(torch.argmin(self._probe(cands, x, y))) == j
+                self.agree[0] += _argmin(self._probe(cands, x, y).tolist()) == j
                 self.agree[1] += 1
         trained = [cands[j]]
         if cfg.sandwich:
             trained += [net.program.full(), net.program.smallest()]
-        values = []
+        losses = []
         for i, choice in enumerate(trained):
             net.set_choice(choice)
             sync = _no_sync(self.model) if i < len(trained) - 1 else contextlib.nullcontext()
             with sync:
-                loss = self.loss_fn(self.model(x), y)
-                values.append(float(distributed.mean(loss.detach())))
-                if not math.isfinite(values[-1]):
-                    return {"loss": values[-1], "candidate": (j, "largest", "smallest")[i]}
-                loss.backward()
+                with self.precision.autocast():
+                    loss = self.loss_fn(self.model(x), y)
+                losses.append(distributed.mean(loss.detach().float()))  # read by the loop
+                self.precision.backward(loss)
         if cfg.decay_used and cfg.weight_decay:
+            self.precision.unscale(self.trainer.opt)
             net.decay_used(trained, cfg.weight_decay)
         self.histogram[j] += 1
-        return {
-            "loss": values[0],
+        record = {
+            "loss": losses[0],
             "candidate": j,
             "candidates": len(cands),
             "candidate_losses": probe,
             "width": [k for _, k in width.ks()],
             "flops": net.program.flops(cands[j]),
         }
+        if cfg.sandwich:
+            record["sandwich_losses"] = torch.stack(losses[1:])
+        return record
+
+    def settle(self, record: dict) -> None:
+        """Once the loop has read a record: a non-finite loss of a sandwich width stops
+        training like the candidate's, naming that width."""
+        for label, value in zip(("largest", "smallest"), record.pop("sandwich_losses", ())):
+            if math.isfinite(record["loss"]) and not math.isfinite(value):
+                record["loss"], record["candidate"] = value, label
 
     def _probe(self, cands: list[WidthChoice], x, y) -> torch.Tensor:
         """Every candidate's loss (averaged over ranks); no gradients, no statistics updates.
@@ -232,12 +272,12 @@ class MinMinStep:
         losses = []
         device = x.device
         devices = [device] if device.type == "cuda" else []
-        with torch.inference_mode(), self.net.probing():  # no_grad, and less overhead
+        with torch.inference_mode(), self.net.probing(), self.precision.autocast():
             for c in cands:
                 self.net.set_choice(c)
                 with torch.random.fork_rng(devices=devices):
                     losses.append(self.loss_fn(self.net(x), y).detach().float())
-        return distributed.mean(torch.stack(losses)).cpu()
+        return distributed.mean(torch.stack(losses))
 
 
 def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
@@ -249,10 +289,14 @@ def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
         order = torch.arange(len(train_data))
         steps = min(cfg.calibration_batches, len(train_data) // n)
         calib = [batch(train_data, order[i * n : (i + 1) * n]) for i in range(steps)]
-        program = net.program
+        program, precision = net.program, Precision.of(cfg, device_of(net))
         return {
-            "val_acc_largest": evaluate(net, program.full(), val_data, calibration=calib),
-            "val_acc_smallest": evaluate(net, program.smallest(), val_data, calibration=calib),
+            "val_acc_largest": evaluate(
+                net, program.full(), val_data, calibration=calib, precision=precision
+            ),
+            "val_acc_smallest": evaluate(
+                net, program.smallest(), val_data, calibration=calib, precision=precision
+            ),
         }
 
     return validate
@@ -283,6 +327,11 @@ def check_output(out, y: torch.Tensor, classes: int | None = None) -> None:
             f"the model outputs {out.shape[1]} classes but the data has labels up to "
             f"{classes - 1}: build it with that many classes (--num-classes {classes})"
         )
+
+
+def _argmin(values: list[float]) -> int:
+    """The first index of the smallest value (torch.argmin's choice)."""
+    return min(range(len(values)), key=values.__getitem__)
 
 
 def _no_sync(model):

@@ -18,6 +18,7 @@ from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax
 from widthc.ir import WidthChoice
 from widthc.passes.bins import stage_schedule
+from widthc.precision import Precision
 from widthc.train import train_supernet
 
 
@@ -38,14 +39,16 @@ def run_multistage(ctx, cfg, budgets: dict) -> None:
     for t, (budget, beta) in enumerate(schedule, 1):
         if t > 1:
             program = rebuilt(ctx, program, chain[-1])
-            net = widthc.supernet(program, c.get("offset", 1)).to(ctx.device)
+            net = widthc.supernet(program, c.get("offset", 1), c.get("execution", "auto"))
+            net = net.to(ctx.device)
             folder = ctx.run.path / f"stage-{t}"
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, ctx.train_config, folder,
                 resume=(folder / "supernet.pt").exists(), progress=ctx.progress,
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss,
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.get("seed", 0))
+        precision = Precision.of(ctx.train_config, ctx.device)  # every stage scores alike
+        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.get("seed", 0), precision=precision)
         result, seconds = search_one(ctx, program, scorer, cfg, f"{text} stage {t}", budget, [])
         entry = result_json(program, net, scorer, result, text, seconds)
         if t == 1:

@@ -17,6 +17,7 @@ from widthc import search as searchers
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
 from widthc.loop import Bar
+from widthc.precision import Precision
 from widthc.run import SEARCH
 from widthc.space import human
 
@@ -36,7 +37,10 @@ def run_search(ctx) -> None:
         return run_multistage(ctx, cfg, budgets)
     net = ctx.supernet(trained=True)
     seed = ctx.config.get("seed", 0)
-    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=seed)
+    precision = Precision.of(ctx.train_config, ctx.device)  # one way for every budget
+    scorer = MaxMax(
+        net, ctx.calibration(), ctx.validation(), ctx.metric, seed=seed, precision=precision
+    )
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     for text, budget in budgets.items():

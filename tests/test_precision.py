@@ -1,0 +1,109 @@
+"""How steps run (widthc/precision.py, widthc/loop.py): the host reads the losses every
+`log_every` steps yet every step is logged and a NaN still stops at its step; bf16 autocast and
+channels-last train, score and retrain; fp16 on a CPU is refused in one sentence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import widthc
+from widthc import loop
+from widthc.evaluate import MaxMax
+from widthc.precision import Precision
+from widthc.train import TrainConfig, train_supernet
+
+_DATA = TensorDataset(
+    torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+    torch.randint(4, (64,), generator=torch.Generator().manual_seed(1)),
+)
+
+
+def _net(execution: str = "auto"):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 12, 3, 2, 1), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4),
+    )  # fmt: skip
+    return widthc.supernet(widthc.compile(model, torch.randn(2, 1, 8, 8)), execution=execution)
+
+
+def _log(path) -> list[dict]:
+    return [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
+
+
+def test_reading_losses_every_k_steps_logs_the_same_run(tmp_path):
+    """log_every only changes when the host reads the losses: the same log, the same weights."""
+    logs, weights = [], []
+    for every in (1, 3):
+        net = _net()
+        cfg = TrainConfig(epochs=2, batch_size=8, checkpoint_every=5, log_every=every, seed=2)
+        result = train_supernet(net, _DATA, config=cfg, run_dir=tmp_path / str(every))
+        logs.append(_log(tmp_path / str(every)))
+        weights.append(net.state_dict())
+        assert len(result.losses) == 16 and all(isinstance(v, float) for v in result.losses)
+    assert logs[0] == logs[1]
+    assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+
+
+def test_nan_read_late_still_stops_at_its_step(tmp_path):
+    calls = [0]
+
+    def nan_at_step_7(out, y):
+        calls[0] += 1
+        loss = torch.nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if calls[0] == 7 else loss
+
+    net = widthc.supernet(_net().program, offset=0)
+    cfg = TrainConfig(epochs=2, batch_size=8, checkpoint_every=5, log_every=4)
+    with pytest.raises(widthc.WidthcError, match=r"became nan at step 7 .*step 5\) is kept"):
+        train_supernet(net, _DATA, config=cfg, run_dir=tmp_path, loss_fn=nan_at_step_7)
+    ckpt = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert ckpt["step"] == 5
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert [r["step"] for r in _log(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("execution", ["sliced", "masked"])
+def test_bf16_and_channels_last_train_and_score(tmp_path, execution):
+    net = _net(execution)
+    cfg = TrainConfig(epochs=1, batch_size=8, amp="bf16", channels_last=True)
+    result = train_supernet(net, _DATA, config=cfg, run_dir=tmp_path)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    conv = net.program.gm.get_submodule("0")
+    assert conv.weight.dtype == torch.float32  # autocast: the weights stay fp32
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    calib = [_DATA.tensors[0][:8]]
+    val = [(_DATA.tensors[0][8:24], _DATA.tensors[1][8:24])]
+    half = net.program.uniform(ratio=0.5)
+    plain = MaxMax(net, calib, val)(half).value
+    fast = MaxMax(net, calib, val, precision=Precision("bf16", True))(half).value
+    assert fast == pytest.approx(plain, abs=1 / 16)  # at most one of 16 predictions moves
+
+
+def test_retraining_step_uses_the_precision():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    cfg = TrainConfig(epochs=1, batch_size=8, amp="bf16")
+    opt, schedule = loop.optimizer(list(model.parameters()), cfg, 8)
+    seen = []
+    model.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    step = loop.PlainStep(model, torch.nn.functional.cross_entropy)
+    trainer = loop.Trainer(model, step, _DATA, cfg, opt, schedule)
+    records = trainer.run(max_steps=2)
+    assert seen == [torch.bfloat16, torch.bfloat16] and len(records) == 2
+
+
+def test_bad_precision_options_are_one_sentence():
+    with pytest.raises(widthc.WidthcError, match="--amp fp16 needs --device cuda"):
+        Precision("fp16", device="cpu")
+    with pytest.raises(widthc.WidthcError, match="--amp must be one of off, bf16, fp16"):
+        TrainConfig(amp="fp8").check()
+    with pytest.raises(widthc.WidthcError, match="--execution must be one of auto"):
+        TrainConfig(execution="fast").check()
+    with pytest.raises(widthc.WidthcError, match="--log-every must be 0"):
+        TrainConfig(log_every=-1).check()
