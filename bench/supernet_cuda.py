@@ -5,9 +5,10 @@
 it. Each configuration first runs `warmup` steps (>= 500 fresh widths: the steady state), then
 `steps` steps are timed as one block between two `torch.cuda.synchronize()` calls (ms per
 step: what a training run sees). The unit is one training step of the plain full model (the
-model itself: forward, backward, fused SGD). Configurations: min-min r=0, r=1 f=0.25,
-r=1 f=1 (auto execution: masked on CUDA), r=0 sliced (the execution before masking, fewer
-steps), and r=0, r=1 f=0.25 and the plain step again under --amp bf16 --channels-last.
+model itself: forward, backward, fused SGD; warmed up for warmup/10 steps). Configurations:
+min-min r=0, r=1 f=0.25, r=1 f=1 (auto execution: masked on CUDA), r=0 sliced (the execution
+before masking: warmup/5 steps, steps/5 timed, not at its steady state), and r=0, r=1 f=0.25
+and the plain step again under --amp bf16 --channels-last.
 Scoring: `score_choice` of 50%-FLOPs candidates (5 calibration + 5 validation batches), each a
 new width, against the slimmed model recalibrated and evaluated on the same batches (its
 second run: warm kernels).
@@ -102,22 +103,26 @@ def cuda_costs(name: str, batch: int, warmup: int, steps: int, device) -> dict:
         for _ in range(8)
     ]  # fmt: skip
     fp32, bf16 = Precision("off", False, device), Precision("bf16", True, device)
-    configs = {
-        "plain": (lambda: plain_step(copy.deepcopy(program.gm), fp32), warmup),
-        "r=0 f=1.0": (lambda: minmin_step(program, 0, 1.0, "auto", fp32), warmup),
-        "r=1 f=0.25": (lambda: minmin_step(program, 1, 0.25, "auto", fp32), warmup),
-        "r=1 f=1.0": (lambda: minmin_step(program, 1, 1.0, "auto", fp32), warmup),
-        "r=0 f=1.0 sliced": (lambda: minmin_step(program, 0, 1.0, "sliced", fp32), warmup // 2),
-        "plain bf16+cl": (lambda: plain_step(copy.deepcopy(program.gm), bf16), warmup),
-        "r=0 f=1.0 bf16+cl": (lambda: minmin_step(program, 0, 1.0, "auto", bf16), warmup),
-        "r=1 f=0.25 bf16+cl": (lambda: minmin_step(program, 1, 0.25, "auto", bf16), warmup),
+    few = max(warmup // 10, 1)  # the plain model has one width; sliced r=0 is the slow "before"
+    configs = {  # name: (make the step, warm-up steps, timed steps)
+        "plain": (lambda: plain_step(copy.deepcopy(program.gm), fp32), few, steps),
+        "r=0 f=1.0": (lambda: minmin_step(program, 0, 1.0, "auto", fp32), warmup, steps),
+        "r=1 f=0.25": (lambda: minmin_step(program, 1, 0.25, "auto", fp32), warmup, steps),
+        "r=1 f=1.0": (lambda: minmin_step(program, 1, 1.0, "auto", fp32), warmup, steps),
+        "r=0 f=1.0 sliced": (
+            lambda: minmin_step(program, 0, 1.0, "sliced", fp32),
+            2 * few,
+            max(steps // 5, 5),
+        ),
+        "plain bf16+cl": (lambda: plain_step(copy.deepcopy(program.gm), bf16), few, steps),
+        "r=0 f=1.0 bf16+cl": (lambda: minmin_step(program, 0, 1.0, "auto", bf16), warmup, steps),
+        "r=1 f=0.25 bf16+cl": (lambda: minmin_step(program, 1, 0.25, "auto", bf16), warmup, steps),
     }
     out = {"model": name, "batch": batch, "warmup": warmup, "steps": steps}
-    for key, (make, n_warm) in configs.items():
+    for key, (make, n_warm, n) in configs.items():
         run = make()
         for i in range(n_warm):
             run(*batches[i % len(batches)])
-        n = steps if "sliced" not in key else max(steps // 4, 10)
         out[key] = _block_ms(run, batches, n, device)
         net = getattr(run, "net", None)
         if net is not None:
@@ -128,6 +133,7 @@ def cuda_costs(name: str, batch: int, warmup: int, steps: int, device) -> dict:
     for key in configs:
         unit = out["plain bf16+cl"] if "bf16" in key else out["plain"]
         out[f"{key} / plain"] = out[key] / unit
+    out["plain bf16+cl / plain fp32"] = out["plain bf16+cl"] / out["plain"]
     out["r=1 f=0.25 / r=0"] = out["r=1 f=0.25"] / out["r=0 f=1.0"]
     out["r=1 f=0.25 bf16+cl / r=0"] = out["r=1 f=0.25 bf16+cl"] / out["r=0 f=1.0 bf16+cl"]
     out.update(scoring_costs(program, batches, device))

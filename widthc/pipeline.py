@@ -161,10 +161,13 @@ class Context:
 
     # --- the supernet -------------------------------------------------------------------------
 
-    def supernet(self, trained: bool = True, device: torch.device | None = None):
+    def supernet(
+        self, trained: bool = True, device: torch.device | None = None, execution: str | None = None
+    ):
         device = device or self.device
         c = self.config
-        net = widthc.supernet(self.program, c.get("offset", 1), c.get("execution", "auto"))
+        execution = execution or c.get("execution", "auto")
+        net = widthc.supernet(self.program, c.get("offset", 1), execution)
         net = net.to(device)
         if trained:
             ckpt = checkpoint.load(self.run.file(SUPERNET), map_location=device)

@@ -328,9 +328,14 @@ class Supernet(nn.Module):
             self._parts.clear()
         plan: list[SlicePlan] = []
 
-        def keep(lay) -> torch.Tensor | None:
-            key = ("keep", lay, device, tuple(widths.get(g) for g in lay.groups))
+        def keep(lay, dtype=torch.bool) -> torch.Tensor | None:
+            """Kept positions along a dim of layout `lay`, as a vector of `dtype` (cached)."""
+            key = ("keep", lay, device, dtype, tuple(widths.get(g) for g in lay.groups))
             if key not in self._parts:
+                if dtype != torch.bool:
+                    vec = keep(lay)
+                    self._parts[key] = None if vec is None else vec.to(dtype)
+                    return self._parts[key]
                 if not plan:
                     plan.append(make_plan(self.program, choice))
                 idx = plan[0].positions(lay)
@@ -343,9 +348,9 @@ class Supernet(nn.Module):
                 continue
             dtype = sw.store_of(t.owner, t.attr)[1].dtype
             key = ("mask", i, device, dtype, tuple(widths.get(g) for g in t.groups))
-            if key not in self._parts:
-                found = [(dim, keep(lay)) for dim, lay in t.dims]
-                self._parts[key] = sw.mask_swap(t, found, dtype)
+            if key not in self._parts:  # views of cached vectors: no kernel in a steady state
+                found = [(dim, keep(lay), keep(lay, dtype)) for dim, lay in t.dims]
+                self._parts[key] = sw.mask_swap(t, found)
             if self._parts[key].keep is not None:
                 swaps.append(self._parts[key])
         sites = []

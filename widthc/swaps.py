@@ -202,11 +202,12 @@ def broadcast_keep(ndim: int, found) -> tuple[torch.Tensor, ...] | None:
     return views or None
 
 
-def mask_swap(t: Target, found, dtype: torch.dtype) -> Swap:
-    """How to mask `t`; `found`: [(dim, keep vector or None)]."""
-    keep = broadcast_keep(len(t.shape), found)
+def mask_swap(t: Target, found) -> Swap:
+    """How to mask `t`; `found`: [(dim, keep vector or None, the same in t's dtype)]."""
+    n = len(t.shape)
+    keep = broadcast_keep(n, [(d, k) for d, k, _ in found])
     is_buffer = t.store != "_parameters"
-    scale = None if is_buffer or keep is None else tuple(k.to(dtype) for k in keep)
+    scale = None if is_buffer else broadcast_keep(n, [(d, f) for d, _, f in found])
     return Swap(t.owner, t.store, t.attr, (), is_buffer, t.shape, None, keep, scale)
 
 

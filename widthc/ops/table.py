@@ -1,5 +1,6 @@
 """The table: every op family registered under the keys fx uses for it (module classes,
-functions, tensor methods). Adding an op is adding one line here."""
+functions, tensor methods). Adding an op is adding one line here (a pointwise op: in
+widthc/ops/pointwise.py, by what it does to zero channels)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,12 @@ from widthc.ops.attention import (
 )
 from widthc.ops.common import (
     barrier,
-    broadcast_shape,
-    compare_shape,
     run_on_meta,
     same_shape,
     spec,
 )
 from widthc.ops.elementwise import (
     creation,
-    elementwise_rule,
     extreme_rule,
     interpolate_shape,
     norm_rule,
@@ -44,7 +42,6 @@ from widthc.ops.elementwise import (
     softmax_at,
     spatial,
     tensor_attr,
-    unary,
 )
 from widthc.ops.layers import (
     batch_norm_fn_couple,
@@ -78,6 +75,7 @@ from widthc.ops.layers import (
     prelu_couple,
     prelu_resize,
 )
+from widthc.ops.pointwise import UNARY, register_pointwise
 from widthc.ops.shape_ops import (
     cat_couple,
     expand_as_couple,
@@ -86,7 +84,6 @@ from widthc.ops.shape_ops import (
     flatten_module_shape,
     getitem_couple,
     permute_couple,
-    size_quotient,
     split_couple,
     squeeze_couple,
     stack_couple,
@@ -102,24 +99,12 @@ from widthc.ops.shape_ops import (
 from widthc.ops.zeros import (
     KEEPS,
     SHIFTS,
-    SINGULAR,
-    additive,
-    bounded,
     created,
-    divides,
-    filled,
-    multiplicative,
     padded,
-    power,
-    threshold,
     through,
 )
 
 # op families registered under several keys
-_UNARY = spec("elementwise unary", same_shape, unary, zeros=KEEPS)
-_UNARY_SHIFTS = spec("elementwise unary", same_shape, unary, zeros=SHIFTS)
-_UNARY_SINGULAR = spec("elementwise unary", same_shape, unary, zeros=SINGULAR)
-_COMPARE = spec("elementwise", compare_shape, elementwise_rule, zeros=SHIFTS)  # 0 == 0 is True
 _REDUCE = spec("reduction", reduce_shape, reduce_rule, zeros=KEEPS)  # over channels: mixing
 _SOFTMAX = spec("softmax", same_shape, softmax, zeros=SHIFTS)  # softmax of zeros is 1/n
 _VIEW = spec("reshape", run_on_meta, view_couple, zeros=KEEPS)
@@ -127,8 +112,6 @@ _FLATTEN = spec("reshape", run_on_meta, flatten_couple, zeros=KEEPS)
 _PERMUTE = spec("permute", run_on_meta, permute_couple, zeros=KEEPS)
 _TRANSPOSE = spec("permute", run_on_meta, transpose_couple, zeros=KEEPS)
 _ATTR = spec("tensor attribute", run_on_meta, tensor_attr, zeros=KEEPS)
-_ADDITIVE = additive((0, "input"), (1, "other"))
-_MULTIPLICATIVE = multiplicative((0, "input"), (1, "other"))
 
 # layers with weights (masked execution zeroes their removed rows: zero channels stay zero)
 register(
@@ -173,92 +156,7 @@ register(spec("layer norm", same_shape, layer_norm_fn_couple, zeros=KEEPS), F.rm
 register(spec("batch norm", same_shape, batch_norm_fn_couple, zeros=KEEPS), F.batch_norm)
 register(spec("batch norm", same_shape, batch_norm_fn_couple, zeros=KEEPS), F.instance_norm)
 register(spec("prelu", same_shape, prelu_couple, resize=prelu_resize, zeros=KEEPS), nn.PReLU)
-# f(0) = 0, with a finite derivative at 0
-register(
-    _UNARY,
-    # modules
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Hardswish, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.Softsign, nn.Tanhshrink, nn.Hardshrink, nn.Softshrink,
-    # functions
-    torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.hardswish, torch.tanh, F.tanh, F.leaky_relu,
-    F.elu, F.selu, F.celu, F.mish, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.abs,
-    torch.neg, operator.neg, torch.erf, torch.square, torch.sin, F.relu_, torch.relu_, F.elu_,
-    F.leaky_relu_, torch.nan_to_num, torch.sign, torch.floor, torch.round, torch.detach,
-    torch.clone, torch.positive,
-    # methods
-    *(Method(n) for n in (
-        "relu", "relu_", "tanh", "tanh_", "abs", "neg", "contiguous", "clone", "detach", "float",
-        "half", "double", "bfloat16", "to", "type", "type_as", "erf", "square", "sin", "sign",
-        "floor", "round", "requires_grad_", "cpu", "cuda",
-    )),
-)  # fmt: skip
-# f(0) finite, not 0
-register(
-    _UNARY_SHIFTS,
-    nn.Hardsigmoid, nn.Sigmoid, nn.Softplus, nn.LogSigmoid, nn.AlphaDropout,
-    nn.FeatureAlphaDropout, F.hardsigmoid, F.sigmoid, torch.sigmoid, F.softplus, F.logsigmoid,
-    F.alpha_dropout, torch.exp, torch.cos,
-    *(Method(n) for n in ("sigmoid", "sigmoid_", "exp", "cos")),
-)  # fmt: skip
-# f(0) or f'(0) not finite
-register(
-    _UNARY_SINGULAR,
-    torch.log, torch.sqrt, torch.rsqrt, torch.reciprocal,
-    *(Method(n) for n in ("log", "sqrt", "rsqrt", "reciprocal")),
-)  # fmt: skip
-# 0 stays 0 when the bounds enclose it
-_CLAMP = bounded((1, "min"), (2, "max"))
-register(
-    spec("elementwise unary", same_shape, unary, zeros=_CLAMP),
-    torch.clamp, torch.clip, Method("clamp"), Method("clamp_"), Method("clip"),
-)  # fmt: skip
-register(
-    spec("elementwise unary", same_shape, unary, zeros=bounded((1, "min_val"), (2, "max_val"))),
-    F.hardtanh, F.hardtanh_, Method("hardtanh_"),
-)  # fmt: skip
-register(
-    spec("elementwise unary", same_shape, unary, zeros=bounded(None, None, "min_val", "max_val")),
-    nn.Hardtanh,
-)
-register(spec("elementwise unary", same_shape, unary, zeros=threshold), nn.Threshold)
-
-
-def _elementwise(zeros, *keys) -> None:
-    register(spec("elementwise", broadcast_shape, elementwise_rule, zeros=zeros), *keys)
-
-
-_elementwise(
-    _ADDITIVE,
-    operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub,
-    torch.maximum, torch.minimum, torch.subtract,
-    *(Method(n) for n in ("add", "sub", "maximum", "minimum", "add_", "sub_")),
-)  # fmt: skip
-_elementwise(
-    _MULTIPLICATIVE,
-    operator.mul, operator.imul, torch.mul, torch.multiply, Method("mul"), Method("mul_"),
-)  # fmt: skip
-_elementwise(
-    divides,
-    operator.truediv, operator.itruediv, operator.mod, torch.div, torch.true_divide,
-    *(Method(n) for n in ("div", "div_", "truediv")),
-)  # fmt: skip
-_elementwise(power, operator.pow, torch.pow, Method("pow"))
-_elementwise(additive((1, "input"), (2, "other")), torch.where)
-_elementwise(additive((0, "input"), (2, "other")), Method("where"))
-_elementwise(additive((0, "input"), (1, "end")), torch.lerp, Method("lerp"))
-_elementwise(
-    additive((0, "input"), (1, "tensor1"), (2, "tensor2")), torch.addcmul, Method("addcmul")
-)
-_elementwise(filled, torch.masked_fill, Method("masked_fill"), Method("masked_fill_"))
-_elementwise(additive((1, "src")), Method("copy_"))
-register(spec("size division", broadcast_shape, size_quotient, zeros=divides), operator.floordiv)
-register(
-    _COMPARE,
-    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge,
-    *(Method(n) for n in ("eq", "ne", "lt", "le", "gt", "ge")),
-)  # fmt: skip
+register_pointwise()
 register(
     _REDUCE,
     torch.mean, torch.sum, torch.amax, torch.amin, torch.prod, torch.argmax, torch.argmin,
@@ -413,7 +311,7 @@ def _register_optional() -> None:
     try:
         from torchvision.ops import stochastic_depth
 
-        register(_UNARY, stochastic_depth)
+        register(UNARY, stochastic_depth)
     except ImportError:
         pass
     try:
