@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 import widthc
-from widthc.pipeline import Context
+from widthc.config import RunConfig
+from widthc.context import Context
 from widthc.run import Run
 from widthc.stages import retrain
 
@@ -58,12 +59,12 @@ class Recipe:
 def context(model: str, data: str, seed: int, recipe: Recipe, folder: Path) -> Context:
     """A Context as `widthc slim` would build it for these options, in `folder`."""
     config = {"model": model, "data": data, "seed": seed, **asdict(recipe)}
-    return Context(Run(folder, config), progress=False)
+    return Context(RunConfig.from_json(config), Run(folder, config), progress=False)
 
 
 def train(ctx: Context, model: torch.nn.Module, epochs: int | None = None) -> torch.nn.Module:
     """`model` trained with the run's recipe (the retrain stage's function), in eval mode."""
-    epochs = ctx.train_config.epochs if epochs is None else epochs
+    epochs = ctx.config.train.epochs if epochs is None else epochs
     with tempfile.TemporaryDirectory(dir=ctx.run.path) as tmp:
         return retrain.train(ctx, model, Path(tmp), epochs, "plain")
 

@@ -126,7 +126,7 @@ def run_seed(model_path: str, data: str, seed: int, recipe, budgets: dict, folde
 def _batch(ctx, i: int):
     from widthc.evaluate import batch
 
-    n = ctx.train_config.batch_size
+    n = ctx.config.train.batch_size
     return batch(ctx.splits.train, torch.arange(i * n, (i + 1) * n))
 
 

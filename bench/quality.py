@@ -44,6 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain import Recipe  # noqa: E402
 
+from widthc import run as run_files  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHC = str(Path(sys.executable).with_name("widthc"))
 BUDGETS = ("25%", "50%")
@@ -178,7 +180,7 @@ def command(
            *[a.replace("{K}", str(bench.uniform_bins)) for a in extra]]  # fmt: skip
     if base:
         cmd += ["--from", str(out / Task(base, task.seed).key)]
-    if (out / task.key / "config.json").exists():
+    if (out / task.key / run_files.CONFIG).exists():
         cmd.append("--resume")
     return cmd
 
@@ -186,15 +188,15 @@ def command(
 def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None) -> dict:
     cmd = command(task, data, bench, out, variant)
     subprocess.run(cmd, check=True, cwd=ROOT)
-    run = out / task.key
-    search = json.loads((run / "search.json").read_text())
-    stages = json.loads((run / "stages.json").read_text())
+    run = run_files.Run(out / task.key)
+    search, stages = run.read_search(), run.timings()
     base = "uniform finetune" if "--finetune" in cmd else "uniform"
     rows: dict[str, dict] = {task.method: {}, base: {}}
-    val = _val_accuracy(run)
+    val = _val_accuracy(run.path)
     for r in search["results"]:
-        folder = _budget_dir(r["text"])
-        test = json.loads((run / folder / "metrics.json").read_text())["test"]
+        folder = run.budget_dir(r["text"])
+        test = json.loads((folder / run_files.METRICS).read_text())["test"]
+        folder = folder.name
         rows[task.method][r["text"]] = {
             "test": test["widthc"], "val": val[folder], "flops": r["flops"],
             "budget": r["budget"], "score": r["score"], "candidate": r["candidate"],
@@ -207,7 +209,7 @@ def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None) ->
             "budget": r["budget"], "score": u["score"], "candidate": u["candidate"],
         }  # fmt: skip
     return {
-        "supernet": _supernet_validation(run),
+        "supernet": _supernet_validation(run.path),
         "command": " ".join(cmd[:1] + [os.path.relpath(c, ROOT) if c.startswith("/") else c
                                        for c in cmd[1:]]).replace(WIDTHC, "widthc"),
         "stages": {k: v.get("seconds") for k, v in stages.items()},
@@ -219,32 +221,26 @@ def _val_accuracy(run: Path) -> dict[str, float]:
     """Validation accuracy of every retrained model of a run (its slim.pt files): the split
     the levers are compared on (the test split is only reported)."""
     import widthc
-    from widthc.pipeline import Context
-    from widthc.run import Run
+    from widthc.context import Context
     from widthc.stages.retrain import measure
 
-    ctx = Context(Run(run), progress=False)
+    ctx = Context.open(run, progress=False)
     return {
         str(p.parent.relative_to(run)): measure(
             widthc.load(p), ctx.splits.val, ctx.metric, ctx.device
         )
-        for p in sorted(run.glob("flops-*/**/slim.pt"))
+        for folder in ctx.run.budget_dirs()
+        for p in sorted(folder.glob("**/slim.pt"))
     }
 
 
 def _supernet_validation(run: Path) -> dict:
     """The supernet's last epoch-end validation (largest and smallest width), a diagnostic."""
-    log = run / "train.jsonl"
+    log = run / run_files.TRAIN_LOG
     if not log.exists():
         return {}
     records = [json.loads(line) for line in log.read_text().splitlines() if "val_acc" in line]
     return {k: v for k, v in records[-1].items() if k.startswith("val_acc")} if records else {}
-
-
-def _budget_dir(text: str) -> str:
-    from widthc.run import safe_name
-
-    return safe_name(f"flops-{text}")
 
 
 def _torch_pruning(task: Task, data: str, bench: Bench, out: Path) -> dict:

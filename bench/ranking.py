@@ -43,6 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
+from widthc import run as run_files  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SUPERNETS = {  # name -> (quality.py method whose seed-0 run it is, widthc train options)
     "r1-minmin": ("widthc", []),
@@ -73,20 +75,18 @@ def supernet_run(name: str, data: str, runs: Path, bench, seed: int = 0) -> Path
     """The run directory of a trained supernet: quality.py's run of `seed`, or trained here."""
     if name in LEVERS:
         path = ROOT / "runs" / "bench" / "levers" / LEVERS[name] / data / f"widthc-s{seed}"
-        if not (path / "supernet.pt").exists():
+        if not (path / run_files.SUPERNET).exists():
             sys.exit(f"{path} has no supernet: run bench/quality.py --data {data} "
                      f"--variant {LEVERS[name]} first, or leave out --levers")  # fmt: skip
         return path
     method, options = SUPERNETS[name]
     path = runs / quality.Task(method, seed).key
-    if (path / "stages.json").exists() and json.loads((path / "stages.json").read_text()).get(
-        "train", {}
-    ).get("done"):
+    if run_files.Run(path).done("train"):
         return path
     path = ROOT / "runs" / "bench" / "ranking" / f"{name}-s{seed}"
     cmd = [quality.WIDTHC, "train", str(ROOT / bench.model), "--data", data, "--seed", str(seed),
            "--out", str(path), *bench.recipe.train_cli(), *options]  # fmt: skip
-    if (path / "config.json").exists():
+    if (path / run_files.CONFIG).exists():
         cmd.append("--resume")
     subprocess.run(cmd, check=True, cwd=ROOT)
     return path
@@ -106,13 +106,12 @@ def sample_widths(program, n: int = N_WIDTHS) -> list:
 
 
 def scores(run: Path, widths: list) -> list[dict]:
+    from widthc.context import Context
     from widthc.evaluate import MaxMax
-    from widthc.pipeline import Context
-    from widthc.run import Run
 
-    ctx = Context(Run(run), progress=False)
+    ctx = Context.open(run, progress=False)
     net = ctx.supernet(trained=True).eval()
-    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config["seed"])
+    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed)
     out = []
     for w in widths:
         s = scorer(ctx.program.validate(w))
@@ -125,12 +124,13 @@ def retrained(run: Path, widths: list, epochs: int, seeds: list[int], cache: Pat
     `seeds` (initial weights and data order; cached per width and seed in `cache`, so an
     interrupted run continues)."""
     import widthc
-    from widthc.pipeline import Context, compile_source
+    from widthc.config import RunConfig
+    from widthc.context import Context, compile_source
     from widthc.run import Run
     from widthc.stages import retrain
 
     done = json.loads(cache.read_text()) if cache.exists() else {}
-    config = json.loads((run / "config.json").read_text())
+    config = run_files.Run(run).config
     out = []
     for w in widths:
         per_seed = []
@@ -139,7 +139,8 @@ def retrained(run: Path, widths: list, epochs: int, seeds: list[int], cache: Pat
             if key not in done:
                 t0 = time.perf_counter()
                 with tempfile.TemporaryDirectory() as tmp:
-                    ctx = Context(Run(tmp, {**config, "seed": seed}), progress=False)
+                    options = {**config, "seed": seed}
+                    ctx = Context(RunConfig.from_json(options), Run(tmp, options), progress=False)
                     program = compile_source(ctx.config, ctx.source())
                     model = widthc.slim(program, program.validate(w))
                     model = retrain.train(ctx, model, Path(tmp), epochs, "ranking")
@@ -210,10 +211,9 @@ def main() -> None:
     net_seeds = [int(x) for x in args.supernet_seeds.split(",")]
     paths = {(name, s): supernet_run(name, args.data, runs, bench, s)
              for name in kinds for s in net_seeds}  # fmt: skip
-    from widthc.pipeline import Context
-    from widthc.run import Run
+    from widthc.context import Context
 
-    programs = {k: Context(Run(path), progress=False).program for k, path in paths.items()}
+    programs = {k: Context.open(path, progress=False).program for k, path in paths.items()}
     base = programs[("r1-minmin", net_seeds[0])]
     assert all(pr.binning == base.binning for pr in programs.values()), "supernets differ in bins"
     widths = sample_widths(base)

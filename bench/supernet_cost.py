@@ -40,7 +40,7 @@ import widthc
 from widthc import space
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_splits
-from widthc.loop import _sgd
+from widthc.loop import sgd
 from widthc.passes.slim import slim
 from widthc.precision import Precision
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
@@ -88,7 +88,7 @@ def _run(program, offset: int, batches, fraction=1.0, agreement=False, execution
         measure_agreement=agreement,
     )
     step = MinMinStep(net, net, cfg, cross_entropy())
-    run = _Run(net, step, _sgd(list(net.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay))
+    run = _Run(net, step, sgd(list(net.parameters()), cfg.lr, cfg.momentum, cfg.weight_decay))
     step.trainer = run
     step.sampler.manual_seed(0)
     net.train()
@@ -104,7 +104,7 @@ def step_times(program, batches, warmup: int, offsets=(0, 1, 2, 3), masked=False
     plain = []
     for w in widths:
         small = slim(program, w).train()
-        plain.append((small, _sgd(list(small.parameters()), 0.01, 0.9, 1e-4)))
+        plain.append((small, sgd(list(small.parameters()), 0.01, 0.9, 1e-4)))
 
     def plain_step(i: int, j: int | None = None) -> None:
         model, opt = plain[i if j is None else j]

@@ -115,7 +115,7 @@ class CoupleCtx(NodeView):
 
     def lay(self, i: int, name: str | None = None):
         raw = self._raw(i, name)
-        if raw is ops._REQUIRED or raw is None:
+        if raw is ops.REQUIRED or raw is None:
             return None
         return entries_of(self.st.entries, raw)
 

@@ -17,7 +17,8 @@ from torch import fx
 
 from widthc import ops
 from widthc.ir import Layout, TensorMeta
-from widthc.passes.coupling import LAYOUTS, Coupling, layer_name
+from widthc.passes.coupling import Coupling, layer_name
+from widthc.passes.groups import layouts
 from widthc.trace import MEASURED, VALUE, NodeView
 
 UNIT = "MACs"
@@ -118,12 +119,12 @@ class FlopsCtx(NodeView):
         self.node = node
         self.module = modules.get(node.target) if node.op == "call_module" else None
         self.out = node.meta[VALUE]
-        self.out_lay = node.meta.get(LAYOUTS)
+        self.out_lay = layouts(node)
 
     def lay(self, i: int, name: str | None = None):
         raw = self._raw(i, name)
         if isinstance(raw, fx.Node):
-            lays = raw.meta.get(LAYOUTS)
+            lays = layouts(raw)
             if lays is None and isinstance(raw.meta.get(VALUE), TensorMeta):
                 return (None,) * raw.meta[VALUE].ndim
             return lays

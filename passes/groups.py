@@ -14,13 +14,34 @@ from dataclasses import dataclass, field
 
 from torch import fx
 
-from widthc.errors import Reason
+from widthc.errors import InternalError, Reason
 from widthc.ir import ChannelGroup, Layout, Segment
 from widthc.passes.atoms import ParamVar
 from widthc.tree import leaves, map_leaves
 
 LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
 REWRITES = "widthc.rewrites"  # node.meta key: [(path, Layout)] literal channel counts to rewrite
+
+
+def layouts(node: fx.Node):
+    """The resolved channel layouts of a node's value (per dim a Layout or None, or a structure
+    of them; None: no channels), which the coupling pass writes."""
+    return _fact(node, LAYOUTS)
+
+
+def rewrites(node: fx.Node) -> list:
+    """The node's literal channel counts to rewrite per width: [(path, Layout)]."""
+    return _fact(node, REWRITES)
+
+
+def _fact(node: fx.Node, key: str):
+    try:
+        return node.meta[key]
+    except KeyError:
+        raise InternalError(
+            f"node `{node.name}` has no `{key}`: run the coupling pass (widthc.passes.coupling) "
+            f"on its graph first"
+        ) from None
 
 
 @dataclass

@@ -32,7 +32,7 @@ from widthc import ops
 from widthc.errors import Reason
 from widthc.ir import Layout, TensorMeta
 from widthc.ops.zeros import RESULTS, SHIFTS, SINGULAR
-from widthc.passes.coupling import LAYOUTS
+from widthc.passes.groups import layouts
 from widthc.trace import VALUE, NodeView
 from widthc.tree import leaves
 
@@ -67,7 +67,7 @@ class ZeroCtx(NodeView):
     def _tensor(self, i: int, name: str | None):
         raw = self._raw(i, name)
         if isinstance(raw, fx.Node) and isinstance(raw.meta.get(VALUE), TensorMeta):
-            return raw.meta[VALUE], raw.meta.get(LAYOUTS)
+            return raw.meta[VALUE], layouts(raw)
         return None, None
 
     def touches(self, i: int, name: str | None = None) -> bool:
@@ -76,7 +76,7 @@ class ZeroCtx(NodeView):
 
     def carries(self, i: int, name: str | None = None) -> bool:
         value, lays = self._tensor(i, name)
-        out, out_lays = self.node.meta[VALUE], self.node.meta.get(LAYOUTS)
+        out, out_lays = self.node.meta[VALUE], layouts(self.node)
         if value is None or not isinstance(out, TensorMeta) or lays is None:
             return False
         for d, lay in enumerate(out_lays or ()):
@@ -116,10 +116,10 @@ def mask_plan(program) -> MaskPlan:
         ctx = ZeroCtx(
             node, modules.get(node.target) if node.op == "call_module" else None, searchable
         )
-        groups = ctx.groups_of(node.meta.get(LAYOUTS))
+        groups = ctx.groups_of(layouts(node))
         if not groups:
             continue
-        site = Site(node.name, node.meta.get(LAYOUTS), tuple(sorted(groups)))
+        site = Site(node.name, layouts(node), tuple(sorted(groups)))
         if node.op == "get_attr":  # a stored tensor: masked by the runtime where the plan slices it
             dims = program.param_dims.get(node.target, {})
             if any(ctx.groups_of(lay) and d not in dims for d, lay in enumerate(site.layouts)):

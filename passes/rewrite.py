@@ -13,7 +13,7 @@ import copy
 
 from torch import fx, nn
 
-from widthc.passes.coupling import REWRITES
+from widthc.passes.groups import rewrites
 
 SIZES = "widthc_sizes"  # submodule of the supernet's GraphModule: the current literal sizes
 
@@ -35,7 +35,7 @@ def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
     slots, sizes = [], []
     gm.add_submodule(SIZES, Sizes(sizes))
     for node in list(gm.graph.nodes):
-        for path, lay in node.meta.get(REWRITES) or []:
+        for path, lay in rewrites(node):
             with gm.graph.inserting_before(node):
                 holder = gm.graph.get_attr(SIZES)
                 item = gm.graph.call_function(_item, (holder, len(slots)))

@@ -17,7 +17,7 @@ from torch import fx
 from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
 from widthc.ops.reparam import reparams, tensor_at
-from widthc.passes.coupling import LAYOUTS, REWRITES
+from widthc.passes.groups import layouts, rewrites
 from widthc.trace import VALUE
 
 
@@ -55,7 +55,7 @@ class SlicePlan:
 
     def shape(self, node: fx.Node) -> tuple[int, ...] | None:
         """The output shape of a tensor-valued node under this choice."""
-        return active_shape(node.meta[VALUE], node.meta.get(LAYOUTS), self.counts)
+        return active_shape(node.meta[VALUE], layouts(node), self.counts)
 
     def module_attrs(self, gm_modules, node: fx.Node, params: Mapping[str, torch.Tensor]) -> dict:
         """Attributes of a call_module node's module to change (in_channels, groups, ...)."""
@@ -65,7 +65,7 @@ class SlicePlan:
             return {}
         params = {**self._computed(node.target, module), **params}
         in_shapes = [
-            active_shape(a.meta[VALUE], a.meta.get(LAYOUTS), self.counts)
+            active_shape(a.meta[VALUE], layouts(a), self.counts)
             for a in node.args
             if isinstance(a, fx.Node) and isinstance(a.meta.get(VALUE), TensorMeta)
         ]
@@ -84,11 +84,11 @@ class SlicePlan:
 
     def literal_args(self, node: fx.Node) -> tuple[tuple, dict] | None:
         """The node's args and kwargs with literal channel counts rewritten, or None."""
-        rewrites = node.meta.get(REWRITES) or []
-        if not rewrites or not any(g in self.index for _, lay in rewrites for g in lay.groups):
+        literals = rewrites(node)
+        if not literals or not any(g in self.index for _, lay in literals for g in lay.groups):
             return None
         args, kwargs = _thaw(node.args), _thaw(node.kwargs)
-        for path, lay in rewrites:
+        for path, lay in literals:
             holder = args if path[0] == "args" else kwargs
             *inner, last = path[1:]
             for key in inner:

@@ -214,7 +214,7 @@ def test_existing_files_survive_bad_input_and_failed_checks(tmp_path, monkeypatc
     def failing(*args, **kwargs):
         raise InternalError("the slimmed model's outputs differ from the reference")
 
-    monkeypatch.setattr("widthc.verify.verify", failing)
+    monkeypatch.setattr("widthc.stages.fast.verify", failing)
     result = _slim(EXAMPLE, "--flops", "30%", "--out", str(out))
     assert result.exit_code == 1
     assert "internal error" in result.stderr

@@ -16,7 +16,7 @@ from widthc.evaluate import score_choice
 from widthc.export import tensor_error
 from widthc.ops import REGISTRY
 from widthc.ops.zeros import RESULTS
-from widthc.passes.coupling import LAYOUTS
+from widthc.passes.groups import layouts
 from widthc.passes.masking import MASKS
 from widthc.passes.slicing import make_plan
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
@@ -212,7 +212,7 @@ def test_every_value_is_zero_at_removed_channels(name):
     checked = 0
     for node in program.gm.graph.nodes:
         value = outputs.get(zeroed[node.name].name if node.name in zeroed else node.name)
-        lays = node.meta.get(LAYOUTS)
+        lays = layouts(node)
         if not isinstance(value, torch.Tensor) or not isinstance(lays, tuple):
             continue
         for d, lay in enumerate(lays):

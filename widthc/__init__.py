@@ -2,16 +2,41 @@
 
 program = widthc.compile(model, example_inputs)   # trace + analyse
 program.groups, program.bins, program.flops(choice)
+
+The public names below are imported on first use, so that `import widthc.cli` (and
+`widthc --help`) does not load torch.
 """
 
-from widthc.errors import Reason, TraceError, WidthcError
-from widthc.evaluate import MaxMax
-from widthc.export import export_onnx, load, save
-from widthc.ir import ChannelGroup, GroupWidth, Layout, TensorMeta, WidthChoice
-from widthc.passes.slim import slim
-from widthc.program import Program, compile
-from widthc.supernet import Supernet, supernet
-from widthc.train import TrainConfig, train_supernet
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+__version__ = "0.1.0"
+
+_API = {
+    "Reason": "widthc.errors",
+    "TraceError": "widthc.errors",
+    "WidthcError": "widthc.errors",
+    "MaxMax": "widthc.evaluate",
+    "export_onnx": "widthc.export",
+    "load": "widthc.export",
+    "save": "widthc.export",
+    "ChannelGroup": "widthc.ir",
+    "GroupWidth": "widthc.ir",
+    "Layout": "widthc.ir",
+    "TensorMeta": "widthc.ir",
+    "WidthChoice": "widthc.ir",
+    "slim": "widthc.passes.slim",
+    "Program": "widthc.program",
+    "compile": "widthc.program",
+    "Supernet": "widthc.supernet",
+    "supernet": "widthc.supernet",
+    "RunConfig": "widthc.config",
+    "TrainConfig": "widthc.config",
+    "train_supernet": "widthc.train",
+}
 
 __all__ = [
     "ChannelGroup",
@@ -20,10 +45,11 @@ __all__ = [
     "MaxMax",
     "Program",
     "Reason",
+    "RunConfig",
     "Supernet",
     "TensorMeta",
-    "TrainConfig",
     "TraceError",
+    "TrainConfig",
     "WidthChoice",
     "WidthcError",
     "compile",
@@ -34,4 +60,27 @@ __all__ = [
     "supernet",
     "train_supernet",
 ]
-__version__ = "0.1.0"
+
+
+class _Package(types.ModuleType):
+    """`widthc` itself: public names imported on first use. The function `widthc.supernet`
+    shares its name with the module `widthc.supernet`; importing that module does not replace
+    the function (as when every name was imported eagerly)."""
+
+    def __getattr__(self, name: str):
+        if name in _API:
+            value = getattr(importlib.import_module(_API[name]), name)
+            super().__setattr__(name, value)  # imported once
+            return value
+        raise AttributeError(f"module 'widthc' has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return  # a submodule named like a public function: the function stays
+        super().__setattr__(name, value)
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *_API})
+
+
+sys.modules[__name__].__class__ = _Package

@@ -9,6 +9,7 @@ previous one stays until the new one is complete.
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 
@@ -100,8 +101,6 @@ def check_groups(path, saved: list | None, program) -> None:
 def load_tensors(path: Path, what: str, map_location=None):
     """`torch.load(path, weights_only=True)`: tensors and plain data only, so a file can never
     make widthc run code; a refused or damaged file is one sentence."""
-    import pickle
-
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -1,22 +1,36 @@
-"""The `widthc` command line: each command parses its options and calls one pipeline function.
+"""The `widthc` command line: each command parses its options (generated from the run
+configuration, widthc/config.py) and calls one function of widthc/commands.py.
 
 Exit codes: 0 success, 2 bad input (one sentence on stderr), 1 internal error (with the trace),
 130 interrupted (what was written is kept; the message says how to resume).
+
+This module imports nothing heavy: `widthc --help` answers without loading torch; a command
+imports widthc.commands (and so torch) when it runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
+import shlex
 import sys
-import types
+import traceback
 
 import click
 
+from widthc.config import (
+    RetrainConfig,
+    RunConfig,
+    SearchConfig,
+    TrainConfig,
+    flag_name,
+    option_fields,
+)
 from widthc.errors import WidthcError
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+_TYPES = {"int": int, "float": float, "str": str}
 
 
 def _fail(message: str, code: int) -> None:
@@ -34,8 +48,6 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except WidthcError as e:
             if debug:
-                import traceback
-
                 traceback.print_exc()
             _fail(str(e).rstrip("."), 2)
         except KeyboardInterrupt:
@@ -45,8 +57,6 @@ def handle_errors(fn):
         except click.exceptions.Exit:
             raise
         except Exception as e:  # noqa: BLE001 - internal errors: report, exit 1
-            import traceback
-
             traceback.print_exc()
             _fail(
                 f"internal error ({type(e).__name__}: {e}); please report it with the trace above",
@@ -56,87 +66,59 @@ def handle_errors(fn):
     return click.option("--debug", is_flag=True, hidden=True)(wrapper)
 
 
-def _options_of(cls, skip=()):
-    """click options made from a config dataclass: one default, in one place."""
+def _option(f, lazy: bool):
+    """The click option of one config field. `lazy`: a stage command's option, whose absence
+    means the run's value (default None)."""
+    cli, help_text = f.metadata["cli"], f.metadata["help"]
+    name = cli.get("flag", flag_name(f.name))
+    kind = str(f.type).split(" ")[0]
+    default = None if lazy else f.default
+    if lazy:
+        help_text += " [default: the run's]"
+    if kind == "bool" and cli.get("flag_only"):
+        return click.option(name, f.name, is_flag=True, help=help_text)
+    if kind == "bool":
+        offs = [f"--no-{name[2:]}", *([cli["off"]] if "off" in cli else [])]
+        decls = [f"{name}/{offs[0]}", *(f" /{off}" for off in offs[1:]), f.name]
+        return click.option(*decls, default=default, show_default=not lazy, help=help_text)
+    if "choices" in cli:
+        kind = click.Choice(cli["choices"])
+    elif "min" in cli:
+        kind = click.IntRange(min=cli["min"])
+    else:
+        kind = _TYPES.get(kind.split("[")[0], str)  # a tuple of budgets is one comma list
+    multiple = cli.get("multiple", False)
+    return click.option(
+        name, f.name, default=() if multiple else default, type=kind, multiple=multiple,
+        metavar=cli.get("metavar"), show_default=not (lazy or multiple), help=help_text,
+    )  # fmt: skip
+
+
+def options_of(cls, group: str | None = None, lazy: bool = False, only=None):
+    """click options made from a config class's fields (RunConfig's of one `group`)."""
 
     def deco(fn):
-        for f in reversed(dataclasses.fields(cls)):
-            if f.name in skip:
-                continue
-            name = f.name.replace("_", "-")
-            help_text = f.metadata.get("help")
-            if f.type in ("bool", bool):
-                fn = click.option(
-                    f"--{name}/--no-{name}", default=f.default, show_default=True, help=help_text
-                )(fn)
-            else:
-                kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0])
-                fn = click.option(
-                    f"--{name}", default=f.default, type=kind, show_default=True, help=help_text
-                )(fn)
+        for f in reversed(option_fields(cls, group)):
+            if only is None or f.name in only:
+                fn = _option(f, lazy)(fn)
         return fn
 
     return deco
 
 
 def model_options(fn):
-    """MODEL plus the options every command that loads a model takes."""
-    fn = click.option(
-        "--auto-leaf/--no-auto-leaf",
-        default=True,
-        show_default=True,
-        help="Trace a submodule that torch.fx cannot trace as one opaque call.",
-    )(fn)
-    fn = click.option(
-        "--leaf", "leaves", multiple=True, metavar="NAME",
-        help="Module class or path not to trace into (repeatable).",
-    )(fn)  # fmt: skip
-    fn = click.option(
-        "--input-shape",
-        default=None,
-        metavar="SHAPE",
-        help="Example input shape, e.g. 1,3,224,224.",
-    )(fn)
+    """MODEL plus the options every command that loads a model takes (model, bins)."""
+    fn = options_of(RunConfig, "bins")(fn)
+    fn = options_of(RunConfig, "model", only=("input_shape", "leaves", "auto_leaf"))(fn)
     return click.argument("model")(fn)
 
 
-def bins_options(fn):
-    fn = click.option(
-        "--uniform-bins", default=None, type=click.IntRange(min=1), metavar="K",
-        help="K bins of equal channel count per group instead of FLOPs-sensitive bins (A.7).",
-    )(fn)  # fmt: skip
-    fn = click.option(
-        "--align", default=1, show_default=True, type=click.IntRange(min=1),
-        help="Keep channel counts multiples of this (1: the paper's bins; 8 suits CPU/GPU kernels).",
-    )(fn)  # fmt: skip
-    return click.option(
-        "--beta", default=1.0, show_default=True, type=float, help="Minimum bin size (paper eq. 9)."
-    )(fn)
-
-
 def run_options(fn):
-    """Options of a training run: data, supernet, device, resume."""
-    from widthc.train import TrainConfig
-
-    fn = _options_of(TrainConfig)(fn)
-    for option in reversed(
-        [
-            click.option("--data", default=None, metavar="SOURCE",
-                         help="digits, mnist, mnist1d, mnist1d-10k, imagefolder:PATH, cifar10:PATH or synthetic; "
-                         "default: the model file's train_data()/val_data()."),
-            click.option("--offset", default=1, show_default=True, type=int,
-                         help="Locally free offset r (0: fixed pattern)."),
-            click.option("--num-classes", default=None, type=int,
-                         help="Build the model with this many classes (default: the data's, for library models)."),
-            click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
-            click.option("--resume", is_flag=True, help="Continue the run in the output folder."),
-            click.option("--force", is_flag=True, help="Start the run in the output folder over."),
-            click.option("--distributed", is_flag=True, help="DDP under torchrun (automatic under torchrun)."),
-            click.option("--sync-bn", is_flag=True, help="Convert batch norms to SyncBatchNorm (distributed)."),
-        ]
-    ):  # fmt: skip
-        fn = option(fn)
-    return fn
+    """Options of a training run: the training recipe, data, supernet, device, resume."""
+    fn = click.option("--force", is_flag=True, help="Start the run in the output folder over.")(fn)
+    fn = click.option("--resume", is_flag=True, help="Continue the run in the output folder.")(fn)
+    fn = options_of(RunConfig, "run")(fn)
+    return options_of(TrainConfig)(fn)
 
 
 def _given(options: dict) -> set:
@@ -146,15 +128,19 @@ def _given(options: dict) -> set:
     }
 
 
+def _command_line() -> str:
+    """The command being run, as a user would type it again (config.json `command`)."""
+    args = click.get_current_context().find_root().obj["args"]
+    return " ".join(["widthc", *map(shlex.quote, args)])
+
+
 class _Widthc(click.Group):
     """The command group; remembers its arguments, which a run records as the command that
-    reproduces it (config.json `command`)."""
+    reproduces it."""
 
     def main(self, args=None, *rest, **kwargs):
-        from widthc import run
-
-        run.ARGS[:] = list(sys.argv[1:] if args is None else args)
-        return super().main(args, *rest, **kwargs)
+        args = list(sys.argv[1:] if args is None else args)
+        return super().main(args, *rest, obj={"args": args}, **kwargs)
 
 
 @click.group(cls=_Widthc, context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,78 +153,51 @@ def main() -> None:
     """
 
 
-# --- widthc analyze ---------------------------------------------------------------------------
+# every command imports widthc.commands when it runs (not before: it loads torch)
 
 
 @main.command()
 @model_options
-@bins_options
 @click.option(
     "--json", "json_path", default=None, metavar="PATH", help="Also write the analysis as JSON."
 )
 @handle_errors
-def analyze(model, leaves, input_shape, auto_leaf, beta, align, uniform_bins, json_path):
+def analyze(json_path, **options):
     """Trace MODEL and print its channel groups, bins and FLOPs."""
     from widthc import commands
 
-    commands.analyze_command(
-        model, input_shape, leaves, auto_leaf, beta, align, json_path, uniform_bins
-    )
-
-
-# --- widthc train -------------------------------------------------------------------------------
+    commands.analyze_command(options, json_path)
 
 
 @main.command()
 @model_options
-@bins_options
 @run_options
 @click.option("--out", required=True, metavar="RUN_DIR", help="Run directory (created).")
 @handle_errors
-def train(**options):
+def train(out, resume, force, **options):
     """Train the CafeNet supernet of MODEL with min-min (writes RUN_DIR/supernet.pt)."""
     from widthc import commands
 
-    commands.train_command(options, _given(options))
-
-
-# --- widthc search / export / retrain / report over a run directory ------------------------------
-
-
-def _retrain_options(fn):
-    from widthc.pipeline import RetrainConfig
-
-    return _options_of(RetrainConfig)(fn)
-
-
-def _search_options(fn):
-    from widthc.pipeline import SearchConfig
-
-    fn = _options_of(SearchConfig)(fn)
-    return click.option(
-        "--flops", "budgets", default=None, metavar="BUDGET[,BUDGET...]",
-        help="FLOPs budget(s) per sample: 300M, 1.2G, 4.1e9 or 50% of the full model.",
-    )(fn)  # fmt: skip
+    commands.train_command(options, _given(options), _command_line(), out, resume, force)
 
 
 @main.command()
 @click.argument("run_dir")
-@_search_options
-@click.option("--seed", default=None, type=int, help="Search seed (default: the run's).")
+@options_of(RunConfig, "budget", lazy=True)
+@options_of(SearchConfig, lazy=True)
+@options_of(TrainConfig, lazy=True, only=("seed",))
 @click.option("--resume", is_flag=True, help="Continue an interrupted search from search.json.")
 @handle_errors
-def search(run_dir, **options):
+def search(run_dir, resume, **options):
     """Search the widths of a trained supernet (RUN_DIR/supernet.pt) -> RUN_DIR/search.json."""
     from widthc import commands
 
-    commands.stage_command(run_dir, "search", options, _given(options))
+    commands.stage_command(run_dir, "search", options, _given(options), resume)
 
 
 @main.command()
 @click.argument("run_dir")
-@click.option(
-    "--onnx/--no-onnx", default=True, show_default=True, help="Also write and check slim.onnx."
-)
+@options_of(RunConfig, "export", lazy=True)
 @handle_errors
 def export(run_dir, **options):
     """Slim the searched widths (slim.pt, proved) and export them (slim.onnx, parity)."""
@@ -249,13 +208,7 @@ def export(run_dir, **options):
 
 @main.command()
 @click.argument("run_dir")
-@click.option(
-    "--retrain-epochs",
-    default=None,
-    type=int,
-    help="Epochs (default: the run's --epochs; 0 skips).",
-)
-@click.option("--finetune/--from-scratch", default=None, help="Start from the supernet's weights.")
+@options_of(RetrainConfig, lazy=True)
 @handle_errors
 def retrain(run_dir, **options):
     """Retrain every searched width and its uniform baseline; measure them on the test split."""
@@ -274,43 +227,26 @@ def report(run_dir):
     commands.stage_command(run_dir, "report", {}, set())
 
 
-# --- widthc slim --------------------------------------------------------------------------------
-
-
 @main.command()
 @model_options
-@bins_options
 @run_options
-@_search_options
-@_retrain_options
-@click.option(
-    "--from",
-    "from_run",
-    default=None,
-    metavar="RUN_DIR",
-    help="Reuse the trained supernet of RUN_DIR.",
-)
+@options_of(RunConfig, "budget")
+@options_of(SearchConfig)
+@options_of(RetrainConfig)
+@options_of(RunConfig, "from")
 @click.option(
     "--out", default=None, metavar="RUN_DIR", help="Run directory [default: runs/<model name>]."
 )
-@click.option(
-    "--onnx/--no-onnx", default=True, show_default=True, help="Also write and check slim.onnx."
-)
+@options_of(RunConfig, "export")
 @handle_errors
-def slim(**options):
+def slim(out, resume, force, **options):
     """Slim MODEL to each FLOPs budget: train the supernet, search, slim, export, retrain, report.
 
     --search uniform slims at once, without data or training.
     """
     from widthc import commands
 
-    if not options["budgets"]:
-        raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
-    commands.slim_command(options, _given(options))
-
-
-def _namespace(options: dict) -> types.SimpleNamespace:
-    return types.SimpleNamespace(**options)
+    commands.slim_command(options, _given(options), _command_line(), out, resume, force)
 
 
 if __name__ == "__main__":

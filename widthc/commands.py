@@ -1,241 +1,197 @@
-"""What each command runs (cli.py parses the options, these run them): check every option,
-resolve the model, data and classes, create or resume the run directory, then run the stages
-(`widthc.pipeline`). Nothing is written before the inputs are known to be good.
+"""What each command runs (cli.py parses the options, these run them): build the run
+configuration once, resolve the model, data and classes, check every input on the run's
+Context, create or resume the run directory, then run the stages (`widthc.pipeline`) on that
+same Context. Nothing is written before the inputs are known to be good.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+import json
+import shutil
 from pathlib import Path
 
 import torch
+from torch import fx
 
-from widthc import space
+from widthc import distributed, space
+from widthc.config import RunConfig, SearchConfig, option_fields
+from widthc.context import NO_DATA, Context
 from widthc.errors import WidthcError
 from widthc.evaluate import batch
-from widthc.pipeline import (
-    _NO_DATA,
-    ANALYSIS,
-    ORDER,
-    SUPERNET,
-    Context,
-    RetrainConfig,
-    SearchConfig,
-    compile_source,
-    config_of,
-    run_stages,
-    write_json,
-)
-from widthc.run import Run, model_key, safe_name
-from widthc.train import TrainConfig, check_output
+from widthc.files import write_text
+from widthc.frontends.models import check_output as check_hooks
+from widthc.frontends.models import parse_shape
+from widthc.pipeline import run_stages
+from widthc.report import print_analysis
+from widthc.run import ANALYSIS, CONFIG, SUPERNET, TRAIN_LOG, Run, model_key, safe_name
+from widthc.stages import fast, retrain
+from widthc.train import check_output
+
+__all__ = ["analyze_command", "run_config", "slim_command", "stage_command", "train_command"]
+
+# a stage command: the stages it runs again, the stage that must be done before, and how
+STAGE_COMMANDS = {
+    "search": (("search",), "train"),
+    "export": (("slim", "export"), "search"),
+    "retrain": (("retrain",), "slim"),
+    "report": (("report",), "analyze"),
+}
+_HOW = {
+    "train": "widthc train MODEL --out {run} --resume",
+    "search": "widthc search {run} --flops BUDGET",
+    "slim": "widthc export {run}",
+    "analyze": "widthc slim MODEL --out {run} --resume",
+}
+_PARTS_GIVEN_TO_A_NEW_RUN = {f.name for f in option_fields(SearchConfig)} | {"retrain_epochs",
+                                                                           "finetune"}  # fmt: skip
 
 
-def analyze_command(
-    model, input_shape, leaves, auto_leaf, beta, align, json_path, uniform_bins=None
-) -> None:
-    from widthc.frontends.models import load_model, parse_shape
-    from widthc.report import print_analysis
+def run_config(options: dict) -> RunConfig:
+    """The run configuration of a command's options (a comma list of budgets, a shape as
+    text), every option checked."""
+    options = dict(options)
+    if isinstance(options.get("flops"), str):
+        options["flops"] = space.parse_budgets(options["flops"])
+    if options.get("input_shape") is not None:
+        options["input_shape"] = ",".join(map(str, parse_shape(options["input_shape"])))
+    return RunConfig.from_json(options).check()
 
-    if beta <= 0:
-        raise WidthcError(f"--beta must be positive, got {beta}")
-    src = load_model(model, parse_shape(input_shape) if input_shape is not None else None)
-    config = {"beta": beta, "leaves": leaves, "align": align, "auto_leaf": auto_leaf}
-    program = compile_source({**config, "uniform_bins": uniform_bins}, src)
+
+def analyze_command(options: dict, json_path: str | None) -> None:
+    ctx = Context(run_config(options))
+    program = ctx.program
     for path, why in getattr(program.traced, "auto_leaves", ()):
         print(f"traced {path} as a leaf: {why}")
-    print_analysis(program, src.name)
+    print_analysis(program, ctx.model_source.name)
     if json_path:
-        write_json(Path(json_path), program.to_json())
+        write_text(Path(json_path), json.dumps(program.to_json(), indent=2))
         print(f"wrote {json_path}")
 
 
-def train_command(options: dict, given: set) -> None:
+def train_command(options: dict, given: set, command: str, out: str, resume: bool, force: bool):
     """`widthc train`: the analyze and train stages of a run directory."""
-    from widthc import distributed
-
-    device = _device(options)
-    run = _create(options, given, needs_data=True)
     try:
-        was_done = run.done("train")
-        ctx = Context(run, device, progress=distributed.rank() == 0)
-        if distributed.rank() != 0:
-            ctx.echo = lambda *_: None
+        config, device = _device(run_config(options))
+        ctx = _create(config, given, out, resume, force, command, device)
+        was_done = ctx.run.done("train")
         run_stages(ctx, ("analyze", "train"))
         if was_done:
-            ctx.echo(f"{run.path} already finished its training: nothing to resume")
-        ctx.echo(f"wrote {run.file(SUPERNET)}")
+            ctx.echo(f"{ctx.run.path} already finished its training: nothing to resume")
+        ctx.echo(f"wrote {ctx.run.file(SUPERNET)}")
     finally:
         distributed.shutdown()
 
 
-def slim_command(options: dict, given: set) -> None:
+def slim_command(options: dict, given: set, command: str, out, resume: bool, force: bool):
     """`widthc slim`: every stage, or the uniform fast path."""
-    from widthc.stages.fast import slim_uniform
-
-    texts = space.parse_budgets(options.pop("budgets"))
-    for text in texts:
-        space.parse_budget(text, 1.0)  # the syntax, before anything is loaded
-    uniform_fast = options["search"] == "uniform" and not options["from_run"]
-    if uniform_fast and not (options["resume"] or options["force"]):
-        from widthc.frontends.models import load_model, parse_shape
-
-        if options["beta"] <= 0:
-            raise WidthcError(f"--beta must be positive, got {options['beta']}")
-        shape = parse_shape(options["input_shape"]) if options["input_shape"] is not None else None
-        src = load_model(options["model"], shape)
-        return slim_uniform(
-            src, texts, options["out"], options["onnx"], options["beta"], options["leaves"],
-            options["align"], options["auto_leaf"], print,
-        )  # fmt: skip
-    options["flops"] = texts
-    device = _device(options)
-    if options["from_run"]:
-        run = _from_run(options, given)
+    config = run_config(options)
+    if not config.flops:
+        raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
+    if config.search.search == "uniform" and not config.from_run and not (resume or force):
+        return fast.run(Context(config), out)
+    config, device = _device(config)
+    if config.from_run:
+        ctx = _from_run(config, given, out, resume, force, command, device)
     else:
-        run = _create(options, given, needs_data=True)
-    run_stages(Context(run, device), ORDER)
+        ctx = _create(config, given, out, resume, force, command, device)
+    run_stages(ctx)
 
 
-def stage_command(run_dir: str, stage: str, options: dict, given: set) -> None:
-    """`widthc search|export|retrain|report RUN_DIR`: one stage (and what it needs) again."""
-    run = Run(run_dir)
-    if not run.file("config.json").exists():
-        raise WidthcError(
-            f"{run_dir} holds no widthc run (no config.json): start one with widthc slim or widthc train"
-        )
-    needs = {"search": "train", "export": "search", "retrain": "slim", "report": "analyze"}[stage]
+def stage_command(run_dir: str, stage: str, options: dict, given: set, resume: bool = False):
+    """`widthc search|export|retrain|report RUN_DIR`: one stage (and what it needs) again,
+    with the options given changed in the run's configuration."""
+    ctx = Context.open(run_dir)
+    run = ctx.run
+    stages, needs = STAGE_COMMANDS[stage]
     if not run.done(needs):
-        first = {
-            "train": f"widthc train MODEL --out {run_dir} --resume",
-            "search": f"widthc search {run_dir} --flops BUDGET",
-            "slim": f"widthc export {run_dir}",
-            "analyze": f"widthc slim MODEL --out {run_dir} --resume",
-        }[needs]
-        raise WidthcError(f"{run_dir} has not finished its {needs} stage: run `{first}` first")
-    changes = {k: v for k, v in options.items() if k in given and k not in ("resume",)}
-    if "budgets" in changes:
-        changes["flops"] = space.parse_budgets(changes.pop("budgets"))
-    if stage == "search" and not (changes.get("flops") or run.config.get("flops")):
+        how = _HOW[needs].format(run=run_dir)
+        raise WidthcError(f"{run_dir} has not finished its {needs} stage: run `{how}` first")
+    changes = {k: v for k, v in options.items() if k in given}
+    if changes:
+        ctx.config = run_config({**ctx.config.to_json(), **changes})
+    if stage == "search" and not ctx.config.flops:
         raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
     if changes:
-        run.update(**changes)
-    first = {"search": "search", "export": "slim", "retrain": "retrain", "report": "report"}[stage]
-    if not (stage == "search" and options.get("resume")):
-        run.redo(first)
+        run.update(**{k: v for k, v in ctx.config.to_json().items() if k in changes})
+    if not (stage == "search" and resume):
+        run.redo(stages[0])
     if stage == "retrain":
-        from widthc.stages.retrain import forget
-
-        forget(run)
-    todo = {"search": ("search",), "export": ("slim", "export"), "retrain": ("retrain",),
-            "report": ("report",)}[stage]  # fmt: skip
-    run_stages(Context(run), todo)
+        retrain.forget(run)
+    run_stages(ctx, stages)
 
 
-def _device(options: dict) -> torch.device:
-    from widthc import distributed
-
-    name = options.get("device", "cpu")
-    if options.get("sync_bn") and name != "cuda":
-        raise WidthcError("--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only")
-    if name == "cuda" and not torch.cuda.is_available():
+def _device(config: RunConfig) -> tuple[RunConfig, torch.device]:
+    """The device to run on; under torchrun the process group, and `distributed` set."""
+    if config.device == "cuda" and not torch.cuda.is_available():
         raise WidthcError("--device cuda was given but torch sees no CUDA device; use --device cpu")
-    if options.get("distributed") or distributed.under_torchrun():
-        options["distributed"] = True
-        return distributed.init(name)
-    if options.get("sync_bn"):
+    if config.distributed or distributed.under_torchrun():
+        device = distributed.init(config.device)
+        return config.updated(distributed=True, world_size=distributed.world_size()), device
+    if config.sync_bn:
         raise WidthcError(
             "--sync-bn needs distributed training: run under torchrun with --distributed"
         )
-    return torch.device(name)
+    return config, torch.device(config.device)
 
 
-def _create(options: dict, given: set, needs_data: bool) -> Run:
-    """Check every option, resolve the model, data and classes, then create (or resume) the
-    run directory: nothing is written before the inputs are known to be good."""
-    from widthc import distributed
-    from widthc.frontends.models import parse_shape
-
-    out = options.pop("out", None)
-    resume, force = options.pop("resume", False), options.pop("force", False)
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
-    TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config}).check()
-    if "search" in config:
-        config_of(SearchConfig, config).check()
-        if config.get("retrain_epochs") is not None and config["retrain_epochs"] < 0:
-            raise WidthcError(f"--retrain-epochs must be 0 or more, got {config['retrain_epochs']}")
-    if config.get("offset", 1) < 0:
-        raise WidthcError(f"--offset must be 0 or more, got {config['offset']}")
-    if config.get("beta", 1.0) <= 0:
-        raise WidthcError(f"--beta must be positive, got {config['beta']}")
-    if config.get("input_shape") is not None:
-        config["input_shape"] = ",".join(map(str, parse_shape(config["input_shape"])))
-    config["world_size"] = distributed.world_size()
+def _create(config, given, out, resume, force, command, device) -> Context:
+    """Resolve the model, data and classes and check every input on the run's Context, then
+    create (or resume) the run directory: nothing is written before the inputs are good."""
     path = Path(out) if out else None
-    if path is not None and resume and (path / "config.json").exists():
-        return _make_run(path, config, given, resume=True, force=False)
-    config = resolve(config, needs_data)
+    echo = print if distributed.rank() == 0 else lambda *_: None
+    if path is not None and resume and (path / CONFIG).exists():
+        run = _make_run(path, config, given, resume=True, force=False, command=command)
+        return Context(RunConfig.from_json(run.config), run, device, echo, distributed.rank() == 0)
+    ctx = resolve(config, device)
+    ctx.echo, ctx.progress = echo, distributed.rank() == 0
     if path is None:
-        name = config["model"].split(":")[-1]
-        path = Path("runs") / Path(name).stem
-    if "flops" in config:
-        ctx = Context(Run(path, config))  # budgets in range, before anything is written
-        for value in ctx.budgets().values():
-            ctx.program.check_budget(value)
-    return _make_run(path, config, given, resume, force)
+        path = Path("runs") / Path(ctx.config.model.split(":")[-1]).stem
+    ctx.budgets  # noqa: B018 - every budget in range, before anything is written
+    return ctx.attach(_make_run(path, ctx.config, given, resume, force, command))
 
 
-def _make_run(path: Path, config: dict, given: set, resume: bool, force: bool) -> Run:
-    from widthc import distributed
-    from widthc.run import command_line
-
-    config = {**config, "command": command_line()}
+def _make_run(path: Path, config: RunConfig, given, resume, force, command) -> Run:
+    """The run directory (rank 0 creates or resumes it; the other ranks wait, then open it)."""
     if distributed.rank() == 0:
-        run = Run.create(path, config, given, resume=resume, force=force)
+        run = Run.create(path, {**config.to_json(), "command": command}, given, resume, force)
     distributed.barrier()
     return run if distributed.rank() == 0 else Run(path)
 
 
-def resolve(config: dict, needs_data: bool) -> dict:
-    """The model's input shape, the data source and the number of classes, resolved (every
-    bad input fails here, before the run directory is written)."""
-    from widthc.frontends.data import load_splits, splits_from_hooks
-    from widthc.frontends.models import load_model, parse_shape
-
-    shape = parse_shape(config["input_shape"]) if config.get("input_shape") is not None else None
-    src = load_model(config["model"], shape, config.get("num_classes"))
+def resolve(config: RunConfig, device: torch.device) -> Context:
+    """The run's Context with the model's input shape, the data source and the number of
+    classes resolved, and one batch of the data through the model (every bad input fails
+    here, before the run directory is written)."""
+    first = Context(config, device=device)
+    src = first.model_source
     example = src.example_inputs[0] if src.example_inputs else None
     if not isinstance(example, torch.Tensor):
         raise WidthcError("training needs a model with a tensor input: give --input-shape")
-    config["input_shape"] = ",".join(str(s) for s in example.shape)
-    if config.get("data") is None:
-        splits = splits_from_hooks(src.module, config["model"], config.get("seed", 0))
-        if splits is None and needs_data:
-            raise WidthcError(_NO_DATA)
-        config["data"] = splits.name if splits is not None else None
-    else:
-        splits = load_splits(config["data"], tuple(example.shape), config.get("seed", 0))
-    library = config["model"].startswith(("torchvision:", "timm:"))
-    if config.get("num_classes") is None and library and splits is not None and splits.classes:
-        config["num_classes"] = splits.classes
-        src = load_model(config["model"], tuple(example.shape), splits.classes)
-    if splits is not None:
-        _check_data(src, splits, config)
-    return config
+    config = config.updated(input_shape=",".join(str(s) for s in example.shape))
+    splits = first.data_splits(src)
+    if splits is None:
+        raise WidthcError(NO_DATA)
+    if config.data is None:
+        config = config.updated(data=splits.name)
+    library = config.model.startswith(("torchvision:", "timm:"))
+    if config.num_classes is None and library and splits.classes:
+        config = config.updated(num_classes=splits.classes)
+    ctx = Context(config, device=device, splits=splits)
+    _check_data(ctx)
+    return ctx
 
 
-def _check_data(src, splits, config: dict) -> None:
-    """One batch through the model as given: a dict output without the hooks, labels the
-    output cannot hold, or data the model rejects (named by layer) fail before anything runs."""
-    from widthc.frontends.models import check_output as check_hooks
-
+def _check_data(ctx: Context) -> None:
+    """One batch through the model: a dict output without the hooks, labels the output cannot
+    hold, or data the model rejects (named by layer) fail before anything runs."""
+    splits, src = ctx.splits, ctx.model_source
     x, y = batch(splits.train, torch.arange(min(2, len(splits.train))))
-    model = src.model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
+            out = src.model.eval()(x)
     except RuntimeError as e:
         try:
-            gm = compile_source(config, src).gm
+            gm = ctx.program.gm
         except WidthcError:
             gm = None
         raise WidthcError(_rejected(gm, x, e)) from e
@@ -244,33 +200,25 @@ def _check_data(src, splits, config: dict) -> None:
         check_output(out, y, splits.classes)
 
 
-def _from_run(options: dict, given: set) -> Run:
+def _from_run(config, given, out, resume, force, command, device) -> Context:
     """A new run that reuses the trained supernet of `--from RUN_DIR` for new budgets: the
     model and training options are that run's; nothing is trained again."""
-    import shutil
-
-    from widthc.run import TRAIN_LOG
-
-    source = Run(options["from_run"])
+    source = Run(config.from_run)
     if not source.done("train"):
         raise WidthcError(f"--from {source.path}: it holds no finished supernet training")
-    if model_key(source.config["model"]) != model_key(options["model"]):
+    if model_key(source.config["model"]) != model_key(config.model):
         raise WidthcError(
-            f"--from {source.path} trained {source.config['model']}, not {options['model']}"
+            f"--from {source.path} trained {source.config['model']}, not {config.model}"
         )
     mine = {
         k: v
-        for k, v in options.items()
-        if k in given or k in fields_of(SearchConfig, RetrainConfig)
+        for k, v in config.to_json().items()
+        if k in given or k in _PARTS_GIVEN_TO_A_NEW_RUN or k == "flops"
     }
-    mine["flops"] = options["flops"]
-    out = options.get("out") or f"{source.path}-" + "-".join(map(safe_name, options["flops"]))
-    keep = {k: v for k, v in source.config.items() if k not in ("command", "versions")}
-    config = {**keep, **{k: v for k, v in mine.items() if k not in ("out", "resume", "force")}}
-    config["from_run"] = str(source.path)
-    run = _make_run(
-        Path(out), config, given, options.get("resume", False), options.get("force", False)
-    )
+    mine["from_run"] = str(source.path)
+    config = RunConfig.from_json({**source.config, **mine}).check()
+    out = out or f"{source.path}-" + "-".join(map(safe_name, config.flops))
+    run = _make_run(Path(out), config, given, resume, force, command)
     for name in (ANALYSIS, SUPERNET, TRAIN_LOG):
         if source.file(name).exists() and not run.file(name).exists():
             shutil.copy2(source.file(name), run.file(name))
@@ -278,16 +226,11 @@ def _from_run(options: dict, given: set) -> Run:
         if not run.done(stage):
             with run.stage(stage):
                 pass
-    return run
-
-
-def fields_of(*classes) -> set:
-    return {f.name for cls in classes for f in fields(cls)}
+    return Context(RunConfig.from_json(run.config), run, device)
 
 
 def _rejected(gm, x: torch.Tensor, error: Exception) -> str:
     """Which layer rejects the data's batches, found by running the graph node by node."""
-    from torch import fx
 
     class _Find(fx.Interpreter):
         failed = None

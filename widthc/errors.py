@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["InternalError", "Reason", "TraceError", "WidthcError"]
+
 
 class WidthcError(Exception):
     """A problem with the user's input: the CLI prints the message as one sentence, exit code 2."""

@@ -28,7 +28,18 @@ from torch.utils.data import default_collate as _collate
 
 from widthc.ir import WidthChoice
 from widthc.precision import Precision
-from widthc.supernet import Supernet
+from widthc.supernet import Supernet, device_of
+
+__all__ = [
+    "MaxMax",
+    "Metric",
+    "Score",
+    "accuracy",
+    "batch",
+    "evaluate",
+    "recalibrate",
+    "score_choice",
+]
 
 # (output, target) -> the batch's mean (a number or a 0-dim tensor), higher is better
 Metric = Callable[[torch.Tensor, torch.Tensor], "float | torch.Tensor"]
@@ -56,7 +67,9 @@ class Score:
 
     @staticmethod
     def from_json(data: dict) -> Score:
-        return Score(float(data["score"]), int(data["candidate"]), tuple(data["candidates"]))
+        """A score as search.json holds it (older files hold no `candidates`)."""
+        values = tuple(data.get("candidates", (data["score"],)))
+        return Score(float(data["score"]), int(data["candidate"]), values)
 
 
 def score_choice(
@@ -210,9 +223,3 @@ def batch(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         x, y = _collate([data[int(i)] for i in idx])
     y = torch.as_tensor(y)
     return x, y if y.is_floating_point() else y.long()  # class labels as long, targets as given
-
-
-def device_of(net: torch.nn.Module) -> torch.device:
-    for p in net.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -27,9 +27,20 @@ from torch import fx, nn
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path
 
 from widthc import graph_json
+from widthc.checkpoint import load_tensors
 from widthc.errors import InternalError, WidthcError
 from widthc.files import replacing, write_atomic
 from widthc.ops import reparam
+
+__all__ = [
+    "ONNX_TOLERANCE",
+    "OnnxReport",
+    "PARITY_BATCHES",
+    "export_onnx",
+    "load",
+    "save",
+    "tensor_error",
+]
 
 FORMAT, VERSION = "widthc.graph", 1
 
@@ -69,8 +80,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> f
     target = Path(path)
     if not target.is_file():
         raise WidthcError(f"model file '{path}' does not exist")
-    from widthc.checkpoint import load_tensors
-
     payload = load_tensors(target, "widthc model file", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise WidthcError(f"'{path}' is not a widthc model file (write one with widthc.save)")

@@ -7,6 +7,7 @@ never a stray temp file.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,3 +48,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def staged_write(folder: Path, write: Callable[[Path], list[str]]) -> None:
+    """Files that appear together: `write(tmp)` writes them into a temp folder inside `folder`
+    and returns their names; they are then moved into place, and the temp folder removed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WidthcError(f"cannot create folder {folder}: {e.strerror or e}") from e
+    with tempfile.TemporaryDirectory(prefix=".widthc-", dir=folder) as tmp:
+        for name in write(Path(tmp)):
+            (Path(tmp) / name).replace(folder / name)

@@ -18,6 +18,8 @@ import torch
 
 from widthc.errors import Reason, WidthcError
 
+__all__ = ["ChannelGroup", "GroupWidth", "Layout", "Segment", "TensorMeta", "WidthChoice"]
+
 
 @dataclass(frozen=True)
 class TensorMeta:

@@ -14,9 +14,9 @@ import contextlib
 import torch
 from torch import nn
 
+from widthc.config import AMP
 from widthc.errors import WidthcError
 
-AMP = ("off", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

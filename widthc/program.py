@@ -18,6 +18,8 @@ from widthc.passes import bins as bins_pass
 from widthc.passes import flops as flops_pass
 from widthc.passes.coupling import Coupling, couple
 
+__all__ = ["Program", "compile"]
+
 
 class Program:
     """A traced, analysed model: its channel groups, bins, and FLOPs/params as functions of a

@@ -13,6 +13,10 @@ This module is the one owner of a run directory's layout. Nothing else spells a 
                                inherited.pt, retrain.pt + retrain.jsonl, and uniform/ (the
                                baseline, alike)
     RUN_DIR/report.md, *.png   the report
+    RUN_DIR/stage-<t>/         multi-stage search: stage t's supernet.pt and train.jsonl
+
+It also holds the run's stages in order (`STAGES`; widthc/pipeline.py maps each to its body),
+and the readers and writers of run files that more than one stage needs.
 
 A finished or started run is never overwritten without `--force`; `--resume` continues it, and
 refuses options that differ from the run's ("cannot resume with --lr 0.5: the run used 0.1").
@@ -25,17 +29,21 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import torch
+
+from widthc import __version__, distributed
 from widthc.errors import WidthcError
 from widthc.files import write_text
 
 CONFIG = "config.json"
-STAGES = "stages.json"
+STAGES_FILE = "stages.json"
 ANALYSIS = "analysis.json"
 SUPERNET = "supernet.pt"
 TRAIN_LOG = "train.jsonl"
@@ -44,10 +52,14 @@ ORIGINAL_ONNX = "original.onnx"
 REPORT = "report.md"
 SLIM, SLIM_ONNX, WIDTHS, METRICS = "slim.pt", "slim.onnx", "widths.json", "metrics.json"
 RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
+# the report's figures
+WIDTHS_PNG, BINS_PNG, SEARCH_PNG = "widths.png", "bins.png", "search.png"
+RETRAINED_PNG, TRAINING_PNG = "retrained.png", "training.png"
 INHERITED = "inherited.pt"  # the slimmed model with the supernet's weights (before retraining)
 UNIFORM = "uniform"
+BUDGET_PREFIX = "flops-"  # a budget's folder: flops-50pct, flops-300M
 
-ORDER = ("analyze", "train", "search", "slim", "export", "retrain", "report")
+STAGES = ("analyze", "train", "search", "slim", "export", "retrain", "report")  # in order
 
 # options that may differ when a run is resumed: they do not change what is computed
 NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run"}
@@ -69,7 +81,7 @@ class Run:
         """A run directory for `config`: new, continued (`resume`: the saved options win, a
         given option that differs is an error) or started over (`force`)."""
         path = Path(path)
-        _check_writable(path)
+        check_writable(path)
         existing = path / CONFIG
         if existing.exists() and force:
             _clear(path)
@@ -124,30 +136,28 @@ class Run:
     # --- stages ---------------------------------------------------------------------------------
 
     def done(self, stage: str) -> bool:
-        return bool(self._read(STAGES, {}).get(stage, {}).get("done"))
+        return bool(self._read(STAGES_FILE, {}).get(stage, {}).get("done"))
 
     def timings(self) -> dict:
-        return self._read(STAGES, {})
+        return self._read(STAGES_FILE, {})
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage and mark it done when it returns (not when it raises)."""
-        from widthc import distributed
-
         t0 = time.perf_counter()
         yield
         if distributed.rank() != 0:
             return  # rank 0 writes the run directory
-        stages = self._read(STAGES, {})
+        stages = self._read(STAGES_FILE, {})
         stages[name] = {"done": True, "seconds": round(time.perf_counter() - t0, 3)}
-        write_text(self.path / STAGES, json.dumps(stages, indent=2))
+        write_text(self.path / STAGES_FILE, json.dumps(stages, indent=2))
 
     def redo(self, stage: str) -> None:
         """Forget that `stage` and every later stage are done (they are run again)."""
-        stages = self._read(STAGES, {})
-        for name in ORDER[ORDER.index(stage) :]:
+        stages = self._read(STAGES_FILE, {})
+        for name in STAGES[STAGES.index(stage) :]:
             stages.pop(name, None)
-        write_text(self.path / STAGES, json.dumps(stages, indent=2))
+        write_text(self.path / STAGES_FILE, json.dumps(stages, indent=2))
 
     # --- files --------------------------------------------------------------------------------
 
@@ -156,7 +166,22 @@ class Run:
 
     def budget_dir(self, text: str) -> Path:
         """The folder of one budget: flops-50pct, flops-300M."""
-        return self.path / safe_name(f"flops-{text}")
+        return self.path / budget_folder(text)
+
+    def budget_dirs(self) -> list[Path]:
+        """Every budget's folder that exists, by name."""
+        return sorted(p for p in self.path.glob(f"{BUDGET_PREFIX}*") if p.is_dir())
+
+    def stage_dir(self, stage: int) -> Path:
+        """The folder of stage `stage` (2, 3, ...) of a multi-stage search."""
+        return self.path / f"stage-{stage}"
+
+    def read_search(self) -> dict:
+        """search.json, which the stages after the search read."""
+        data = self._read(SEARCH, None)
+        if data is None:
+            raise WidthcError(f"{self.path} has no {SEARCH}: run `widthc search {self.path}` first")
+        return data
 
     def read_json(self, name: str, default=None):
         return self._read(name, default)
@@ -164,8 +189,6 @@ class Run:
     def write_json(self, name: str | Path, data) -> Path:
         """Write `RUN_DIR/name` atomically; under torchrun rank 0 alone writes (every rank
         computes the same data, and two renames of one temp file would race)."""
-        from widthc import distributed
-
         if distributed.rank() != 0:
             return self.path / name
         return write_text(self.path / name, json.dumps(data, indent=2))
@@ -181,10 +204,6 @@ class Run:
 
 
 def versions() -> dict:
-    import torch
-
-    from widthc import __version__
-
     return {"widthc": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
@@ -199,14 +218,68 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("%", "pct")).strip("_") or "model"
 
 
-ARGS: list[str] = []  # the command line's arguments (set by the CLI)
+def budget_folder(text: str) -> str:
+    """The folder name of one budget, in a run directory or a `--search uniform` output."""
+    return safe_name(f"{BUDGET_PREFIX}{text}")
 
 
-def command_line() -> str:
+def budget_text(folder_name: str) -> str:
+    """The budget a folder name stands for (`flops-50pct` -> `50%`), for folders of no run."""
+    return folder_name.removeprefix(BUDGET_PREFIX).replace("pct", "%")
+
+
+def command_line(args: list[str] | None = None) -> str:
     """The command that started this run, as a user would type it again."""
-    import shlex
+    return " ".join(["widthc", *map(shlex.quote, sys.argv[1:] if args is None else args)])
 
-    return " ".join(["widthc", *map(shlex.quote, ARGS or sys.argv[1:])])
+
+def update_metrics(folder: Path, **entries) -> dict:
+    """Read-modify-write of a budget's metrics.json."""
+    path = folder / METRICS
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(entries)
+    write_text(path, json.dumps(data, indent=2))
+    return data
+
+
+def widths_record(
+    program,
+    choice,
+    model: str,
+    search: str,
+    text: str,
+    budget: float,
+    checks: dict,
+    original=None,
+    score: float | None = None,
+) -> dict:
+    """widths.json of a slimmed model: the channels of every group of the `original` program
+    before and after (`program` may be a later stage's, a slimmed model: its groups match by
+    name), its budget, FLOPs, params and the checks that proved it."""
+    original = original or program
+    after = {g.name: int(c * g.blocks) for g, c in zip(program.groups, program.counts(choice))}
+    record = {
+        "model": model,
+        "input_shapes": [list(x.shape) for x in original.example_inputs],
+        "search": search,
+        "budget": {"text": text, "flops": budget},
+        "choice": choice.to_json(),
+        **({"score": score} if score is not None else {}),
+        "groups": [
+            {
+                "id": g.id,
+                "name": g.name,
+                "searchable": g.searchable,
+                "channels_before": g.n,
+                "channels_after": after.get(g.name, g.n),
+            }
+            for g in original.groups
+        ],
+        "flops": {"before": original.flops(), "after": program.flops(choice)},
+        "params": {"before": original.params(), "after": program.params(choice)},
+        "checks": checks,
+    }
+    return record
 
 
 def _text(value) -> str:
@@ -222,7 +295,7 @@ def _clear(path: Path) -> None:
             child.unlink()
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
     """Fail before any work if `folder` cannot be created or written (nothing is created yet)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:

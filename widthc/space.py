@@ -26,6 +26,23 @@ import numpy as np
 from widthc.errors import WidthcError
 from widthc.ir import ChannelGroup, GroupWidth, WidthChoice
 
+__all__ = [
+    "FlopsMany",
+    "WidthSpace",
+    "at_ratio",
+    "binning_key",
+    "candidates",
+    "check_budget",
+    "human",
+    "in_band",
+    "parse_budget",
+    "parse_budgets",
+    "patterns",
+    "random",
+    "repair",
+    "uniform",
+]
+
 FlopsMany = Callable[[np.ndarray], np.ndarray]  # widths [B, S] -> FLOPs [B]
 
 
@@ -260,10 +277,13 @@ def parse_budget(text: str, full: float) -> float:
 
 
 def parse_budgets(text: str) -> list[str]:
-    """'300M, 200M,300M' -> ['300M', '200M']: the budgets of a comma list, first of each."""
+    """'300M, 200M,300M' -> ['300M', '200M']: the budgets of a comma list, first of each, each
+    one's syntax checked (its value needs the full model's FLOPs: `parse_budget`)."""
     texts = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     if not texts:
         raise WidthcError("--flops is empty: give a budget such as 300M or 50%")
+    for t in texts:
+        parse_budget(t, 1.0)
     return texts
 
 

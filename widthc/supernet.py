@@ -35,6 +35,7 @@ import torch
 from torch import fx, nn
 
 from widthc import swaps as sw
+from widthc.config import EXECUTIONS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
 from widthc.passes.masking import MASKS, mask_plan, rewrite_masks
@@ -42,7 +43,7 @@ from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
 from widthc.swaps import Applied, Swap, Target
 
-EXECUTIONS = ("auto", "sliced", "masked")
+__all__ = ["Supernet", "device_of", "supernet"]
 
 
 class Supernet(nn.Module):
@@ -115,7 +116,7 @@ class Supernet(nn.Module):
         """How forwards run on `device` (default: the supernet's): "sliced" or "masked"."""
         if self.execution != "auto":
             return self.execution
-        device = device if device is not None else _device_of(self.gm)
+        device = device if device is not None else device_of(self.gm)
         return "masked" if device.type != "cpu" and self.masking.reason is None else "sliced"
 
     def graph(self, mode: str) -> fx.GraphModule:
@@ -136,7 +137,7 @@ class Supernet(nn.Module):
         return self
 
     def forward(self, *inputs, **kwargs):
-        device = _device_of(self.gm)
+        device = device_of(self.gm)
         mode = self.mode(device)
         gm = self.graph(mode)
         applied = self._applied(self._choice, device, mode)
@@ -152,7 +153,7 @@ class Supernet(nn.Module):
         those: a parameter no choice slices is decayed whole, a sliced one at its kept
         positions (the union over `choices`). With the optimizer's own decay off, channels
         outside the trained sub-networks then keep their values (without momentum)."""
-        device = _device_of(self.gm)
+        device = device_of(self.gm)
         masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
         for choice in choices:
             applied = self._applied(choice, device, self.mode(device))
@@ -179,14 +180,20 @@ class Supernet(nn.Module):
             param.grad.add_(decay, alpha=weight_decay)
 
     @contextlib.contextmanager
-    def isolated(self, choice: WidthChoice) -> Iterator[fx.GraphModule]:
+    def isolated(
+        self, choice: WidthChoice, execution: str | None = None
+    ) -> Iterator[fx.GraphModule]:
         """`choice` as a plain network, for scoring: its sliced weights gathered once (detached
         copies), every buffer a private copy, module attributes and literal sizes set. Run the
         yielded module as often as needed, batch-norm recalibration in train mode included:
-        nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards."""
+        nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards.
+        `execution` ("sliced": the reference `widthc.slim` is proved against) overrides the
+        supernet's own."""
         self.program.validate(choice)
-        device = _device_of(self.gm)
-        mode = self.mode(device)
+        device = device_of(self.gm)
+        mode = execution or self.mode(device)
+        if mode == "masked" and self.masking.reason is not None:
+            raise WidthcError(f"masked execution is not exact here ({self.masking.reason})")
         gm = self.graph(mode)
         applied = self._applied(choice, device, mode)
         was_training = self.training
@@ -388,5 +395,6 @@ def supernet(program, offset: int = 1, execution: str = "auto") -> Supernet:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _device_of(gm: nn.Module) -> torch.device:
-    return next(gm.parameters(), torch.empty(0)).device
+def device_of(module: nn.Module) -> torch.device:
+    """The device of a module's (first) parameter; the CPU for a module without any."""
+    return next(module.parameters(), torch.empty(0)).device

@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from widthc.ir import Layout
-from widthc.passes.coupling import LAYOUTS
+from widthc.passes.groups import layouts
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def resizable(src: fx.GraphModule, modules: dict, param_dims) -> list:
             for lay in param_dims.get(f"{node.target}.{name}", {}).values():
                 groups.update(lay.groups)
         for arg in node.all_input_nodes:
-            groups.update(layout_groups(arg.meta.get(LAYOUTS)))
+            groups.update(layout_groups(layouts(arg)))
         out.append((node, module, tuple(sorted(groups))))
     return out
 

@@ -172,12 +172,12 @@ class NodeView:
             return self.node.args[i]
         if name is not None and name in self.node.kwargs:
             return self.node.kwargs[name]
-        return ops._REQUIRED
+        return ops.REQUIRED
 
-    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
+    def arg(self, i: int, name: str | None = None, default=ops.REQUIRED):
         raw = self._raw(i, name)
-        if raw is ops._REQUIRED:
-            if default is ops._REQUIRED:
+        if raw is ops.REQUIRED:
+            if default is ops.REQUIRED:
                 raise KeyError(f"argument {name or i} of {self.node.name}")
             return default
         return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
@@ -190,12 +190,12 @@ class ShapeCtx:
         self.node, self.module, self.args, self.kwargs = node, module, args, kwargs
         self._run = run
 
-    def arg(self, i: int, name: str | None = None, default=ops._REQUIRED):
+    def arg(self, i: int, name: str | None = None, default=ops.REQUIRED):
         if i < len(self.args):
             return self.args[i]
         if name is not None and name in self.kwargs:
             return self.kwargs[name]
-        if default is ops._REQUIRED:
+        if default is ops.REQUIRED:
             raise KeyError(f"argument {name or i} of {self.node.name}")
         return default
 

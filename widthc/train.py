@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,90 +29,17 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from widthc import distributed, loop
+from widthc.config import TrainConfig
 from widthc.errors import WidthcError
-from widthc.evaluate import batch, device_of, evaluate
+from widthc.evaluate import batch, evaluate
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
-from widthc.precision import AMP, Precision
-from widthc.supernet import EXECUTIONS, Supernet
-
-CHECKPOINT = "supernet.pt"
-LOG = "train.jsonl"
+from widthc.precision import Precision
+from widthc.run import SUPERNET as CHECKPOINT
+from widthc.run import TRAIN_LOG as LOG
+from widthc.supernet import Supernet, device_of
 
 __all__ = ["CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "train_supernet"]
-
-
-def option(default, help: str):  # noqa: A002 - click's word
-    """A config field with its CLI help: the CLI's options are made from these."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run (the CLI's options and config.json are made from it)."""
-
-    epochs: int = option(1, "Training epochs.")
-    batch_size: int = option(64, "Batch size per process.")
-    lr: float = option(0.1, "Initial learning rate (cosine to --min-lr).")
-    min_lr: float = option(1e-5, "The cosine schedule's floor (paper A.2: 0.1 -> 1e-5).")
-    momentum: float = option(0.9, "SGD momentum.")
-    weight_decay: float = option(1e-4, "SGD weight decay.")
-    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
-    minmin_start: float = option(0.0, "Fraction of steps that train a random candidate (fig. 2b).")
-    select_batch_fraction: float = option(
-        1.0, "Choose the min-loss candidate on this part of a batch."
-    )
-    measure_agreement: bool = option(
-        False, "Count how often that choice agrees with the full batch's."
-    )
-    sandwich: bool = option(False, "Also train the largest and smallest width every step.")
-    decay_used: bool = option(
-        False, "Weight decay only on the channels the trained sub-network used."
-    )
-    seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
-    checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
-    calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
-    execution: str = option(
-        "auto",
-        "Supernet execution: sliced, masked (every width at full width: static shapes), or "
-        "auto (masked on CUDA where it equals sliced, sliced on CPU).",
-    )
-    amp: str = option(
-        "off", "Mixed precision for training, scoring, retraining: bf16, fp16 (CUDA only), off."
-    )
-    channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
-    log_every: int = option(
-        0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
-    )
-
-    def check(self) -> TrainConfig:
-        def bad(option: str, rule: str, value) -> WidthcError:
-            return WidthcError(f"--{option.replace('_', '-')} must be {rule}, got {value}")
-
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise bad(name, "at least 1", getattr(self, name))
-        if not self.lr > 0:
-            raise bad("lr", "positive", self.lr)
-        for name in ("min_lr", "weight_decay", "calibration_batches"):
-            if getattr(self, name) < 0:
-                raise bad(name, "0 or more", getattr(self, name))
-        for name in ("momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                raise bad(name, "in [0, 1)", getattr(self, name))
-        if not 0 <= self.minmin_start <= 1:
-            raise bad("minmin_start", "between 0 and 1", self.minmin_start)
-        if not 0 < self.select_batch_fraction <= 1:
-            raise bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
-        if self.checkpoint_every < 0:
-            raise bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
-        if self.log_every < 0:
-            raise bad("log_every", "0 (automatic) or more", self.log_every)
-        if self.amp not in AMP:
-            raise bad("amp", f"one of {', '.join(AMP)}", self.amp)
-        if self.execution not in EXECUTIONS:
-            raise bad("execution", f"one of {', '.join(EXECUTIONS)}", self.execution)
-        return self
 
 
 def train_supernet(

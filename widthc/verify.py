@@ -26,8 +26,19 @@ from widthc.export import export_onnx, tensor_error
 from widthc.ir import WidthChoice
 from widthc.passes.slicing import make_plan
 from widthc.passes.slim import copy_module
+from widthc.program import compile as compile_program
+from widthc.run import SLIM_ONNX
 from widthc.space import human
 from widthc.supernet import supernet
+
+__all__ = [
+    "Checks",
+    "EQUIVALENCE_TOLERANCE",
+    "default_reference",
+    "relative_error",
+    "verify",
+    "zeroed_reference",
+]
 
 EQUIVALENCE_TOLERANCE = 1e-5
 
@@ -170,8 +181,6 @@ def _equivalence(program, slimmed, inputs, reference, name: str) -> float:
 
 
 def _recount(slimmed: nn.Module, inputs: tuple) -> float:
-    from widthc.program import compile as compile_program
-
     return compile_program(slimmed, inputs).flops()
 
 
@@ -179,4 +188,4 @@ def _onnx(slimmed, inputs, onnx_path) -> float:
     if onnx_path is not None:
         return export_onnx(slimmed, inputs, onnx_path).error
     with tempfile.TemporaryDirectory(prefix="widthc-") as tmp:
-        return export_onnx(slimmed, inputs, Path(tmp) / "slim.onnx").error
+        return export_onnx(slimmed, inputs, Path(tmp) / SLIM_ONNX).error

@@ -18,81 +18,19 @@ Rules receive a context (`ctx`) from the pass that runs them:
           (see passes/masking.py)
 """
 
-from __future__ import annotations
+from widthc.ops import table  # noqa: F401 - registers every op family on import
+from widthc.ops.registry import (
+    REGISTRY,
+    REQUIRED,
+    Method,
+    OpSpec,
+    lookup,
+    module_key,
+    op_key,
+    op_name,
+    register,
+)
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
-
-_REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """What widthc knows about one op family."""
-
-    family: str
-    shape: Callable[[Any], Any] | None  # None: run the op (meta, else real) to learn it
-    couple: Callable[[Any], None]
-    flops: Callable[[Any], list] | None = None
-    resize: Callable[[nn.Module, dict, list], dict] | None = None
-    zeros: str | Callable[[Any], str] | None = None  # None: unknown, masked execution refused
-
-
-@dataclass(frozen=True)
-class Method:
-    """Registry key of a tensor method called by name (`x.view(...)`)."""
-
-    name: str
-
-
-REGISTRY: dict[Any, OpSpec] = {}
-
-
-def register(spec: OpSpec, *keys) -> None:
-    for k in keys:
-        REGISTRY[k] = spec
-
-
-def op_key(node: torch.fx.Node, modules: dict[str, nn.Module]):
-    """The registry key of a node: a module class (resolved through its MRO), a function, or a
-    `Method`. A subclass that overrides `forward` is not its parent: it gets its own type."""
-    if node.op == "call_module":
-        return module_key(modules[node.target])
-    if node.op == "call_function":
-        return node.target
-    if node.op == "call_method":
-        return Method(node.target)
-    return node.op
-
-
-def module_key(module: nn.Module):
-    cls = type(module)
-    for base in cls.__mro__:
-        if base in REGISTRY:
-            return base if getattr(cls, "forward", None) is getattr(base, "forward", None) else cls
-    return cls
-
-
-def lookup(node: torch.fx.Node, modules: dict[str, nn.Module]) -> OpSpec | None:
-    return REGISTRY.get(op_key(node, modules))
-
-
-def op_name(node: torch.fx.Node, modules: dict[str, nn.Module]) -> str:
-    """A short human name of the op: `Conv2d`, `torch.cat`, `.view`."""
-    if node.op == "call_module":
-        return type(modules[node.target]).__name__
-    if node.op == "call_method":
-        return f".{node.target}"
-    if node.op == "call_function":
-        mod = getattr(node.target, "__module__", None) or ""
-        name = getattr(node.target, "__name__", str(node.target))
-        return name if mod in ("_operator", "builtins") else f"{mod}.{name}"
-    return node.op
-
-
-# the table registers every op family (it imports the rules, which import OpSpec from here)
-from widthc.ops import table as _table  # noqa: E402, F401
+__all__ = [
+    "REGISTRY", "REQUIRED", "Method", "OpSpec", "lookup", "module_key", "op_key", "op_name", "register",
+]  # fmt: skip

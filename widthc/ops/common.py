@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from widthc.ir import TensorMeta
-from widthc.ops import OpSpec
+from widthc.ops.registry import OpSpec
 
 
 def first_input(ctx) -> TensorMeta:
@@ -61,3 +61,29 @@ def run_on_meta(ctx):
 
 def spec(family, shape, couple, flops=None, resize=None, zeros=None) -> OpSpec:
     return OpSpec(family, shape, couple, flops, resize, zeros)
+
+
+def shape_args(ctx, first: int):
+    """(path, raw arg) for each entry of a shape given as varargs or as one sequence."""
+    raw = ctx.node.args[first:]
+    if len(raw) == 1 and isinstance(raw[0], (tuple, list)):
+        return [(("args", first, i), a) for i, a in enumerate(raw[0])]
+    if not raw:
+        key = "shape" if "shape" in ctx.node.kwargs else "size"
+        seq = ctx.node.kwargs.get(key, ())
+        return [(("kwargs", key, i), a) for i, a in enumerate(seq)]
+    return [(("args", first + i), a) for i, a in enumerate(raw)]
+
+
+def set_field(ctx, value, lays, key) -> None:
+    """The node is item `key` (an index, a key or an attribute name) of a structured value
+    whose layouts are `lays`. Where that item cannot be found, the value's channels freeze."""
+    try:
+        if isinstance(key, str) and isinstance(lays, (tuple, list)):  # namedtuple field
+            item = getattr(value, key)
+            key = next(i for i, v in enumerate(value) if v is item)
+        elif isinstance(key, int) and isinstance(lays, dict):  # ModelOutput[i]: i-th set field
+            key = list(lays)[key]
+        ctx.set(lays[key])
+    except (AttributeError, IndexError, KeyError, StopIteration, TypeError):
+        ctx.barrier(f"cannot follow the channels of item {key!r} of a structured value")

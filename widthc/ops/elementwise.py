@@ -6,8 +6,7 @@ import torch
 
 from widthc import shapes
 from widthc.ir import TensorMeta
-from widthc.ops.common import first_input, nones
-from widthc.ops.shape_ops import set_field, shape_args
+from widthc.ops.common import first_input, nones, set_field, shape_args
 
 
 def unary(ctx) -> None:

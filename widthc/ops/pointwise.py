@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from widthc.ops import Method, register
 from widthc.ops.common import broadcast_shape, compare_shape, same_shape, spec
 from widthc.ops.elementwise import elementwise_rule, unary
+from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import size_quotient
 from widthc.ops.zeros import (
     KEEPS,

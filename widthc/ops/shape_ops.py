@@ -9,19 +9,8 @@ import torch
 
 from widthc import shapes
 from widthc.ir import Layout, TensorMeta
-from widthc.ops.common import first_input
-
-
-def shape_args(ctx, first: int):
-    """(path, raw arg) for each entry of a shape given as varargs or as one sequence."""
-    raw = ctx.node.args[first:]
-    if len(raw) == 1 and isinstance(raw[0], (tuple, list)):
-        return [(("args", first, i), a) for i, a in enumerate(raw[0])]
-    if not raw:
-        key = "shape" if "shape" in ctx.node.kwargs else "size"
-        seq = ctx.node.kwargs.get(key, ())
-        return [(("kwargs", key, i), a) for i, a in enumerate(seq)]
-    return [(("args", first + i), a) for i, a in enumerate(raw)]
+from widthc.ops.common import first_input, set_field, shape_args
+from widthc.ops.elementwise import elementwise_rule
 
 
 def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
@@ -90,8 +79,6 @@ def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
 def size_quotient(ctx) -> None:
     """`c // n` of a channel count `c`: the size of one of n equal pieces of those channels
     (a split attention's `C // radix`); the pieces then keep the same channels."""
-    from widthc.ops.elementwise import elementwise_rule
-
     if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
         return elementwise_rule(ctx)
     entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.arg(1)
@@ -307,20 +294,6 @@ def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
             return None
         pieces.append(Layout(tuple(take)))
     return pieces if not segs else None
-
-
-def set_field(ctx, value, lays, key) -> None:
-    """The node is item `key` (an index, a key or an attribute name) of a structured value
-    whose layouts are `lays`. Where that item cannot be found, the value's channels freeze."""
-    try:
-        if isinstance(key, str) and isinstance(lays, (tuple, list)):  # namedtuple field
-            item = getattr(value, key)
-            key = next(i for i, v in enumerate(value) if v is item)
-        elif isinstance(key, int) and isinstance(lays, dict):  # ModelOutput[i]: i-th set field
-            key = list(lays)[key]
-        ctx.set(lays[key])
-    except (AttributeError, IndexError, KeyError, StopIteration, TypeError):
-        ctx.barrier(f"cannot follow the channels of item {key!r} of a structured value")
 
 
 def getitem_couple(ctx) -> None:

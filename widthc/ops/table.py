@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from widthc.ops import REGISTRY, Method, module_key, register
 from widthc.ops.attention import (
     einsum_couple,
     einsum_flops,
@@ -76,6 +75,7 @@ from widthc.ops.layers import (
     prelu_resize,
 )
 from widthc.ops.pointwise import UNARY, register_pointwise
+from widthc.ops.registry import REGISTRY, Method, module_key, register
 from widthc.ops.shape_ops import (
     cat_couple,
     expand_as_couple,

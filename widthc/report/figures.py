@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from widthc import run as run_files
 from widthc.files import write_atomic
 from widthc.report.rundir import RunData
 from widthc.space import human
@@ -214,11 +215,11 @@ def training_figure(run: RunData) -> Figure | str:
 
 
 _DRAWERS: dict[str, Callable[[RunData], Figure | str]] = {
-    "widths.png": widths_figure,
-    "bins.png": bins_figure,
-    "search.png": search_figure,
-    "retrained.png": retrained_figure,
-    "training.png": training_figure,
+    run_files.WIDTHS_PNG: widths_figure,
+    run_files.BINS_PNG: bins_figure,
+    run_files.SEARCH_PNG: search_figure,
+    run_files.RETRAINED_PNG: retrained_figure,
+    run_files.TRAINING_PNG: training_figure,
 }
 FIGURES = tuple(_DRAWERS)
 

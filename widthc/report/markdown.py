@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from widthc import run as run_files
 from widthc.files import write_text
 from widthc.report import text as t
 from widthc.report.figures import write_figures
 from widthc.report.latency import run_latency
 from widthc.report.rundir import Budget, RunData, load
-from widthc.run import ORDER, REPORT
+from widthc.run import REPORT, STAGES
 
 _MAX_LAYERS = 4
 
@@ -28,11 +29,11 @@ def write_report(run_dir: Path) -> Path:
         _warnings(run),
         _header(run),
         _results(run, latency, latency_note),
-        _figure(run, figures, "widths.png", "Width per layer", _WIDTHS_TEXT),
-        _figure(run, figures, "bins.png", "Bins per layer", _BINS_TEXT),
-        _figure(run, figures, "search.png", "Search: score vs FLOPs", _SEARCH_TEXT),
-        _figure(run, figures, "retrained.png", "Test accuracy: widthc vs uniform", ""),
-        _figure(run, figures, "training.png", "Supernet training", ""),
+        _figure(run, figures, run_files.WIDTHS_PNG, "Width per layer", _WIDTHS_TEXT),
+        _figure(run, figures, run_files.BINS_PNG, "Bins per layer", _BINS_TEXT),
+        _figure(run, figures, run_files.SEARCH_PNG, "Search: score vs FLOPs", _SEARCH_TEXT),
+        _figure(run, figures, run_files.RETRAINED_PNG, "Test accuracy: widthc vs uniform", ""),
+        _figure(run, figures, run_files.TRAINING_PNG, "Supernet training", ""),
         _frozen(run),
         _timings(run),
         _reproduce(run),
@@ -84,7 +85,7 @@ def _warnings(run: RunData) -> str:
 def _unfinished(run: RunData) -> list[str]:
     """Stages after the last one done (one skipped before it, e.g. no training for a uniform
     search, is not missing)."""
-    stages = [s for s in ORDER if s != "report"]
+    stages = [s for s in STAGES if s != "report"]
     done = [i for i, s in enumerate(stages) if run.stages.get(s, {}).get("done")]
     return stages[done[-1] + 1 if done else 0 :]
 
@@ -236,7 +237,7 @@ def _timings(run: RunData) -> str:
     head = "## Stage timings\n\n"
     if not run.stages:
         return head + "_Skipped: no stages.json (no stage has finished)._"
-    names = [*ORDER, *(s for s in run.stages if s not in ORDER)]
+    names = [*STAGES, *(s for s in run.stages if s not in STAGES)]
     rows = ["| stage | done | time |", "|---|---|---:|"]
     total = 0.0
     for name in names:

@@ -19,11 +19,13 @@ from widthc.run import (
     METRICS,
     SEARCH,
     SLIM_ONNX,
-    STAGES,
+    STAGES_FILE,
     TRAIN_LOG,
     UNIFORM,
     WIDTHS,
-    safe_name,
+    Run,
+    budget_folder,
+    budget_text,
 )
 
 
@@ -137,7 +139,7 @@ def load(path: str | Path) -> RunData:
         config=config,
         analysis=_json(path / ANALYSIS, problems),
         search=search,
-        stages=_json(path / STAGES, problems),
+        stages=_json(path / STAGES_FILE, problems),
         train_log=_jsonl(path / TRAIN_LOG, problems),
         budgets=_budgets(path, config, search, problems),
         problems=problems,
@@ -149,10 +151,10 @@ def _budgets(path: Path, config: dict, search: dict, problems: list[str]) -> lis
     results = {r["text"]: r for r in search.get("results", []) if "text" in r}
     folders: dict[str, Path] = {}
     files: dict[str, tuple[dict, dict]] = {}
-    for folder in sorted(p for p in path.glob("flops-*") if p.is_dir()):
+    for folder in Run(path, {}).budget_dirs():
         widths = _json(folder / WIDTHS, problems)
         metrics = _json(folder / METRICS, problems)
-        text = widths.get("budget", {}).get("text") or _text_of(folder.name)
+        text = widths.get("budget", {}).get("text") or budget_text(folder.name)
         folders[text] = folder
         files[text] = (widths, metrics)
     given = config.get("flops", [])
@@ -161,13 +163,9 @@ def _budgets(path: Path, config: dict, search: dict, problems: list[str]) -> lis
     out = []
     for text in dict.fromkeys(texts):
         widths, metrics = files.get(text, ({}, {}))
-        folder = folders.get(text) or path / safe_name(f"flops-{text}")
+        folder = folders.get(text) or path / budget_folder(text)
         out.append(Budget(text, folder, results.get(text, {}), widths, metrics))
     return out
-
-
-def _text_of(folder_name: str) -> str:
-    return folder_name.removeprefix("flops-").replace("pct", "%")
 
 
 def _json(path: Path, problems: list[str]) -> dict:

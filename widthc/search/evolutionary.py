@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from widthc.search import Objective, register
+from widthc.config import SearchConfig, default
+from widthc.search.objective import Objective
+from widthc.search.registry import register
 
 
 @register("evolutionary")
 def evolutionary(
     objective: Objective,
     rng: np.random.Generator,
-    population: int = 40,
-    generations: int = 50,
+    population: int = default(SearchConfig, "population"),
+    generations: int = default(SearchConfig, "generations"),
     parents: int | None = None,
     mutation_prob: float = 0.1,
 ) -> list:

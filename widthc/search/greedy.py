@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from widthc import space as sp
-from widthc.search import Exhausted, Objective, register
+from widthc.search.objective import Exhausted, Objective
+from widthc.search.registry import register
 
 
 @register("greedy")

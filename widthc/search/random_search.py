@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from widthc.search import Objective, register
+from widthc.config import SearchConfig, default
+from widthc.search.objective import Objective
+from widthc.search.registry import register
 
 
 @register("random")
-def random_search(objective: Objective, rng: np.random.Generator, samples: int = 2000) -> list:
+def random_search(
+    objective: Objective, rng: np.random.Generator, samples: int = default(SearchConfig, "samples")
+) -> list:
     if samples < 1:
         raise ValueError("samples must be at least 1")
     scored, attempts = 0, 0

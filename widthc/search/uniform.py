@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from widthc.search import Objective, register
+from widthc.search.objective import Objective
+from widthc.search.registry import register
 
 
 @register("uniform")

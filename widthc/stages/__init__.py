@@ -1,1 +1,1 @@
-"""Stage bodies too long for `widthc/pipeline.py`: search, slim and export, retraining."""
+"""The stages of a run, one module each (`run(ctx)`); widthc/pipeline.py runs them in order."""

@@ -8,49 +8,54 @@ the winning candidate, weights inherited, analysed afresh with the smaller beta)
 each stage is reported (table 17). The result of the last stage is the budget's width; its
 `chain` (each earlier stage's winning candidate and beta) rebuilds the last stage's model from
 the original one, for slimming the trained weights or retraining from scratch.
+
+With `--stages 1` (the default) this is the plain search stage (stages/search.py).
 """
 
 from __future__ import annotations
 
 import widthc
 from widthc import search as searchers
+from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax
-from widthc.ir import WidthChoice
 from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
+from widthc.run import SUPERNET
+from widthc.stages import search
 from widthc.train import train_supernet
 
 
-def run_multistage(ctx, cfg, budgets: dict) -> None:
-    from widthc.stages.search import result_json, search_one, write
-
-    if len(budgets) != 1:
+def run(ctx: Context) -> None:
+    """The search stage: one stage (stages/search.py), or `--stages T` of them."""
+    cfg = ctx.config.search
+    if cfg.stages == 1:
+        return search.run(ctx)
+    if len(ctx.config.flops) != 1:
         raise WidthcError("--stages above 1 searches one budget per run: give one --flops")
-    ((text, target),) = budgets.items()
+    ((text, target),) = ctx.budgets.items()
     c = ctx.config
-    schedule = stage_schedule(
-        ctx.program.flops(), target, cfg.stages, c.get("beta", 1.0), cfg.alpha
-    )
+    schedule = stage_schedule(ctx.program.flops(), target, cfg.stages, c.beta, cfg.alpha)
     program, net = ctx.program, ctx.supernet(trained=True)
     chain, stages = [], []
     calib, val = ctx.calibration(), ctx.validation()
     uniform = None
     for t, (budget, beta) in enumerate(schedule, 1):
         if t > 1:
-            program = rebuilt(ctx, program, chain[-1])
-            net = widthc.supernet(program, c.get("offset", 1), c.get("execution", "auto"))
-            net = net.to(ctx.device)
-            folder = ctx.run.path / f"stage-{t}"
+            program = ctx.next_stage(program, chain[-1])
+            net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
+            folder = ctx.run.stage_dir(t)
             train_supernet(
-                net, ctx.splits.train, ctx.splits.val, ctx.train_config, folder,
-                resume=(folder / "supernet.pt").exists(), progress=ctx.progress,
+                net, ctx.splits.train, ctx.splits.val, c.train, folder,
+                resume=(folder / SUPERNET).exists(), progress=ctx.progress,
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss,
             )  # fmt: skip
-        precision = Precision.of(ctx.train_config, ctx.device)  # every stage scores alike
-        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.get("seed", 0), precision=precision)
-        result, seconds = search_one(ctx, program, scorer, cfg, f"{text} stage {t}", budget, [])
-        entry = result_json(program, net, scorer, result, text, seconds)
+        precision = Precision.of(c.train, ctx.device)  # every stage scores alike
+        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.seed, precision=precision)
+        result, seconds = search.search_one(
+            ctx, program, scorer, cfg, f"{text} stage {t}", budget, []
+        )
+        entry = search.result_json(program, net, scorer, result, text, seconds)
         if t == 1:
             uniform = _uniform_at_target(ctx, net, scorer, target)
         if t < len(schedule):  # the next stage starts from this stage's winner
@@ -71,48 +76,16 @@ def run_multistage(ctx, cfg, budgets: dict) -> None:
             f"10^{program.space.log10_size():.1f}, score {entry['score']:.4f}"
         )
     final = {**entry, "budget": target, "stages": stages, "chain": chain, "uniform": uniform}
-    write(ctx, program, [final], complete=True)
+    search.write(ctx, program, [final], complete=True)
 
 
-def rebuilt(ctx, program, step: dict):
-    """The program of the next stage: `program`'s model slimmed at the stage's winning
-    candidate (its weights), analysed with the next stage's beta."""
-    cand = program.validate(WidthChoice.from_json(step["candidate_choice"]))
-    model = widthc.slim(program, cand)
-    return widthc.compile(
-        model, program.example_inputs, step["beta"], align=ctx.config.get("align", 1)
-    )
-
-
-def replay(ctx, chain: list, program):
-    """The last stage's program, rebuilt from `program` (the original model's, trained or
-    fresh) through the chain of earlier stages' winning candidates."""
-    for step in chain:
-        program = rebuilt(ctx, program, step)
-    return program
-
-
-def last_supernet(ctx, result: dict, device):
-    """The last stage's trained supernet of a multi-stage result (its program replayed)."""
-    from widthc import checkpoint
-
-    program = replay(ctx, result["chain"], ctx.program)
-    net = widthc.supernet(program, ctx.config.get("offset", 1)).to(device)
-    stage = len(result["chain"]) + 1
-    ckpt = checkpoint.load(ctx.run.path / f"stage-{stage}" / "supernet.pt", map_location=device)
-    net.load_state_dict(ckpt["model"])
-    return program, net
-
-
-def _uniform_at_target(ctx, net, scorer, target: float) -> dict:
+def _uniform_at_target(ctx: Context, net, scorer, target: float) -> dict:
     """The uniform baseline at the final budget on the original supernet (described like a
     search result), so every run compares with the same baseline."""
-    from widthc.stages.search import result_json
-
     program = ctx.program
     width = program.space.array(program.uniform(flops=target))
     score = scorer(program.space.choice(width))
     e = searchers.Evaluation(tuple(int(k) for k in width), float(program.flops_many(width[None])[0]),
                              score.value, score.candidate)  # fmt: skip
     result = searchers.SearchResult(target, "uniform", 0, e, e, [e])
-    return result_json(program, net, scorer, result, "", 0.0)
+    return search.result_json(program, net, scorer, result, "", 0.0)

@@ -13,24 +13,34 @@ parity; slim.pt and slim.onnx are replaced by them.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import torch
 
 import widthc
 from widthc import loop
+from widthc.context import Context, batches, compile_source
 from widthc.errors import InternalError
 from widthc.evaluate import recalibrate
+from widthc.files import write_text
 from widthc.ir import WidthChoice
-from widthc.run import INHERITED, METRICS, RETRAIN, RETRAIN_LOG, SLIM, SLIM_ONNX, UNIFORM, WIDTHS
-from widthc.stages.export import update_metrics
+from widthc.run import (
+    INHERITED,
+    METRICS,
+    RETRAIN,
+    RETRAIN_LOG,
+    SLIM,
+    SLIM_ONNX,
+    UNIFORM,
+    WIDTHS,
+    update_metrics,
+)
 
 
-def retrain_all(ctx) -> None:
-    from widthc.pipeline import RetrainConfig, config_of, read_search
-
-    rcfg = config_of(RetrainConfig, ctx.config)
-    epochs = ctx.train_config.epochs if rcfg.retrain_epochs is None else rcfg.retrain_epochs
-    for r in read_search(ctx.run)["results"]:
+def run(ctx: Context) -> None:
+    rcfg = ctx.config.retrain
+    epochs = ctx.config.train.epochs if rcfg.retrain_epochs is None else rcfg.retrain_epochs
+    for r in ctx.run.read_search()["results"]:
         folder = ctx.run.budget_dir(r["text"])
         test = dict(
             ctx.run.read_json(folder.relative_to(ctx.run.path) / METRICS, {}).get("test", {})
@@ -60,21 +70,17 @@ def retrain_all(ctx) -> None:
 def fresh(ctx, cand: WidthChoice, chain: list | None = None):
     """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
     a multi-stage width through its chain of stages)."""
-    from widthc.pipeline import compile_source
-
     program = compile_source(ctx.config, ctx.source())
     if program.binning != ctx.program.binning:
         raise InternalError("the model built anew has other bins than the searched one")
     if chain:
-        from widthc.stages.multistage import replay
-
-        program = replay(ctx, chain, program)
+        program = ctx.replay(chain, program)
     return widthc.slim(program, program.validate(cand))
 
 
 def train(ctx, model, folder, epochs: int, label: str):
     """Plain training of a slimmed model with the run's recipe; resumable from retrain.pt."""
-    cfg = dataclasses.replace(ctx.train_config, epochs=epochs)
+    cfg = dataclasses.replace(ctx.config.train, epochs=epochs)
     model = model.to(ctx.device).train()
     data = ctx.splits.train
     steps = epochs * (len(data) // cfg.batch_size)
@@ -99,10 +105,6 @@ def train(ctx, model, folder, epochs: int, label: str):
 def reverify(ctx, model, cand: WidthChoice, folder) -> None:
     """The retrained model keeps its width: FLOPs recounted exactly, ONNX parity; then it
     replaces slim.pt and slim.onnx."""
-    import json
-
-    from widthc.files import write_text
-
     model = model.cpu().eval()
     example = tuple(x.cpu() for x in ctx.program.example_inputs)
     counted = widthc.compile(model, example).flops()
@@ -113,7 +115,7 @@ def reverify(ctx, model, cand: WidthChoice, folder) -> None:
             f"{expected:.0f}"
         )
     checks = {"flops_counted": counted, "flops_expected": expected, "onnx_rel_error": None}
-    if ctx.config.get("onnx", True):
+    if ctx.config.onnx:
         checks["onnx_rel_error"] = widthc.export_onnx(model, example, folder / SLIM_ONNX).error
     widthc.save(model, folder / SLIM)
     widths = json.loads((folder / WIDTHS).read_text())
@@ -125,11 +127,9 @@ def reverify(ctx, model, cand: WidthChoice, folder) -> None:
 @torch.no_grad()
 def measure(model, data, metric, device) -> float:
     """The metric of `model` on `data` in eval mode (batch-size weighted mean)."""
-    from widthc.pipeline import _batches
-
     model = model.to(device).eval()
     total, n = 0.0, 0
-    for x, y in _batches(data, torch.arange(len(data)), 256):
+    for x, y in batches(data, torch.arange(len(data)), 256):
         total += float(metric(model(x.to(device)), y.to(device))) * len(y)
         n += len(y)
     return total / max(n, 1)
@@ -138,16 +138,11 @@ def measure(model, data, metric, device) -> float:
 def forget(run) -> None:
     """Retrain again from the start (`widthc retrain RUN_DIR`): the measured accuracies and the
     retraining checkpoints of every budget are dropped."""
-    import json
-
-    from widthc.files import write_text
-
-    for metrics in run.path.glob(f"flops-*/{METRICS}"):
-        data = json.loads(metrics.read_text())
-        data.pop("test", None)
-        write_text(metrics, json.dumps(data, indent=2))
-    for ckpt in [
-        *run.path.glob(f"flops-*/{RETRAIN}"),
-        *run.path.glob(f"flops-*/{UNIFORM}/{RETRAIN}"),
-    ]:
-        ckpt.unlink()
+    for folder in run.budget_dirs():
+        metrics = folder / METRICS
+        if metrics.exists():
+            data = json.loads(metrics.read_text())
+            data.pop("test", None)
+            write_text(metrics, json.dumps(data, indent=2))
+        for ckpt in (folder / RETRAIN, folder / UNIFORM / RETRAIN):
+            ckpt.unlink(missing_ok=True)

@@ -14,6 +14,8 @@ import numpy as np
 
 from widthc import interrupt
 from widthc import search as searchers
+from widthc.config import SearchConfig
+from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
 from widthc.loop import Bar
@@ -25,25 +27,18 @@ SNAPSHOT_SECONDS = 5.0  # search.json is rewritten this often during a search,
 SNAPSHOT_EVALUATIONS = 10  # or after this many new widths, whichever comes first
 
 
-def run_search(ctx) -> None:
-    cfg = ctx.search_config.check()
-    program = ctx.program
-    budgets = ctx.budgets()
-    for value in budgets.values():
-        program.check_budget(value)
-    if cfg.stages > 1:
-        from widthc.stages.multistage import run_multistage
-
-        return run_multistage(ctx, cfg, budgets)
+def run(ctx: Context) -> None:
+    """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
+    cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True)
-    seed = ctx.config.get("seed", 0)
-    precision = Precision.of(ctx.train_config, ctx.device)  # one way for every budget
+    precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
     scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.metric, seed=seed, precision=precision
-    )
+        net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed,
+        precision=precision,
+    )  # fmt: skip
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
-    for text, budget in budgets.items():
+    for text, budget in ctx.budgets.items():
         result, seconds = search_one(ctx, program, scorer, cfg, text, budget, results)
         results.append(result_json(program, net, scorer, result, text, seconds))
         write(ctx, program, results, complete=False)
@@ -56,7 +51,9 @@ def run_search(ctx) -> None:
     write(ctx, program, results, complete=True)
 
 
-def search_one(ctx, program, scorer: MaxMax, cfg, text: str, budget: float, done: list):
+def search_one(
+    ctx: Context, program, scorer: MaxMax, cfg: SearchConfig, text: str, budget: float, done: list
+):
     """One budget's search, with a progress bar and snapshots of the widths scored so far."""
     ledger: list[dict] = []
     last = [time.perf_counter()]
@@ -77,7 +74,7 @@ def search_one(ctx, program, scorer: MaxMax, cfg, text: str, budget: float, done
     with _Bar(f"search {text}", total, ctx.progress) as bar:
         result = searchers.search(
             program.space, program.flops_many, score, budget, cfg.search,
-            seed=ctx.config.get("seed", 0), band=(cfg.budget_band, 1.0),
+            seed=ctx.config.seed, band=(cfg.budget_band, 1.0),
             max_evals=cfg.max_evals, progress=bar.update, population=cfg.population,
             generations=cfg.generations, samples=cfg.samples,
         )  # fmt: skip
@@ -122,7 +119,7 @@ def result_json(program, net, scorer, result: searchers.SearchResult, text, seco
     }
 
 
-def write(ctx, program, results: list[dict], complete: bool) -> None:
+def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
     everything = [
         searchers.Evaluation(tuple(h["width"]), h["flops"], h["score"], h["candidate"])
         for r in results
@@ -134,7 +131,7 @@ def write(ctx, program, results: list[dict], complete: bool) -> None:
         {
             "groups": [int(g) for g in program.space.ids],
             "binning": program.binning,
-            "offset": ctx.config.get("offset", 1),
+            "offset": ctx.config.offset,
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}
@@ -154,7 +151,7 @@ def preload(scorer: MaxMax, program, previous: dict | None) -> int:
             "search.json describes other groups than this model's: start over with --force"
         )
     known = [
-        (program.space.choice(np.array(h["width"])), _score_of(h))
+        (program.space.choice(np.array(h["width"])), Score.from_json(h))
         for r in previous.get("results", [])
         for h in r.get("history", [])
     ]
@@ -170,10 +167,6 @@ def _entry(width, flops: float, s: Score) -> dict:
         "candidate": s.candidate,
         "candidates": list(s.candidates),
     }
-
-
-def _score_of(h: dict) -> Score:
-    return Score(h["score"], h["candidate"], tuple(h.get("candidates", (h["score"],))))
 
 
 def _expected_evaluations(cfg) -> int | None:

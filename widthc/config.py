@@ -1,0 +1,286 @@
+"""The run configuration: every option of a run, typed and frozen, each default written once.
+
+`RunConfig` is what `widthc slim` (and `train`, `search`, `export`, `retrain`) runs: its own
+fields (the model, how it is traced and binned, the data, the device, the budgets) and three
+parts, `TrainConfig`, `SearchConfig` and `RetrainConfig`. Every field carries its CLI help
+(`option`): the CLI's options are generated from these classes, and config.json is their flat
+JSON (`RunConfig.to_json` / `from_json`; the option names are unique across the parts).
+
+This module imports nothing heavy (no torch, no numpy): `widthc --help` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from widthc.errors import WidthcError
+
+__all__ = [
+    "AMP", "EXECUTIONS", "RetrainConfig", "RunConfig", "SearchConfig", "TrainConfig", "default",
+    "flag_name", "option",
+    "option_fields",
+]  # fmt: skip
+
+
+def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's word
+    """A config field with its CLI help. `group` says which commands take it (RunConfig's own
+    fields); `cli` are extra click settings: `flag` (the option's name when it is not the
+    field's), `metavar`, `choices`, `min`, `multiple`, `off` (more names of a boolean's off
+    switch), `flag_only` (a boolean without an off switch), `lazy` (a stage command's option:
+    not given means the run's value)."""
+    return field(default=default, metadata={"help": help, "group": group, "cli": cli})
+
+
+def flag_name(name: str) -> str:
+    """A field's option as the user types it: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+EXECUTIONS = ("auto", "sliced", "masked")  # how a supernet runs (widthc/supernet.py)
+AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
+
+
+def _bad(name: str, rule: str, value) -> WidthcError:
+    return WidthcError(f"{flag_name(name)} must be {rule}, got {value}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (supernet training and retraining)."""
+
+    epochs: int = option(1, "Training epochs.")
+    batch_size: int = option(64, "Batch size per process.")
+    lr: float = option(0.1, "Initial learning rate (cosine to --min-lr).")
+    min_lr: float = option(1e-5, "The cosine schedule's floor (paper A.2: 0.1 -> 1e-5).")
+    momentum: float = option(0.9, "SGD momentum.")
+    weight_decay: float = option(1e-4, "SGD weight decay.")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
+    minmin_start: float = option(0.0, "Fraction of steps that train a random candidate (fig. 2b).")
+    select_batch_fraction: float = option(
+        1.0, "Choose the min-loss candidate on this part of a batch."
+    )
+    measure_agreement: bool = option(
+        False, "Count how often that choice agrees with the full batch's."
+    )
+    sandwich: bool = option(False, "Also train the largest and smallest width every step.")
+    decay_used: bool = option(
+        False, "Weight decay only on the channels the trained sub-network used."
+    )
+    seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
+    checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
+    calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
+    execution: str = option(
+        "auto",
+        "Supernet execution: sliced, masked (every width at full width: static shapes), or "
+        "auto (masked on CUDA where it equals sliced, sliced on CPU).",
+        choices=EXECUTIONS,
+    )
+    amp: str = option(
+        "off", "Mixed precision of training, scoring, retraining (fp16: CUDA only).", choices=AMP
+    )
+    channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
+    log_every: int = option(
+        0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
+    )
+
+    def check(self) -> TrainConfig:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise _bad(name, "at least 1", getattr(self, name))
+        if not self.lr > 0:
+            raise _bad("lr", "positive", self.lr)
+        for name in ("min_lr", "weight_decay", "calibration_batches"):
+            if getattr(self, name) < 0:
+                raise _bad(name, "0 or more", getattr(self, name))
+        for name in ("momentum", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise _bad(name, "in [0, 1)", getattr(self, name))
+        if not 0 <= self.minmin_start <= 1:
+            raise _bad("minmin_start", "between 0 and 1", self.minmin_start)
+        if not 0 < self.select_batch_fraction <= 1:
+            raise _bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
+        if self.checkpoint_every < 0:
+            raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.log_every < 0:
+            raise _bad("log_every", "0 (automatic) or more", self.log_every)
+        for name, allowed in (("amp", AMP), ("execution", EXECUTIONS)):
+            if getattr(self, name) not in allowed:
+                raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
+        return self
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Options of the search stage (paper A.2: population 40, 50 generations, 2,000 samples)."""
+
+    search: str = option("evolutionary", "evolutionary, random, greedy or uniform.")
+    population: int = option(40, "Evolutionary: population (paper A.2).")
+    generations: int = option(50, "Evolutionary: generations (paper A.2).")
+    samples: int = option(2000, "Random search: widths sampled (paper A.2).")
+    max_evals: int | None = option(None, "Cap on widths scored per budget.")
+    budget_band: float = option(0.9, "Only widths with FLOPs in [band, 1] x budget compete.")
+    calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
+    stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
+    alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
+
+    def check(self) -> SearchConfig:
+        # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
+        from widthc.search.registry import SEARCHERS
+
+        if self.search not in SEARCHERS:
+            names = ", ".join(sorted(SEARCHERS))
+            raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
+        lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
+        for name, low in lows.items():
+            if getattr(self, name) < low:
+                raise _bad(name, f"at least {low}", getattr(self, name))
+        if self.max_evals is not None and self.max_evals < 1:
+            raise _bad("max_evals", "at least 1", self.max_evals)
+        if not 0 < self.budget_band <= 1:
+            raise _bad("budget_band", "in (0, 1]", self.budget_band)
+        if not self.alpha > 0:
+            raise _bad("alpha", "positive", self.alpha)
+        return self
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Options of the retrain stage."""
+
+    retrain_epochs: int | None = option(
+        None, "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
+    )
+    finetune: bool = option(
+        False, "Retrain from the supernet's weights instead of from scratch.", off="--from-scratch"
+    )
+
+    def check(self) -> RetrainConfig:
+        if self.retrain_epochs is not None and self.retrain_epochs < 0:
+            raise _bad("retrain_epochs", "0 or more", self.retrain_epochs)
+        return self
+
+
+_PARTS = {"train": TrainConfig, "search": SearchConfig, "retrain": RetrainConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of a run. Groups: `model` (what is traced and how), `bins`, `run` (data,
+    supernet, device), `budget`, `export`, `from`; and the parts `train`, `search`, `retrain`."""
+
+    model: str = option(
+        "",
+        "A model.py file, package.module:function, torchvision:NAME or timm:NAME.",
+        "model",
+        argument=True,
+    )
+    input_shape: str | None = option(
+        None, "Example input shape, e.g. 1,3,224,224.", "model", metavar="SHAPE"
+    )
+    leaves: tuple[str, ...] = option(
+        (), "Module class or path not to trace into (repeatable).", "model",
+        flag="--leaf", multiple=True, metavar="NAME",
+    )  # fmt: skip
+    auto_leaf: bool = option(
+        True, "Trace a submodule that torch.fx cannot trace as one opaque call.", "model"
+    )
+    beta: float = option(1.0, "Minimum bin size (paper eq. 9).", "bins")
+    align: int = option(
+        1, "Keep channel counts multiples of this (1: the paper's bins; 8 suits CPU/GPU kernels).",
+        "bins", min=1,
+    )  # fmt: skip
+    uniform_bins: int | None = option(
+        None, "K bins of equal channel count per group instead of FLOPs-sensitive bins (A.7).",
+        "bins", min=1, metavar="K",
+    )  # fmt: skip
+    data: str | None = option(
+        None, "digits, mnist, mnist1d, mnist1d-10k, imagefolder:PATH, cifar10:PATH or synthetic; "
+        "default: the model file's train_data()/val_data().", "run", metavar="SOURCE",
+    )  # fmt: skip
+    offset: int = option(1, "Locally free offset r (0: fixed pattern).", "run")
+    num_classes: int | None = option(
+        None, "Build the model with this many classes (default: the data's, for library models).",
+        "run",
+    )  # fmt: skip
+    device: str = option("cpu", "Device to train and score on.", "run", choices=("cpu", "cuda"))
+    distributed: bool = option(
+        False, "DDP under torchrun (automatic under torchrun).", "run", flag_only=True
+    )
+    sync_bn: bool = option(
+        False, "Convert batch norms to SyncBatchNorm (distributed).", "run", flag_only=True
+    )
+    flops: tuple[str, ...] = option(
+        (), "FLOPs budget(s) per sample: 300M, 1.2G, 4.1e9 or 50% of the full model.", "budget",
+        metavar="BUDGET[,BUDGET...]",
+    )  # fmt: skip
+    onnx: bool = option(True, "Also write and check slim.onnx.", "export")
+    from_run: str | None = option(
+        None, "Reuse the trained supernet of RUN_DIR.", "from", flag="--from", metavar="RUN_DIR"
+    )
+    world_size: int = field(default=1, metadata={"help": "", "group": "", "cli": {}})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    def check(self) -> RunConfig:
+        """Every option in range (one sentence for the first that is not)."""
+        self.train.check()
+        self.search.check()
+        self.retrain.check()
+        if self.offset < 0:
+            raise _bad("offset", "0 or more", self.offset)
+        if not self.beta > 0:
+            raise _bad("beta", "positive", self.beta)
+        if self.sync_bn and self.device != "cuda":
+            raise WidthcError(
+                "--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only"
+            )
+        return self
+
+    # --- flat JSON (config.json) and option dicts ----------------------------------------------
+
+    def to_json(self) -> dict:
+        """The flat dict config.json holds (tuples as lists)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _PARTS}
+        for part in _PARTS:
+            out.update(asdict(getattr(self, part)))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> RunConfig:
+        """A config from a flat dict of options (config.json, or the CLI's); keys of no option
+        (command, versions) are ignored, missing ones take their defaults."""
+        own = {f.name: f for f in fields(RunConfig) if f.name not in _PARTS}
+        kwargs = {k: _typed(own[k], v) for k, v in data.items() if k in own}
+        for part, cls in _PARTS.items():
+            kwargs[part] = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return RunConfig(**kwargs)
+
+    def updated(self, **options) -> RunConfig:
+        """This config with some options (flat names, any part) changed."""
+        return RunConfig.from_json({**self.to_json(), **options}) if options else self
+
+
+def _typed(f, value):
+    """JSON lists back to the tuples a frozen config holds."""
+    return tuple(value) if isinstance(value, list) and str(f.type).startswith("tuple") else value
+
+
+def option_fields(cls=RunConfig, group: str | None = None) -> list:
+    """The fields of `cls` that are CLI options (in `group`, for RunConfig's own fields)."""
+    return [
+        f
+        for f in fields(cls)
+        if f.metadata.get("help") and (group is None or f.metadata.get("group") == group)
+    ]
+
+
+def default(cls, name: str):
+    """The default of field `name` of a config class."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()

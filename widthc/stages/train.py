@@ -1,0 +1,28 @@
+"""The train stage: the CafeNet supernet trained with min-min (paper §3.1; widthc/train.py),
+resumed from its checkpoint when the run was interrupted."""
+
+from __future__ import annotations
+
+from widthc.context import Context
+from widthc.run import SUPERNET
+from widthc.train import train_supernet
+
+
+def run(ctx: Context) -> None:
+    net = ctx.supernet(trained=False)
+    result = train_supernet(
+        net, ctx.splits.train, ctx.splits.val, ctx.config.train, ctx.run.path,
+        resume=ctx.run.file(SUPERNET).exists(), progress=ctx.progress,
+        loss_fn=None if ctx.model_source.loss is None else ctx.loss,
+    )  # fmt: skip
+    last = result.validation[-1] if result.validation else {}
+    ctx.echo(
+        f"trained {result.steps} steps; candidates chosen {result.histogram}"
+        + (f"; selection agreement {result.agreement:.1%}" if result.agreement is not None else "")
+        + (
+            f"; validation accuracy largest {last['val_acc_largest']:.1%}, smallest "
+            f"{last['val_acc_smallest']:.1%}"
+            if last
+            else ""
+        )
+    )
