@@ -99,7 +99,7 @@ def scoring_ratio(rounds: int, device=CPU) -> dict:
     cuda = device.type == "cuda"
     size, warm = (128, 10) if cuda else (64, 0)
     train = load_splits("digits", (1, 3, 32, 32), seed=0).train
-    batches = [batch(train, torch.arange(i * size, (i + 1) * size)) for i in range(10)]
+    batches = [batch(train, torch.arange(i * size, (i + 1) * size) % len(train)) for i in range(10)]
     batches = [(x.to(device), y.to(device)) for x, y in batches]
     calib, val = [x for x, _ in batches[:5]], batches[5:]
     half = program.uniform(flops=0.5 * program.flops())

@@ -267,25 +267,31 @@ def main() -> None:
 
 
 def shapes_main(args) -> None:
-    """Distinct convolution shapes of a min-min run (r=1, f=0.25), sliced and masked."""
+    """Distinct convolution shapes of a min-min run (r=1, f=0.25), sliced and masked, each
+    from the same freshly built model, on digits at 16x16."""
     from supernet_cuda import conv_shapes
 
     batch, size = args.batch or 8, 16
+    train = load_splits("digits", (1, 3, size, size), seed=0).train
+    n = len(train) // batch
+    batches = [take(train, torch.arange(i * batch, (i + 1) * batch)) for i in range(n)]
     print(f"distinct convolution shapes in {args.shapes} min-min steps (r=1, f=0.25, a new "
-          f"width every step, batch {batch}, {size}x{size}, CPU):\n")  # fmt: skip
+          f"width every step, batch {batch}, digits at {size}x{size}, CPU):\n")  # fmt: skip
     print("| model | convolutions | sliced: forward / backward | masked: forward / backward |")
     print("|---|---:|---:|---:|")
     found = {}
     for name in args.models.split(","):
+        counts = {
+            e: conv_shapes(_program(name), e, args.shapes, batches) for e in ("sliced", "masked")
+        }
         program = _program(name)
         convs = sum(isinstance(m, torch.nn.Conv2d) for m in program.gm.modules())
-        counts = {
-            e: conv_shapes(program, e, args.shapes, batch, size) for e in ("sliced", "masked")
-        }
         found[name] = {"convolutions": convs, **counts}
         s, m = counts["sliced"], counts["masked"]
         print(f"| {name} | {convs} | {s['forward']} / {s['backward']} | "
               f"{m['forward']} / {m['backward']} |", flush=True)  # fmt: skip
+        if min(s["trained"], m["trained"]) < args.shapes:
+            print(f"(steps that trained: sliced {s['trained']}, masked {m['trained']})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(found, f, indent=2)

@@ -14,7 +14,7 @@ new width, against the slimmed model recalibrated and evaluated on the same batc
 second run: warm kernels).
 
 `conv_shapes`: the distinct convolution shapes (forward and backward) that a min-min run
-presents, counted with a TorchDispatchMode at aten level; run on a CPU with small inputs (the
+presents, recorded by hooks on every convolution module; run on a CPU with small inputs (the
 count depends on the channel counts and the two batch sizes, not on the spatial size).
 """
 
@@ -25,7 +25,6 @@ import time
 
 import torch
 import torchvision
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import widthc
 from widthc.evaluate import recalibrate, score_choice
@@ -54,7 +53,7 @@ def minmin_step(program, offset: int, fraction: float, execution: str, precision
     step.sampler.manual_seed(0)
 
     def run(x, y) -> None:
-        step(precision.inputs(x), y)
+        run.last = step(precision.inputs(x), y)
         precision.step(opt)
         opt.zero_grad(set_to_none=True)
         step.trainer.step += 1
@@ -181,30 +180,40 @@ def scoring_costs(program, batches, device, widths: int = 12) -> dict:
     return out
 
 
-class ConvShapes(TorchDispatchMode):
-    """Records the distinct shapes of every convolution and convolution backward."""
+class ConvShapes:
+    """Records the distinct shapes every convolution module runs at: (input, weight, stride,
+    groups). A convolution's backward runs at the shapes of its forward, so the forwards run
+    with autograd on are the backward's shapes."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, model: torch.nn.Module):
         self.forward, self.backward = set(), set()
+        self.hooks = [
+            m.register_forward_pre_hook(self._record)
+            for m in model.modules()
+            if isinstance(m, torch.nn.modules.conv._ConvNd)
+        ]
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.convolution.default:
-            x, w = args[0], args[1]
-            self.forward.add((tuple(x.shape), tuple(w.shape), tuple(args[3]), args[8]))
-        elif func is torch.ops.aten.convolution_backward.default:
-            self.backward.add(tuple(tuple(t.shape) for t in args[:3]))
-        return func(*args, **(kwargs or {}))
+    def _record(self, m, args) -> None:
+        key = (tuple(args[0].shape), tuple(m.weight.shape), m.stride, m.groups)
+        self.forward.add(key)
+        if torch.is_grad_enabled():
+            self.backward.add(key)
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
 
 
-def conv_shapes(program, execution: str, steps: int, batch: int, size: int) -> dict:
-    """Distinct convolution shapes of `steps` min-min steps (r=1, f=0.25, a new width each)."""
+def conv_shapes(program, execution: str, steps: int, batches: list) -> dict:
+    """Distinct convolution shapes of `steps` min-min steps (r=1, f=0.25, a new width each),
+    and how many steps trained (a step whose probes are not finite trains nothing)."""
     run = minmin_step(program, 1, 0.25, execution, Precision())
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, size, size, generator=gen)
-    y = torch.randint(CLASSES, (batch,), generator=gen)
-    shapes = ConvShapes()
-    with shapes:
-        for _ in range(steps):
-            run(x, y)
-    return {"forward": len(shapes.forward), "backward": len(shapes.backward)}
+    shapes = ConvShapes(program.gm)
+    trained = 0
+    try:
+        for i in range(steps):
+            run(*batches[i % len(batches)])
+            trained += torch.is_tensor(run.last["loss"])
+    finally:
+        shapes.remove()
+    return {"forward": len(shapes.forward), "backward": len(shapes.backward), "trained": trained}

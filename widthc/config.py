@@ -17,9 +17,8 @@ from typing import Any
 from widthc.errors import WidthcError
 
 __all__ = [
-    "AMP", "EXECUTIONS", "RetrainConfig", "RunConfig", "SearchConfig", "TrainConfig", "default",
-    "flag_name", "option",
-    "option_fields",
+    "AMP", "EXECUTIONS", "FP16_NEEDS_CUDA", "RetrainConfig", "RunConfig", "SearchConfig",
+    "TrainConfig", "default", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
 
@@ -39,6 +38,9 @@ def flag_name(name: str) -> str:
 
 EXECUTIONS = ("auto", "sliced", "masked")  # how a supernet runs (widthc/supernet.py)
 AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
+FP16_NEEDS_CUDA = (
+    "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"
+)
 
 
 def _bad(name: str, rule: str, value) -> WidthcError:
@@ -240,6 +242,8 @@ class RunConfig:
             raise WidthcError(
                 "--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only"
             )
+        if self.train.amp == "fp16" and self.device != "cuda":
+            raise WidthcError(FP16_NEEDS_CUDA)
         return self
 
     # --- flat JSON (config.json) and option dicts ----------------------------------------------

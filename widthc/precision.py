@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
-from widthc.config import AMP
+from widthc.config import AMP, FP16_NEEDS_CUDA
 from widthc.errors import WidthcError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -28,9 +28,7 @@ class Precision:
         if amp not in AMP:
             raise WidthcError(f"--amp must be one of {', '.join(AMP)}, got {amp!r}")
         if amp == "fp16" and device.type == "cpu":
-            raise WidthcError(
-                "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"
-            )
+            raise WidthcError(FP16_NEEDS_CUDA)
         self.amp, self.channels_last, self.device = amp, channels_last, device
         self.dtype = _DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
