@@ -5,6 +5,7 @@ channels-last train, score and retrain; fp16 on a CPU is refused in one sentence
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import widthc
 from widthc import loop
 from widthc.evaluate import MaxMax
 from widthc.precision import Precision
+from widthc.run import CONFIG, TRAIN_LOG
 from widthc.train import TrainConfig, train_supernet
 
 _DATA = TensorDataset(
@@ -34,7 +36,7 @@ def _net(execution: str = "auto"):
 
 
 def _log(path) -> list[dict]:
-    return [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (path / TRAIN_LOG).read_text().splitlines()]
 
 
 def test_reading_losses_every_k_steps_logs_the_same_run(tmp_path):
@@ -107,3 +109,27 @@ def test_bad_precision_options_are_one_sentence():
         TrainConfig(execution="fast").check()
     with pytest.raises(widthc.WidthcError, match="--log-every must be 0"):
         TrainConfig(log_every=-1).check()
+
+
+def test_slim_end_to_end_masked_bf16_channels_last(tmp_path):
+    """The whole pipeline with the GPU options on a CPU: training and scoring masked in bf16,
+    the slimmed model still proved against sliced execution."""
+    from click.testing import CliRunner
+
+    from widthc.cli import main
+
+    out = tmp_path / "run"
+    digits = str(Path(__file__).resolve().parents[1] / "examples" / "mobilenet_digits.py")
+    res = CliRunner().invoke(
+        main,
+        ["slim", digits, "--data", "digits", "--flops", "50%", "--out", str(out),
+         "--epochs", "1", "--population", "4", "--generations", "1", "--calib-batches", "2",
+         "--retrain-epochs", "0", "--execution", "masked", "--amp", "bf16", "--channels-last",
+         "--log-every", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "slimmed and proved" in res.output
+    config = json.loads((out / CONFIG).read_text())
+    assert (config["execution"], config["amp"], config["channels_last"]) == ("masked", "bf16", True)
+    steps = [json.loads(line)["step"] for line in (out / TRAIN_LOG).read_text().splitlines()]
+    assert steps[: len(steps) - 1] == list(range(1, len(steps)))  # every step logged, in order
