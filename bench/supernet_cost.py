@@ -18,9 +18,10 @@ after `--warmup` steps.
 `--shapes`: the distinct convolution shapes a 1,000-step min-min run (r=1, f=0.25) presents,
 sliced against masked execution (bench/supernet_cuda.py). `--device cuda`: issue 15's protocol
 on a GPU (bench/supernet_cuda.py: steady state after 500 fresh widths, the plain full model's
-step as the unit, r=0, r=1 f=0.25, r=1 f=1, bf16 + channels-last, scoring).
+step as the unit, r=0, r=1 f=0.25, r=1 f=1, bf16 + channels-last, scoring). `--protocol` runs
+that protocol on the CPU too (the tests' smoke run of the GPU script, with tiny sizes).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py [--offsets 0,1] [--shapes]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py [--offsets 0,1] [--shapes 1000]
     python bench/supernet_cost.py --device cuda --batch 128 --json out.json
 """
 
@@ -38,6 +39,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import widthc
 from widthc import space
+from widthc.config import EXECUTIONS
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_splits
 from widthc.loop import sgd
@@ -216,6 +218,11 @@ def main() -> None:
     ap.add_argument("--offsets", default="0,1,2,3", help="CPU: the offsets r to time")
     ap.add_argument("--masked", action="store_true", help="CPU: also masked r=0 and r=1 f=0.25")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--protocol", action="store_true", help="issue 15's protocol on any device")
+    ap.add_argument(
+        "--execution", choices=EXECUTIONS, default="auto", help="protocol: the supernet's"
+    )
+    ap.add_argument("--scoring-widths", type=int, default=12, help="protocol: widths timed")
     ap.add_argument(
         "--shapes",
         type=int,
@@ -229,8 +236,8 @@ def main() -> None:
     torch.manual_seed(0)
     if args.shapes:
         return shapes_main(args)
-    if args.device == "cuda":
-        return cuda_main(args)
+    if args.device == "cuda" or args.protocol:
+        return protocol_main(args)
     args.batch, args.steps, args.warmup = args.batch or 64, args.steps or 20, args.warmup or 3
     offsets = tuple(int(r) for r in args.offsets.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, batch {args.batch}, "
@@ -297,17 +304,19 @@ def shapes_main(args) -> None:
             json.dump(found, f, indent=2)
 
 
-def cuda_main(args) -> None:
-    """Issue 15's protocol on one GPU; a table per model and the targets."""
+def protocol_main(args) -> None:
+    """Issue 15's protocol on one device (a GPU; a CPU for the smoke test); a table per model
+    and the targets."""
     from supernet_cuda import cuda_costs
 
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     batch, steps, warmup = args.batch or 128, args.steps or 100, args.warmup or 500
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, batch {batch}, "
-          f"32x32, {warmup} warm-up steps (fresh widths), {steps} timed steps, synchronised")  # fmt: skip
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {where}, batch {batch}, 32x32, {warmup} warm-up steps "
+          f"(fresh widths), {steps} timed steps, synchronised")  # fmt: skip
     results = []
     for name in args.models.split(","):
-        r = cuda_costs(name, batch, warmup, steps, device)
+        r = cuda_costs(name, batch, warmup, steps, device, args.execution, args.scoring_widths)
         results.append(r)
         if args.json:  # after every model: a run stopped later keeps what it measured
             with open(args.json, "w") as f:

@@ -92,8 +92,12 @@ def _block_ms(fn, batches, n: int, device) -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
-def cuda_costs(name: str, batch: int, warmup: int, steps: int, device) -> dict:
-    """ms per step of every configuration and their ratios (see the module docstring)."""
+def cuda_costs(
+    name: str, batch: int, warmup: int, steps: int, device, execution="auto", widths: int = 12
+) -> dict:
+    """ms per step of every configuration and their ratios (see the module docstring); the
+    min-min configurations run with `execution` (auto: masked on CUDA), the "sliced" one
+    sliced; scoring times `widths` widths after as many warm-up ones."""
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None, num_classes=CLASSES)
     program = widthc.compile(model, torch.randn(1, 3, 32, 32))
@@ -107,17 +111,21 @@ def cuda_costs(name: str, batch: int, warmup: int, steps: int, device) -> dict:
     few = max(warmup // 10, 1)  # the plain model has one width; sliced r=0 is the slow "before"
     configs = {  # name: (make the step, warm-up steps, timed steps)
         "plain": (lambda: plain_step(copy.deepcopy(program.gm), fp32), few, steps),
-        "r=0 f=1.0": (lambda: minmin_step(program, 0, 1.0, "auto", fp32), warmup, steps),
-        "r=1 f=0.25": (lambda: minmin_step(program, 1, 0.25, "auto", fp32), warmup, steps),
-        "r=1 f=1.0": (lambda: minmin_step(program, 1, 1.0, "auto", fp32), warmup, steps),
+        "r=0 f=1.0": (lambda: minmin_step(program, 0, 1.0, execution, fp32), warmup, steps),
+        "r=1 f=0.25": (lambda: minmin_step(program, 1, 0.25, execution, fp32), warmup, steps),
+        "r=1 f=1.0": (lambda: minmin_step(program, 1, 1.0, execution, fp32), warmup, steps),
         "r=0 f=1.0 sliced": (
             lambda: minmin_step(program, 0, 1.0, "sliced", fp32),
             2 * few,
             max(steps // 5, 5),
         ),
         "plain bf16+cl": (lambda: plain_step(copy.deepcopy(program.gm), bf16), few, steps),
-        "r=0 f=1.0 bf16+cl": (lambda: minmin_step(program, 0, 1.0, "auto", bf16), warmup, steps),
-        "r=1 f=0.25 bf16+cl": (lambda: minmin_step(program, 1, 0.25, "auto", bf16), warmup, steps),
+        "r=0 f=1.0 bf16+cl": (lambda: minmin_step(program, 0, 1.0, execution, bf16), warmup, steps),
+        "r=1 f=0.25 bf16+cl": (
+            lambda: minmin_step(program, 1, 0.25, execution, bf16),
+            warmup,
+            steps,
+        ),
     }
     out = {"model": name, "batch": batch, "warmup": warmup, "steps": steps}
     for key, (make, n_warm, n) in configs.items():
@@ -137,11 +145,11 @@ def cuda_costs(name: str, batch: int, warmup: int, steps: int, device) -> dict:
     out["plain bf16+cl / plain fp32"] = out["plain bf16+cl"] / out["plain"]
     out["r=1 f=0.25 / r=0"] = out["r=1 f=0.25"] / out["r=0 f=1.0"]
     out["r=1 f=0.25 bf16+cl / r=0"] = out["r=1 f=0.25 bf16+cl"] / out["r=0 f=1.0 bf16+cl"]
-    out.update(scoring_costs(program, batches, device))
+    out.update(scoring_costs(program, batches, device, execution, widths))
     return out
 
 
-def scoring_costs(program, batches, device, widths: int = 12) -> dict:
+def scoring_costs(program, batches, device, execution="auto", widths: int = 12) -> dict:
     """ms of scoring a 50%-FLOPs candidate (5 calibration + 5 validation batches) against the
     slimmed model doing the same, fp32 and bf16 + channels-last; each scoring a new width."""
     out = {}
@@ -149,7 +157,7 @@ def scoring_costs(program, batches, device, widths: int = 12) -> dict:
         ("fp32", Precision("off", False, device)),
         ("bf16+cl", Precision("bf16", True, device)),
     ):
-        net = precision.module(widthc.supernet(program).to(device))
+        net = precision.module(widthc.supernet(program, execution=execution).to(device))
         calib = [x for x, _ in batches[:5]]
         val = batches[3:8]
         scores, plains = [], []

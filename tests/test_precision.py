@@ -53,6 +53,25 @@ def test_reading_losses_every_k_steps_logs_the_same_run(tmp_path):
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
 
 
+def test_the_host_reads_the_losses_once_every_k_steps(monkeypatch):
+    """No per-step host read: a min-min step (r=0) hands the loop its loss as a tensor, and the
+    loop reads the pending records in one copy every `log_every` steps."""
+    reads = []
+    to_host = loop.to_host
+
+    def counted(records):
+        if records:
+            reads.append([torch.is_tensor(r["loss"]) for r in records])
+        return to_host(records)
+
+    monkeypatch.setattr(loop, "to_host", counted)
+    net = widthc.supernet(_net().program, offset=0)
+    cfg = TrainConfig(epochs=1, batch_size=8, checkpoint_every=0, log_every=4)
+    result = train_supernet(net, _DATA, config=cfg)
+    assert reads == [[True] * 4, [True] * 4]  # 8 steps, 2 reads
+    assert len(result.losses) == 8 and all(isinstance(v, float) for v in result.losses)
+
+
 def test_nan_read_late_still_stops_at_its_step(tmp_path):
     calls = [0]
 
