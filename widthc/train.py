@@ -1,13 +1,15 @@
 """Min-min training of a CafeNet supernet (paper §3.1, eq. 11-12; DESIGN §7).
 
-Per step: sample a width uniformly over each searchable group's bins (seeded), evaluate every
-candidate sub-network of that width without gradients on (a fraction of) the batch, then
-forward and backward only the candidate with the smallest loss. For the first `minmin_start`
-of the steps a random candidate is trained instead (`minmin_start=1`: the random-candidate
-baseline; `offset=0` on the supernet: the fixed-pattern baseline). Optionally the sandwich rule
-also trains the largest and the smallest width every step. The loop, optimizer, checkpoints
-and log are `widthc.loop`'s, shared with retraining; under torchrun the supernet runs in DDP
-and every rank trains the same candidate.
+Per step: sample a width (seeded; uniformly over each searchable group's bins by default, other
+laws in `widthc.sampling`), evaluate every candidate sub-network of that width without
+gradients on (a fraction of) the batch, then forward and backward only the candidate with the
+smallest loss. For the first `minmin_start` of the steps a random candidate is trained instead
+(`minmin_start=1`: the random-candidate baseline; `offset=0` on the supernet: the fixed-pattern
+baseline). Optionally the sandwich rule also trains the largest and the smallest width every
+step, and in-place distillation (slimmable networks, BigNAS) trains the largest width on the
+labels and the others on its outputs. The epoch-end validation measures the model's metric.
+The loop, optimizer, checkpoints and log are `widthc.loop`'s, shared with retraining; under
+torchrun the supernet runs in DDP and every rank trains the same candidate.
 
 On an accelerator a step reads one thing back to the host: the probed losses, from which the
 host picks the candidate whose masks the trained forward uses (choosing on the device would
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,15 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from widthc import distributed, loop
+from widthc import distributed, loop, sampling
 from widthc.config import TrainConfig
 from widthc.errors import WidthcError
-from widthc.evaluate import batch, evaluate
+from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
 from widthc.precision import Precision
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
+from widthc.sampling import WidthSampler
 from widthc.supernet import Supernet, device_of
 
 __all__ = ["CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "train_supernet"]
@@ -52,23 +55,30 @@ def train_supernet(
     max_steps: int | None = None,
     progress: bool = False,
     loss_fn: Callable | None = None,
+    metric: Metric | None = None,
+    bands: Sequence[tuple[float, float]] = (),
 ) -> TrainResult:
     """Train `net` with min-min (see module docstring). With `run_dir`, checkpoints go to
     run_dir/supernet.pt and one JSON line per step to run_dir/train.jsonl; `resume` continues
-    from the checkpoint. `max_steps` stops early (after a checkpoint)."""
+    from the checkpoint. `max_steps` stops early (after a checkpoint). `loss_fn` and `metric`
+    default to cross-entropy and top-1 accuracy; `bands` are the budgets' FLOPs bands (low,
+    high) that `budget_sampling` draws widths in."""
     cfg = (config or TrainConfig()).check()
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     precision = Precision.of(cfg, device_of(net))
     precision.module(net)  # before DDP wraps it: the buckets see the final memory format
-    step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn)
+    # distillation targets: the largest width's class probabilities, or its outputs as targets
+    distill_fn = soft_cross_entropy if classifier else loss_fn
+    widths = WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
+    step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn, widths, distill_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
     params = [p for p in net.parameters() if p.requires_grad]
     # with --decay-used the step adds the decay to the used positions' gradients itself
     opt_cfg = replace(cfg, weight_decay=0.0) if cfg.decay_used else cfg
     opt, schedule = loop.optimizer(params, opt_cfg, n_steps)
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
-    validate = _validator(net, train_data, val_data, cfg) if val_data is not None else None
+    validate = _validator(net, train_data, val_data, cfg, metric) if val_data is not None else None
     trainer = loop.Trainer(
         net, step, train_data, cfg, opt, schedule, files, validate, step.fmt,
         program=net.program, precision=precision,
@@ -98,21 +108,29 @@ def cross_entropy(label_smoothing: float = 0.0) -> Callable:
 
 def sample_width(net: Supernet, gen: torch.Generator) -> WidthChoice:
     """A width drawn uniformly over each searchable group's bins (eq. 1), left-most pattern."""
-    program = net.program
-    groups = program.searchable
-    u = torch.rand(len(groups), generator=gen, dtype=torch.float64)
-    widths = {g.id: int(x * len(g.bins)) + 1 for g, x in zip(groups, u.tolist())}
-    return WidthChoice.of(widths, binning=program.binning)
+    return sampling.sample_width(net.program, gen)
+
+
+def soft_cross_entropy(out: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's class probabilities (in-place distillation)."""
+    return F.cross_entropy(out, F.softmax(teacher, dim=-1))
 
 
 class MinMinStep:
-    """One min-min step (eq. 11-12): sample a width, probe its candidates without gradients,
-    backpropagate the min-loss one (a random one for the first `minmin_start` of the steps;
-    also the largest and smallest widths with the sandwich rule). The optimizer step is the
-    trainer's; a non-finite loss returns before any backward."""
+    """One min-min step (eq. 11-12): draw a width (`widths`, a `WidthSampler`), probe its
+    candidates without gradients, backpropagate the min-loss one (a random one for the first
+    `minmin_start` of the steps; also the largest and smallest widths with the sandwich rule;
+    with distillation the largest width on the labels first, the others on its outputs through
+    `distill_fn`). The optimizer step is the trainer's; a non-finite probe returns before any
+    backward, a non-finite trained loss is found when the loop reads the record (`settle`)."""
 
-    def __init__(self, net: Supernet, model, cfg: TrainConfig, loss_fn: Callable):
+    def __init__(
+        self, net: Supernet, model, cfg: TrainConfig, loss_fn: Callable,
+        widths: WidthSampler | None = None, distill_fn: Callable | None = None,
+    ):  # fmt: skip
         self.net, self.model, self.cfg, self.loss_fn = net, model, cfg, loss_fn
+        self.widths = widths or WidthSampler(net.program)
+        self.distill_fn = distill_fn or loss_fn
         self.sampler = torch.Generator()
         self.histogram: list[int] = []
         self.agree = [0, 0]  # [agreements, comparisons]
@@ -139,7 +157,7 @@ class MinMinStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg, net = self.cfg, self.net
         done, total = self.trainer.step, self.trainer.total_steps
-        width = sample_width(net, self.sampler)
+        width = self.widths(self.sampler)
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
         probe: list[float] = []
@@ -157,40 +175,59 @@ class MinMinStep:
             if cfg.measure_agreement and n < len(y):
                 self.agree[0] += _argmin(self._probe(cands, x, y).tolist()) == j
                 self.agree[1] += 1
-        trained = [cands[j]]
-        if cfg.sandwich:
-            trained += [net.program.full(), net.program.smallest()]
-        losses = []
-        for i, choice in enumerate(trained):
+        trained = self._trained(cands[j])
+        losses, teacher = {}, None
+        for i, (name, choice) in enumerate(trained):
             net.set_choice(choice)
             sync = _no_sync(self.model) if i < len(trained) - 1 else contextlib.nullcontext()
             with sync:
                 with self.precision.autocast():
-                    loss = self.loss_fn(self.model(x), y)
-                losses.append(distributed.mean(loss.detach().float()))  # read by the loop
+                    out = self.model(x)
+                    if teacher is not None:  # distillation: the largest width's outputs
+                        loss = self.distill_fn(out, teacher)
+                    else:
+                        loss = self.loss_fn(out, y)
+                        teacher = out.detach() if cfg.distill else None
+                losses[name] = distributed.mean(loss.detach().float())  # read by the loop
                 self.precision.backward(loss)
         if cfg.decay_used and cfg.weight_decay:
             self.precision.unscale(self.trainer.opt)
-            net.decay_used(trained, cfg.weight_decay)
+            net.decay_used([choice for _, choice in trained], cfg.weight_decay)
         self.histogram[j] += 1
         record = {
-            "loss": losses[0],
+            "loss": losses["candidate"],
             "candidate": j,
             "candidates": len(cands),
             "candidate_losses": probe,
             "width": [k for _, k in width.ks()],
             "flops": net.program.flops(cands[j]),
         }
-        if cfg.sandwich:
-            record["sandwich_losses"] = torch.stack(losses[1:])
+        if len(losses) > 1:  # sandwich or distillation widths: read with the record
+            record["trained_widths"] = list(losses)
+            record["trained_losses"] = torch.stack(list(losses.values()))
         return record
 
     def settle(self, record: dict) -> None:
-        """Once the loop has read a record: a non-finite loss of a sandwich width stops
-        training like the candidate's, naming that width."""
-        for label, value in zip(("largest", "smallest"), record.pop("sandwich_losses", ())):
-            if math.isfinite(record["loss"]) and not math.isfinite(value):
-                record["loss"], record["candidate"] = value, label
+        """Once the loop has read a record: the first non-finite loss of the widths trained
+        (in their order) stops training, naming that width."""
+        names, values = record.pop("trained_widths", ()), record.pop("trained_losses", ())
+        for name, value in zip(names, values):
+            if not math.isfinite(value):
+                record["loss"] = value
+                record["candidate"] = record["candidate"] if name == "candidate" else name
+                return
+
+    def _trained(self, cand: WidthChoice) -> list[tuple[str, WidthChoice]]:
+        """What the step backpropagates, in order: the candidate, then the largest and the
+        smallest width with the sandwich rule; with distillation the largest comes first (its
+        outputs are the others' targets) and the smallest only with the sandwich rule."""
+        program = self.net.program
+        smallest = [("smallest", program.smallest())] if self.cfg.sandwich else []
+        if self.cfg.distill:
+            return [("largest", program.full()), ("candidate", cand), *smallest]
+        if self.cfg.sandwich:
+            return [("candidate", cand), ("largest", program.full()), *smallest]
+        return [("candidate", cand)]
 
     def _probe(self, cands: list[WidthChoice], x, y) -> torch.Tensor:
         """Every candidate's loss (averaged over ranks); no gradients, no statistics updates.
@@ -207,9 +244,9 @@ class MinMinStep:
         return distributed.mean(torch.stack(losses))
 
 
-def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
-    """Validation at epoch ends: accuracy of the largest and smallest widths, each after
-    batch-norm recalibration on the first training batches."""
+def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig, metric: Metric | None):
+    """Validation at epoch ends: the metric (named in the record) of the largest and smallest
+    widths, each after batch-norm recalibration on the first training batches."""
 
     def validate(epoch: int) -> dict:
         n = cfg.batch_size
@@ -218,12 +255,13 @@ def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
         calib = [batch(train_data, order[i * n : (i + 1) * n]) for i in range(steps)]
         program, precision = net.program, Precision.of(cfg, device_of(net))
         return {
-            "val_acc_largest": evaluate(
-                net, program.full(), val_data, calibration=calib, precision=precision
-            ),
-            "val_acc_smallest": evaluate(
-                net, program.smallest(), val_data, calibration=calib, precision=precision
-            ),
+            "metric": metric_name(metric),
+            **{
+                f"val_{name}": evaluate(
+                    net, choice, val_data, calibration=calib, metric=metric, precision=precision
+                )
+                for name, choice in (("largest", program.full()), ("smallest", program.smallest()))
+            },
         }
 
     return validate

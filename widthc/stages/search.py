@@ -33,7 +33,7 @@ def run(ctx: Context) -> None:
     net = ctx.supernet(trained=True)
     precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
     scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed,
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
         precision=precision,
     )  # fmt: skip
     preload(scorer, program, ctx.run.read_json(SEARCH))
@@ -132,6 +132,8 @@ def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
             "groups": [int(g) for g in program.space.ids],
             "binning": program.binning,
             "offset": ctx.config.offset,
+            "metric": ctx.metric_name,
+            "score": ctx.score_name,
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}
