@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 15's CUDA targets in one run: about 7 minutes on one H200 with torch 2.11+cu130 and no
-# internet (every part has a time limit: under 10 minutes in all). From the repository root:
+# Issue 15's CUDA targets in one run, written for one H200 with torch 2.11+cu130 and no internet
+# (never run yet: no GPU was lent to this work; every part has a time limit, 580 s in all, so the
+# whole script ends within 10 minutes). From the repository root:
 #
 #     OUT=/some/folder bash bench/gpu_check.sh
 #

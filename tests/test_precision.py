@@ -90,6 +90,24 @@ def test_nan_read_late_still_stops_at_its_step(tmp_path):
     assert [r["step"] for r in _log(tmp_path)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_nan_of_a_sandwich_width_read_late_names_that_width(tmp_path):
+    """The trained widths' losses are read with the record: a NaN of the largest width (the
+    second loss of a sandwich step: candidate, largest, smallest) stops training at its step
+    and names it."""
+    calls = [0]
+
+    def nan_at_call_5(out, y):
+        calls[0] += 1
+        loss = torch.nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if calls[0] == 5 else loss  # step 2's largest width
+
+    net = widthc.supernet(_net().program, offset=0)
+    cfg = TrainConfig(epochs=1, batch_size=8, sandwich=True, log_every=4)
+    with pytest.raises(widthc.WidthcError, match=r"became nan at step 2 \(candidate largest\)"):
+        train_supernet(net, _DATA, config=cfg, run_dir=tmp_path, loss_fn=nan_at_call_5)
+    assert [r["step"] for r in _log(tmp_path)] == [1]
+
+
 @pytest.mark.parametrize("execution", ["sliced", "masked"])
 def test_bf16_and_channels_last_train_and_score(tmp_path, execution):
     net = _net(execution)
