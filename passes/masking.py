@@ -111,11 +111,16 @@ def mask_plan(program) -> MaskPlan:
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
-        if not any(isinstance(v, TensorMeta) for v in leaves(node.meta.get(VALUE))):
-            continue  # sizes: full-width tensors have their full sizes, consistently
         ctx = ZeroCtx(
             node, modules.get(node.target) if node.op == "call_module" else None, searchable
         )
+        if not any(isinstance(v, TensorMeta) for v in leaves(node.meta.get(VALUE))):
+            spec = ops.lookup(node, modules)  # no value: sizes, or a write into its argument
+            if spec is not None and spec.zeros in (SHIFTS, SINGULAR) and ctx.touches(0):
+                op = ops.op_name(node, modules)
+                why = f"masked execution: `{op}` writes into a tensor with removable channels"
+                return MaskPlan((), Reason(why, node.name, op))
+            continue  # sizes: full-width tensors have their full sizes, consistently
         groups = ctx.groups_of(layouts(node))
         if not groups:
             continue

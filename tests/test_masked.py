@@ -286,6 +286,22 @@ def test_ops_masked_execution_cannot_follow_fall_back_with_a_reason(op, why):
     assert net.mode(torch.device("cuda")) == "sliced" and net.mode(torch.device("cpu")) == "sliced"
 
 
+def test_a_write_into_removable_channels_falls_back_to_sliced():
+    """`y[:, :, 0] = 1.0` writes non-zero values into removed channels, in place: refused."""
+
+    def write(y, z):
+        y = y + z
+        y[:, :, 0] = 1.0
+        return y
+
+    program = widthc.compile(_zero_model(write), torch.randn(2, 3, 8, 8))
+    net = widthc.supernet(program)
+    if not program.searchable:
+        pytest.skip("the write froze its channels")
+    assert "writes into a tensor with removable channels" in str(net.masking.reason)
+    assert net.mode(torch.device("cuda")) == "sliced"
+
+
 def test_ops_that_shift_zeros_are_zeroed_again():
     """`sigmoid(y) + 1` and `y + 1` make removed channels non-zero: zeroed at their sites."""
     program = widthc.compile(

@@ -40,8 +40,10 @@ from widthc.ops.elementwise import (
     softmax,
     softmax_at,
     spatial,
+    spread_rule,
     tensor_attr,
 )
+from widthc.ops.indexing import getitem_couple, setitem_couple
 from widthc.ops.layers import (
     batch_norm_fn_couple,
     channel_norm_couple,
@@ -82,7 +84,6 @@ from widthc.ops.shape_ops import (
     expand_couple,
     flatten_couple,
     flatten_module_shape,
-    getitem_couple,
     permute_couple,
     split_couple,
     squeeze_couple,
@@ -99,6 +100,7 @@ from widthc.ops.shape_ops import (
 from widthc.ops.zeros import (
     KEEPS,
     SHIFTS,
+    SINGULAR,
     created,
     padded,
     through,
@@ -180,6 +182,10 @@ register(
     spec("reduction", run_on_meta, norm_rule, zeros=KEEPS),  # torch's backward is 0 at norm 0
     torch.norm, Method("norm"), torch.linalg.vector_norm,
 )  # fmt: skip
+register(spec("reduction", run_on_meta, spread_rule, zeros=KEEPS), torch.var, Method("var"))
+register(  # the gradient of sqrt at a zero spread is not finite
+    spec("reduction", run_on_meta, spread_rule, zeros=SINGULAR), torch.std, Method("std")
+)
 register(spec("sort", run_on_meta, ranked_rule(1), zeros=KEEPS), torch.sort, Method("sort"))
 register(spec("sort", run_on_meta, ranked_rule(2), zeros=KEEPS), torch.topk, Method("topk"))
 register(
@@ -270,6 +276,8 @@ register(
     torch.chunk, torch.split, torch.unbind, Method("chunk"), Method("split"), Method("unbind"),
 )  # fmt: skip
 register(spec("getitem", run_on_meta, getitem_couple, zeros=KEEPS), operator.getitem)
+# writes into its first argument in place: the values written may be non-zero anywhere
+register(spec("setitem", run_on_meta, setitem_couple, zeros=SHIFTS), operator.setitem)
 register(
     _ATTR,
     Method("size"), Method("dim"), Method("numel"), Method("ndimension"), Method("nelement"),
