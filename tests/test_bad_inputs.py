@@ -84,6 +84,7 @@ CASES = [
     ("a search without a budget", ["search", "TRAINED"], "--flops is missing"),
     ("an export before the search", ["export", "TRAINED"], "has not finished its search stage"),
     ("--sync-bn on a CPU", ["train", DIGITS, "--data", "digits", "--sync-bn", "--out", "OUT"], "--sync-bn needs --device cuda"),
+    ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
 ]  # fmt: skip
 
 

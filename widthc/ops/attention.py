@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import expect, numel_split
+from widthc.ops.zeros import KEEPS, SHIFTS
 
 
 def mha_couple(ctx) -> None:
@@ -59,6 +60,16 @@ def mha_resize(m, params, in_shapes) -> dict:
     e = params["q_proj_weight"].shape[1]
     kdim, vdim = params["k_proj_weight"].shape[1], params["v_proj_weight"].shape[1]
     return {"embed_dim": e, "kdim": kdim, "vdim": vdim, "num_heads": e // m.head_dim}
+
+
+def mha_zeros(ctx) -> str:
+    """Masked execution of nn.MultiheadAttention (its projections' rows, columns and biases
+    masked): a removed head's q, k and v are zero, its softmax over key positions times v is
+    zero, so the output keeps zero channels. Per-head attention weights do not (a removed
+    head's weights are 1/S): masked execution is then refused (averaged weights mix the heads,
+    which mha_couple records)."""
+    per_head = ctx.arg(4, "need_weights", True) and not ctx.arg(6, "average_attn_weights", True)
+    return SHIFTS if per_head else KEEPS
 
 
 def mha_flops(ctx) -> list:
