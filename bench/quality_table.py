@@ -16,7 +16,8 @@ BUDGETS = ("25%", "50%")
 ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "uniform bins",
          "widthc finetune", "uniform finetune",
          "greedy search", "random search", "multi-stage", "tp-magnitude-scratch",
-         "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune"]  # fmt: skip
+         "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune",
+         "widthc-pretrained", "uniform pretrained", "uniform ordered finetune"]  # fmt: skip
 NOTES = {
     "uniform": "retrained inside the widthc run",
     "greedy search": "on the widthc supernet: search + retraining only",
@@ -25,6 +26,11 @@ NOTES = {
     "widthc finetune": "widthc's widths retrained from the supernet's weights (--finetune)",
     "uniform finetune": "the uniform width, alike",
     "full": "the unpruned model, plain training",
+    "widthc-pretrained": "--pretrained on the trained full model: ordered channels, supernet, "
+    "search, fine-tuning",
+    "uniform pretrained": "the uniform width inside that run, alike",
+    "uniform ordered finetune": "the ordered trained model's uniform width, fine-tuned: no "
+    "supernet, no search",
 }
 
 

@@ -29,7 +29,8 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
             for t in quality.tasks(list(quality.METHODS)[:-1], [3])}  # fmt: skip
     assert set(cmds) == {"widthc-s3", "fixed-pattern-s3", "random-candidate-s3",
                          "uniform-bins-s3", "widthc-finetune-s3", "greedy-search-s3", "random-search-s3",
-                         "multi-stage-25pct-s3", "multi-stage-50pct-s3"}  # fmt: skip
+                         "multi-stage-25pct-s3", "multi-stage-50pct-s3",
+                         "widthc-pretrained-s3"}  # fmt: skip
     shared = [*bench.recipe.cli(), *bench.search.cli(), "--seed", "3"]
     for key, cmd in cmds.items():
         text = " ".join(cmd)
@@ -48,6 +49,9 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     multi = cmds["multi-stage-25pct-s3"]
     assert multi[multi.index("--flops") + 1] == "25%" and "--stages" in multi
     assert cmds["widthc-s3"][cmds["widthc-s3"].index("--flops") + 1] == "25%,50%"
+    assert (
+        "--pretrained" in cmds["widthc-pretrained-s3"] and "--pretrained" not in cmds["widthc-s3"]
+    )
 
 
 @pytest.mark.parametrize("data", sorted(quality.DATASETS))

@@ -23,6 +23,7 @@ class OpSpec:
     couple: Callable[[Any], None]
     flops: Callable[[Any], list] | None = None
     resize: Callable[[nn.Module, dict, list], dict] | None = None
+    scale: str | None = None  # a module's parameter that scales each channel (a norm's gamma)
 
 
 @dataclass(frozen=True)

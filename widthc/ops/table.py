@@ -36,6 +36,7 @@ from widthc.ops.elementwise import (
     pad_module_shape,
     pair_reduction,
     pool_shape,
+    position_rule,
     ranked_rule,
     reduce_rule,
     reduce_shape,
@@ -128,14 +129,19 @@ register(
     spec("embedding", embedding_shape, embedding_couple, resize=embedding_resize), nn.Embedding
 )
 register(
-    spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize),
+    spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize, scale="weight"),
     nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.modules.instancenorm._InstanceNorm,
 )  # fmt: skip
-register(spec("group norm", same_shape, group_norm_couple, resize=group_norm_resize), nn.GroupNorm)
+register(
+    spec("group norm", same_shape, group_norm_couple, resize=group_norm_resize, scale="weight"),
+    nn.GroupNorm,
+)
 register(spec("group norm", same_shape, group_norm_fn_couple), F.group_norm)
-register(spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize), nn.LayerNorm)
+_LAYER_NORM = spec(
+    "layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, scale="weight"
+)
+register(_LAYER_NORM, nn.LayerNorm, nn.RMSNorm)
 register(spec("layer norm", same_shape, layer_norm_fn_couple), F.layer_norm, F.rms_norm)
-register(spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize), nn.RMSNorm)
 register(spec("batch norm", same_shape, batch_norm_fn_couple), F.batch_norm, F.instance_norm)
 register(spec("prelu", same_shape, prelu_couple, resize=prelu_resize), nn.PReLU)
 register(
@@ -182,9 +188,12 @@ register(
 )  # fmt: skip
 register(
     _REDUCE,
-    torch.mean, torch.sum, torch.amax, torch.amin, torch.logsumexp, torch.prod, torch.argmax,
-    torch.argmin,
-    *(Method(n) for n in ("mean", "sum", "amax", "amin", "logsumexp", "prod", "argmax", "argmin")),
+    torch.mean, torch.sum, torch.amax, torch.amin, torch.logsumexp, torch.prod,
+    *(Method(n) for n in ("mean", "sum", "amax", "amin", "logsumexp", "prod")),
+)  # fmt: skip
+register(
+    spec("reduction", reduce_shape, position_rule),
+    torch.argmax, torch.argmin, Method("argmax"), Method("argmin"),
 )  # fmt: skip
 # (values, indices) pairs: reductions, and rankings along one dim
 register(
@@ -309,7 +318,7 @@ def _register_optional() -> None:
         for n in ("BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d")
     ]
     register(
-        spec("batch norm", same_shape, channel_norm_couple, resize=norm_resize),
+        spec("batch norm", same_shape, channel_norm_couple, resize=norm_resize, scale="weight"),
         *(m for m in norm_acts if m is not None),
     )
     # "same" padding computed at run time: shapes come from running the module

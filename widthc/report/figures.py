@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from widthc import run as run_files
+from widthc.config import RunConfig
 from widthc.files import write_atomic
 from widthc.report.rundir import RunData
 from widthc.space import human
@@ -157,11 +158,13 @@ def retrained_figure(run: RunData) -> Figure | str:
     ax.set_xlabel("FLOPs budget")
     ax.set_ylabel("test accuracy")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    epochs = run.config.get("retrain_epochs")
+    schedule = RunConfig.from_json(run.config).schedule() if run.config else None
+    epochs = schedule.retrain if schedule else None
+    how = "fine-tuning" if schedule and schedule.finetune else "retraining"
     ax.set_title(
         "Test accuracy of the inherited supernet weights (no retraining)"
         if epochs == 0
-        else f"Test accuracy after retraining{f' ({epochs} epochs)' if epochs else ''}"
+        else f"Test accuracy after {how}{f' ({epochs} epochs)' if epochs else ''}"
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
