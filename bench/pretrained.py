@@ -108,18 +108,26 @@ def budgets_of(model: str, texts) -> dict[str, float]:
 # --- the measurements behind the defaults ----------------------------------------------------
 
 
-def importance(model: str, data: str, seeds, recipe, budgets: dict, epochs: int) -> list[dict]:
-    """Per seed, method and budget: the validation accuracy of the ordered trained model's
-    uniform width, batch norms recalibrated, as it is and after `epochs` of fine-tuning."""
-    rows = []
+KINDS = ("none", *METHODS)  # none: the trained model's own channel order
+
+
+def importance(model, data, seeds, recipe, budgets: dict, epochs: int, done=()) -> list[dict]:
+    """Per seed, importance (or none) and budget: the validation accuracy of the ordered
+    trained model's uniform width, batch norms recalibrated, as it is and after `epochs` of
+    fine-tuning. Rows already in `done` are kept, not measured again."""
+    rows = list(done)
+    have = {(r["seed"], r["method"]) for r in rows}
     for seed in seeds:
         wrapper, _ = trained_model(model, data, seed, recipe)
         folder = TRAINED / data / f"s{seed}" / "importance"
         folder.mkdir(parents=True, exist_ok=True)
-        for method in METHODS:
+        for method in KINDS:
+            if (seed, method) in have:
+                continue
             ctx = plain.context(wrapper, data, seed, recipe, folder)
-            ctx.config = ctx.config.updated(order_by=method)
-            program = ctx.ordering.program
+            if method != "none":
+                ctx.config = ctx.config.updated(order_by=method)
+            program = ctx.program if method == "none" else ctx.ordering.program
             for text, budget in budgets.items():
                 net = widthc.slim(program, program.uniform(flops=budget))
                 with torch.no_grad():
@@ -137,7 +145,7 @@ def importance_table(rows: list[dict]) -> str:
         "| importance | 25% val, as is | 25% val, fine-tuned | 50% val, as is | 50% val, fine-tuned |",
         "|---|---:|---:|---:|---:|",
     ]
-    for method in METHODS:
+    for method in KINDS:
         cells = []
         for text in ("25%", "50%"):
             sel = [r for r in rows if r["method"] == method and r["budget"] == text]
@@ -185,14 +193,12 @@ def main() -> None:
     model = str(ROOT / bench.model)
     if a.importance:
         out = ROOT / "bench" / "results" / "pretrained" / f"importance-{a.data}.json"
-        if out.exists():
-            rows = json.loads(out.read_text())["rows"]
-        else:
-            budgets = budgets_of(model, quality.BUDGETS)
-            seeds = [int(s) for s in a.seeds.split(",")]
-            rows = importance(model, a.data, seeds, bench.recipe, budgets, a.finetune_epochs)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"data": a.data, "rows": rows}, indent=1))
+        done = json.loads(out.read_text())["rows"] if out.exists() else []
+        budgets = budgets_of(model, quality.BUDGETS)
+        seeds = [int(s) for s in a.seeds.split(",")]
+        rows = importance(model, a.data, seeds, bench.recipe, budgets, a.finetune_epochs, done)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"data": a.data, "rows": rows}, indent=1))
         print(importance_table(rows))
     if a.shares:
         levers = ROOT / "bench" / "results" / "levers"

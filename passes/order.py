@@ -57,7 +57,7 @@ def left_alone(program) -> dict[int, Reason]:
 def importance(
     program,
     groups: Iterable[ChannelGroup],
-    method: str = "l1",
+    method: str,
     batches: Iterable | None = None,
     loss: Callable | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, str]]:

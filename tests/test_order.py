@@ -12,6 +12,7 @@ import zoo
 from torch import nn
 
 import widthc
+from widthc.config import RunConfig, default
 from widthc.errors import WidthcError
 from widthc.passes import order
 from widthc.verify import relative_error
@@ -171,8 +172,9 @@ def test_unknown_method_and_bad_order_are_clear_errors():
 def test_ordering_to_json_names_every_group():
     model, inputs = zoo.small_model("residual")
     program = widthc.compile(model, inputs)
-    data = widthc.order_channels(program, None, "l2").to_json()
-    assert data["method"] == "l2" and data["flops"]["before"] == data["flops"]["after"]
+    data = widthc.order_channels(program).to_json()  # the default: widthc slim --pretrained's
+    assert data["method"] == default(RunConfig, "order_by") == "l2"
+    assert data["flops"]["before"] == data["flops"]["after"]
     orders = {int(g): v["order"] for g, v in data["groups"].items()}
     assert all(sorted(o) == list(range(program.groups[g].block_size)) for g, o in orders.items())
     assert set(orders) | {int(g) for g in data["left_alone"]} == {g.id for g in program.groups}

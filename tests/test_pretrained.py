@@ -99,7 +99,7 @@ def test_pretrained_run_end_to_end(model_file, tmp_path):
     original = pretrained["original"]
     assert original["val"]["trained"] and original["val"]["value"] > 0.8
     order = pretrained["order"]
-    assert order["method"] == "l1" and order["error"] <= 1e-6
+    assert order["method"] == "l2" and order["error"] <= 1e-6
     assert order["flops"]["before"] == order["flops"]["after"]
     assert any(g["order"] != sorted(g["order"]) for g in order["groups"].values())
     # the schedule: a fifth of --epochs 5 trains the supernet, the rest fine-tunes each width

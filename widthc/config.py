@@ -209,7 +209,7 @@ class RunConfig:
         "run", flag_only=True,
     )  # fmt: skip
     order_by: str = option(
-        "l1", "With --pretrained: the channel importance to sort by (l1, l2, bn or taylor).", "run"
+        "l2", "With --pretrained: the channel importance to sort by (l1, l2, bn or taylor).", "run"
     )
     supernet_share: float = option(
         0.2, "With --pretrained: the share of --epochs that trains the supernet.", "run"

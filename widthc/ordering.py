@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from widthc.config import RunConfig, default
 from widthc.errors import InternalError, Reason
 from widthc.passes import order
 from widthc.passes.slim import copy_module
@@ -70,13 +71,15 @@ class Ordering:
 def order_channels(
     program: Program,
     data: Iterable | None = None,
-    method: str = "l1",
+    method: str | None = None,
     loss: Callable | None = None,
 ) -> Ordering:
     """`program`'s model with every searchable group's channels sorted by importance, most
     important first (see passes/order.py for `method`: l1, l2, bn, taylor), as a new program
     with the same analysis. `data`: (inputs, targets) batches; `taylor` reads them, and the
-    first one joins the example inputs of the proof. `program` and its model are unchanged."""
+    first one joins the example inputs of the proof. `program` and its model are unchanged.
+    The default method is `widthc slim --pretrained`'s (`--order-by`)."""
+    method = method or default(RunConfig, "order_by")
     batches = list(data) if data is not None else []
     alone = order.left_alone(program)
     groups = [g for g in program.groups if g.id not in alone]
