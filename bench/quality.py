@@ -15,8 +15,9 @@ and one search effort for all (the constants below, chosen once: BENCHMARKS.md s
     multi-stage       --stages 3 --alpha 2, one budget per run
     Torch-Pruning     global magnitude / Taylor pruning of the trained full model (bench/prune.py)
     widthc-pretrained --pretrained on the trained full model (bench/pretrained.py): ordered
-                      channels, a short supernet, search, fine-tuning; and the uniform width of
-                      the ordered model fine-tuned without supernet or search
+                      channels, a short supernet, search, each width fine-tuned from the trained
+                      weights; "from supernet": fine-tuned from the supernet's (--finetune); and
+                      the uniform width of the ordered model fine-tuned (no supernet, no search)
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data mnist1d --jobs 2
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --table      # the tables, from results
@@ -101,6 +102,7 @@ METHODS = {
     "random search": (["--search", "random"], "widthc", False),
     "multi-stage": (["--stages", "3", "--alpha", "2"], None, True),
     "widthc-pretrained": (["--pretrained"], None, False),  # on the trained full model
+    "widthc-pretrained from supernet": (["--pretrained", "--finetune"], "widthc-pretrained", False),
     "torch-pruning": (None, None, False),
 }
 # levers (issue 10), each a variant of the widthc method alone, compared on the validation split
@@ -118,6 +120,7 @@ VARIANTS = {
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
         "tp-taylor-scratch", "tp-taylor-finetune", "widthc-pretrained", "uniform pretrained",
+        "widthc-pretrained from supernet", "uniform pretrained from supernet",
         "uniform ordered finetune", "full"]  # fmt: skip
 
 
@@ -160,7 +163,7 @@ def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path, vari
     t0 = time.perf_counter()
     if task.method == "torch-pruning":
         summary = _torch_pruning(task, data, bench, out)
-    elif task.method == "widthc-pretrained":
+    elif "--pretrained" in METHODS[task.method][0]:
         summary = _widthc_pretrained(task, data, bench, out, variant)
     else:
         summary = _widthc_run(task, data, bench, out, variant)
@@ -201,7 +204,8 @@ def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None, mo
     run = run_files.Run(out / task.key)
     search, stages = run.read_search(), run.timings()
     base = "uniform finetune" if "--finetune" in cmd else "uniform"
-    base = "uniform pretrained" if "--pretrained" in cmd else base
+    if "--pretrained" in cmd:
+        base = "uniform pretrained" + (" from supernet" if "--finetune" in cmd else "")
     rows: dict[str, dict] = {task.method: {}, base: {}}
     val = _val_accuracy(run.path)
     for r in search["results"]:
@@ -281,7 +285,7 @@ def _widthc_pretrained(task: Task, data: str, bench: Bench, out: Path, variant=N
 
     model, full = pretrained.trained_model(str(ROOT / bench.model), data, task.seed, bench.recipe)
     summary = _widthc_run(task, data, bench, out, variant, model)
-    if variant is None:
+    if variant is None and task.method == "widthc-pretrained":
         budgets = pretrained.budgets_of(str(ROOT / bench.model), BUDGETS)
         folder = out / f"{task.key}-ordered"
         summary["rows"]["uniform ordered finetune"] = pretrained.ordered_uniform(

@@ -17,7 +17,8 @@ ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "unif
          "widthc finetune", "uniform finetune",
          "greedy search", "random search", "multi-stage", "tp-magnitude-scratch",
          "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune",
-         "widthc-pretrained", "uniform pretrained", "uniform ordered finetune"]  # fmt: skip
+         "widthc-pretrained", "uniform pretrained", "widthc-pretrained from supernet",
+         "uniform pretrained from supernet", "uniform ordered finetune"]  # fmt: skip
 NOTES = {
     "uniform": "retrained inside the widthc run",
     "greedy search": "on the widthc supernet: search + retraining only",
@@ -27,8 +28,11 @@ NOTES = {
     "uniform finetune": "the uniform width, alike",
     "full": "the unpruned model, plain training",
     "widthc-pretrained": "--pretrained on the trained full model: ordered channels, supernet, "
-    "search, fine-tuning",
+    "search, fine-tuned from the trained weights",
     "uniform pretrained": "the uniform width inside that run, alike",
+    "widthc-pretrained from supernet": "the same widths fine-tuned from the supernet's weights "
+    "(--finetune)",
+    "uniform pretrained from supernet": "the uniform width, alike",
     "uniform ordered finetune": "the ordered trained model's uniform width, fine-tuned: no "
     "supernet, no search",
 }

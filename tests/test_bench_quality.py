@@ -30,7 +30,7 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     assert set(cmds) == {"widthc-s3", "fixed-pattern-s3", "random-candidate-s3",
                          "uniform-bins-s3", "widthc-finetune-s3", "greedy-search-s3", "random-search-s3",
                          "multi-stage-25pct-s3", "multi-stage-50pct-s3",
-                         "widthc-pretrained-s3"}  # fmt: skip
+                         "widthc-pretrained-s3", "widthc-pretrained-from-supernet-s3"}  # fmt: skip
     shared = [*bench.recipe.cli(), *bench.search.cli(), "--seed", "3"]
     for key, cmd in cmds.items():
         text = " ".join(cmd)

@@ -103,14 +103,18 @@ def test_pretrained_run_end_to_end(model_file, tmp_path):
     assert order["flops"]["before"] == order["flops"]["after"]
     assert any(g["order"] != sorted(g["order"]) for g in order["groups"].values())
     # the schedule: a fifth of --epochs 5 trains the supernet, the rest fine-tunes each width
+    # from the model's trained weights (channels sorted)
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert {r["epoch"] for r in log if "step" in r} == {0}  # one supernet epoch
     metrics = json.loads((out / "flops-50pct" / "metrics.json").read_text())
-    assert metrics["retrain"] == {"epochs": 4, "finetune": True}
+    assert metrics["retrain"] == {"epochs": 4, "finetune": False}
     assert metrics["test"]["original"] == original["test"]
     report = (out / "report.md").read_text()
     assert "Started from the model's trained weights (`--pretrained`)" in report
-    assert "supernet 1 epoch; retrained 4 epochs (fine-tuned from the supernet weights)" in report
+    assert (
+        "supernet 1 epoch; retrained 4 epochs (fine-tuned from the model's trained weights, "
+        "channels sorted)" in report
+    )
     assert f"original model {100 * original['test']:.1f}%" in report
 
 
@@ -154,26 +158,15 @@ def test_trained_weights_without_the_flag_get_a_hint(model_file, tmp_path):
 
 
 def test_schedule_of_a_pretrained_run():
-    scratch = RunConfig.from_json({"epochs": 30})
-    assert (scratch.schedule().supernet, scratch.schedule().retrain) == (30, 30)
-    assert not scratch.schedule().finetune
+    scratch = RunConfig.from_json({"epochs": 30}).schedule()
+    assert (scratch.supernet, scratch.retrain, scratch.finetune) == (30, 30, False)
     pre = RunConfig.from_json({"epochs": 30, "pretrained": True})
-    assert (pre.schedule().supernet, pre.schedule().retrain, pre.schedule().finetune) == (
-        6,
-        24,
-        True,
-    )
+    s = pre.schedule()
+    assert (s.supernet, s.retrain, s.finetune) == (6, 24, False)  # from the trained weights
     assert pre.supernet_training().epochs == 6 and pre.train.epochs == 30
-    given = RunConfig.from_json(
-        {
-            "epochs": 30,
-            "pretrained": True,
-            "retrain_epochs": 10,
-            "finetune": False,
-            "supernet_share": 0.5,
-        }
-    ).schedule()
-    assert (given.supernet, given.retrain, given.finetune) == (15, 10, False)
+    options = {"retrain_epochs": 10, "finetune": True, "supernet_share": 0.5}
+    given = RunConfig.from_json({"epochs": 30, "pretrained": True, **options}).schedule()
+    assert (given.supernet, given.retrain, given.finetune) == (15, 10, True)
     short = RunConfig.from_json({"epochs": 1, "pretrained": True}).schedule()
     assert (short.supernet, short.retrain) == (1, 1)  # at least one epoch each
 

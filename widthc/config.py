@@ -128,9 +128,10 @@ class RetrainConfig:
     retrain_epochs: int | None = option(
         None, "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
     )
-    finetune: bool | None = option(
-        None, "Retrain from the supernet's weights instead of from scratch (default: from "
-        "scratch; with --pretrained, fine-tune).", off="--from-scratch",
+    finetune: bool = option(
+        False, "Retrain from the supernet's weights instead of the model's own (its initial "
+        "weights: from scratch; with --pretrained, its trained ones, channels sorted).",
+        off="--from-scratch",
     )  # fmt: skip
 
     def check(self) -> RetrainConfig:
@@ -205,7 +206,8 @@ class RunConfig:
     onnx: bool = option(True, "Also write and check slim.onnx.", "export")
     pretrained: bool = option(
         False, "Start from the model's trained weights: sort its channels by importance, train "
-        "the supernet for a short share of --epochs and fine-tune each width for the rest.",
+        "the supernet for a short share of --epochs, fine-tune each width from the trained "
+        "weights for the rest.",
         "run", flag_only=True,
     )  # fmt: skip
     order_by: str = option(
@@ -251,14 +253,15 @@ class RunConfig:
     def schedule(self) -> Schedule:
         """The epochs of the supernet and of each retraining, and whether retraining starts
         from the supernet's weights. With --pretrained, --epochs is the whole schedule after
-        the trained model: `supernet_share` of it trains the supernet, the rest fine-tunes."""
+        the trained model: `supernet_share` of it trains the supernet, the rest fine-tunes
+        each width from the model's trained weights."""
         t, r = self.train, self.retrain
         if not self.pretrained:
             retrain = t.epochs if r.retrain_epochs is None else r.retrain_epochs
-            return Schedule(t.epochs, retrain, bool(r.finetune))
+            return Schedule(t.epochs, retrain, r.finetune)
         supernet = max(1, round(self.supernet_share * t.epochs))
         retrain = max(1, t.epochs - supernet) if r.retrain_epochs is None else r.retrain_epochs
-        return Schedule(supernet, retrain, r.finetune is not False)
+        return Schedule(supernet, retrain, r.finetune)
 
     def supernet_training(self) -> TrainConfig:
         """The training options of the supernet (its epochs from `schedule`)."""

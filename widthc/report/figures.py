@@ -160,7 +160,8 @@ def retrained_figure(run: RunData) -> Figure | str:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     schedule = RunConfig.from_json(run.config).schedule() if run.config else None
     epochs = schedule.retrain if schedule else None
-    how = "fine-tuning" if schedule and schedule.finetune else "retraining"
+    tuned = schedule and (schedule.finetune or run.config.get("pretrained"))
+    how = "fine-tuning" if tuned else "retraining"
     ax.set_title(
         "Test accuracy of the inherited supernet weights (no retraining)"
         if epochs == 0

@@ -104,7 +104,7 @@ def _header(run: RunData) -> str:
             f"{', '.join(b.text for b in run.budgets) or '-'}; searcher "
             f"`{c.get('search', '?')}`, seed {c.get('seed', '?')}; supernet "
             f"{_epochs(schedule.supernet)}; "
-            + _retraining(schedule)
+            + _retraining(schedule, bool(c.get("pretrained")))
             + (f"; input shape {c['input_shape']}" if c.get("input_shape") else "")
             + "."
         )
@@ -147,10 +147,12 @@ def _pretrained(run: RunData) -> str:
     )
 
 
-def _retraining(schedule: Schedule) -> str:
+def _retraining(schedule: Schedule, pretrained: bool) -> str:
     if schedule.retrain == 0:
         return "no retraining"
     how = "fine-tuned from the supernet weights" if schedule.finetune else "from scratch"
+    if pretrained and not schedule.finetune:
+        how = "fine-tuned from the model's trained weights, channels sorted"
     return f"retrained {_epochs(schedule.retrain)} ({how})"
 
 

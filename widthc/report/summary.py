@@ -28,7 +28,7 @@ def summary_table(run_dir: Path) -> Table:
     if run.config.get("retrain_epochs") == 0:
         warnings.append("[yellow]no retraining: accuracies of the inherited supernet weights[/]")
     if run.config.get("pretrained"):
-        warnings.append("started from the model's trained weights (--pretrained), fine-tuned")
+        warnings.append("started from the model's trained weights (--pretrained)")
     if note:
         warnings.append(note)
     table = Table(title=_title(run, model, latency), caption="\n".join(warnings))

@@ -2,8 +2,9 @@
 budget, trained with the same recipe and seed, then measured on the test split.
 
 From scratch (the default): the model is built anew under the run's seed and slimmed to the
-width, so both widths start from the same initialisation the supernet started from. With
-`--finetune` (the default with --pretrained), from the inherited supernet weights instead. `--retrain-epochs 0` measures the
+width, so both widths start from the same initialisation the supernet started from; with
+--pretrained that is the model's trained weights, channels in the run's order: fine-tuning.
+With `--finetune`, from the inherited supernet weights instead. `--retrain-epochs 0` measures the
 inherited models as they are. After training, batch-norm statistics are re-estimated on the
 calibration batches (they lag the weights at the end of a short schedule). The retrained
 models are proved again: FLOPs recounted, ONNX
@@ -75,12 +76,14 @@ def run(ctx: Context) -> None:
 def fresh(ctx, cand: WidthChoice, chain: list | None = None):
     """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
     a multi-stage width through its chain of stages). With --pretrained the model's own
-    trained weights, in the run's channel order (the order the widths count channels in)."""
+    trained weights, in the channel order pretrained.json records (the supernet's)."""
     program = compile_source(ctx.config, ctx.source())
     if program.binning != ctx.program.binning:
         raise InternalError("the model built anew has other bins than the searched one")
     if ctx.config.pretrained:
-        program = program.with_model(order.permuted(program, ctx.ordering.orders))
+        groups = ctx.run.read_json(PRETRAINED)["order"]["groups"]
+        orders = {int(g): torch.tensor(v["order"]) for g, v in groups.items()}
+        program = program.with_model(order.permuted(program, orders))
     if chain:
         program = ctx.replay(chain, program)
     return widthc.slim(program, program.validate(cand))

@@ -47,6 +47,6 @@ def start_from_trained(ctx: Context) -> None:
     ctx.echo(
         f"started from the model's trained weights: validation {original.value:.4f} (chance "
         f"{original.chance:.4f}), test {test:.4f}; {ordering.summary()}; supernet "
-        f"{s.supernet} epochs, then {'fine-tuning' if s.finetune else 'retraining'} "
-        f"{s.retrain} epochs"
+        f"{s.supernet} epochs, then each width fine-tuned {s.retrain} epochs from "
+        f"{'the supernet' if s.finetune else 'the trained weights'}"
     )
