@@ -29,12 +29,14 @@ def summary_table(run_dir: Path) -> Table:
         warnings.append("[yellow]no retraining: accuracies of the inherited supernet weights[/]")
     if run.config.get("pretrained"):
         warnings.append("started from the model's trained weights (--pretrained)")
+    if not run.percent:
+        warnings.append(f"test metric: {run.metric}")
     if note:
         warnings.append(note)
     table = Table(title=_title(run, model, latency), caption="\n".join(warnings))
     for name in ("budget", "FLOPs", "params", "latency"):
         table.add_column(name, justify="left" if name == "budget" else "right")
-    table.add_column("test acc.", justify="right", style="bold")
+    table.add_column("test acc." if run.percent else "test metric", justify="right", style="bold")
     table.add_column("uniform", justify="right")
     trained = next(
         (b.test("original") for b in run.budgets if b.test("original") is not None), None
@@ -49,8 +51,8 @@ def summary_table(run_dir: Path) -> Table:
             _kept(*b.flops()),
             _kept(*b.params()),
             t.ms(slim) + (f" {t.ratio(slim, original)}" if slim and original else ""),
-            t.metric(b.test("widthc")),
-            t.metric(b.test("uniform")),
+            t.metric(b.test("widthc"), run.percent),
+            t.metric(b.test("uniform"), run.percent),
         )
     return table
 

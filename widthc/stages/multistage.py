@@ -47,9 +47,10 @@ def run(ctx: Context) -> None:
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, c.supernet_training(), folder,
                 resume=(folder / SUPERNET).exists(), progress=ctx.progress,
-                loss_fn=None if ctx.model_source.loss is None else ctx.loss,
+                loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
+                bands=[(cfg.budget_band * budget, budget)],
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.seed)
+        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed)
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, []
         )

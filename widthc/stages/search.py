@@ -30,7 +30,9 @@ def run(ctx: Context) -> None:
     """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True)
-    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed)
+    scorer = MaxMax(
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed
+    )
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     for text, budget in ctx.budgets.items():
@@ -127,6 +129,8 @@ def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
             "groups": [int(g) for g in program.space.ids],
             "binning": program.binning,
             "offset": ctx.config.offset,
+            "metric": ctx.metric_name,
+            "score": ctx.score_name,
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}
