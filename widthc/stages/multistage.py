@@ -20,6 +20,7 @@ from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax
 from widthc.passes.bins import stage_schedule
+from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.stages import search
 from widthc.train import train_supernet
@@ -42,7 +43,7 @@ def run(ctx: Context) -> None:
     for t, (budget, beta) in enumerate(schedule, 1):
         if t > 1:
             program = ctx.next_stage(program, chain[-1])
-            net = widthc.supernet(program, c.offset).to(ctx.device)
+            net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
             folder = ctx.run.stage_dir(t)
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, c.supernet_training(), folder,
@@ -50,7 +51,8 @@ def run(ctx: Context) -> None:
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
                 bands=[(cfg.budget_band * budget, budget)],
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed)
+        precision = Precision.of(c.train, ctx.device)  # every stage scores alike
+        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed, precision=precision)
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, []
         )

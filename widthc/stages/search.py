@@ -19,6 +19,7 @@ from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
 from widthc.loop import Bar
+from widthc.precision import Precision
 from widthc.run import SEARCH
 from widthc.space import human
 
@@ -30,9 +31,11 @@ def run(ctx: Context) -> None:
     """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True)
+    precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
     scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed
-    )
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
+        precision=precision,
+    )  # fmt: skip
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     for text, budget in ctx.budgets.items():
