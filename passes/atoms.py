@@ -43,6 +43,7 @@ class Atoms:
         self.producer: dict[int, str] = {}
         self.frozen: dict[int, list[Reason]] = defaultdict(list)
         self.mixing: dict[int, list[str]] = defaultdict(list)
+        self.ordered: dict[int, list[str]] = defaultdict(list)  # mixing that reads positions
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
         self.unit: dict[int, int] = {}  # part of a coarsened atom -> channels of it per unit
@@ -135,6 +136,7 @@ class Atoms:
             for p in parts:
                 self.frozen[p] = list(self.frozen[m])
                 self.mixing[p] = list(self.mixing[m])
+                self.ordered[p] = list(self.ordered[m])
             self.parts[m] = parts
             if first is None:
                 first = parts

@@ -84,6 +84,8 @@ CASES = [
     ("a search without a budget", ["search", "TRAINED"], "--flops is missing"),
     ("an export before the search", ["export", "TRAINED"], "has not finished its search stage"),
     ("--sync-bn on a CPU", ["train", DIGITS, "--data", "digits", "--sync-bn", "--out", "OUT"], "--sync-bn needs --device cuda"),
+    ("an unknown channel importance", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--pretrained", "--order-by", "size", "--out", "OUT"], "--order-by size is not one of l1, l2, bn, taylor"),
+    ("a supernet share outside (0, 1)", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-share", "1", "--out", "OUT"], "--supernet-share must be in (0, 1)"),
     ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
 ]  # fmt: skip
 

@@ -100,7 +100,7 @@ def register_optional() -> None:
     register(
         spec(
             "batch norm", same_shape, channel_norm_couple, resize=norm_resize,
-            zeros=through("act", lambda m: REGISTRY.get(module_key(m))),
+            zeros=through("act", lambda m: REGISTRY.get(module_key(m))), scale="weight",
         ),
         *(m for m in norm_acts if m is not None),
     )  # fmt: skip

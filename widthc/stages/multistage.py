@@ -46,7 +46,7 @@ def run(ctx: Context) -> None:
             net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
             folder = ctx.run.stage_dir(t)
             train_supernet(
-                net, ctx.splits.train, ctx.splits.val, c.train, folder,
+                net, ctx.splits.train, ctx.splits.val, c.supernet_training(), folder,
                 resume=(folder / SUPERNET).exists(), progress=ctx.progress,
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
                 bands=[(cfg.budget_band * budget, budget)],
