@@ -55,9 +55,11 @@ RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
 # the report's figures
 WIDTHS_PNG, BINS_PNG, SEARCH_PNG = "widths.png", "bins.png", "search.png"
 RETRAINED_PNG, TRAINING_PNG = "retrained.png", "training.png"
+LATENCY_PNG, LAYERS_LATENCY_PNG = "latency.png", "latency_layers.png"
 INHERITED = "inherited.pt"  # the slimmed model with the supernet's weights (before retraining)
 UNIFORM = "uniform"
-BUDGET_PREFIX = "flops-"  # a budget's folder: flops-50pct, flops-300M
+BUDGET_PREFIX = "flops-"  # a budget's folder: flops-50pct, flops-300M, latency-2ms,
+BUDGET_PREFIXES = (BUDGET_PREFIX, "params-", "latency-")  # flops-50pct+latency-2ms
 
 STAGES = ("analyze", "train", "search", "slim", "export", "retrain", "report")  # in order
 
@@ -170,7 +172,8 @@ class Run:
 
     def budget_dirs(self) -> list[Path]:
         """Every budget's folder that exists, by name."""
-        return sorted(p for p in self.path.glob(f"{BUDGET_PREFIX}*") if p.is_dir())
+        found = {p for prefix in BUDGET_PREFIXES for p in self.path.glob(f"{prefix}*")}
+        return sorted(p for p in found if p.is_dir())
 
     def stage_dir(self, stage: int) -> Path:
         """The folder of stage `stage` (2, 3, ...) of a multi-stage search."""
@@ -219,13 +222,23 @@ def safe_name(text: str) -> str:
 
 
 def budget_folder(text: str) -> str:
-    """The folder name of one budget, in a run directory or a `--search uniform` output."""
-    return safe_name(f"{BUDGET_PREFIX}{text}")
+    """The folder name of one budget, in a run directory or a `--search uniform` output: its
+    limits, `kind-value` joined by `+` (`50%` -> `flops-50pct`, `flops 50% + latency 2ms` ->
+    `flops-50pct+latency-2ms`)."""
+    parts = []
+    for part in text.split(" + "):
+        kind, _, value = part.strip().rpartition(" ")
+        parts.append(f"{kind or BUDGET_PREFIX[:-1]}-{value}")
+    return safe_name("+".join(parts))
 
 
 def budget_text(folder_name: str) -> str:
-    """The budget a folder name stands for (`flops-50pct` -> `50%`), for folders of no run."""
-    return folder_name.removeprefix(BUDGET_PREFIX).replace("pct", "%")
+    """The budget a folder name stands for (`flops-50pct` -> `50%`, `latency-2ms` ->
+    `latency 2ms`), for folders of no run."""
+    parts = [p.replace("pct", "%").split("-", 1) for p in folder_name.split("+")]
+    if len(parts) == 1 and parts[0][0] == BUDGET_PREFIX[:-1]:
+        return parts[0][-1]
+    return " + ".join(" ".join(p) for p in parts)
 
 
 def command_line(args: list[str] | None = None) -> str:
@@ -248,14 +261,15 @@ def widths_record(
     model: str,
     search: str,
     text: str,
-    budget: float,
+    budget: float | None,
     checks: dict,
     original=None,
     score: float | None = None,
 ) -> dict:
     """widths.json of a slimmed model: the channels of every group of the `original` program
     before and after (`program` may be a later stage's, a slimmed model: its groups match by
-    name), its budget, FLOPs, params and the checks that proved it."""
+    name), its budget (text, and its FLOPs limit if it has one), FLOPs, params and the checks
+    that proved it."""
     original = original or program
     after = {g.name: int(c * g.blocks) for g, c in zip(program.groups, program.counts(choice))}
     record = {

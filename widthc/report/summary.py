@@ -29,6 +29,7 @@ def summary_table(run_dir: Path) -> Table:
         warnings.append("[yellow]no retraining: accuracies of the inherited supernet weights[/]")
     if note:
         warnings.append(note)
+    warnings += [f"[bold red]{line}[/]" for line in run.latency_misses()]
     table = Table(title=_title(run, model, latency), caption="\n".join(warnings))
     for name in ("budget", "FLOPs", "params", "latency"):
         table.add_column(name, justify="left" if name == "budget" else "right")

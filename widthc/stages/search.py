@@ -1,4 +1,5 @@
-"""The search stage: every budget searched on one trained supernet, written to search.json.
+"""The search stage: every budget (FLOPs, params, latency or several) searched on one trained
+supernet, written to search.json.
 
 Scores are max-max over each width's candidates (widthc.evaluate.MaxMax), cached across
 budgets. search.json is rewritten atomically every few seconds while a search runs, with the
@@ -18,9 +19,10 @@ from widthc.config import SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
+from widthc.latency.model import LatencyModel
 from widthc.loop import Bar
 from widthc.run import SEARCH
-from widthc.space import human
+from widthc.space import Budget, human
 
 SNAPSHOT_SECONDS = 5.0  # search.json is rewritten this often during a search,
 SNAPSHOT_EVALUATIONS = 10  # or after this many new widths, whichever comes first
@@ -33,33 +35,37 @@ def run(ctx: Context) -> None:
     scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed)
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
+    latency = ctx.latency if ctx.measures_latency else None
     for text, budget in ctx.budgets.items():
-        result, seconds = search_one(ctx, program, scorer, cfg, text, budget, results)
-        results.append(result_json(program, net, scorer, result, text, seconds))
-        write(ctx, program, results, complete=False)
+        result, seconds = search_one(ctx, program, scorer, cfg, text, budget, results, latency)
+        results.append(result_json(program, net, scorer, result, text, seconds, latency))
+        write(ctx, program, results, complete=False, latency=latency)
         best, base = result.best, result.uniform
+        ms = f", {human(results[-1]['latency'], 'latency')} predicted" if latency else ""
         ctx.echo(
             f"budget {text}: searched width scores {best.score:.4f} (uniform {base.score:.4f}) "
-            f"at {human(results[-1]['flops'])} FLOPs; {len(result.history)} widths "
+            f"at {human(results[-1]['flops'])} FLOPs{ms}; {len(result.history)} widths "
             f"scored in {seconds:.0f} s"
         )
-    write(ctx, program, results, complete=True)
+    write(ctx, program, results, complete=True, latency=latency)
 
 
 def search_one(
-    ctx: Context, program, scorer: MaxMax, cfg: SearchConfig, text: str, budget: float, done: list
-):
+    ctx: Context, program, scorer: MaxMax, cfg: SearchConfig, text: str, budget: Budget,
+    done: list, latency: LatencyModel | None = None,
+):  # fmt: skip
     """One budget's search, with a progress bar and snapshots of the widths scored so far."""
     ledger: list[dict] = []
     last = [time.perf_counter()]
 
     def score(width: np.ndarray) -> tuple[float, int]:
         s = scorer(program.space.choice(width))
-        ledger.append(_entry(width, program.flops_many(width[None])[0], s))
+        ledger.append(_entry(program, width, s, budget, latency))
         due = len(ledger) % SNAPSHOT_EVALUATIONS == 0 or interrupt.requested()
         if due or time.perf_counter() - last[0] > SNAPSHOT_SECONDS:
-            partial = {"text": text, "budget": budget, "partial": True, "history": ledger}
-            write(ctx, program, [*done, partial], complete=False)
+            partial = {"text": text, "budget": budget.value("flops"), "partial": True,
+                       "limits": budget.to_json(), "history": ledger}  # fmt: skip
+            write(ctx, program, [*done, partial], complete=False, latency=latency)
             last[0] = time.perf_counter()
         interrupt.check()  # Ctrl-C: the widths scored so far are saved
         return s.value, s.candidate
@@ -76,8 +82,10 @@ def search_one(
     return result, time.perf_counter() - t0
 
 
-def result_json(program, net, scorer, result: searchers.SearchResult, text, seconds) -> dict:
-    """One budget's entry of search.json."""
+def result_json(
+    program, net, scorer, result: searchers.SearchResult, text, seconds, latency=None
+) -> dict:
+    """One budget's entry of search.json (latency: predicted, where the run models it)."""
     space = program.space
 
     def described(e: searchers.Evaluation) -> dict:
@@ -94,11 +102,15 @@ def result_json(program, net, scorer, result: searchers.SearchResult, text, seco
             "width_flops": e.flops,
             "flops": program.flops(cand),
             "params": program.params(cand),
+            **({"latency": latency.latency(cand)} if latency else {}),
+            **({"latency_by_layer": latency.per_layer(cand)} if latency else {}),
+            "load": e.load,
             "score": e.score,
         }
 
     return {
-        "budget": result.budget,
+        "budget": result.budget.value("flops"),
+        "limits": result.budget.to_json(),
         "text": text,
         "searcher": result.searcher,
         "seed": result.seed,
@@ -108,13 +120,14 @@ def result_json(program, net, scorer, result: searchers.SearchResult, text, seco
         "evaluations": len(result.history),
         "seconds": round(seconds, 3),
         "history": [
-            _entry(e.width, e.flops, scorer.cache[program.space.choice(e.width).ks()])
+            _entry(program, e.width, scorer.cache[space.choice(e.width).ks()], result.budget,
+                   latency)
             for e in result.history
         ],
-    }
+    }  # fmt: skip
 
 
-def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
+def write(ctx: Context, program, results: list[dict], complete: bool, latency=None) -> None:
     everything = [
         searchers.Evaluation(tuple(h["width"]), h["flops"], h["score"], h["candidate"])
         for r in results
@@ -133,8 +146,18 @@ def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
                 for e in searchers.pareto_front(unique)
             ],
             "complete": complete,
+            **({"latency_model": _described(latency)} if latency else {}),
         },
     )
+
+
+def _described(latency: LatencyModel) -> dict:
+    """The latency model as the report reads it: the runtime, and the full model per layer."""
+    return {
+        **latency.to_json(),
+        "full_ms": latency.latency(),
+        "full_by_layer": latency.per_layer(),
+    }
 
 
 def preload(scorer: MaxMax, program, previous: dict | None) -> int:
@@ -154,10 +177,13 @@ def preload(scorer: MaxMax, program, previous: dict | None) -> int:
     return len(known)
 
 
-def _entry(width, flops: float, s: Score) -> dict:
+def _entry(program, width, s: Score, budget: Budget, latency: LatencyModel | None) -> dict:
+    row = np.asarray(width, dtype=np.int64)[None]
     return {
         "width": [int(k) for k in width],
-        "flops": float(flops),
+        "flops": float(program.flops_many(row)[0]),
+        **({"latency": float(latency.latency_many(row)[0])} if latency else {}),
+        "load": float(budget.load(row)[0]),
         "score": s.value,
         "candidate": s.candidate,
         "candidates": list(s.candidates),
