@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from widthc.cli import main
+from widthc.context import Context
 from widthc.report.rundir import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,3 +91,16 @@ def test_a_run_under_a_latency_budget_records_its_limits_and_latencies(fake_cloc
     assert config["align"] is None and analysis["align"] == 1  # auto: the fake has no block
     report = (run / "report.md").read_text()
     assert "latency_layers.png" in report and "latency.png" in report and "over its" not in report
+
+
+def test_a_run_keeps_the_bins_it_was_analysed_with(tmp_path):
+    """`widthc search RUN --latency 2ms` on a run trained without a latency budget: its config
+    now asks for `--align auto`, but its supernet has the bins of its analysis."""
+    (tmp_path / "config.json").write_text(json.dumps({"model": MODEL, "latency": ["2ms"]}))
+    (tmp_path / "analysis.json").write_text(json.dumps({"align": 1}))
+    ctx = Context.open(tmp_path)
+    assert ctx.config.align_text == "auto" and ctx.align == 1
+    (tmp_path / "analysis.json").unlink()
+    fresh = Context.open(tmp_path)
+    fresh.__dict__["block"] = 16  # measured once per machine; here, as if cached
+    assert fresh.align == 16

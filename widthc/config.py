@@ -170,8 +170,8 @@ class RunConfig:
     beta: float = option(1.0, "Minimum bin size (paper eq. 9).", "bins")
     align: str | None = option(
         None, "Keep channel counts multiples of this: a number (1: the paper's bins), or auto: "
-        "the channel block the --runtime computes in, measured [default: auto with --latency, "
-        "else 1].", "bins", metavar="A|auto",
+        "the channel block the --runtime computes in, measured [default: auto with --latency "
+        "or --runtime, else 1].", "bins", metavar="A|auto",
     )  # fmt: skip
     uniform_bins: int | None = option(
         None, "K bins of equal channel count per group instead of FLOPs-sensitive bins (A.7).",
@@ -242,10 +242,11 @@ class RunConfig:
 
     @property
     def align_text(self) -> str:
-        """`--align` as given, or its default: auto with a latency budget, else 1."""
+        """`--align` as given, or its default: auto with a latency budget or a `--runtime`
+        (BENCHMARKS.md, "--align auto"), else 1 (the paper's bins)."""
         if self.align is not None:
             return str(self.align)
-        return "auto" if self.latency else "1"
+        return "auto" if self.latency or self.runtime is not None else "1"
 
     def check(self) -> RunConfig:
         """Every option in range (one sentence for the first that is not)."""

@@ -30,7 +30,7 @@ from widthc.latency.align import channel_block
 from widthc.latency.measure import Measurer
 from widthc.latency.model import LatencyModel
 from widthc.program import Program
-from widthc.run import SUPERNET, Run
+from widthc.run import ANALYSIS, SUPERNET, Run
 from widthc.supernet import Supernet
 from widthc.train import cross_entropy
 
@@ -117,7 +117,11 @@ class Context:
 
     @cached_property
     def align(self) -> int:
-        """`--align` in channels: `auto` is the runtime's block."""
+        """`--align` in channels: `auto` is the runtime's block; a run analysed already keeps
+        its bins (`widthc search RUN --latency 2ms` on a run trained with the default 1)."""
+        analysed = self.run.read_json(ANALYSIS, {}) if self.run is not None else {}
+        if isinstance(analysed.get("align"), int):
+            return analysed["align"]
         text = self.config.align_text
         return self.block if text == "auto" else int(text)
 

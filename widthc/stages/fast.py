@@ -48,7 +48,11 @@ def _slim_one(ctx: Context, text: str, budget: Budget, folder: Path) -> None:
     small = widthc.slim(program, choice)
     before, after = program.flops(), program.flops(choice)
     params_before, params_after = program.params(), program.params(choice)
-    limits = ", ".join(f"{lim.label()} = {human(lim.value, lim.kind)}" for lim in budget.limits)
+    limits = ", ".join(
+        f"{lim.text if lim.kind == 'flops' else lim.label()} = {human(lim.value, lim.kind)}"
+        + {"flops": " FLOPs", "params": " params"}.get(lim.kind, "")
+        for lim in budget.limits
+    )
     where = f" on {ctx.runtime.describe()}" if budget.value("latency") else ""
     echo(f"{name}: budget {limits}{where}, search uniform")
     echo(f"{'':8}{'before':>10}{'after':>10}{'ratio':>8}")
