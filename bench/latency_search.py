@@ -78,11 +78,11 @@ def run_seed(seed: int) -> dict:
     base = [str(ROOT / bench.model), "--data", "mnist1d", "--seed", str(seed),
             *bench.recipe.cli(), *bench.search.cli()]  # fmt: skip
     t0 = time.perf_counter()
-    flops_run = OUT / f"flops-s{seed}"
+    flops_run = OUT / f"by-flops-s{seed}"
     _slim([*base, "--flops", ",".join(BUDGETS)], flops_run)
     flops_rows = _rows(flops_run)
     latency = ",".join(f"{r['predicted_ms']:.6f}ms" for r in flops_rows)
-    latency_run = OUT / f"latency-s{seed}"
+    latency_run = OUT / f"by-latency-s{seed}"
     _slim([*base, "--latency", latency, "--from", str(flops_run)], latency_run)
     pairs = []
     for f, lat in zip(flops_rows, _rows(latency_run)):

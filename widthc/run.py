@@ -64,7 +64,8 @@ BUDGET_PREFIXES = (BUDGET_PREFIX, "params-", "latency-")  # flops-50pct+latency-
 STAGES = ("analyze", "train", "search", "slim", "export", "retrain", "report")  # in order
 
 # options that may differ when a run is resumed: they do not change what is computed
-NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run"}
+NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run",
+                "latency_cache"}  # fmt: skip
 
 
 class Run:
@@ -115,7 +116,7 @@ class Run:
                 f"cannot resume {path} with MODEL {config.get('model')}: it runs {saved.get('model')}"
             )
         for key in sorted(given - NOT_COMPARED):
-            if key in saved and key in config and saved[key] != config[key]:
+            if key in saved and key in config and _text(saved[key]) != _text(config[key]):
                 raise WidthcError(
                     f"cannot resume with --{key.replace('_', '-')} {_text(config[key])}: the run "
                     f"in {path} used {_text(saved[key])}; drop the option or start a new run "
