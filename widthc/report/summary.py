@@ -19,9 +19,13 @@ def summary_table(run_dir: Path) -> Table:
     run = load(run_dir)
     latency, note = run_latency(run)
     model = run.config.get("model") or run.analysis.get("model") or str(run_dir)
+    runtime = next(
+        (b.metrics["latency"].get("runtime") for b in run.budgets if b.metrics.get("latency")),
+        "onnxruntime",
+    )
     warnings = [
-        "FLOPs, params: kept (share of the original's); latency: slim.onnx in onnxruntime "
-        "(× the original's)"
+        f"FLOPs, params: kept (share of the original's); latency: the slimmed model on "
+        f"{runtime} (× the original's)"
     ]
     if str(run.config.get("data", "")).startswith("synthetic"):
         warnings.append("[bold red]random data (--data synthetic): the accuracies mean nothing[/]")
