@@ -107,6 +107,10 @@ VARIANTS = {
     "calib-20": ["--calib-batches", "20"],
     "offset-2": ["--offset", "2"],
     "decay-used": ["--decay-used"],
+    # issue 16's levers (bench/known_answer.py measures them where the answer is known)
+    "extremes": ["--sampling", "extremes"],
+    "budget-0.5": ["--budget-sampling", "0.5"],
+    "distill": ["--distill"],
 }
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
@@ -239,8 +243,10 @@ def _supernet_validation(run: Path) -> dict:
     log = run / run_files.TRAIN_LOG
     if not log.exists():
         return {}
-    records = [json.loads(line) for line in log.read_text().splitlines() if "val_acc" in line]
-    return {k: v for k, v in records[-1].items() if k.startswith("val_acc")} if records else {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if '"val_' in line]
+    last = records[-1] if records else {}  # val_largest (val_acc_largest before metrics had names)
+    return {k.replace("val_acc_", "val_").replace("val_", "val_acc_"): v for k, v in last.items()
+            if k.startswith("val_")}  # fmt: skip
 
 
 def _torch_pruning(task: Task, data: str, bench: Bench, out: Path) -> dict:
@@ -329,7 +335,8 @@ def main() -> None:
         found = {"default": ROOT / "bench" / "results" / "quality" / args.data}
         for v in VARIANTS:
             found[v] = ROOT / "bench" / "results" / "levers" / v / args.data
-        print(table.levers(found))
+        given = "--seeds" in sys.argv  # only those seeds' runs (a lever run on fewer seeds)
+        print(table.levers(found, {int(s) for s in args.seeds.split(",")} if given else None))
         return
     if args.table:
         folder = results if args.results else results.parent

@@ -135,15 +135,19 @@ def markdown(folder: Path, split: str = "test") -> str:
     return "\n\n".join(f"### {p.name}\n\n{table(p, split)}" for p in subs)
 
 
-def levers(variants: dict[str, Path]) -> str:
+def levers(variants: dict[str, Path], seeds: set[int] | None = None) -> str:
     """One row per lever (a variant of the widthc run): the paired difference widthc - uniform
     on the validation split (what a lever is judged on) and on the test split (reported only),
-    and the trained supernet's validation accuracy at its largest width (a diagnostic)."""
+    and the trained supernet's validation accuracy at its largest width (a diagnostic). With
+    `seeds`, only those seeds' runs (levers run on fewer seeds than the default)."""
     head = ["lever", "seeds"] + [f"{b} Δ {s}" for s in ("val", "test") for b in BUDGETS]
     lines = ["| " + " | ".join(head) + " | supernet val, largest width |",
              "|---" + "|---:" * len(head) + "|"]  # fmt: skip
     for name, folder in variants.items():
-        runs = [r for r in load(folder) if r["method"] == "widthc"]
+        runs = [
+            r for r in load(folder)
+            if r["method"] == "widthc" and (seeds is None or r["seed"] in seeds)
+        ]  # fmt: skip
         if not runs:
             continue
         cells = []

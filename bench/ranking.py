@@ -92,9 +92,11 @@ def supernet_run(name: str, data: str, runs: Path, bench, seed: int = 0) -> Path
     return path
 
 
-def sample_widths(program, n: int = N_WIDTHS) -> list:
-    """`n` distinct widths at BUDGET x the full FLOPs, seeds FIRST_SEED, FIRST_SEED + 1, ..."""
-    budget, seen, out = BUDGET * program.flops(), set(), []
+def sample_widths(program, n: int = N_WIDTHS, budget: float | None = None) -> list:
+    """`n` distinct widths at `budget` FLOPs (default BUDGET x the full FLOPs), seeds
+    FIRST_SEED, FIRST_SEED + 1, ..."""
+    budget = BUDGET * program.flops() if budget is None else budget
+    seen, out = set(), []
     seed = FIRST_SEED
     while len(out) < n:
         choice = program.random(seed, flops=budget)

@@ -35,6 +35,10 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
     return field(default=default, metadata={"help": help, "group": group, "cli": cli})
 
 
+SAMPLINGS = ("uniform", "extremes", "flops")  # widthc.sampling's laws (no torch here)
+SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
+
+
 def flag_name(name: str) -> str:
     """A field's option as the user types it: `batch_size` -> `--batch-size`."""
     return "--" + name.replace("_", "-")
@@ -63,6 +67,15 @@ class TrainConfig:
         False, "Count how often that choice agrees with the full batch's."
     )
     sandwich: bool = option(False, "Also train the largest and smallest width every step.")
+    distill: bool = option(
+        False, "In-place distillation: the largest width learns the labels, the others its outputs."
+    )
+    sampling: str = option(
+        "uniform", "Width law per step: uniform (eq. 1), extremes or flops.", choices=SAMPLINGS,
+    )  # fmt: skip
+    budget_sampling: float = option(
+        0.0, "Share of steps whose width is drawn in a budget's FLOPs band (--budget-band)."
+    )
     decay_used: bool = option(
         False, "Weight decay only on the channels the trained sub-network used."
     )
@@ -88,6 +101,10 @@ class TrainConfig:
             raise _bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.sampling not in SAMPLINGS:
+            raise _bad("sampling", " or ".join(SAMPLINGS), self.sampling)
+        if not 0 <= self.budget_sampling <= 1:
+            raise _bad("budget_sampling", "between 0 and 1", self.budget_sampling)
         return self
 
 
@@ -104,6 +121,9 @@ class SearchConfig:
     calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
     stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
     alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
+    score: str = option(
+        "metric", "What max-max maximises: metric (the model's) or loss (minus).", choices=SCORES
+    )
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -122,6 +142,8 @@ class SearchConfig:
             raise _bad("budget_band", "in (0, 1]", self.budget_band)
         if not self.alpha > 0:
             raise _bad("alpha", "positive", self.alpha)
+        if self.score not in SCORES:
+            raise _bad("score", " or ".join(SCORES), self.score)
         return self
 
 
@@ -270,6 +292,10 @@ class RunConfig:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
         if self.latency_samples < 8:
             raise _bad("latency_samples", "at least 8", self.latency_samples)
+        if self.train.budget_sampling and not self.flops:
+            raise WidthcError(
+                "--budget-sampling needs the budgets: give them with --flops (widthc slim)"
+            )
         if self.sync_bn and self.device != "cuda":
             raise WidthcError(
                 "--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only"

@@ -21,7 +21,7 @@ import widthc
 from widthc import checkpoint, loop, space
 from widthc.config import RunConfig
 from widthc.errors import WidthcError
-from widthc.evaluate import accuracy, batch
+from widthc.evaluate import accuracy, batch, metric_name, negative_loss
 from widthc.frontends.data import SOURCES, DataSplits, load_splits, splits_from_hooks
 from widthc.frontends.models import ModelSource, load_model, parse_shape
 from widthc.ir import WidthChoice
@@ -160,6 +160,30 @@ class Context:
     @property
     def metric(self):
         return self.model_source.metric or accuracy
+
+    @property
+    def metric_name(self) -> str:
+        """The metric as reports name it (a model file's metric() by its docstring's first line)."""
+        name = metric_name(self.metric)
+        return "the model's metric()" if name == "metric()" else name
+
+    @property
+    def score_metric(self):
+        """What max-max maximises: the model's metric, or minus its loss (`--score loss`)."""
+        return self.metric if self.config.search.score == "metric" else negative_loss(self.loss)
+
+    @property
+    def score_name(self) -> str:
+        return (
+            "minus the validation loss" if self.config.search.score == "loss" else self.metric_name
+        )
+
+    def bands(self) -> list[tuple[float, float]]:
+        """The budgets' FLOPs bands [band x budget, budget] that --budget-sampling draws in
+        (budgets with a FLOPs limit: --budget-sampling needs --flops)."""
+        band = self.config.search.budget_band
+        flops = [b.value("flops") for b in self.budgets.values()]
+        return [(band * f, f) for f in flops if f is not None]
 
     @cached_property
     def budgets(self) -> dict[str, space.Budget]:

@@ -45,6 +45,28 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
     return float((output.argmax(-1) == target).float().mean())
 
 
+def metric_name(metric: Metric | None) -> str:
+    """What reports call a metric: 'top-1 accuracy' (the default), else the first line of its
+    docstring (without the full stop), else its name with '()'."""
+    if metric is None or metric is accuracy:
+        return "top-1 accuracy"
+    doc = (getattr(metric, "__doc__", None) or "").strip().splitlines()
+    if doc and doc[0].strip():
+        return doc[0].strip().rstrip(".")
+    return f"{getattr(metric, '__name__', type(metric).__name__)}()"
+
+
+def negative_loss(loss_fn: Callable) -> Metric:
+    """A loss as a metric (higher is better): minus its batch mean. Continuous, so widths
+    that tie on accuracy still differ."""
+
+    def metric(output: torch.Tensor, target: torch.Tensor) -> float:
+        """minus the validation loss"""
+        return -float(loss_fn(output, target))
+
+    return metric
+
+
 @dataclass(frozen=True)
 class Score:
     """A width's max-max score: the best candidate's metric, which candidate, and all of them."""
@@ -163,14 +185,16 @@ def evaluate(
     data: Dataset,
     batch_size: int = 256,
     calibration: list | None = None,
+    metric: Metric | None = None,
 ) -> float:
-    """Top-1 accuracy of `choice` on `data`, in eval mode, after re-estimating batch-norm
-    statistics on the `calibration` (input, label) batches. The supernet is unchanged."""
+    """`metric` (default: top-1 accuracy) of `choice` on `data`, in eval mode, after
+    re-estimating batch-norm statistics on the `calibration` (input, label) batches. The
+    supernet is unchanged."""
     val = (
         batch(data, torch.arange(start, min(start + batch_size, len(data))))
         for start in range(0, len(data), batch_size)
     )
-    return score_choice(net, choice, [x for x, _ in calibration or []], val)
+    return score_choice(net, choice, [x for x, _ in calibration or []], val, metric)
 
 
 def recalibrate(net: torch.nn.Module, batches: list, seed: int | None = None) -> None:

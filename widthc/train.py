@@ -1,20 +1,22 @@
 """Min-min training of a CafeNet supernet (paper §3.1, eq. 11-12; DESIGN §7).
 
-Per step: sample a width uniformly over each searchable group's bins (seeded), evaluate every
-candidate sub-network of that width without gradients on (a fraction of) the batch, then
-forward and backward only the candidate with the smallest loss. For the first `minmin_start`
-of the steps a random candidate is trained instead (`minmin_start=1`: the random-candidate
-baseline; `offset=0` on the supernet: the fixed-pattern baseline). Optionally the sandwich rule
-also trains the largest and the smallest width every step. The loop, optimizer, checkpoints
-and log are `widthc.loop`'s, shared with retraining; under torchrun the supernet runs in DDP
-and every rank trains the same candidate.
+Per step: sample a width (seeded; uniformly over each searchable group's bins by default, other
+laws in `widthc.sampling`), evaluate every candidate sub-network of that width without
+gradients on (a fraction of) the batch, then forward and backward only the candidate with the
+smallest loss. For the first `minmin_start` of the steps a random candidate is trained instead
+(`minmin_start=1`: the random-candidate baseline; `offset=0` on the supernet: the fixed-pattern
+baseline). Optionally the sandwich rule also trains the largest and the smallest width every
+step, and in-place distillation (slimmable networks, BigNAS) trains the largest width on the
+labels and the others on its outputs. The epoch-end validation measures the model's metric.
+The loop, optimizer, checkpoints and log are `widthc.loop`'s, shared with retraining; under
+torchrun the supernet runs in DDP and every rank trains the same candidate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,14 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from widthc import distributed, loop
+from widthc import distributed, loop, sampling
 from widthc.config import TrainConfig
 from widthc.errors import WidthcError
-from widthc.evaluate import batch, evaluate
+from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
+from widthc.sampling import WidthSampler
 from widthc.supernet import Supernet, device_of
 
 __all__ = ["CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "train_supernet"]
@@ -45,21 +48,28 @@ def train_supernet(
     max_steps: int | None = None,
     progress: bool = False,
     loss_fn: Callable | None = None,
+    metric: Metric | None = None,
+    bands: Sequence[tuple[float, float]] = (),
 ) -> TrainResult:
     """Train `net` with min-min (see module docstring). With `run_dir`, checkpoints go to
     run_dir/supernet.pt and one JSON line per step to run_dir/train.jsonl; `resume` continues
-    from the checkpoint. `max_steps` stops early (after a checkpoint)."""
+    from the checkpoint. `max_steps` stops early (after a checkpoint). `loss_fn` and `metric`
+    default to cross-entropy and top-1 accuracy; `bands` are the budgets' FLOPs bands (low,
+    high) that `budget_sampling` draws widths in."""
     cfg = (config or TrainConfig()).check()
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
-    step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn)
+    # distillation targets: the largest width's class probabilities, or its outputs as targets
+    distill_fn = soft_cross_entropy if classifier else loss_fn
+    widths = WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
+    step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn, widths, distill_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
     params = [p for p in net.parameters() if p.requires_grad]
     # with --decay-used the step adds the decay to the used positions' gradients itself
     opt_cfg = replace(cfg, weight_decay=0.0) if cfg.decay_used else cfg
     opt, schedule = loop.optimizer(params, opt_cfg, n_steps)
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
-    validate = _validator(net, train_data, val_data, cfg) if val_data is not None else None
+    validate = _validator(net, train_data, val_data, cfg, metric) if val_data is not None else None
     trainer = loop.Trainer(
         net, step, train_data, cfg, opt, schedule, files, validate, step.fmt, program=net.program
     )
@@ -89,21 +99,29 @@ def cross_entropy(label_smoothing: float = 0.0) -> Callable:
 
 def sample_width(net: Supernet, gen: torch.Generator) -> WidthChoice:
     """A width drawn uniformly over each searchable group's bins (eq. 1), left-most pattern."""
-    program = net.program
-    groups = program.searchable
-    u = torch.rand(len(groups), generator=gen, dtype=torch.float64)
-    widths = {g.id: int(x * len(g.bins)) + 1 for g, x in zip(groups, u.tolist())}
-    return WidthChoice.of(widths, binning=program.binning)
+    return sampling.sample_width(net.program, gen)
+
+
+def soft_cross_entropy(out: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's class probabilities (in-place distillation)."""
+    return F.cross_entropy(out, F.softmax(teacher, dim=-1))
 
 
 class MinMinStep:
-    """One min-min step (eq. 11-12): sample a width, probe its candidates without gradients,
-    backpropagate the min-loss one (a random one for the first `minmin_start` of the steps;
-    also the largest and smallest widths with the sandwich rule). The optimizer step is the
-    trainer's; a non-finite loss returns before any backward."""
+    """One min-min step (eq. 11-12): draw a width (`widths`, a `WidthSampler`), probe its
+    candidates without gradients, backpropagate the min-loss one (a random one for the first
+    `minmin_start` of the steps; also the largest and smallest widths with the sandwich rule;
+    with distillation the largest width on the labels first, the others on its outputs through
+    `distill_fn`). The optimizer step is the trainer's; a non-finite loss returns before any
+    backward."""
 
-    def __init__(self, net: Supernet, model, cfg: TrainConfig, loss_fn: Callable):
+    def __init__(
+        self, net: Supernet, model, cfg: TrainConfig, loss_fn: Callable,
+        widths: WidthSampler | None = None, distill_fn: Callable | None = None,
+    ):  # fmt: skip
         self.net, self.model, self.cfg, self.loss_fn = net, model, cfg, loss_fn
+        self.widths = widths or WidthSampler(net.program)
+        self.distill_fn = distill_fn or loss_fn
         self.sampler = torch.Generator()
         self.histogram: list[int] = []
         self.agree = [0, 0]  # [agreements, comparisons]
@@ -126,7 +144,7 @@ class MinMinStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg, net = self.cfg, self.net
         done, total = self.trainer.step, self.trainer.total_steps
-        width = sample_width(net, self.sampler)
+        width = self.widths(self.sampler)
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
         probe: list[float] = []
@@ -145,30 +163,45 @@ class MinMinStep:
             if cfg.measure_agreement and n < len(y):
                 self.agree[0] += int(torch.argmin(self._probe(cands, x, y))) == j
                 self.agree[1] += 1
-        trained = [cands[j]]
-        if cfg.sandwich:
-            trained += [net.program.full(), net.program.smallest()]
-        values = []
-        for i, choice in enumerate(trained):
+        trained = self._trained(cands[j])
+        values, teacher = {}, None
+        for i, (name, choice) in enumerate(trained):
             net.set_choice(choice)
             sync = _no_sync(self.model) if i < len(trained) - 1 else contextlib.nullcontext()
             with sync:
-                loss = self.loss_fn(self.model(x), y)
-                values.append(float(distributed.mean(loss.detach())))
-                if not math.isfinite(values[-1]):
-                    return {"loss": values[-1], "candidate": (j, "largest", "smallest")[i]}
+                out = self.model(x)
+                if teacher is not None:  # distillation: the largest width's outputs
+                    loss = self.distill_fn(out, teacher)
+                else:
+                    loss = self.loss_fn(out, y)
+                    teacher = out.detach() if cfg.distill else None
+                values[name] = float(distributed.mean(loss.detach()))
+                if not math.isfinite(values[name]):
+                    return {"loss": values[name], "candidate": j if name == "candidate" else name}
                 loss.backward()
         if cfg.decay_used and cfg.weight_decay:
-            net.decay_used(trained, cfg.weight_decay)
+            net.decay_used([choice for _, choice in trained], cfg.weight_decay)
         self.histogram[j] += 1
         return {
-            "loss": values[0],
+            "loss": values["candidate"],
             "candidate": j,
             "candidates": len(cands),
             "candidate_losses": probe,
             "width": [k for _, k in width.ks()],
             "flops": net.program.flops(cands[j]),
         }
+
+    def _trained(self, cand: WidthChoice) -> list[tuple[str, WidthChoice]]:
+        """What the step backpropagates, in order: the candidate, then the largest and the
+        smallest width with the sandwich rule; with distillation the largest comes first (its
+        outputs are the others' targets) and the smallest only with the sandwich rule."""
+        program = self.net.program
+        smallest = [("smallest", program.smallest())] if self.cfg.sandwich else []
+        if self.cfg.distill:
+            return [("largest", program.full()), ("candidate", cand), *smallest]
+        if self.cfg.sandwich:
+            return [("candidate", cand), ("largest", program.full()), *smallest]
+        return [("candidate", cand)]
 
     def _probe(self, cands: list[WidthChoice], x, y) -> torch.Tensor:
         """Every candidate's loss (averaged over ranks); no gradients, no statistics updates.
@@ -185,9 +218,9 @@ class MinMinStep:
         return distributed.mean(torch.stack(losses)).cpu()
 
 
-def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
-    """Validation at epoch ends: accuracy of the largest and smallest widths, each after
-    batch-norm recalibration on the first training batches."""
+def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig, metric: Metric | None):
+    """Validation at epoch ends: the metric (named in the record) of the largest and smallest
+    widths, each after batch-norm recalibration on the first training batches."""
 
     def validate(epoch: int) -> dict:
         n = cfg.batch_size
@@ -196,8 +229,11 @@ def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig):
         calib = [batch(train_data, order[i * n : (i + 1) * n]) for i in range(steps)]
         program = net.program
         return {
-            "val_acc_largest": evaluate(net, program.full(), val_data, calibration=calib),
-            "val_acc_smallest": evaluate(net, program.smallest(), val_data, calibration=calib),
+            "metric": metric_name(metric),
+            **{
+                f"val_{name}": evaluate(net, choice, val_data, calibration=calib, metric=metric)
+                for name, choice in (("largest", program.full()), ("smallest", program.smallest()))
+            },
         }
 
     return validate

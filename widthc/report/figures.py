@@ -123,7 +123,7 @@ def search_figure(run: RunData) -> Figure | str:
         ax.plot([p["flops"] for p in front], [p["score"] for p in front], "-", color="k",
                 lw=1.2, drawstyle="steps-post", label="Pareto front")  # fmt: skip
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
-    if scores and all(0 <= s <= 1 for s in scores):
+    if run.percent and scores and all(0 <= s <= 1 for s in scores):
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("FLOPs per sample (dotted: the budgets)")
     ax.set_ylabel("validation score (max-max over candidates)")
@@ -134,7 +134,7 @@ def search_figure(run: RunData) -> Figure | str:
 
 
 def retrained_figure(run: RunData) -> Figure | str:
-    """Test accuracy of widthc vs uniform per budget (bars), the original model's as a line."""
+    """Test metric of widthc vs uniform per budget (bars), the original model's as a line."""
     budgets = [
         b for b in run.budgets if b.test("widthc") is not None or b.test("uniform") is not None
     ]
@@ -147,22 +147,25 @@ def retrained_figure(run: RunData) -> Figure | str:
         values = [b.test(which) for b in budgets]
         bars = ax.bar(x + offset, [math.nan if v is None else v for v in values], 0.38,
                       color=color, label=which)  # fmt: skip
-        ax.bar_label(bars, labels=[_percent(v) for v in values], fontsize=8)
+        ax.bar_label(bars, labels=[_value(v, run.percent) for v in values], fontsize=8)
     original = next((b.test("original") for b in budgets if b.test("original") is not None), None)
     shown = [v for b in budgets for v in (b.test("widthc"), b.test("uniform"), original)]
     top = max(v for v in shown if v is not None)
-    ax.set_ylim(0, 1.12 * top if top > 0 else 1)  # room for the labels above the bars
+    if run.percent:
+        ax.set_ylim(0, 1.12 * top if top > 0 else 1)  # room for the labels above the bars
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     if original is not None:
-        ax.axhline(original, ls="--", color="k", lw=1, label=f"original {_percent(original)}")
+        ax.axhline(original, ls="--", color="k", lw=1,
+                   label=f"original {_value(original, run.percent)}")  # fmt: skip
     ax.set_xticks(x, [b.text for b in budgets])
     ax.set_xlabel("FLOPs budget")
-    ax.set_ylabel("test accuracy")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    what = f"test {run.metric or 'accuracy'}"
+    ax.set_ylabel(what)
     epochs = run.config.get("retrain_epochs")
     ax.set_title(
-        "Test accuracy of the inherited supernet weights (no retraining)"
+        f"{what.capitalize()} of the inherited supernet weights (no retraining)"
         if epochs == 0
-        else f"Test accuracy after retraining{f' ({epochs} epochs)' if epochs else ''}"
+        else f"{what.capitalize()} after retraining{f' ({epochs} epochs)' if epochs else ''}"
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
@@ -170,10 +173,14 @@ def retrained_figure(run: RunData) -> Figure | str:
 
 
 def training_figure(run: RunData) -> Figure | str:
-    """Supernet training: loss per step, and validation accuracy of the largest and the
-    smallest width per epoch."""
+    """Supernet training: loss per step, and the validation metric of the largest and the
+    smallest width per epoch (logs before metrics were named: their accuracy)."""
     steps = [r for r in run.train_log if isinstance(r.get("loss"), int | float)]
-    epochs = [r for r in run.train_log if "val_acc_largest" in r or "val_acc_smallest" in r]
+    epochs = [
+        {k.replace("val_acc_", "val_"): v for k, v in r.items()}
+        for r in run.train_log
+        if any(k.startswith(("val_largest", "val_smallest", "val_acc_")) for k in r)
+    ]
     if not steps and not epochs:
         return "no train.jsonl (the supernet was not trained in this run directory)"
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -193,8 +200,8 @@ def training_figure(run: RunData) -> Figure | str:
     loss_ax.set_ylabel("training loss (min-min candidate)")
     loss_ax.set_title("Supernet training loss")
     for key, label, color in (
-        ("val_acc_largest", "largest width", "C2"),
-        ("val_acc_smallest", "smallest width", "C3"),
+        ("val_largest", "largest width", "C2"),
+        ("val_smallest", "smallest width", "C3"),
     ):
         points = [
             (r.get("epoch", i + 1), r[key]) for i, r in enumerate(epochs) if r.get(key) is not None
@@ -202,14 +209,15 @@ def training_figure(run: RunData) -> Figure | str:
         if points:
             acc_ax.plot(*zip(*points), "o-", color=color, label=label)
     if epochs:
-        acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        if run.percent:
+            acc_ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         acc_ax.legend(fontsize=8)
     else:
         acc_ax.text(0.5, 0.5, "no validation records", ha="center", transform=acc_ax.transAxes)
     acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("validation accuracy")
-    acc_ax.set_title("Supernet validation accuracy")
+    acc_ax.set_ylabel(f"validation {run.metric or 'accuracy'}")
+    acc_ax.set_title(f"Supernet validation {run.metric or 'accuracy'}")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
     return fig
@@ -250,5 +258,8 @@ def _front(results: list[dict]) -> list[dict]:
     return front
 
 
-def _percent(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f}%"
+def _value(x: float | None, percent: bool) -> str:
+    """A bar's label: '97.1%' for accuracy, 4 digits for any other metric."""
+    if x is None:
+        return ""
+    return f"{100 * x:.1f}%" if percent else f"{x:.4g}"

@@ -34,7 +34,13 @@ def write_report(run_dir: Path) -> Path:
         _figure(run, figures, run_files.BINS_PNG, "Bins per layer", _BINS_TEXT),
         _figure(run, figures, run_files.SEARCH_PNG, "Search: score vs FLOPs", _SEARCH_TEXT),
         _latency_section(run, figures, run_files.LATENCY_PNG, "Latency vs FLOPs"),
-        _figure(run, figures, run_files.RETRAINED_PNG, "Test accuracy: widthc vs uniform", ""),
+        _figure(
+            run,
+            figures,
+            run_files.RETRAINED_PNG,
+            f"Test {run.metric or 'accuracy'}: widthc vs uniform",
+            "",
+        ),  # fmt: skip
         _figure(run, figures, run_files.TRAINING_PNG, "Supernet training", ""),
         _frozen(run),
         _timings(run),
@@ -129,6 +135,12 @@ def _header(run: RunData) -> str:
         )
     else:
         done.append("No config.json: the options of this run are unknown.")
+    if run.metric:
+        score = run.search.get("score") or run.metric
+        done.append(
+            f"Metric: {run.metric} (higher is better), measured on the test split after "
+            f"retraining; the search maximised {score} on the validation split."
+        )
     if a:
         done.append(
             f"The model as given: {t.count(a.get('flops'))} FLOPs per sample "
@@ -162,24 +174,25 @@ def _results(run: RunData, latency: dict, note: str) -> str:
     if not run.budgets:
         return head + "_Skipped: no budget yet (no config.json budgets and no search.json)._"
     rows = [
-        "| budget | FLOPs per sample (kept) | params (kept) | test acc. widthc | test acc. "
-        "uniform | val. score widthc / uniform | latency widthc / uniform / original | "
+        f"| budget | FLOPs per sample (kept) | params (kept) | test {_short(run)} widthc | test "
+        f"{_short(run)} uniform | val. score widthc / uniform | latency widthc / uniform / original | "
         "widthc vs original |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    pct = run.percent
     for b in run.budgets:
         ms = latency.get(b.text, {})
         uniform = b.result.get("uniform", {}).get("score")
         rows.append(
             f"| {_budget(b)} | {t.before_after(*b.flops())} | {t.before_after(*b.params())} | "
-            f"{t.metric(b.test('widthc'))} | {t.metric(b.test('uniform'))} | "
-            f"{t.metric(b.result.get('score'))} / {t.metric(uniform)} | "
+            f"{t.metric(b.test('widthc'), pct)} | {t.metric(b.test('uniform'), pct)} | "
+            f"{t.metric(b.result.get('score'), pct)} / {t.metric(uniform, pct)} | "
             f"{' / '.join(t.ms(ms.get(k)) for k in ('widthc', 'uniform', 'original'))} | "
             f"{t.ratio(ms.get('widthc'), ms.get('original'))} |"
         )
     notes = [
-        "Test accuracy: the test split, never seen by the search"
-        + (f"; original model {t.metric(o)}" if (o := _original(run)) is not None else "")
+        f"Test {_short(run)}: the test split, never seen by the search"
+        + (f"; original model {t.metric(o, pct)}" if (o := _original(run)) is not None else "")
         + ". Validation score: what the search maximised. Latency: "
         + _latency_note(run)
     ]
@@ -211,6 +224,11 @@ def _latency_note(run: RunData) -> str:
     if predicted:
         note += " Predicted by the latency model: " + "; ".join(predicted) + "."
     return note
+
+
+def _short(run: RunData) -> str:
+    """The results table's word for the metric: 'acc.' for accuracy, 'metric' otherwise."""
+    return "acc." if run.percent else "metric"
 
 
 def _budget(b: Budget) -> str:

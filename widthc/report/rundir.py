@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from widthc.errors import WidthcError
+from widthc.evaluate import metric_name
 from widthc.run import (
     ANALYSIS,
     CONFIG,
@@ -28,6 +29,8 @@ from widthc.run import (
     budget_text,
 )
 from widthc.space import KINDS, budget_label, budget_specs
+
+ACCURACY = metric_name(None)  # the default metric's name
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,19 @@ class RunData:
                 + (f" (predicted {predicted:.3g} ms)" if predicted is not None else "")
             )
         return lines
+
+    @property
+    def metric(self) -> str | None:
+        """The name of the metric the run measured (metrics.json, search.json or the training
+        log's validation records); None for a run written before metrics were named."""
+        names = [b.metrics.get("metric") for b in self.budgets] + [self.search.get("metric")]
+        names += [r.get("metric") for r in self.train_log]
+        return next((n for n in names if n), None)
+
+    @property
+    def percent(self) -> bool:
+        """Whether metric values read as percentages (top-1 accuracy, the default)."""
+        return self.metric in (None, ACCURACY)
 
     def input_shape(self) -> tuple[int, ...] | None:
         """The input shape of the run (config.json's '1,3,32,32', else analysis.json's)."""

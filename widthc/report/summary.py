@@ -31,13 +31,15 @@ def summary_table(run_dir: Path) -> Table:
         warnings.append("[bold red]random data (--data synthetic): the accuracies mean nothing[/]")
     if run.config.get("retrain_epochs") == 0:
         warnings.append("[yellow]no retraining: accuracies of the inherited supernet weights[/]")
+    if not run.percent:
+        warnings.append(f"test metric: {run.metric}")
     if note:
         warnings.append(note)
     warnings += [f"[bold red]{line}[/]" for line in run.latency_misses()]
     table = Table(title=_title(run, model, latency), caption="\n".join(warnings))
     for name in ("budget", "FLOPs", "params", "latency"):
         table.add_column(name, justify="left" if name == "budget" else "right")
-    table.add_column("test acc.", justify="right", style="bold")
+    table.add_column("test acc." if run.percent else "test metric", justify="right", style="bold")
     table.add_column("uniform", justify="right")
     for b in run.budgets:
         ms = latency.get(b.text, {})
@@ -47,8 +49,8 @@ def summary_table(run_dir: Path) -> Table:
             _kept(*b.flops()),
             _kept(*b.params()),
             t.ms(slim) + (f" {t.ratio(slim, original)}" if slim and original else ""),
-            t.metric(b.test("widthc")),
-            t.metric(b.test("uniform")),
+            t.metric(b.test("widthc"), run.percent),
+            t.metric(b.test("uniform"), run.percent),
         )
     return table
 

@@ -7,11 +7,12 @@ from widthc.space import human
 MISSING = "-"
 
 
-def metric(x: float | None) -> str:
-    """An accuracy in [0, 1] as a percentage ('71.3%'); any other metric to 4 digits."""
+def metric(x: float | None, percent: bool = True) -> str:
+    """An accuracy in [0, 1] as a percentage ('71.3%'); any other metric (or any value with
+    `percent=False`) to 4 digits."""
     if x is None:
         return MISSING
-    return f"{100 * x:.1f}%" if 0 <= x <= 1 else f"{x:.4g}"
+    return f"{100 * x:.1f}%" if percent and 0 <= x <= 1 else f"{x:.4g}"
 
 
 def count(x: float | None) -> str:

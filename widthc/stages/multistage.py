@@ -45,16 +45,19 @@ def run(ctx: Context) -> None:
     for t, (rest, beta) in enumerate(schedule, 1):
         if t > 1:
             program = ctx.next_stage(program, chain[-1])
+        stage_latency = latency.for_program(program) if latency else None
+        budget = target.toward(starts, 1.0 - rest, _costs(program, stage_latency))
+        if t > 1:
             net = widthc.supernet(program, c.offset).to(ctx.device)
             folder = ctx.run.stage_dir(t)
+            flops = budget.value("flops")
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, c.train, folder,
                 resume=(folder / SUPERNET).exists(), progress=ctx.progress,
-                loss_fn=None if ctx.model_source.loss is None else ctx.loss,
+                loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
+                bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.metric, seed=c.seed)
-        stage_latency = latency.for_program(program) if latency else None
-        budget = target.toward(starts, 1.0 - rest, _costs(program, stage_latency))
+        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed)
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )

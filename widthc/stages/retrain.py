@@ -60,7 +60,10 @@ def run(ctx: Context) -> None:
                 model = train(ctx, model, sub, epochs, f"retrain {name} {r['text']}")
                 reverify(ctx, model, cand, sub)
             test[name] = measure(model, ctx.splits.test, ctx.metric, ctx.device)
-            update_metrics(folder, test=test, retrain={"epochs": epochs, "finetune": rcfg.finetune})
+            update_metrics(
+                folder, test=test, metric=ctx.metric_name,
+                retrain={"epochs": epochs, "finetune": rcfg.finetune},
+            )  # fmt: skip
         ctx.echo(
             f"budget {r['text']}: test {test['widthc']:.4f} searched, {test['uniform']:.4f} uniform"
             + ("" if epochs else " (not retrained: inherited supernet weights)")

@@ -32,7 +32,9 @@ def run(ctx: Context) -> None:
     """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True)
-    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.metric, seed=ctx.config.seed)
+    scorer = MaxMax(
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed
+    )
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     latency = ctx.latency if ctx.measures_latency else None
@@ -140,6 +142,8 @@ def write(ctx: Context, program, results: list[dict], complete: bool, latency=No
             "groups": [int(g) for g in program.space.ids],
             "binning": program.binning,
             "offset": ctx.config.offset,
+            "metric": ctx.metric_name,
+            "score": ctx.score_name,
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}

@@ -1,0 +1,309 @@
+"""Search quality where the answer is known (issue 16): does widthc find the width a teacher
+network was built with, and which supernet training levers help it?
+
+Each task (bench/known/tasks.py) is a model file with data hooks: a teacher with a strongly
+non-uniform width profile generates the data, the student to slim is uniform and over-wide,
+and the budget is the FLOPs of the teacher's width in the student's bins (the oracle). Every
+lever runs `widthc slim` on the task as a user would (the same recipe and search effort for
+all, the lever's options added), 3 seeds. Per run:
+
+- the oracle width retrained from scratch with widthc's own retraining (`widthc.stages.retrain`:
+  the run's seed, recipe and calibration), beside the searched and the uniform width that the
+  run retrained itself; validation and test metric of all three;
+- the max-max score of the oracle width on the run's supernet, beside the searched and the
+  uniform width's (search.json);
+- Kendall tau between the supernet's scores and the retrained test metric of 22 widths at the
+  budget (20 drawn with fixed seeds, the oracle, the uniform), each retrained with the seeds
+  0-2 (the truth; cached per task in bench/results/known/truth/).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_answer.py --levers default,distill
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_answer.py --table
+
+One JSON summary per run under bench/results/known/<lever>/<task>-s<seed>.json (a finished run is
+not run again; an interrupted one resumes); run directories under runs/bench/known/ (git-ignored).
+One process at a time, one torch thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import widthc
+from widthc.run import CONFIG, METRICS, SEARCH, SLIM, TRAIN_LOG, UNIFORM
+from widthc.stages.retrain import fresh, measure, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "known"))
+import ranking  # noqa: E402
+from plain import Recipe  # noqa: E402
+from quality import WIDTHC, Search  # noqa: E402
+from tasks import TASKS as DEFINED  # noqa: E402  (bench/known/tasks.py)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "known"
+RUNS = ROOT / "runs" / "bench" / "known"
+TASKS = {  # task -> its model file
+    "bottleneck": "bench/known/bottleneck.py",
+    "bottleneck-cls": "bench/known/bottleneck_cls.py",
+    "double-bottleneck": "bench/known/double_bottleneck.py",
+}
+SEEDS = (0, 1, 2)
+RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
+EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
+LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
+    "default": [],
+    "budget-0.5": ["--budget-sampling", "0.5"],
+    "budget-1": ["--budget-sampling", "1"],
+    "extremes": ["--sampling", "extremes"],
+    "flops": ["--sampling", "flops"],
+    "distill": ["--distill"],
+    "distill-sandwich": ["--distill", "--sandwich"],
+    "sandwich": ["--sandwich"],
+    "score-loss": ["--score", "loss"],
+    "stages-3": ["--stages", "3", "--alpha", "2"],
+}
+N_WIDTHS = 20
+
+
+# --- the oracle and the widths of the truth --------------------------------------------------------
+
+
+def oracle(program, teacher: tuple[int, ...]):
+    """The teacher's width in the student's bins: per hidden layer (searchable groups in graph
+    order) the fewest bins that keep at least the teacher's channels."""
+    space = program.space
+    assert len(space.ids) == len(teacher), "one searchable group per hidden layer"
+    bins = [int(np.searchsorted(space.channels[i, 1:], c)) + 1 for i, c in enumerate(teacher)]
+    return space.choice(np.array(bins))
+
+
+def truth_widths(program, budget: float) -> list:
+    """20 distinct widths at the budget (fixed seeds: bench/ranking.py's)."""
+    return ranking.sample_widths(program, N_WIDTHS, budget)
+
+
+def _context(run: Path):
+    from widthc.context import Context
+
+    return Context.open(run, progress=False)
+
+
+def retrain_width(ctx, choice, folder: Path) -> dict:
+    """`choice` trained from scratch by widthc's retraining (the run's seed and recipe),
+    measured on the validation and the test split with the model's metric."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = train(ctx, fresh(ctx, choice), folder, RECIPE.epochs, f"retrain {folder.name}")
+    splits = ctx.splits
+    return {s: measure(model, getattr(splits, s), ctx.metric, ctx.device) for s in ("val", "test")}
+
+
+def scorer_of(ctx):
+    """The run's max-max scorer, as its search built it (metric or minus the loss)."""
+    from widthc.evaluate import MaxMax
+
+    net = ctx.supernet(trained=True).eval()
+    return MaxMax(net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed)
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+
+def budget_of(task: str) -> float:
+    """The FLOPs of the teacher's width in the student's bins: the task's budget."""
+    t = DEFINED[task]
+    program = widthc.compile(t.model(), torch.randn(2, t.inputs))
+    return float(program.flops(oracle(program, t.teacher)))
+
+
+def run_one(task: str, lever: str, seed: int) -> dict:
+    out = RUNS / lever / f"{task}-s{seed}"
+    budget = budget_of(task)
+    cmd = [WIDTHC, "slim", str(ROOT / TASKS[task]), "--flops", f"{budget:.0f}", "--seed", str(seed),
+           "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *LEVERS[lever]]  # fmt: skip
+    if (out / CONFIG).exists():
+        cmd.append("--resume")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    slim_seconds = time.perf_counter() - t0
+    ctx = _context(out)
+    (result,) = json.loads((out / SEARCH).read_text())["results"]
+    (folder,) = ctx.run.budget_dirs()
+    metrics = json.loads((folder / METRICS).read_text())
+    val = {
+        name: measure(widthc.load(sub / SLIM), ctx.splits.val, ctx.metric, ctx.device)
+        for name, sub in (("widthc", folder), ("uniform", folder / UNIFORM))
+    }
+    program = ctx.program
+    target = oracle(program, DEFINED[task].teacher)
+    cached = RESULTS / "oracle" / f"{task}-s{seed}.json"  # the same for every lever
+    if cached.exists():
+        oracle_metric = json.loads(cached.read_text())
+    else:
+        oracle_metric = retrain_width(ctx, target, RUNS / "oracle" / f"{task}-s{seed}")
+        _write(cached, oracle_metric)
+    scorer = scorer_of(ctx)
+    widths = [*truth_widths(program, budget), target, program.uniform(flops=budget)]
+    scores = [scorer(program.validate(w)).value for w in widths]
+    return {
+        "task": task, "lever": lever, "seed": seed, "budget": budget,
+        "command": " ".join(["widthc", *[os.path.relpath(c, ROOT) if c.startswith("/") else c
+                                         for c in cmd[1:]]]),
+        "oracle": {**oracle_metric, "score": scorer(target).value,
+                   "channels": [int(c) for c in program.space.searchable_counts(
+                       program.space.array(target))[0]]},
+        "uniform": {"val": val["uniform"], "test": metrics["test"]["uniform"],
+                    "score": result["uniform"]["score"],
+                    "channels": [w["channels"] for w in result["uniform"]["width"].values()]},
+        "widthc": {"val": val["widthc"], "test": metrics["test"]["widthc"],
+                   "score": result["score"], "flops": result["flops"],
+                   "channels": [w["channels"] for w in result["width"].values()]},
+        "truth_scores": scores,
+        "supernet": _supernet_validation(out),
+        "seconds": round(slim_seconds, 1),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
+
+
+def _supernet_validation(run: Path) -> dict:
+    log = run / TRAIN_LOG
+    records = [json.loads(line) for line in log.read_text().splitlines() if '"val_' in line]
+    return {k: v for k, v in records[-1].items() if k.startswith("val_")} if records else {}
+
+
+def truth(task: str, seeds=SEEDS) -> list[float]:
+    """The test metric of the 22 widths, each the mean over `seeds` retrainings (each seed in
+    the context of the default lever's run of that seed); cached per width and seed."""
+    path = RESULTS / "truth" / f"{task}.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    budget = budget_of(task)
+    for seed in seeds:
+        ctx = _context(RUNS / "default" / f"{task}-s{seed}")
+        program = ctx.program
+        widths = [*truth_widths(program, budget), oracle(program, DEFINED[task].teacher),
+                  program.uniform(flops=budget)]  # fmt: skip
+        for i, w in enumerate(widths):
+            key = f"{i}-s{seed}"
+            if key not in done:
+                folder = RUNS / "truth" / task / key
+                done[key] = retrain_width(ctx, w, folder)["test"]
+                _write(path, done)
+    n = N_WIDTHS + 2
+    return [statistics.mean(done[f"{i}-s{s}"] for s in seeds) for i in range(n)]
+
+
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+
+def summaries(lever: str, task: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / lever).glob(f"{task}-s*.json"))]
+
+
+def _ms(xs: list[float], digits: int = 4) -> str:
+    if not xs:
+        return "-"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
+
+
+def row(lever: str, task: str) -> str | None:
+    runs = summaries(lever, task)
+    if not runs:
+        return None
+    truth_path = RESULTS / "truth" / f"{task}.json"
+    taus = []
+    if truth_path.exists():
+        from scipy import stats
+
+        done = json.loads(truth_path.read_text())
+        if all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2) for s in SEEDS):
+            t = [statistics.mean(done[f"{i}-s{s}"] for s in SEEDS) for i in range(N_WIDTHS + 2)]
+            taus = [float(stats.kendalltau(r["truth_scores"], t).statistic) for r in runs]
+    out = []
+    for split in ("val", "test"):
+        gap = [r["oracle"][split] - r["uniform"][split] for r in runs]
+        won = [r["widthc"][split] - r["uniform"][split] for r in runs]
+        recovered = statistics.mean(won) / statistics.mean(gap) if statistics.mean(gap) else None
+        out += [_ms(gap), _ms(won), f"{100 * recovered:.0f}%" if recovered is not None else "-"]
+    base = {r["seed"]: r["widthc"]["val"] for r in summaries("default", task)}
+    paired = [r["widthc"]["val"] - base[r["seed"]] for r in runs if r["seed"] in base]
+    out += [_ms([r["widthc"]["val"] for r in runs]), _ms(paired) if lever != "default" else "-"]
+    ranks = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in runs)
+    scores = [
+        f"{_mean(r, 'oracle')} / {_mean(r, 'uniform')} / {_mean(r, 'widthc')}" for r in runs[:1]
+    ]
+    return (
+        f"| {task} | {lever} | {len(runs)} | {' | '.join(out)} | {ranks}/{len(runs)} | "
+        f"{_ms(taus, 2) if taus else '-'} | {scores[0]} | "
+        f"{'; '.join(','.join(map(str, r['widthc']['channels'])) for r in runs)} | "
+        f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
+    )
+
+
+def _mean(r: dict, which: str) -> str:
+    return f"{r[which]['score']:.4f}"
+
+
+def table(levers: list[str]) -> str:
+    head = (
+        "| task | lever | seeds | oracle − uniform, val | widthc − uniform, val | recovered, val "
+        "| oracle − uniform, test | widthc − uniform, test | recovered, test | widthc, val "
+        "| widthc − default's widthc, val (paired) | score ranks oracle above uniform "
+        "| Kendall τ (22 widths) | max-max score oracle / uniform / widthc (seed 0) "
+        "| widthc's channels per seed | s/run |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "---:|---:|---:|---|---|---:|"
+    )
+    rows = [row(lever, task) for task in TASKS for lever in levers]
+    return "\n".join([head, *[r for r in rows if r]])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--levers", default="default", help="comma-separated: " + ",".join(LEVERS))
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    p.add_argument("--truth", action="store_true", help="retrain the 22 widths (after default)")
+    p.add_argument("--table", action="store_true")
+    args = p.parse_args()
+    levers = args.levers.split(",")
+    if args.table:
+        print(table([lv for lv in LEVERS if (RESULTS / lv).is_dir()]))
+        return
+    for seed in map(int, args.seeds.split(",")):
+        for task in args.tasks.split(","):
+            for lever in levers:
+                path = RESULTS / lever / f"{task}-s{seed}.json"
+                if path.exists():
+                    continue
+                t0 = time.perf_counter()
+                _write(path, run_one(task, lever, seed))
+                print(
+                    f"done {lever} {task} s{seed} in {time.perf_counter() - t0:.0f} s", flush=True
+                )
+    if args.truth:
+        for task in args.tasks.split(","):
+            truth(task)
+            print(f"truth {task} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
