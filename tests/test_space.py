@@ -247,3 +247,17 @@ def test_budgets_of_several_kinds_pair_up():
     labels = [space.budget_label(s) for s in space.budget_specs(flops=["50%"], latency=["2ms"])]
     assert labels == ["flops 50% + latency 2ms"]
     assert space.budget_label({"flops": "50%"}) == "50%"  # a FLOPs budget alone: as before
+
+
+def test_a_budget_moves_toward_its_limits_stage_by_stage():
+    program = _program("residual")
+    budget = _budget(program, flops=0.5 * program.flops(), params=0.6 * program.params())
+    starts = {"flops": program.flops(), "params": program.params()}
+    first, last = budget.toward(starts, 0.0), budget.toward(starts, 1.0)
+    assert [lim.value for lim in first.limits] == [program.flops(), program.params()]
+    assert [lim.value for lim in last.limits] == [lim.value for lim in budget.limits]
+    half = budget.toward(
+        starts, 0.5, {"flops": lambda w: 0 * w.sum(1), "params": lambda w: w.sum(1)}
+    )
+    assert half.value("flops") == pytest.approx(0.75 * program.flops())
+    assert half.load(np.ones((1, 3)))[0] == pytest.approx(3 / half.value("params"))
