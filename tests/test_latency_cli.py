@@ -104,3 +104,35 @@ def test_a_run_keeps_the_bins_it_was_analysed_with(tmp_path):
     fresh = Context.open(tmp_path)
     fresh.__dict__["block"] = 16  # measured once per machine; here, as if cached
     assert fresh.align == 16
+
+
+def test_a_share_of_the_latency_is_of_the_fitted_model_on_a_machine_whose_load_drifts(
+    fake_clock, monkeypatch, tmp_path
+):
+    """Every timing call runs at another speed (a shared machine whose load moves between
+    chunks): `--latency 60%` is still 60% of the full model as the fitted model predicts it,
+    and the slimmed model is compared with it as its share of the original's."""
+    from widthc.latency import timing
+
+    speeds = iter([1.0, 3.0, 0.5, 2.0, 1.5] * 50)
+    monkeypatch.setattr(
+        timing,
+        "medians",
+        lambda runners, rounds, clock="wall": [r.ms * next(speeds) for r in runners],
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {"model": MODEL, "latency": ["60%"], "runtime": "torch-cpu", "latency_samples": 8}
+        )
+    )
+    ctx = Context.open(tmp_path)
+    (budget,) = ctx.budgets.values()
+    full = ctx.program.space.full()
+    assert budget.value("latency") == pytest.approx(0.6 * ctx.latency.latency_many(full[None])[0])
+    assert budget.load(full[None])[0] == pytest.approx(1 / 0.6)
+    res = _run("slim", MODEL, "--latency", "60%", *FAST, "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    latency = json.loads((tmp_path / "o" / "widths.json").read_text())["latency"]
+    share = latency["slim_ms"] / latency["original_ms"]
+    assert latency["measured_ms"] == pytest.approx(share * latency["budget_ms"] / 0.6)
+    assert ("latency budget met" in res.output) == (share <= 0.6)

@@ -374,12 +374,16 @@ def test_a_latency_budget_missed_is_said_first_and_in_the_table(tmp_path):
     _with_latency(run, limit=0.4)  # the 50% budget's slim.onnx measured 0.512 ms
     report = write_report(run).read_text()
     first = report.split("# widthc report")[0]
-    assert "budget 50%: the slimmed model measured 0.512 ms on onnxruntime-cpu, 28% over its " \
-        "0.4 ms budget (predicted" in first  # fmt: skip
+    assert "budget 50%: the slimmed model measured 0.50x the original's, 0.512 ms on " \
+        "onnxruntime-cpu, 28% over its 0.4 ms budget (predicted" in first  # fmt: skip
     assert "budget 25%" not in first  # no latency budget there: nothing to miss
     assert {"latency.png", "latency_layers.png"} <= set(_links(report))
     console = Console(file=io.StringIO(), width=200)
     console.print(summary_table(run))
     assert "28% over its 0.4 ms budget" in " ".join(console.file.getvalue().split())
     _with_latency(run, limit=0.6)  # met: no warning
+    assert "over its" not in write_report(run).read_text()
+    _with_latency(run, limit=0.4)  # its share of the original on the budget's scale: met
+    metrics = run / "flops-50pct" / "metrics.json"
+    _write(metrics, {**json.loads(metrics.read_text()), "latency": {"measured_ms": 0.39}})
     assert "over its" not in write_report(run).read_text()

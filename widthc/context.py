@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -189,7 +190,9 @@ class Context:
     def budgets(self) -> dict[str, space.Budget]:
         """Every budget of the run by its label, each limit checked to be reachable: FLOPs and
         params of the smallest and the full width; latency measured (the smallest width and
-        the full model, before the latency model is fitted, so a bad budget costs no more)."""
+        the full model, before the latency model is fitted, so a bad budget costs no more),
+        then against the fitted model, whose full width a `50%` latency budget is half of (the
+        model and the budget on one scale: its prediction of the full model)."""
         if not self.config.budgets:  # `widthc train`: budgets come with the search
             return {}
         program = self.program
@@ -202,18 +205,23 @@ class Context:
         costs = {"flops": program.flops_many, "params": program.params_many}
         if self.config.latency:
             lo, full = self.measurer.anchors()
-            fulls["latency"] = full
-            ranges["latency"] = (lo, full, f" on {self.runtime.describe()} (measured)")
+            where = f" on {self.runtime.describe()}"
+            fulls["latency"], ranges["latency"] = full, (lo, full, f"{where} (measured)")
             costs["latency"] = lambda widths: self.latency.latency_many(widths)
-        out = {}
-        for spec in space.budget_specs(**self.config.budgets):
-            limits = [
-                space.Limit(kind, text, space.parse_budget(text, fulls[kind], kind))
-                for kind, text in spec.items()
-            ]
-            budget = space.Budget(limits, costs).check(ranges)
-            out[budget.label] = budget
-        return out
+            self._limits(fulls, costs, ranges)  # a budget out of reach fails before the fit
+            ends = np.stack([program.space.smallest(), program.space.full()])
+            lo, full = (float(ms) for ms in self.latency.latency_many(ends))
+            fulls["latency"], ranges["latency"] = full, (lo, full, f"{where} (predicted)")
+        return {b.label: b for b in self._limits(fulls, costs, ranges)}
+
+    def _limits(self, fulls: dict, costs: dict, ranges: dict) -> list[space.Budget]:
+        return [
+            space.Budget(
+                [space.Limit(k, t, space.parse_budget(t, fulls[k], k)) for k, t in spec.items()],
+                costs,
+            ).check(ranges)
+            for spec in space.budget_specs(**self.config.budgets)
+        ]
 
     # --- the supernet -------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ from widthc.latency.model import LatencyModel, Measurement, fit
 from widthc.latency.runtimes import Runtime
 from widthc.loop import Bar
 
-__all__ = ["CHUNK", "NOISE", "Measurer", "over_budget", "plan", "side_by_side"]
+__all__ = [
+    "CHUNK", "NOISE", "Measurer", "on_budget_scale", "over_budget", "plan", "side_by_side",
+]  # fmt: skip
 
 CHUNK = 8  # widths timed side by side with the full model (each one's files are in memory)
 SESSIONS = 2  # copies of each model timed
@@ -181,9 +183,16 @@ def _timed(runtime: Runtime, models: list, example_inputs, folder: Path, rounds=
     return [float(np.mean(v)) for v in per_model]
 
 
+def on_budget_scale(slim_ms: float, original_ms: float, full_ms: float) -> float:
+    """A slimmed model's measured latency on the scale its budget is on: its share of the
+    original's (timed side by side) times the latency model's full-model latency, as every
+    width of the model is measured; a machine busier now than then does not move it."""
+    return slim_ms / original_ms * full_ms
+
+
 def over_budget(measured: float, budget: float | None) -> float | None:
-    """How far a measured latency is over its budget (0.15: 15% over); None when it is not
-    over or there is no latency budget."""
+    """How far a measured latency (`on_budget_scale`) is over its budget (0.15: 15% over);
+    None when it is not over or there is no latency budget."""
     if budget is None or measured <= budget:
         return None
     return measured / budget - 1

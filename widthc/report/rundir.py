@@ -128,17 +128,25 @@ class RunData:
         }
 
     def latency_misses(self) -> list[str]:
-        """One sentence per budget whose slimmed model measured over its latency budget."""
+        """One sentence per budget whose slimmed model measured over its latency budget: its
+        share of the original's (timed beside it) on the budget's scale (metrics.json
+        `latency.measured_ms`; a run written before it: the ms measured)."""
         lines = []
         for b in self.budgets:
-            limit, measured = b.latency_budget(), b.latency().get("widthc")
+            limit, ms = b.latency_budget(), b.latency()
+            measured = b.metrics.get("latency", {}).get("measured_ms") or ms.get("widthc")
             if limit is None or measured is None or measured <= limit:
                 continue
             runtime = b.metrics.get("latency", {}).get("runtime", "onnxruntime-cpu")
+            share = (
+                f"{ms['widthc'] / ms['original']:.2f}x the original's, "
+                if ms.get("widthc") and ms.get("original")
+                else ""
+            )
             predicted = b.predicted()
             lines.append(
-                f"budget {b.text}: the slimmed model measured {measured:.3g} ms on {runtime}, "
-                f"{measured / limit - 1:.0%} over its {limit:.3g} ms budget"
+                f"budget {b.text}: the slimmed model measured {share}{measured:.3g} ms on "
+                f"{runtime}, {measured / limit - 1:.0%} over its {limit:.3g} ms budget"
                 + (f" (predicted {predicted:.3g} ms)" if predicted is not None else "")
             )
         return lines

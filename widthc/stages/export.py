@@ -9,7 +9,7 @@ from __future__ import annotations
 import widthc
 from widthc.context import Context
 from widthc.latency import timing
-from widthc.latency.measure import NOISE, over_budget, side_by_side
+from widthc.latency.measure import NOISE, on_budget_scale, over_budget, side_by_side
 from widthc.run import ORIGINAL_ONNX, SLIM, SLIM_ONNX, UNIFORM, update_metrics
 from widthc.space import human
 
@@ -37,16 +37,21 @@ def run(ctx: Context) -> None:
             (lim["value"] for lim in r.get("limits", []) if lim["kind"] == "latency"), None
         )
         predicted = {"widthc": r.get("latency"), "uniform": r.get("uniform", {}).get("latency")}
+        scaled = None
+        if budget is not None:
+            scaled = on_budget_scale(ms["widthc"], ms["original"], ctx.latency.latency())
         update_metrics(
             folder, latency_ms=ms,
             latency={"runtime": runtime.describe(), "clock": runtime.clock, "budget_ms": budget,
-                     "predicted_ms": predicted, "load_average": timing.load_average()},
+                     "measured_ms": scaled, "predicted_ms": predicted,
+                     "load_average": timing.load_average()},
         )  # fmt: skip
-        over = over_budget(ms["widthc"], budget)
+        over = over_budget(scaled, budget) if scaled is not None else None
         if over is not None:
             noise = f" (within the {NOISE:.0%} noise allowance)" if over <= NOISE else ""
             ctx.echo(
-                f"budget {r['text']}: the slimmed model runs {human(ms['widthc'], 'latency')} on "
-                f"{runtime.describe()}, {over:.0%} over its {human(budget, 'latency')} budget"
-                f"{noise} (predicted {human(predicted['widthc'] or 0, 'latency')})"
+                f"budget {r['text']}: the slimmed model runs {ms['widthc'] / ms['original']:.2f}x "
+                f"the original's on {runtime.describe()} (timed beside it), "
+                f"{human(scaled, 'latency')}: {over:.0%} over its {human(budget, 'latency')} "
+                f"budget{noise} (predicted {human(predicted['widthc'] or 0, 'latency')})"
             )

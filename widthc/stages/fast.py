@@ -16,7 +16,7 @@ from widthc import space as sp
 from widthc.context import Context
 from widthc.files import staged_write, write_text
 from widthc.latency import timing
-from widthc.latency.measure import NOISE, over_budget, side_by_side
+from widthc.latency.measure import NOISE, on_budget_scale, over_budget, side_by_side
 from widthc.run import (
     ORIGINAL_ONNX,
     SLIM,
@@ -103,14 +103,17 @@ def _latency(ctx: Context, small, onnx_path: Path | None, choice, budget: Budget
         f"{ms['slim'] / ms['original']:>8.3f}   measured on {runtime.describe()}, predicted "
         f"{human(predicted, 'latency')}"
     )
-    over = over_budget(ms["slim"], limit)
+    scaled = on_budget_scale(ms["slim"], ms["original"], ctx.latency.latency())
+    over = over_budget(scaled, limit)
+    said = f"{ms['slim'] / ms['original']:.2f}x the original's, {human(scaled, 'latency')}"
     if over is not None:
         noise = f" (within the {NOISE:.0%} noise allowance)" if over <= NOISE else ""
-        ctx.echo(f"latency budget missed: {over:.0%} over {human(limit, 'latency')}{noise}")
+        ctx.echo(f"latency budget missed: {said}, {over:.0%} over {human(limit, 'latency')}{noise}")
     elif limit is not None:
-        ctx.echo(f"latency budget met: {human(ms['slim'], 'latency')} <= {human(limit, 'latency')}")
+        ctx.echo(f"latency budget met: {said} <= {human(limit, 'latency')}")
     return {
         "runtime": runtime.describe(), "clock": runtime.clock, "original_ms": ms["original"],
-        "slim_ms": ms["slim"], "predicted_ms": predicted, "budget_ms": limit,
+        "slim_ms": ms["slim"], "measured_ms": scaled, "predicted_ms": predicted,
+        "budget_ms": limit,
         "load_average": timing.load_average(),
     }  # fmt: skip
