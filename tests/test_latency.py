@@ -165,3 +165,102 @@ def test_timing_rotates_the_order_and_keeps_every_run():
     timed = order[3 * timing.WARMUP :]
     rounds = [sorted(timed[i : i + 3]) for i in range(0, 9, 3)]
     assert rounds == [[0, 1, 2]] * 3 and timed != [0, 1, 2] * 3  # each once, not always in order
+
+
+class _Measured:
+    """A measurer whose widths measure a known ms (by their first bin), at twice the model's
+    scale (a machine slower now than when the model was fitted)."""
+
+    def __init__(self, ms_by_first_bin: dict[int, float]):
+        self.ms_by_first_bin, self.asked = ms_by_first_bin, []
+
+    def measure(self, widths, what, again=False):
+        self.asked += [tuple(w) for w in widths]
+
+    def full_ms(self):
+        return 2.0
+
+    def ms(self, width):
+        return 2 * self.ms_by_first_bin[int(width[0])]
+
+
+def test_the_best_width_measured_within_a_latency_limit_wins():
+    from types import SimpleNamespace
+
+    from widthc.search import SearchResult
+    from widthc.search.objective import Evaluation
+    from widthc.space import Budget, Limit
+    from widthc.stages.search import FINALISTS, measured_winner
+
+    predicted = {1: 0.95, 2: 0.99, 3: 0.97, 4: 0.5, 5: 0.98}  # ms by the first bin = the load
+
+    def predict(widths):
+        return np.array([predicted[int(k)] for k in widths[:, 0]])
+
+    budget = Budget([Limit("latency", "1ms", 1.0)], {"latency": predict})
+    history = [Evaluation((k, 1), 0.0, score, 0, predicted[k])
+               for k, score in [(1, 0.5), (2, 0.9), (3, 0.8), (4, 0.95), (5, 0.7)]]  # fmt: skip
+    result = SearchResult(budget, "evolutionary", 0, history[1], history[0], history)
+    echo = []
+    measurer = _Measured({1: 0.9, 2: 1.2, 3: 0.99, 4: 0.5, 5: 0.9})  # the best measures over
+    ctx = SimpleNamespace(measurer=measurer, echo=echo.append)
+    model = SimpleNamespace(  # the full model: 1 ms on the budget's scale
+        latency=lambda: 1.0, latency_many=predict
+    )
+    won, ratio = measured_winner(ctx, result, "1ms", (0.9, 1.0), model)
+    assert won.best == history[2] and ratio is None  # the next best, measured within (0.99)
+    assert measurer.asked == [(2, 1), (3, 1), (5, 1), (1, 1)]  # the band's, best first
+    assert "3 of the 4 best widths measure within 1 ms" in echo[0]
+    over = _Measured({1: 1.14, 2: 1.1, 3: 1.3, 4: 0.5, 5: 1.2})
+    ctx = SimpleNamespace(measurer=over, echo=echo.append)
+    same, ratio = measured_winner(ctx, result, "1ms", (0.9, 1.0), model)
+    assert same.best == history[1] and FINALISTS >= 4
+    assert ratio == pytest.approx(np.median([1.1 / 0.99, 1.3 / 0.97, 1.2 / 0.98, 1.14 / 0.95]))
+
+
+def test_widths_measured_over_a_latency_limit_are_searched_again_under_a_corrected_one(
+    monkeypatch,
+):
+    """On a machine where every width measures 1.25x the model's prediction, none of the first
+    search's best widths meets the limit; the search runs again under limit / 1.25 predicted,
+    and its best width measures within the limit."""
+    from types import SimpleNamespace
+
+    from widthc.config import SearchConfig
+    from widthc.space import Budget, Limit
+    from widthc.stages import search as stage
+
+    monkeypatch.setattr(stage, "write", lambda *args, **kwargs: None)  # no run folder here
+    program = _program("residual")
+    model = _true_model(program, dense=1e-6, per_channel=1e-5, memory=1e-7, overhead=0.01)
+    full = model.latency()
+
+    class Slower:  # what the runtime measures: 1.25x the prediction
+        def measure(self, widths, what, again=False):
+            pass
+
+        def full_ms(self):
+            return full
+
+        def ms(self, width):
+            return 1.25 * float(model.latency_many(np.asarray(width)[None])[0])
+
+    echo = []
+    ctx = SimpleNamespace(
+        program=program, measurer=Slower(), echo=echo.append, progress=False,
+        config=SimpleNamespace(seed=0),
+    )  # fmt: skip
+    limit = 0.6 * full
+    budget = Budget([Limit("latency", "60%", limit)], {"latency": model.latency_many})
+    cfg = SearchConfig(search="random", samples=30)
+    scorer = SimpleNamespace(cache={})
+
+    def score(choice):  # wider is better
+        s = SimpleNamespace(value=float(program.flops(choice)), candidate=0, candidates=[0.0])
+        scorer.cache[choice.ks()] = s
+        return s
+
+    result, _ = stage.search_one(ctx, program, score, cfg, "60%", budget, [], model)
+    assert "measured 1.25x their prediction; searching again" in " ".join(echo)
+    assert 1.25 * model.latency_many(result.width[None])[0] <= limit
+    assert result.budget is budget and result.best.load <= 1 / 1.25 + 1e-9

@@ -6,6 +6,7 @@ them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from widthc.cli import main
 from widthc.context import Context
+from widthc.latency import timing
 from widthc.report.rundir import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,14 +114,7 @@ def test_a_share_of_the_latency_is_of_the_fitted_model_on_a_machine_whose_load_d
     """Every timing call runs at another speed (a shared machine whose load moves between
     chunks): `--latency 60%` is still 60% of the full model as the fitted model predicts it,
     and the slimmed model is compared with it as its share of the original's."""
-    from widthc.latency import timing
-
-    speeds = iter([1.0, 3.0, 0.5, 2.0, 1.5] * 50)
-    monkeypatch.setattr(
-        timing,
-        "medians",
-        lambda runners, rounds, clock="wall": [r.ms * next(speeds) for r in runners],
-    )
+    _drifting(monkeypatch)
     (tmp_path / "config.json").write_text(
         json.dumps(
             {"model": MODEL, "latency": ["60%"], "runtime": "torch-cpu", "latency_samples": 8}
@@ -136,3 +131,37 @@ def test_a_share_of_the_latency_is_of_the_fitted_model_on_a_machine_whose_load_d
     share = latency["slim_ms"] / latency["original_ms"]
     assert latency["measured_ms"] == pytest.approx(share * latency["budget_ms"] / 0.6)
     assert ("latency budget met" in res.output) == (share <= 0.6)
+
+
+def test_a_multi_stage_latency_budget_decays_from_the_full_models_predicted_latency(
+    fake_clock, monkeypatch, tmp_path
+):
+    """Eq. 10 with a latency limit: stage t's limit is full - (full - target) t / T, where the
+    full model's latency is the fitted model's (the scale the target is on), on a machine whose
+    load drifts between timings."""
+    _drifting(monkeypatch)
+    run = tmp_path / "run"
+    res = _run(
+        "slim", DIGITS, "--data", "digits", "--latency", "70%", "--runtime", "torch-cpu",
+        "--latency-samples", "8", "--stages", "2", "--alpha", "2", "--epochs", "1",
+        "--population", "4", "--generations", "1", "--calib-batches", "2",
+        "--retrain-epochs", "0", "--batch-size", "128", "--out", run,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (result,) = json.loads((run / "search.json").read_text())["results"]
+    target = result["limits"][0]["value"]
+    full = target / 0.7
+    for t, stage in enumerate(result["stages"], 1):
+        (limit,) = stage["limits"]
+        assert limit["kind"] == "latency"
+        assert limit["value"] == pytest.approx(full - (full - target) * t / 2)
+
+
+def _drifting(monkeypatch) -> None:
+    """Every timing call (a chunk of widths beside the full model) at another speed."""
+    speeds = itertools.cycle([1.0, 3.0, 0.5, 2.0, 1.5])
+    monkeypatch.setattr(
+        timing,
+        "medians",
+        lambda runners, rounds, clock="wall": [r.ms * next(speeds) for r in runners],
+    )

@@ -109,6 +109,12 @@ class Budget:
         ]
         return Budget(limits, costs or self.costs)
 
+    def scaled(self, kind: str, factor: float) -> Budget:
+        """The same budget with its `kind` limit times `factor`."""
+        limits = [Limit(m.kind, m.text, m.value * factor if m.kind == kind else m.value)
+                  for m in self.limits]  # fmt: skip
+        return Budget(limits, self.costs)
+
     def to_json(self) -> list[dict]:
         return [lim.to_json() for lim in self.limits]
 

@@ -36,7 +36,7 @@ def run(ctx: Context) -> None:
     schedule = stage_schedule(1.0, 0.0, cfg.stages, c.beta, cfg.alpha)  # (1 - fraction, beta)
     starts = {"flops": ctx.program.flops(), "params": ctx.program.params()}
     if c.latency:
-        starts["latency"] = ctx.measurer.full_ms()
+        starts["latency"] = ctx.latency.latency()  # the full model, on the budget's scale
     latency = ctx.latency if ctx.measures_latency else None
     program, net = ctx.program, ctx.supernet(trained=True)
     chain, stages = [], []

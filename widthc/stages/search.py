@@ -9,6 +9,7 @@ are deterministic for a seed, it replays the same steps without scoring them aga
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ from widthc.space import Budget, human
 
 SNAPSHOT_SECONDS = 5.0  # search.json is rewritten this often during a search,
 SNAPSHOT_EVALUATIONS = 10  # or after this many new widths, whichever comes first
+FINALISTS = 8  # widths measured at the end of a search under a latency limit (one chunk)
 
 
 def run(ctx: Context) -> None:
@@ -72,16 +74,73 @@ def search_one(
         interrupt.check()  # Ctrl-C: the widths scored so far are saved
         return s.value, s.candidate
 
-    total = _expected_evaluations(cfg)
     t0 = time.perf_counter()
-    with _Bar(f"search {text}", total, ctx.progress) as bar:
-        result = searchers.search(
+    result = _searched(ctx, program, score, cfg, text, budget)
+    if latency is not None and budget.value("latency") and program is ctx.program:
+        result, ratio = measured_winner(ctx, result, text, (cfg.budget_band, 1.0), latency)
+        if ratio is not None:  # none within: the model under-predicts here by `ratio`
+            result = _again(ctx, program, score, cfg, text, result, ratio, latency)
+    return result, time.perf_counter() - t0
+
+
+def _again(ctx: Context, program, score, cfg, text: str, result, ratio: float, latency):
+    """The search once more under the latency limit over `ratio` (what the model predicts for
+    widths that measure within it, near these), its best widths measured against the limit."""
+    budget, limit = result.budget, result.budget.value("latency")
+    smallest = float(latency.latency_many(program.space.smallest()[None])[0])
+    said = f"budget {text}: the best widths measured {ratio:.2f}x their prediction"
+    if limit / ratio < smallest:
+        ctx.echo(f"{said}; the smallest width is predicted over that: the best stays")
+        return result
+    ctx.echo(f"{said}; searching again under {human(limit / ratio, 'latency')} predicted")
+    again = _searched(
+        ctx, program, score, cfg, f"{text} again", budget.scaled("latency", 1 / ratio)
+    )
+    again, _ = measured_winner(ctx, dataclasses.replace(again, budget=budget), text, (0.0, 1.0),
+                               latency)  # fmt: skip
+    seen = {e.width for e in result.history}
+    history = result.history + [e for e in again.history if e.width not in seen]
+    load = float(budget.load(np.array(again.best.width))[0])
+    return dataclasses.replace(
+        result, best=dataclasses.replace(again.best, load=load), history=history
+    )
+
+
+def _searched(ctx: Context, program, score, cfg: SearchConfig, text: str, budget: Budget):
+    with _Bar(f"search {text}", _expected_evaluations(cfg), ctx.progress) as bar:
+        return searchers.search(
             program.space, program.flops_many, score, budget, cfg.search,
             seed=ctx.config.seed, band=(cfg.budget_band, 1.0),
             max_evals=cfg.max_evals, progress=bar.update, population=cfg.population,
             generations=cfg.generations, samples=cfg.samples,
         )  # fmt: skip
-    return result, time.perf_counter() - t0
+
+
+def measured_winner(ctx: Context, result, text: str, band, latency: LatencyModel):
+    """Under a latency limit, the best-scoring widths the model predicts within the budget
+    (FINALISTS of them, with loads in `band`) are measured for real (cached, like the widths
+    the model was fitted to) and the best of those measured within the limit wins: a search on
+    a model finds the widths it under-predicts (the winner's curse), so the winner is timed
+    before it is slimmed. Returns the result and, where none measures within the limit, the
+    finalists' median of measured over predicted latency (else None; the best stays)."""
+    limit = result.budget.value("latency")
+    loads = result.budget.load(np.array([e.width for e in result.history], dtype=np.int64))
+    pool = [e for e, load in zip(result.history, loads) if band[0] <= load <= band[1]]
+    pool = [result.best, *(e for e in pool if e.width != result.best.width)]
+    finalists = sorted(pool, key=lambda e: -e.score)[:FINALISTS]  # stable: the choice first
+    widths = [np.array(e.width, dtype=np.int64) for e in finalists]
+    ctx.measurer.measure(widths, f"the {len(widths)} best widths of {text}")
+    scale = latency.latency() / ctx.measurer.full_ms()  # measured ms -> the budget's scale
+    ms = np.array([ctx.measurer.ms(w) * scale for w in widths])
+    within = [e for e, m in zip(finalists, ms) if m <= limit]
+    ctx.echo(
+        f"budget {text}: {len(within)} of the {len(finalists)} best widths measure within "
+        f"{human(limit, 'latency')} ({', '.join(human(m, 'latency') for m in ms)})"
+        + (f"; the best of them wins (score {within[0].score:.4f})" if within else "")
+    )
+    if within:
+        return dataclasses.replace(result, best=within[0]), None
+    return result, float(np.median(ms / latency.latency_many(np.stack(widths))))
 
 
 def result_json(
