@@ -264,3 +264,20 @@ def test_widths_measured_over_a_latency_limit_are_searched_again_under_a_correct
     assert "measured 1.25x their prediction; searching again" in " ".join(echo)
     assert 1.25 * model.latency_many(result.width[None])[0] <= limit
     assert result.budget is budget and result.best.load <= 1 / 1.25 + 1e-9
+
+
+def test_widths_measured_after_the_fit_do_not_move_the_model(fake_clock, monkeypatch, tmp_path):
+    """A search's finalists join the cache; the model (and so a run's budgets) stays the one
+    fitted to its planned widths, on a machine whose speed differs between chunks."""
+    speeds = iter([1.0, 3.0, 0.5, 2.0, 1.5] * 20)
+    monkeypatch.setattr(
+        timing,
+        "medians",
+        lambda runners, rounds, clock="wall": [r.ms * next(speeds) for r in runners],
+    )
+    program = _program()
+    measurer = measure.Measurer(program, runtime("torch-cpu"), tmp_path, lambda *_: None, False)
+    before = measurer.model(12).to_json()
+    rng = np.random.default_rng(5)
+    measurer.measure([rng.integers(1, program.space.n_bins + 1) for _ in range(20)], "finalists")
+    assert measurer.model(12).to_json() == before

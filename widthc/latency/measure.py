@@ -65,16 +65,17 @@ class Measurer:
 
     # --- what was measured ------------------------------------------------------------------
 
-    def full_ms(self) -> float:
-        """The full model's latency: the median of its medians over every chunk."""
-        return statistics.median(r["reference"] for r in self.records)
+    def full_ms(self, records: list[dict] | None = None) -> float:
+        """The full model's latency: the median of its medians over every chunk (of
+        `records`, default all)."""
+        return statistics.median(r["reference"] for r in records or self.records)
 
-    def measured(self) -> list[Measurement]:
-        """Every width measured, in ms relative to the full model's (see the module doc)."""
-        full = self.full_ms()
-        return [
-            Measurement(tuple(r["counts"]), r["ms"] / r["reference"] * full) for r in self.records
-        ]
+    def measured(self, records: list[dict] | None = None) -> list[Measurement]:
+        """Every width measured (of `records`, default all), in ms relative to the full
+        model's (see the module doc)."""
+        records = records or self.records
+        full = self.full_ms(records)
+        return [Measurement(tuple(r["counts"]), r["ms"] / r["reference"] * full) for r in records]
 
     def ms(self, width: np.ndarray) -> float | None:
         key = tuple(float(c) for c in self.program.space.counts(width)[0])
@@ -91,9 +92,13 @@ class Measurer:
 
     def model(self, samples: int, block: int = 1) -> LatencyModel:
         """The latency model fitted to `samples` measured widths (measuring those not yet),
-        channels counted in the runtime's `block`."""
-        self.measure(plan(self.program, samples), f"{samples} widths (once, then cached)")
-        return fit(self.program, self.measured(), block, self.runtime.describe())
+        channels counted in the runtime's `block`; those widths alone, so that widths measured
+        later (a search's finalists) do not move it: a run's budgets stay where they were."""
+        widths = plan(self.program, samples)
+        self.measure(widths, f"{samples} widths (once, then cached)")
+        keys = {tuple(float(c) for c in row) for row in self.program.space.counts(np.stack(widths))}
+        planned = [r for r in self.records if tuple(r["counts"]) in keys]
+        return fit(self.program, self.measured(planned), block, self.runtime.describe())
 
     def measure(self, widths: list[np.ndarray], what: str, again: bool = False) -> None:
         """Measure those of `widths` not measured yet (`again`: all of them, once more); save
