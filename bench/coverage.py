@@ -2,12 +2,13 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py [MODEL ...] > coverage.md
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --foreign [SPEC ...]
-    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --timm-sample
+    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --timm-sample | --timm-variants
 
 `--foreign`: the models nobody here wrote (tests/foreign.py: transformers, one small model per
-timm module, torchvision segmentation and video), each verified / refused / limited, per model
-and per family with the searchable channel share. `--timm-sample` prints the timm sample rule's
-list from the installed timm.
+timm module and one more architecture per module, torchvision segmentation, video and detection,
+segmentation_models_pytorch, diffusers, ultralytics), each verified / refused / limited, per
+model and per family with the searchable channel share. `--timm-sample` and `--timm-variants`
+print the two timm rules' lists from the installed timm.
 
 For every torchvision classification model (at its weights' crop size) and a sample of timm
 models (at their default input size): channel groups, searchable groups, the fraction of
@@ -96,24 +97,41 @@ def row(spec: str) -> str:
     )
 
 
-def timm_sample(max_params: int = 30_000_000) -> list[str]:
-    """Of each timm module, the model with the fewest parameters (meta device, no memory),
-    the first by name on a tie, where that is at most `max_params`: tests/foreign.py's list."""
+def _timm_sizes(module: str) -> list[tuple[int, str]]:
+    """(parameters, name) of every model of a timm module that builds (on the meta device: no
+    memory), the fewest first, by name on a tie."""
     import timm
+
+    sizes = []
+    for name in timm.list_models(module=module):
+        try:
+            with torch.device("meta"):
+                n = sum(p.numel() for p in timm.create_model(name).parameters())
+        except Exception:  # noqa: BLE001, S112 - a model that does not build is no candidate
+            continue
+        sizes.append((n, name))
+    return sorted(sizes)
+
+
+def timm_sample(max_params: int = 30_000_000, variants: bool = False) -> list[str]:
+    """Of each timm module, the model with the fewest parameters where that is at most
+    `max_params`: tests/foreign.py's TIMM_SAMPLE. `variants`: instead, the smallest model of
+    another architecture of the module (its name's leading letters differ from the smallest
+    model's: `mobileone_s1` beside `cpubone_nano`), also at most `max_params`: TIMM_VARIANTS."""
+    import re
+
+    import timm
+
+    def arch(name: str) -> str:
+        return re.match(r"[a-z]*", name).group(0)
 
     out = []
     for module in timm.list_modules():
-        best = None
-        for name in timm.list_models(module=module):
-            try:
-                with torch.device("meta"):
-                    n = sum(p.numel() for p in timm.create_model(name).parameters())
-            except Exception:  # noqa: BLE001, S112 - a model that does not build is no candidate
-                continue
-            if best is None or n < best[1]:
-                best = (name, n)
-        if best is not None and best[1] <= max_params:
-            out.append(best[0])
+        sizes = _timm_sizes(module)
+        if variants and sizes:
+            sizes = [(n, m) for n, m in sizes[1:] if arch(m) != arch(sizes[0][1])]
+        if sizes and sizes[0][0] <= max_params:
+            out.append(sizes[0][1])
     return sorted(out)
 
 
@@ -133,6 +151,8 @@ def foreign_sweep(specs: list[str]) -> None:
         try:
             outcome = foreign.run(spec)
             state, detail, fraction = outcome.state, outcome.detail, outcome.searchable_fraction
+        except ImportError as e:  # the family's package is not installed
+            state, detail, fraction = "skipped", f"{type(e).__name__}: {e}", 0.0
         except Exception as e:  # noqa: BLE001 - a known limitation (foreign.LIMITS) or a bug
             state = "limited" if spec in foreign.LIMITS else "ERROR"
             detail, fraction = f"{type(e).__name__}: {e}", 0.0
@@ -149,6 +169,7 @@ def foreign_sweep(specs: list[str]) -> None:
     for family, counts in families.items():
         mean = sum(fractions[family]) / len(fractions[family])
         errors = f" (+{counts['ERROR']} errors)" if counts["ERROR"] else ""
+        errors += f" (+{counts['skipped']} not installed)" if counts["skipped"] else ""
         print(
             f"| {family} | {sum(counts.values())} | {counts['verified']} | {counts['refused']} "
             f"| {counts['limited']}{errors} | {mean:.0%} |"
@@ -160,31 +181,25 @@ def _family(spec: str) -> str:
 
     source, name = spec.split(":", 1)
     if source == "torchvision":
-        return (
-            "torchvision video"
-            if name in foreign.TORCHVISION_VIDEO
-            else ("torchvision segmentation")
-        )
-    return {"hf": "transformers", "timm": "timm"}[source]
+        for kind in ("segmentation", "video", "detection"):
+            if name in getattr(foreign, f"TORCHVISION_{kind.upper()}"):
+                return f"torchvision {kind}"
+    if source == "timm":
+        return "timm variants" if name in foreign.TIMM_VARIANTS else "timm"
+    return {"hf": "transformers", "smp": "segmentation_models_pytorch"}.get(source, source)
 
 
 def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    if sys.argv[1:2] == ["--timm-sample"]:
-        print("\n".join(timm_sample()))
+    if sys.argv[1:2] in (["--timm-sample"], ["--timm-variants"]):
+        print("\n".join(timm_sample(variants=sys.argv[1] == "--timm-variants")))
         return
     if sys.argv[1:2] == ["--foreign"]:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         import foreign
 
-        specs = sys.argv[2:] or (
-            [f"hf:{n}" for n in foreign.HF]
-            + [f"timm:{n}" for n in foreign.TIMM_SAMPLE]
-            + [f"torchvision:{n}" for n in foreign.TORCHVISION_SEGMENTATION]
-            + [f"torchvision:{n}" for n in foreign.TORCHVISION_VIDEO]
-        )
-        foreign_sweep(specs)
+        foreign_sweep(sys.argv[2:] or foreign.specs())
         return
     if len(sys.argv) > 1:
         specs = sys.argv[1:]

@@ -52,6 +52,9 @@ class _State(Atoms):
         self.computed: dict[str, tuple[str, Reparam]] = {}
         self.after_rule: list[tuple[str, ParamVar, str]] = []  # (sink|mix, dim, why)
         self.why_fixed: dict[tuple[str, int], Reason] = {}  # tensor dims sunk before any use
+        # tensor dims an op mixed before any layer gave them channels (a filter's mean over its
+        # input channels): (dim, layer) - where they get channels, those channels are mixed
+        self.mixed_vars: list[tuple[ParamVar, str]] = []
 
     # --- entries ---------------------------------------------------------------------------------
 
@@ -153,6 +156,10 @@ class CoupleCtx(NodeView):
     def resolve(self, e):
         return self.st.resolve(e)
 
+    def value(self, raw):
+        """The value of a node (or of the nodes in a structure) on the example input."""
+        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
     def entry(self, raw):
         """The entry of a Python value node (a size read from a tensor carries its channels)."""
         return self.st.entries.get(raw) if isinstance(raw, fx.Node) else None
@@ -241,15 +248,18 @@ class CoupleCtx(NodeView):
             self.st.why_fixed[(r.target, r.dim)] = self.reason(why)
 
     def mix(self, entry) -> None:
+        """The op combines the channels of `entry` (a norm's statistics, a softmax, a mean):
+        the zeroed-weights reference cannot express removing them (verify.py). A tensor dim
+        with no channels yet is mixed once a layer gives it some (`mixed_vars`)."""
         r = self.st.resolve(entry)
         if isinstance(r, Layout):
             for s in r.segments:
                 self.st.mixing[s.group].append(layer_name(self.node))
         elif isinstance(r, ParamVar):
-            self.st.bind(r, None)
+            self.st.mixed_vars.append((r, layer_name(self.node)))
 
     def concat(self, parts: list) -> Layout | None:
-        resolved = [(size, self.st.resolve(e)) for size, e in parts]
+        resolved = [(size, self.st.resolve(e)) for size, e in parts if size]  # empty: nothing
         if not any(isinstance(r, Layout) for _, r in resolved):
             for _, r in resolved:
                 self.sink(r, "concatenated")
@@ -347,6 +357,10 @@ def couple(gm) -> Coupling:
         if not fits(st.entries.get(node), node.meta[VALUE]):
             # a rule that lost track of a tensor's dims: freeze rather than guess
             ctx.barrier(f"cannot follow the channels through `{ctx.op}`")
+    for var, layer in st.mixed_vars:
+        r = st.resolve(var)
+        for s in r.segments if isinstance(r, Layout) else ():
+            st.mixing[s.group].append(layer)
     return finish(st)
 
 

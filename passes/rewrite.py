@@ -41,7 +41,7 @@ def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
                 item = gm.graph.call_function(_item, (holder, len(slots)))
             args_kwargs = (node.args, node.kwargs)
             sizes.append(at(args_kwargs, path))
-            node.args, node.kwargs = _replaced(args_kwargs, path, item)
+            node.args, node.kwargs = replaced(args_kwargs, path, item)
             slots.append((node.name, path, tuple(sorted(lay.groups))))
     gm.recompile()
     return gm, slots
@@ -52,14 +52,15 @@ def _item(sizes: Sizes, i: int) -> int:
 
 
 def at(args_kwargs: tuple, path: tuple):
-    """The value at `path` ("args" or "kwargs", then keys) of (args, kwargs)."""
+    """The value at `path` ("args" or "kwargs", then keys; "start"/"stop" of a slice) of
+    (args, kwargs)."""
     x = args_kwargs[0 if path[0] == "args" else 1]
     for key in path[1:]:
-        x = x[key]
+        x = getattr(x, key) if isinstance(x, slice) else x[key]
     return x
 
 
-def _replaced(args_kwargs: tuple, path: tuple, value) -> tuple:
+def replaced(args_kwargs: tuple, path: tuple, value) -> tuple:
     """(args, kwargs) with the value at `path` replaced (fx's containers are immutable)."""
 
     def put(x, keys):
@@ -68,6 +69,10 @@ def _replaced(args_kwargs: tuple, path: tuple, value) -> tuple:
         key, *rest = keys
         if isinstance(x, dict):
             return {**x, key: put(x[key], rest)}
+        if isinstance(x, slice):
+            ends = {"start": x.start, "stop": x.stop, "step": x.step}
+            ends[key] = put(ends[key], rest)
+            return slice(ends["start"], ends["stop"], ends["step"])
         items = list(x)
         items[key] = put(items[key], rest)
         return type(x)(items)

@@ -18,6 +18,7 @@ from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
 from widthc.ops.reparam import reparams, tensor_at
 from widthc.passes.groups import layouts, rewrites
+from widthc.passes.rewrite import replaced
 from widthc.trace import VALUE
 
 
@@ -87,14 +88,10 @@ class SlicePlan:
         literals = rewrites(node)
         if not literals or not any(g in self.index for _, lay in literals for g in lay.groups):
             return None
-        args, kwargs = _thaw(node.args), _thaw(node.kwargs)
+        args_kwargs = (node.args, node.kwargs)
         for path, lay in literals:
-            holder = args if path[0] == "args" else kwargs
-            *inner, last = path[1:]
-            for key in inner:
-                holder = holder[key]
-            holder[last] = lay.active_size(self.counts)
-        return _freeze(args), _freeze(kwargs)
+            args_kwargs = replaced(args_kwargs, path, lay.active_size(self.counts))
+        return args_kwargs
 
 
 def make_plan(program, choice: WidthChoice) -> SlicePlan:
@@ -118,19 +115,3 @@ def active_shape(value, layouts, counts: Mapping[int, int]):
     return tuple(
         s if lay is None else lay.active_size(counts) for s, lay in zip(value.shape, layouts)
     )
-
-
-def _thaw(x):
-    if isinstance(x, (tuple, list)):
-        return [_thaw(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _thaw(v) for k, v in x.items()}
-    return x
-
-
-def _freeze(x):
-    if isinstance(x, list):
-        return tuple(_freeze(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _freeze(v) for k, v in x.items()}
-    return x

@@ -1,4 +1,5 @@
-"""Models nobody here wrote (issue 8), shared by tests/test_foreign_zoo.py and bench/coverage.py.
+"""Models nobody here wrote (issues 8 and 17), shared by tests/test_foreign_zoo.py and
+bench/coverage.py (their factories: tests/foreign_models.py).
 
 Each model ends in one of three states: `verified` (random widths at about half the FLOPs are
 slimmed and pass widthc.verify: outputs equal the reference, FLOPs recounted exactly, ONNX
@@ -12,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import foreign_models
 import torch
 
 import widthc
@@ -42,6 +44,17 @@ TIMM_SAMPLE = [
     "vitamin_small_224", "volo_d1_224", "xception41p", "xcit_nano_12_p8_224",
 ]  # fmt: skip
 
+# timm (issue 17): of each timm module, the smallest model of another architecture than the
+# smallest (its name's leading letters differ), at most 30M parameters:
+# `python bench/coverage.py --timm-variants`
+TIMM_VARIANTS = [
+    "convnext_zepto_rms", "darknet17", "densenetblur121d", "eca_botnext26ts_256",
+    "eva02_tiny_patch14_224", "ghostnetv3_050", "gmixer_12_224", "hgnet_tiny", "lcnet_035",
+    "mambaout_femto", "maxvit_pico_rw_256", "mobilenetv2_035", "mobileone_s1", "mobilevitv2_050",
+    "nf_regnet_b0", "poolformer_s12", "regnety_002", "resnet10t", "rexnetr_100",
+    "skresnext50_32x4d", "vit_srelpos_small_patch16_224", "vit_tiny_patch16_224", "vovnet39a",
+]  # fmt: skip
+
 # torchvision: every segmentation and video model, at small inputs
 TORCHVISION_SEGMENTATION = [
     "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet101", "deeplabv3_resnet50",
@@ -50,6 +63,12 @@ TORCHVISION_SEGMENTATION = [
 TORCHVISION_VIDEO = [
     "mc3_18", "mvit_v1_b", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_b", "swin3d_s",
     "swin3d_t",
+]  # fmt: skip
+
+# torchvision detection: the models take a list of images (issue 17: refused at their line)
+TORCHVISION_DETECTION = [
+    "fasterrcnn_mobilenet_v3_large_320_fpn", "fcos_resnet50_fpn", "keypointrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "ssdlite320_mobilenet_v3_large",
 ]  # fmt: skip
 
 # known limitations: name -> (a fragment of the error, or "nothing searchable"; the reason)
@@ -64,11 +83,23 @@ LIMITS: dict[str, tuple[str, str]] = {
         "weight standardisation (F.batch_norm over each filter in training mode) exports to ONNX "
         "with a relative error of 7.7e-3 after slimming",
     ),
+    "ultralytics:rtdetr_l": (
+        "ONNX output `output_0` differs from PyTorch",
+        "RT-DETR's decoder keeps the 300 queries of highest class score (topk): with random "
+        "weights the scores nearly tie, and float rounding (onnxruntime vs PyTorch) swaps them, "
+        "relative error 1.8e-2; the slimmed model equals the supernet exactly and the "
+        "zeroed-weights reference in float64",
+    ),
 }
 # refused inputs: name -> a fragment of the WidthcError
 REFUSED: dict[str, str] = {
     # the forward builds a DynamicCache object and hands it to every block
     "hf:gpt2": "build the model with `use_cache=False`",
+    # `for img in images:` over a list of images (GeneralizedRCNN, SSD, RetinaNet, FCOS)
+    **{
+        f"torchvision:{n}": "a loop over the rows of a tensor (a list of inputs given as one tensor)"
+        for n in TORCHVISION_DETECTION
+    },
 }
 
 
@@ -79,86 +110,19 @@ class Outcome:
     searchable_fraction: float = 0.0
 
 
-def _hf(name: str) -> tuple[Callable, tuple]:
-    import transformers as T
-
-    s = 32
-    img = (1, 3, s, s)
-    sizes = {"hidden_sizes": [16, 32, 48, 64], "depths": [1, 1, 1, 1], "num_labels": 5}
-    vit = {"image_size": s, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2}
-    vit |= {"num_attention_heads": 2, "intermediate_size": 64, "num_labels": 5}
-    swin = {"image_size": s, "patch_size": 4, "embed_dim": 16, "depths": [1, 1]}
-    swin |= {"num_heads": [2, 2], "window_size": 4, "num_labels": 5}
-    gpt2 = {"vocab_size": 100, "n_embd": 32, "n_layer": 2, "n_head": 2}
-    gpt2 |= {"bos_token_id": 0, "eos_token_id": 0}
-    table = {
-        "resnet": (T.ResNetForImageClassification, T.ResNetConfig(embedding_size=16, **sizes)),
-        "convnext": (T.ConvNextForImageClassification, T.ConvNextConfig(**sizes)),
-        "convnextv2": (T.ConvNextV2ForImageClassification, T.ConvNextV2Config(**sizes)),
-        "regnet": (
-            T.RegNetForImageClassification,
-            T.RegNetConfig(embedding_size=16, groups_width=8, **sizes),
-        ),
-        "bit": (
-            T.BitForImageClassification,
-            T.BitConfig(embedding_size=16, num_groups=4, **sizes),
-        ),
-        "mobilenet_v1": (
-            T.MobileNetV1ForImageClassification,
-            T.MobileNetV1Config(depth_multiplier=0.25, image_size=s, num_labels=5),
-        ),
-        "mobilenet_v2": (
-            T.MobileNetV2ForImageClassification,
-            T.MobileNetV2Config(depth_multiplier=0.35, image_size=s, num_labels=5),
-        ),
-        "mobilevit": (
-            T.MobileViTForImageClassification,
-            T.MobileViTConfig(
-                image_size=64,
-                hidden_sizes=[32, 48, 64],
-                neck_hidden_sizes=[8, 16, 24, 32, 40, 48, 64],
-                num_labels=5,
-            ),
-        ),
-        "efficientnet": (
-            T.EfficientNetForImageClassification,
-            T.EfficientNetConfig(
-                image_size=s, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320
-            ),
-        ),
-        "vit": (T.ViTForImageClassification, T.ViTConfig(**vit)),
-        "dinov2": (T.Dinov2Model, T.Dinov2Config(**{**vit, "image_size": s})),
-        "swin": (T.SwinForImageClassification, T.SwinConfig(**swin)),
-        "swinv2": (T.Swinv2ForImageClassification, T.Swinv2Config(**swin)),
-        "segformer": (
-            T.SegformerForSemanticSegmentation,
-            T.SegformerConfig(
-                hidden_sizes=[16, 32, 40, 64],
-                depths=[1, 1, 1, 1],
-                decoder_hidden_size=32,
-                num_labels=5,
-            ),
-        ),
-        "distilbert": (
-            T.DistilBertModel,
-            T.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64),
-        ),
-        "gpt2": (T.GPT2Model, T.GPT2Config(**gpt2)),
-        "gpt2_no_cache": (T.GPT2Model, T.GPT2Config(use_cache=False, **gpt2)),
-    }
-    cls, config = table[name]
-    text = name in ("distilbert", "gpt2", "gpt2_no_cache")
-    if name == "mobilevit":
-        img = (1, 3, 64, 64)
-    inputs = (torch.randint(0, 100, (1, 8)),) if text else (torch.randn(*img),)
-    return (lambda: cls(config)), inputs
-
-
 HF = [
     "resnet", "convnext", "convnextv2", "regnet", "bit", "mobilenet_v1", "mobilenet_v2",
     "mobilevit", "efficientnet", "vit", "dinov2", "swin", "swinv2", "segformer", "distilbert",
     "gpt2", "gpt2_no_cache",
+    # issue 17
+    "beit", "deit", "data2vec_vision", "levit", "poolformer", "cvt", "focalnet", "dpt", "pvt",
+    "pvt_v2", "hiera", "clip_vision", "siglip_vision", "bert", "roberta", "albert", "t5_encoder",
+    "wav2vec2", "hubert", "whisper_classifier", "llama", "llama_eager", "qwen2", "mistral",
+    "phi3", "conditional_detr",
 ]  # fmt: skip
+SMP = list(foreign_models.SMP)
+DIFFUSERS = ["unet2d", "unet2d_condition", "autoencoder_kl"]
+ULTRALYTICS = list(foreign_models.ULTRALYTICS)
 
 
 def _timm(name: str) -> tuple[Callable, tuple]:
@@ -175,7 +139,10 @@ def _torchvision(name: str) -> tuple[Callable, tuple]:
     import torchvision
 
     kwargs = {"weights": None}
-    if name in TORCHVISION_SEGMENTATION:
+    if name in TORCHVISION_DETECTION:  # a list of images, given as one tensor: refused
+        kwargs |= {"weights_backbone": None, "num_classes": 3}
+        size = (1, 3, 64, 64)
+    elif name in TORCHVISION_SEGMENTATION:
         kwargs |= {"weights_backbone": None, "num_classes": 5}
         size = (1, 3, 64, 64)
     elif name.startswith(("mvit", "s3d")):  # fixed by positional embeddings, a final 2x7x7 pool
@@ -186,14 +153,41 @@ def _torchvision(name: str) -> tuple[Callable, tuple]:
 
 
 def source(spec: str) -> tuple[Callable, tuple]:
-    """`hf:NAME`, `timm:NAME` or `torchvision:NAME` -> (factory, example inputs)."""
+    """`FAMILY:NAME` (hf, timm, torchvision, smp, diffusers, ultralytics) -> (factory, example
+    inputs). A family whose package is missing raises ImportError."""
     family, name = spec.split(":", 1)
-    return {"hf": _hf, "timm": _timm, "torchvision": _torchvision}[family](name)
+    return {
+        "hf": foreign_models.hf, "timm": _timm, "torchvision": _torchvision,
+        "smp": foreign_models.smp, "diffusers": foreign_models.diffusers,
+        "ultralytics": foreign_models.ultralytics,
+    }[family](name)  # fmt: skip
+
+
+def specs() -> list[str]:
+    """Every model of the sweep, as `FAMILY:NAME`."""
+    return (
+        [f"hf:{n}" for n in HF]
+        + [f"timm:{n}" for n in TIMM_SAMPLE + TIMM_VARIANTS]
+        + [
+            f"torchvision:{n}"
+            for n in TORCHVISION_SEGMENTATION + TORCHVISION_VIDEO + TORCHVISION_DETECTION
+        ]
+        + [f"smp:{n}" for n in SMP]
+        + [f"diffusers:{n}" for n in DIFFUSERS]
+        + [f"ultralytics:{n}" for n in ULTRALYTICS]
+    )
+
+
+PACKAGES = {
+    "hf": "transformers", "timm": "timm", "torchvision": "torchvision",
+    "smp": "segmentation_models_pytorch", "diffusers": "diffusers", "ultralytics": "ultralytics",
+}  # fmt: skip
 
 
 def run(spec: str, seed: int = 0) -> Outcome:
     """Compile, check the traced graph against the eager model, slim random widths at about
     half the FLOPs and verify them. A WidthcError is a refusal; other exceptions propagate."""
+    torch.manual_seed(seed)  # the example inputs, then the weights
     make, inputs = source(spec)
     torch.manual_seed(seed)
     with warnings.catch_warnings():

@@ -1,6 +1,8 @@
-"""The sweep over models nobody here wrote (issue 8, tests/foreign.py): HuggingFace
-`transformers` vision models from small configs, one small model per timm module, torchvision's
-segmentation and video models. Every model is verified (random widths at about half the FLOPs
+"""The sweep over models nobody here wrote (issues 8 and 17, tests/foreign.py): HuggingFace
+`transformers` vision, text, audio and decoder-only models from small configs, one small model
+per timm module and one more architecture per module, torchvision's segmentation, video and
+detection models, segmentation_models_pytorch, diffusers and ultralytics (each skipped where
+its package is not installed). Every model is verified (random widths at about half the FLOPs
 slim and pass widthc.verify), refused with a clear WidthcError (foreign.REFUSED), or a known
 limitation (foreign.LIMITS). An unexpected exception fails; so does a listed model whose state
 changed (update the table). `make test` runs a fixed slice; `make test-all` all of them.
@@ -19,14 +21,14 @@ from widthc.verify import verify
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-SPECS = (
-    [f"hf:{n}" for n in foreign.HF]
-    + [f"timm:{n}" for n in foreign.TIMM_SAMPLE]
-    + [f"torchvision:{n}" for n in foreign.TORCHVISION_SEGMENTATION + foreign.TORCHVISION_VIDEO]
-)
+SPECS = foreign.specs()
 DEFAULT = [
     "hf:mobilenet_v1", "hf:swin", "hf:distilbert", "timm:test_vit",
     "torchvision:lraspp_mobilenet_v3_large",
+    # issue 17: a tuple-sum head reshape, split sizes read from a shape, a weight-normed conv,
+    # a fused qkv sliced by indexing in a graph traced again to hold at every batch, a refusal
+    "hf:pvt_v2", "hf:focalnet", "hf:wav2vec2", "hf:phi3",
+    "torchvision:ssdlite320_mobilenet_v3_large",
 ]  # fmt: skip
 
 
@@ -36,8 +38,7 @@ def _slow_unless_default(specs: list[str]) -> list:
 
 @pytest.mark.parametrize("spec", _slow_unless_default(SPECS))
 def test_foreign_model_is_verified_refused_or_a_known_limitation(spec):
-    if spec.startswith("hf:"):
-        pytest.importorskip("transformers")
+    pytest.importorskip(foreign.PACKAGES[spec.split(":", 1)[0]])
     if spec in foreign.LIMITS:
         fragment, _ = foreign.LIMITS[spec]
         try:
@@ -64,6 +65,9 @@ def test_the_tables_name_models_of_the_sweep():
     assert all(fragment and reason for fragment, reason in foreign.LIMITS.values())
     assert len(foreign.TIMM_SAMPLE) >= 60 and len(set(foreign.TIMM_SAMPLE)) == len(
         foreign.TIMM_SAMPLE
+    )
+    assert not set(foreign.TIMM_VARIANTS) & set(foreign.TIMM_SAMPLE) and len(SPECS) == len(
+        set(SPECS)
     )
     assert set(DEFAULT) <= set(SPECS) and not set(DEFAULT) & set(foreign.LIMITS)
 

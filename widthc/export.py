@@ -31,6 +31,7 @@ from widthc.checkpoint import load_tensors
 from widthc.errors import InternalError, WidthcError
 from widthc.files import replacing, write_atomic
 from widthc.ops import reparam
+from widthc.passes.slim import copy_module
 
 __all__ = [
     "ONNX_TOLERANCE",
@@ -145,17 +146,24 @@ def export_onnx(
     example_inputs,
     path: str | os.PathLike,
     tolerance: float = ONNX_TOLERANCE,
+    batches: tuple[int, ...] = PARITY_BATCHES,
 ) -> OnnxReport:
     """Export `module` to ONNX (weights inside the file, dynamic batch axis on every input and
-    output), check it with onnx's checker, and prove parity with onnxruntime at batch sizes 1
-    and 3. The file appears at `path` only once all checks pass.
+    output), check it with onnx's checker, and prove parity with onnxruntime at each batch size
+    of `batches` (1 and 3). The file appears at `path` only once all checks pass.
 
-    Raises WidthcError if torch.onnx cannot export the model, InternalError if parity fails.
+    `batches=(n,)` with `n` the example's batch size exports a fixed batch axis: for a model
+    whose traced graph holds at that batch only (`Traced.batch_note`, widthc/batch.py).
+    Raises WidthcError if torch.onnx cannot export the model, the model does not run at one of
+    the batch sizes, or onnxruntime computes other outputs than PyTorch (the exporter's or the
+    runtime's doing, not the model's: the PyTorch model stays valid, the ONNX file is not written).
     """
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     inputs = tuple(inputs)
     if not inputs or not all(isinstance(x, torch.Tensor) and x.ndim >= 1 for x in inputs):
         raise WidthcError("export_onnx needs example inputs that are tensors with a batch dim")
+    batches = tuple(batches)
+    dynamic = batches != (inputs[0].shape[0],)
     target = Path(path)
     was_training = module.training
     module.eval()
@@ -165,15 +173,17 @@ def export_onnx(
                 out = module(*inputs)
             in_names = _input_names(module, len(inputs))
             out_names = _output_names(out, set(in_names))
+            if any(not isinstance(v, torch.Tensor) for v in tree_flatten(out)[0]):
+                module = _TensorOutputs(module)  # ONNX outputs are tensors: the others are left
             exporter, errors, providers = _export(
-                module, inputs, tmp, in_names, out_names, tolerance
+                module, inputs, tmp, (in_names, out_names), tolerance, batches, dynamic
             )
     finally:
         module.train(was_training)
     return OnnxReport(target, errors, tuple(in_names), tuple(out_names), providers, exporter)
 
 
-def _export(module, inputs, path: Path, in_names, out_names, tolerance) -> tuple:
+def _export(module, inputs, path: Path, names, tolerance, batches, dynamic: bool) -> tuple:
     """Export and prove parity with the TorchScript exporter (dynamo=False); if either fails,
     with the dynamo exporter. Returns (exporter, errors by batch size, providers).
 
@@ -185,21 +195,26 @@ def _export(module, inputs, path: Path, in_names, out_names, tolerance) -> tuple
     """
     failures: list[str] = []
     parity_failure: InternalError | None = None
+    in_names, out_names = names
     for name, fn in (("torchscript", _export_torchscript), ("dynamo", _export_dynamo)):
         try:
-            with _quiet():
-                fn(module, inputs, path, in_names, out_names)
+            with _quiet():  # a copy: an exporter's trace may change what a forward caches
+                fn(copy_module(module), inputs, path, in_names, out_names, dynamic)
             session = _session(path)
         except Exception as e:  # noqa: BLE001 - try the other exporter, then report both
             failures.append(f"{name}: {_first_line(e)}")
             continue
         try:
-            return (name, *_parity(module, inputs, session, out_names, tolerance))
+            return (name, *_parity(module, inputs, session, out_names, tolerance, batches))
         except InternalError as e:
             parity_failure = e
             failures.append(f"{name}: {e}")
     if parity_failure is not None:
-        raise InternalError("; ".join(failures)) from parity_failure
+        raise WidthcError(
+            f"onnxruntime computes {type(module).__name__} otherwise than PyTorch "
+            f"({'; '.join(failures)}), so no ONNX file is written; save the model without ONNX "
+            f"(widthc slim --no-onnx)"
+        ) from parity_failure
     raise WidthcError(
         f"torch.onnx cannot export {type(module).__name__} ({'; '.join(failures)}); save it "
         f"without ONNX (widthc slim --no-onnx)"
@@ -233,21 +248,24 @@ def _quiet():
                 os.close(old)
 
 
-def _export_torchscript(module, inputs, path, in_names, out_names) -> None:
-    axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
+def _export_torchscript(module, inputs, path, in_names, out_names, dynamic: bool) -> None:
+    axes = {n: {0: "batch"} for n in [*in_names, *out_names]} if dynamic else None
     torch.onnx.export(
         module, inputs, str(path), dynamo=False, input_names=in_names,
         output_names=out_names, dynamic_axes=axes,
     )  # fmt: skip
 
 
-def _export_dynamo(module, inputs, path, in_names, out_names) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    if inputs[0].shape[0] == 1:  # torch.export would specialise a batch of 1
-        inputs = tuple(torch.cat([x, x]) for x in inputs)
+def _export_dynamo(module, inputs, path, in_names, out_names, dynamic: bool) -> None:
+    shapes = None
+    if dynamic:
+        batch = torch.export.Dim("batch", min=1)
+        shapes = tuple({0: batch} for _ in inputs)
+        if inputs[0].shape[0] == 1:  # torch.export would specialise a batch of 1
+            inputs = tuple(torch.cat([x, x]) for x in inputs)
     torch.onnx.export(
         module, inputs, str(path), dynamo=True, external_data=False, input_names=in_names,
-        output_names=out_names, dynamic_shapes=tuple({0: batch} for _ in inputs),
+        output_names=out_names, dynamic_shapes=shapes,
     )  # fmt: skip
 
 
@@ -268,14 +286,21 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _parity(module, inputs, session, out_names, tolerance) -> tuple[dict, tuple]:
+def _parity(module, inputs, session, out_names, tolerance, batches) -> tuple[dict, tuple]:
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     errors = {}
     gen = torch.Generator().manual_seed(0)
-    for b in PARITY_BATCHES:
+    for b in batches:
         xs = tuple(_batch_of(x, b, gen) for x in inputs)
         with torch.no_grad():
-            ref = tree_flatten(module(*(x.to(device) for x in xs)))[0]
+            try:
+                ref = tree_flatten(module(*(x.to(device) for x in xs)))[0]
+            except Exception as e:  # noqa: BLE001 - the model's own failure, in one sentence
+                raise WidthcError(
+                    f"{type(module).__name__} runs at batch size {inputs[0].shape[0]} but not at "
+                    f"{b} ({type(e).__name__}: {_first_line(e).rstrip('.')}): its graph holds at "
+                    f"one batch size only; export it with batches=({inputs[0].shape[0]},)"
+                ) from e
         feed = {i.name: x.numpy() for i, x in zip(session.get_inputs(), xs)}
         got = session.run(None, feed)
         if len(got) != len(ref):
@@ -324,10 +349,23 @@ def _input_names(module: nn.Module, n: int) -> list[str]:
     return [f"input_{i}" for i in range(n)]
 
 
+class _TensorOutputs(nn.Module):
+    """A model's tensor outputs, in order (its other outputs, a None or a count, left out)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs):
+        return tuple(
+            v for v in tree_flatten(self.module(*inputs))[0] if isinstance(v, torch.Tensor)
+        )
+
+
 def _output_names(out, taken: set[str]) -> list[str]:
-    leaves, _ = tree_flatten_with_path(out)
-    if any(not isinstance(v, torch.Tensor) for _, v in leaves):
-        raise WidthcError("export_onnx needs a model whose outputs are all tensors")
+    leaves = [(k, v) for k, v in tree_flatten_with_path(out)[0] if isinstance(v, torch.Tensor)]
+    if not leaves:
+        raise WidthcError("export_onnx needs a model with at least one tensor output")
     names = []
     for key_path, _ in leaves:
         name = re.sub(r"\W+", "_", "".join(str(k) for k in key_path)).strip("_")

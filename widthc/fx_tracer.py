@@ -13,25 +13,28 @@
   `int(x.shape[-1])`, `(*x.shape[:-1], -1)`) takes the example's value, as HuggingFace's
   tracer does (`transformers.utils.fx`, gone in transformers 5): the graph is specialised to
   the example's shapes at those points. A value that depends on tensor data still fails (and
-  the module around it becomes a leaf).
-- Errors name the user's line and the module whose forward ran it, not the root.
+  the module around it becomes a leaf). Each such value is also computed at another batch
+  size; where it differs, `Tracer.batch_sites` says where (widthc/batch.py).
+- Ordinary values rather than failures: a tensor's dtype (`torch.finfo(x.dtype)`), a shape
+  plus a tuple (`t.size()[:-1] + (h, d)`: one Proxy per size), item assignment
+  (`boxes[..., :2] += ref`), `torch.zeros(sizes)` with traced sizes, `*rest` at the root (one
+  placeholder per extra input), a function dressed as a module that no model installs.
+- Errors name the user's line and the module whose forward ran it (widthc/trace_messages.py).
 """
 
 from __future__ import annotations
 
 import dis
 import inspect
-import linecache
 import operator
-import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import torch
 from torch import fx, nn
 from torch.fx import _symbolic_trace
 
-from widthc import ops
+from widthc import ops, trace_messages
 from widthc.ir import TensorMeta
 from widthc.tree import leaves as flat
 
@@ -40,6 +43,10 @@ _SPLITS = {torch.chunk: "chunk", torch.split: "split", torch.tensor_split: "tens
 _SHAPE_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "layout"}
 _SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "get_device"}
 _DATA = "symbolically traced variables cannot be used as inputs to control flow ({})"
+# tensors made to a size given as a sequence: torch reads each size with `__index__`, which
+# would take the example's value (a batch size as a constant); wrapped, the sizes stay traced
+_SIZED = (torch.zeros, torch.ones, torch.empty, torch.rand, torch.randn)
+_UNCHECKED, _FAILED = object(), object()  # no value at another batch size; it failed there
 _COUNT_KWARGS = ("chunks", "split_size_or_sections", "split_size", "sections", "indices")
 
 
@@ -65,6 +72,29 @@ class _Proxy(fx.Proxy):
 
     def __float__(self) -> float:
         return float(self.tracer.scalar(self, "float()"))
+
+    def __setitem__(self, key, value) -> None:
+        # an in-place update of a slice (`boxes[..., :2] += ref`): an op of the graph
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+    def __getattr__(self, k: str):
+        # a tensor's dtype is a constant of the example (`torch.finfo(x.dtype).min` in a mask)
+        dtype = self.tracer.dtype(self) if k == "dtype" else None
+        return dtype if dtype is not None else _Attribute(self, k)
+
+    # `t.size()[:-1] + (heads, dim)`: a tuple of one Proxy per size and the literals, so that a
+    # reshape sees each size, and each literal channel count can follow the width
+    def __add__(self, other):
+        items = self.tracer.items(self) if isinstance(other, tuple) else None
+        return items + other if items is not None else super().__add__(other)
+
+    def __radd__(self, other):
+        items = self.tracer.items(self) if isinstance(other, tuple) else None
+        return other + items if items is not None else super().__radd__(other)
+
+
+class _Attribute(fx.proxy.Attribute, _Proxy):
+    """`x.shape`: torch.fx's lazy attribute Proxy, with `len`, iteration and the rest above."""
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -105,17 +135,41 @@ class Tracer(fx.Tracer):
         autowrap_functions=(),
         given: Sequence | None = None,
         evaluate: Callable | None = None,
+        evaluate_other: Callable | None = None,
     ):
-        super().__init__(autowrap_functions=tuple(autowrap_functions))
-        self._given = None if given is None else set(given)  # see given_inputs()
+        super().__init__(autowrap_functions=(*autowrap_functions, *_SIZED))
+        self._autowrap_search.append(torch)  # `torch.zeros(...)` as well as `zeros(...)`
+        # see given_inputs(): argument name -> how many inputs it takes (`*rest`: any number)
+        self._given = None if given is None else Counter(given)
         leaves = list(leaves)
         self._leaf_types = tuple(x for x in leaves if isinstance(x, type))
         self._leaf_names = {x for x in leaves if isinstance(x, str)}
         self._evaluate = evaluate
         self._value_of = None  # evaluate(graph, root), made on first need
+        self._evaluate_other = evaluate_other  # the same at another batch size
+        self._other_value_of = None
+        # (user's line, what) of every value the graph takes from the example that is not the
+        # same at another batch size: there the graph holds at the example's batch only
+        self.batch_sites: list[tuple[str, str]] = []
         self._shape_memo: dict[fx.Node, bool] = {}
         self._stack: list[str] = []
         self._failures: list[tuple[BaseException, tuple[str, ...]]] = []
+
+    def trace(self, root, concrete_args=None) -> fx.Graph:
+        is_tensor = torch.is_tensor
+        # `if not torch.is_tensor(t): t = torch.tensor([t])` (diffusers' timesteps) takes the
+        # tensor's branch for a Proxy of a tensor
+        torch.is_tensor = lambda obj: is_tensor(obj) or self.dtype(obj) is not None
+        try:
+            graph = super().trace(root, concrete_args)
+        finally:
+            torch.is_tensor = is_tensor
+        for node in graph.nodes:
+            # torch.fx would write `wrap("torch.zeros")` into the generated code, and every
+            # later trace would then look for a global named "torch.zeros"
+            if node.target in _SIZED:
+                node.meta.pop("is_wrapped", None)
+        return graph
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if qualname in self._leaf_names or type(m).__name__ in self._leaf_names:
@@ -127,19 +181,35 @@ class Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def create_args_for_root(self, root_fn, is_module, concrete_args=None):
-        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
         if self._given is None:
-            return fn, args
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        # placeholders from the function a decorator wraps (HuggingFace's `wrapper(*args,
+        # **kwargs)`): torch.fx would patch the wrapper's code to take every placeholder, and
+        # that code has too few variable names for a forward with `**kwargs`; the wrapper
+        # itself is then called with the given inputs only
+        _, args = super().create_args_for_root(inspect.unwrap(root_fn), is_module, concrete_args)
         kept = list(args[: int(is_module)])
         for name, arg in zip(_arg_names(root_fn, is_module), args[int(is_module) :]):
-            if name in self._given:
+            if name in self._given and not name.startswith("*"):
                 kept.append(arg)
-            else:
-                self.graph.erase_node(arg.node)
+                continue
+            self.graph.erase_node(arg.node)
+            # inputs given beyond the named arguments: one placeholder each, passed as `*rest`
+            # (one Proxy for all of them would be iterated as if it were a tensor)
+            n = self._given.get(name, 0) if name[:1] == "*" and name[:2] != "**" else 0
+            kept += [self.create_proxy("placeholder", f"{name[1:]}_{i}", (), {}) for i in range(n)]
         return (lambda *given: root_fn(*given)), kept
 
     def call_module(self, m, forward, args, kwargs):
-        self._stack.append(self.path_of_module(m))
+        try:
+            path = self.path_of_module(m)
+        except NameError:
+            if _holds_tensors(m):
+                raise
+            # a function dressed as a module that no model installs (the `kernels` package
+            # turns HuggingFace's `apply_rotary_pos_emb` into one): traced as the function
+            return forward(*args, **kwargs)
+        self._stack.append(path)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception as e:
@@ -163,23 +233,65 @@ class Tracer(fx.Tracer):
     def iter(self, obj: fx.Proxy):
         return iter([obj[i] for i in range(self.length(obj))])
 
+    def dtype(self, obj) -> torch.dtype | None:
+        """The dtype of a tensor-valued Proxy on the example, or None where it is not known
+        (or `obj` is no Proxy)."""
+        if not isinstance(obj, fx.Proxy) or obj.tracer is not self:
+            return None
+        try:
+            value = self._concrete(obj, "a dtype")
+        except fx.proxy.TraceError:
+            return None
+        return value.dtype if isinstance(value, TensorMeta) else None
+
+    def items(self, obj: fx.Proxy) -> tuple | None:
+        """A tuple-valued Proxy (a shape) as a tuple of Proxies, or None where its value is
+        not a tuple or not known."""
+        try:
+            value, other = self._concrete(obj, "a tuple", other=True)
+        except fx.proxy.TraceError:
+            return None
+        if not isinstance(value, tuple):
+            return None
+        self._watch_batch(obj, len(value), other, len, "a length")
+        return tuple(obj[i] for i in range(len(value)))
+
     def length(self, obj: fx.Proxy) -> int:
         if ASSUMED_LEN in obj.node.meta:
             return obj.node.meta[ASSUMED_LEN]
-        value = self._concrete(obj, "len() or iteration")
-        if not isinstance(value, (tuple, list)):  # a tensor: its length is its batch
+        value, other = self._concrete(obj, "len() or iteration", other=True)
+        if isinstance(value, TensorMeta):  # a tensor: its length is its batch
             raise fx.proxy.TraceError(_DATA.format("len() or iteration of a tensor"))
+        if not isinstance(value, (tuple, list)):
+            what = f"len() or iteration of `{obj.node.name}`, which is {type(value).__name__}"
+            raise fx.proxy.TraceError(_DATA.format(what))
+        self._watch_batch(obj, len(value), other, len, "a length")
         return len(value)
 
     def scalar(self, obj: fx.Proxy, what: str):
         """The example's value of a Python number or bool computed from tensor shapes only
         (never from tensor data): the graph is specialised to the example's shapes there."""
-        value = self._concrete(obj, what)
+        value, other = self._concrete(obj, what, other=True)
         if any(isinstance(v, TensorMeta) for v in flat(value)) or not self._shape_only(obj.node):
             raise fx.proxy.TraceError(_DATA.format(what))
+        self._watch_batch(obj, value, other, lambda v: v, what)
         return value
 
-    def _concrete(self, obj: fx.Proxy, what: str):
+    def _watch_batch(self, obj: fx.Proxy, value, other, key: Callable, what: str) -> None:
+        """Record the user's line where a value taken from the example (`key` of it) is not
+        the same at another batch size (`other`), or cannot be computed there."""
+        if other is _UNCHECKED:
+            return
+        try:
+            same = other is not _FAILED and key(other) == value
+        except TypeError:
+            same = False
+        if not same:
+            self.batch_sites.append((trace_messages.user_site() or f"node `{obj.node.name}`", what))
+
+    def _concrete(self, obj: fx.Proxy, what: str, other: bool = False):
+        """The value of `obj` on the example; with `other`, (that, its value at another batch
+        size or _FAILED, or _UNCHECKED where there is none), computed at once."""
         if self._evaluate is None:
             raise fx.proxy.TraceError(_DATA.format(what))
         if self._value_of is None:
@@ -188,11 +300,22 @@ class Tracer(fx.Tracer):
         try:  # evaluate as plain PyTorch: without fx's patches, modules and parameters are real
             with _symbolic_trace._maybe_revert_all_patches():
                 _symbolic_trace._set_is_fx_tracing(False)
-                return self._value_of(obj.node)
+                value = self._value_of(obj.node)
+                return (value, self._other_value(obj.node)) if other else value
         except Exception as e:  # noqa: BLE001 - the value stays unknown: a trace failure
             raise fx.proxy.TraceError(f"cannot compute `{obj.node.name}` for {what}: {e}") from e
         finally:
             _symbolic_trace._set_is_fx_tracing(tracing)
+
+    def _other_value(self, node: fx.Node):
+        if self._evaluate_other is None:
+            return _UNCHECKED
+        if self._other_value_of is None:
+            self._other_value_of = self._evaluate_other(self.graph, self.root)
+        try:
+            return self._other_value_of(node)
+        except Exception:  # noqa: BLE001 - not computable at that batch size: it differs
+            return _FAILED
 
     def _shape_only(self, node: fx.Node) -> bool:
         """Whether `node`'s value follows from tensor shapes, dtypes and constants alone."""
@@ -216,6 +339,10 @@ class Tracer(fx.Tracer):
                     return path
             seen = seen.__cause__ or seen.__context__
         return ()
+
+
+def _holds_tensors(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters()) or any(True for _ in m.buffers())
 
 
 def _arg_names(root_fn, is_module: bool) -> list[str]:
@@ -244,156 +371,15 @@ def given_inputs(model: nn.Module, n_inputs: int | None) -> list[str] | None:
     """The forward arguments the first `n_inputs` positional inputs give (None: all of them,
     when there are more inputs than named arguments). The tracer leaves every other argument
     out of the call, so it takes its default (`mask=None`) and `*args`, `**kwargs` are empty.
-    `n_inputs=None`: the arguments without a default (at least one)."""
+    `n_inputs=None`: the arguments without a default (at least one). Inputs beyond the named
+    arguments of a forward with `*rest` are named `*rest` each."""
     params = inspect.signature(model.forward).parameters.values()
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    rest = [f"*{p.name}" for p in params if p.kind == p.VAR_POSITIONAL]
     if n_inputs is None:
         n_inputs = max(1, sum(p.default is p.empty for p in positional))
     if n_inputs > len(positional):
-        return None
+        extra = n_inputs - len(positional)
+        return [p.name for p in positional] + rest * extra if rest else None
     required = [p.name for p in positional[n_inputs:] if p.default is p.empty]
     return [p.name for p in positional[:n_inputs]] + required  # a missing input: a clear error
-
-
-def module_state(model: nn.Module) -> list:
-    """Every module's attributes and buffers (shallow): what a traced forward might overwrite."""
-    return [(name, m, dict(m.__dict__), dict(m._buffers)) for name, m in model.named_modules()]
-
-
-def restore_module_state(model: nn.Module, saved: list) -> list[tuple[str, str]]:
-    """Undo every attribute or buffer that tracing set to a traced value (a forward that caches,
-    like YOLO's anchors); return (module path, why) of each module that did."""
-    out = []
-    for name, m, attrs, buffers in saved:
-        changed = []
-        for store, before in ((m.__dict__, attrs), (m._buffers, buffers)):
-            for key in [k for k, v in store.items() if v is not before.get(k) and _holds_proxy(v)]:
-                if key in before:
-                    store[key] = before[key]
-                else:
-                    del store[key]
-                changed.append(key)
-        if changed:
-            what = ", ".join(f"`self.{key}`" for key in changed)
-            out.append((name, f"its forward stores traced values in {what}"))
-    return out
-
-
-def _holds_proxy(value) -> bool:
-    return any(isinstance(v, fx.Proxy) for v in flat(value))
-
-
-def follow_training_flag(graph: fx.Graph, model: nn.Module, tracer_args: tuple) -> None:
-    """torch.fx bakes `self.training` into the graph as a constant: traced in eval mode,
-    `F.dropout(x, p, self.training)` or torchvision's stochastic depth would stay off when the
-    supernet trains. Where a train-mode trace of the same graph has True in place of a False,
-    the argument becomes a read of the module's `training` flag, so `.train()` switches it.
-    (A train-mode graph of another structure, such as GoogLeNet's auxiliary heads, is left
-    out: the analysed graph is the inference graph.)"""
-    if not any(False in _literals(n) for n in graph.nodes):
-        return
-    was_training = model.training
-    model.train()
-    saved = module_state(model)
-    try:
-        train_graph = Tracer(*tracer_args).trace(model)
-    except Exception:  # noqa: BLE001 - no train-mode graph: keep the constants
-        return
-    finally:
-        model.train(was_training)
-        restore_module_state(model, saved)
-    pairs = list(zip(graph.nodes, train_graph.nodes))
-    if len(graph.nodes) != len(train_graph.nodes) or any(
-        (a.op, a.target) != (b.op, b.target) for a, b in pairs
-    ):
-        return
-    flag = None
-    for a, b in pairs:
-        for key in _flag_positions(a, b):
-            if flag is None:
-                first = next(n for n in graph.nodes if n.op != "placeholder")
-                with graph.inserting_before(first):
-                    flag = graph.get_attr("training")
-            a.update_arg(key, flag) if isinstance(key, int) else a.update_kwarg(key, flag)
-
-
-def _literals(node: fx.Node) -> list:
-    return [v for v in (*node.args, *node.kwargs.values()) if isinstance(v, bool)]
-
-
-def _flag_positions(a: fx.Node, b: fx.Node) -> list:
-    """Argument positions (ints) and keywords (strs) that are False in `a` and True in `b`."""
-    out: list = [i for i, (x, y) in enumerate(zip(a.args, b.args)) if x is False and y is True]
-    out += [k for k, v in a.kwargs.items() if v is False and b.kwargs.get(k) is True]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# messages
-
-
-_CONTROL_FLOW = "control flow or a Python value depends on tensor data"
-
-
-def cause_of(e: BaseException) -> str:
-    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if "control flow" in cause or "iterate" in cause or "len(" in cause or "'len'" in cause:
-        return _CONTROL_FLOW
-    if cause.startswith("argument of type:"):  # torch.fx cannot record this object in a call
-        kind = cause.split("'")[1] if "'" in cause else cause.split(":", 1)[1].strip()
-        return f"a `{kind.rsplit('.', 1)[-1]}` object is passed to a traced call ({kind})"
-    return cause.rstrip(".")
-
-
-def _advice(cause: str, cls: str, is_root: bool) -> str:
-    if "transformers.cache_utils" in cause:
-        return "build the model with `use_cache=False` in its config (no cache objects)"
-    leaf = "" if is_root else f"mark the module as a leaf (--leaf {cls}) or "
-    if cause == _CONTROL_FLOW:
-        where = f" in {cls}.forward" if is_root else ""
-        return f"{leaf}rewrite the branch{where} so that it does not depend on tensor values"
-    return f"{leaf}pass only tensors, numbers and containers of them between layers"
-
-
-def failure_site(e: BaseException) -> tuple | None:
-    """(frame, line number, source line) of the innermost frame of the user's code."""
-    torch_dir = str(Path(torch.__file__).parent)
-    frames = [
-        (frame, lineno)
-        for frame, lineno in traceback.walk_tb(e.__traceback__)
-        if not frame.f_code.co_filename.startswith((torch_dir, "<"))
-        and "/widthc/" not in frame.f_code.co_filename
-    ]
-    if not frames:
-        return None
-    frame, lineno = frames[-1]
-    return frame, lineno, linecache.getline(frame.f_code.co_filename, lineno).strip()
-
-
-def leaf_reason(e: BaseException) -> str:
-    """Why a module became an automatic leaf, in one line."""
-    site = failure_site(e)
-    if site is None:
-        return cause_of(e)
-    frame, lineno, code = site
-    return f"{cause_of(e)} at {Path(frame.f_code.co_filename).name}:{lineno} (`{code}`)"
-
-
-def trace_message(model: nn.Module, e: BaseException, path: tuple[str, ...]) -> str:
-    """The TraceError text: the user's line, and the module to mark as a leaf (the innermost
-    module whose forward was running, which for a free function is its caller)."""
-    module = model.get_submodule(path[-1]) if path else model
-    cls = type(module).__name__
-    cause = cause_of(e)
-    site = failure_site(e)
-    advice = _advice(cause, cls, not path)
-    if site is None:
-        return f"torch.fx cannot trace {cls}: {cause}; {advice}."
-    frame, lineno, code = site
-    where = f"{frame.f_code.co_filename}:{lineno} (`{code}`)"
-    if frame.f_locals.get("self") is module:
-        what = f"{cls}.{frame.f_code.co_name}"
-    else:
-        what = f"{frame.f_code.co_name} (called from {cls}.forward"
-        what += f", module `{path[-1]}`)" if path else ")"
-    return f"torch.fx cannot trace {what} at {where}: {cause}; {advice}."

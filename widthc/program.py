@@ -13,6 +13,7 @@ import torch
 from torch import fx, nn
 
 from widthc import space, trace
+from widthc.batch import batch_size
 from widthc.errors import WidthcError
 from widthc.ir import ChannelGroup, WidthChoice
 from widthc.passes import bins as bins_pass
@@ -43,7 +44,7 @@ class Program:
         self.beta = beta
         self.align = align
         self.uniform_bins: int | None = None  # K equal bins per group instead of eq. 9's
-        self.batch = _batch_size(example_inputs)
+        self.batch = batch_size(example_inputs)
         self.space = space.WidthSpace(coupling.groups)
         self._block_sizes = np.array([g.block_size for g in self.groups], dtype=np.float64)
         self._cum = {g.id: [0, *np.cumsum(g.bins).tolist()] for g in self.searchable}
@@ -216,6 +217,7 @@ class Program:
             if conv_channels
             else 0.0,
             "search_space_log10": bins_pass.n_widths(self.groups),
+            "batch_note": None if self.traced.batch_note is None else str(self.traced.batch_note),
         }
 
 
@@ -233,14 +235,6 @@ def _traced(model, inputs: tuple, leaves, auto_leaf: bool):
     gm = trace.trace_graph(model, leaves, auto_leaf, example_inputs=inputs, timm_leaves=True)
     trace.propagate_shapes(gm, inputs)
     return gm
-
-
-def _batch_size(inputs: tuple) -> int:
-    """The batch size of the example inputs: the first dimension of the first tensor."""
-    for x in inputs:
-        if isinstance(x, torch.Tensor) and x.ndim >= 1:
-            return max(1, int(x.shape[0]))
-    return 1
 
 
 def compile(  # noqa: A001 - the public name the design gives
@@ -284,7 +278,7 @@ def _compile(model, inputs, beta, leaves: Sequence, align: int, auto_leaf=True) 
     coupling = couple(gm)
     table = flops_pass.flops_table(gm, len(coupling.groups))
     params = flops_pass.params_table(gm, coupling)
-    batch = _batch_size(inputs)
+    batch = batch_size(inputs)
     sensitivities = bins_pass.sensitivity(coupling.groups, table)
     groups = [
         dataclasses.replace(g, sensitivity=float(eps) / batch)

@@ -60,6 +60,7 @@ class Supernet(nn.Module):
         self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
         self._choice = program.full()
         self._probing = False
+        self._batch_note = program.traced.batch_note  # the graph holds at this batch only
 
     # --- choosing a sub-network ------------------------------------------------------------------
 
@@ -89,6 +90,15 @@ class Supernet(nn.Module):
     # --- running it ----------------------------------------------------------------------------------
 
     def forward(self, *inputs, **kwargs):
+        note = self._batch_note
+        if (
+            note is not None
+            and inputs
+            and getattr(inputs[0], "shape", (note.size,))[0] != note.size
+        ):
+            raise WidthcError(
+                f"{note}; run it at batch size {note.size} (--batch-size {note.size})"
+            )
         applied = self._applied(self._choice, device_of(self.gm))
         keep = self._probing and self.training
         if applied is None and not keep:

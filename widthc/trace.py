@@ -1,11 +1,6 @@
 """Tracing: torch.fx with a leaf-module policy (widthc/fx_tracer.py: automatic leaves, defaults,
-shape-dependent Python values), then shape propagation from the op registry.
-
-Shapes come from the registry's formulas (graph work, no forward pass); an op without a formula
-runs on meta tensors, and only if that fails on real random tensors, whose conv/linear/matmul
-and attention cost is then measured with FlopCounterMode (`node.meta["widthc.measured_macs"]`),
-so that a model's FLOPs do not depend on which modules are leaves. Every node's value lands in
-`node.meta["widthc.value"]`: a `TensorMeta`, a Python value, or a structure.
+shape-dependent Python values, batch freedom), then shape propagation from the op registry
+(widthc/shape_prop.py, whose names this module also exports).
 """
 
 from __future__ import annotations
@@ -14,16 +9,24 @@ from collections.abc import Sequence
 
 import torch
 from torch import fx, nn
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from widthc import fx_tracer, ops
+from widthc import batch, fx_tracer, trace_messages, trace_state
 from widthc.errors import TraceError, WidthcError
-from widthc.ir import TensorMeta
-from widthc.tree import leaves
+from widthc.shape_prop import (
+    MEASURED,
+    VALUE,
+    NodeView,
+    ShapeCtx,
+    ShapeProp,
+    propagate_shapes,
+    to_value,
+)
 
-VALUE = "widthc.value"
-MEASURED = "widthc.measured_macs"
+__all__ = [
+    "MEASURED", "VALUE", "NodeView", "ShapeCtx", "Traced", "has_timm_leaves", "propagate_shapes",
+    "to_value", "trace", "trace_graph",
+]  # fmt: skip
+
 _MAX_AUTO_LEAVES = 256  # retries: each automatic leaf costs one more trace
 
 
@@ -32,12 +35,14 @@ class Traced:
 
     Cheaper than an fx.GraphModule (which copies the module tree and compiles Python code:
     a third of the cost of tracing a 4,000-node graph); `Program.gm` builds that lazily.
-    `auto_leaves`: (module path, why) of every module traced as a leaf automatically.
+    `auto_leaves`: (module path, why) of every module traced as a leaf automatically;
+    `batch_note`: where the graph holds at the example's batch size only (widthc/batch.py).
     """
 
     def __init__(self, graph: fx.Graph, root: nn.Module, name: str, auto_leaves: Sequence = ()):
         self.graph, self.root, self.name = graph, root, name
         self.auto_leaves: list[tuple[str, str]] = list(auto_leaves)
+        self.batch_note: batch.BatchNote | None = None  # the graph holds at one batch size only
 
     def named_modules(self):
         return self.root.named_modules()
@@ -62,33 +67,77 @@ def trace_graph(
     Where tracing fails inside a submodule, or a module stores a traced value on itself, that
     module is traced as a leaf and the trace retried (`auto_leaf`; `Traced.auto_leaves` says
     which and why). timm's own no-trace modules are traced into with `auto_leaf` (they often
-    trace: nf* blocks, MobileViT blocks) and are leaves without it (`timm_leaves` decides). Raises TraceError naming the user's line and the module to mark as a leaf
-    where no retry helps (or `auto_leaf=False`).
+    trace: nf* blocks, MobileViT blocks) and are leaves without it (`timm_leaves` decides).
+    Raises TraceError naming the user's line and the module to mark as a leaf where no retry
+    helps (or `auto_leaf=False`).
+
+    Where a value the graph takes from the example differs at another batch size (widthc/
+    batch.py), the model is traced again with the example at that batch size; where that graph
+    does not hold at every batch either, or does not compute what the model computes, the
+    first graph is kept and `Traced.batch_note` says at which batch it holds and why.
     """
     timm_modules, timm_functions = fx_tracer.timm_leaves()
     if not (not auto_leaf if timm_leaves is None else timm_leaves):
         timm_modules = []  # traced into where torch.fx can (nf*, MobileViT), else a leaf below
     given = fx_tracer.given_inputs(model, None if example_inputs is None else len(example_inputs))
-    evaluate = None
-    if example_inputs is not None:
-        evaluate = lambda g, root: _in_eval_mode(  # noqa: E731
-            root, _ShapeProp(Traced(g, root, ""), example_inputs).value_of
-        )
+    setup = (model, [*leaves, *timm_modules], timm_functions, given, auto_leaf)
+    examples = None if example_inputs is None else tuple(example_inputs)
+    if examples is None or not batch.has_batch(examples):
+        return _trace_at(*setup, examples, None)[0]
+    size = batch.batch_size(examples)
+    traced, sites = _trace_at(*setup, examples, batch.at_batch(examples, size + 1))
+    if sites:
+        wider = batch.at_batch(examples, size + 1)
+        try:
+            retry, again = _trace_at(*setup, wider, batch.at_batch(examples, size + 2))
+        except WidthcError:  # the model does not trace at that batch: keep the first graph
+            retry, again = None, sites
+        if not again and _computes_like(retry, model, examples):
+            return retry
+        traced.batch_note = batch.BatchNote(size, *sites[0])
+    return traced
+
+
+def _trace_at(model, leaves, timm_functions, given, auto_leaf, examples, other) -> tuple:
+    """(Traced, batch sites): the trace with Python values taken from `examples`, each also
+    computed on `other` (the examples at another batch size) where given."""
+    evaluate = evaluate_other = None
+    if examples is not None:
+        evaluate = _evaluator(examples)
+    if other is not None:
+        evaluate_other = _evaluator(other)
     auto: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
     try:
         while True:
-            all_leaves = [*leaves, *timm_modules, *(path for path, _ in auto)]
-            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate)
+            all_leaves = [*leaves, *(path for path, _ in auto)]
+            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate, evaluate_other)
             graph, new_leaves = _attempt(tracer, model, auto_leaf and len(auto) < _MAX_AUTO_LEAVES)
             if graph is not None:
                 break
             auto += new_leaves
     finally:
         model.train(was_training)
-    fx_tracer.follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
-    return Traced(graph, tracer.root, type(model).__name__, auto)
+    trace_state.follow_training_flag(graph, model, (all_leaves, timm_functions, given, evaluate))
+    return Traced(graph, tracer.root, type(model).__name__, auto), tracer.batch_sites
+
+
+def _evaluator(examples: tuple):
+    return lambda g, root: _in_eval_mode(root, ShapeProp(Traced(g, root, ""), examples).value_of)
+
+
+def _computes_like(traced: Traced, model: nn.Module, examples: tuple) -> bool:
+    """Whether the traced graph computes what the model computes on the example."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return batch.same_outputs(traced.graph_module()(*examples), model(*examples))
+    except Exception:  # noqa: BLE001 - a graph that does not run on the example does not hold
+        return False
+    finally:
+        model.train(was_training)
 
 
 def _in_eval_mode(root: nn.Module, value_of):
@@ -97,7 +146,10 @@ def _in_eval_mode(root: nn.Module, value_of):
 
     def run(node):
         modes = [(m, m.training) for m in root.modules()]
-        root.eval()
+        if not any(mode for _, mode in modes):  # the eval-mode trace: nothing to switch
+            return value_of(node)
+        for m, _ in modes:  # the flags only: a model's own train() may be slow (HF's is)
+            m.training = False
         try:
             return value_of(node)
         finally:
@@ -110,17 +162,17 @@ def _in_eval_mode(root: nn.Module, value_of):
 def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
     """(graph, []) or, where a submodule fails or caches a traced value, (None, [(module path,
     why)]) for the modules to trace as leaves; a TraceError where that cannot help."""
-    saved = fx_tracer.module_state(model)
+    saved = trace_state.module_state(model)
     try:
         graph, error = tracer.trace(model), None
     except Exception as e:  # noqa: BLE001 - any failure of the user's forward
         graph, error = None, e
-    stored = fx_tracer.restore_module_state(model, saved)
+    stored = trace_state.restore_module_state(model, saved)
     if error is not None:
         path = tracer.failure_path(error)
         if not auto_leaf or not path:
-            raise TraceError(fx_tracer.trace_message(model, error, path)) from error
-        return None, [(path[-1], fx_tracer.leaf_reason(error))]
+            raise TraceError(trace_messages.trace_message(model, error, path)) from error
+        return None, [(path[-1], trace_messages.leaf_reason(error))]
     if stored and (not auto_leaf or any(not path for path, _ in stored)):
         path, why = min(stored)
         raise TraceError(f"torch.fx cannot trace `{path or type(model).__name__}`: {why}")
@@ -130,266 +182,6 @@ def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
 def trace(model: nn.Module, leaves: Sequence = (), auto_leaf: bool = True) -> fx.GraphModule:
     """`trace_graph` as an fx.GraphModule (in eval mode)."""
     return trace_graph(model, leaves, auto_leaf).graph_module()
-
-
-# ---------------------------------------------------------------------------------------------
-# shape propagation
-
-
-def to_value(x):
-    """Real values -> analysis values: tensors become TensorMeta, the rest stays."""
-    if isinstance(x, torch.Tensor):
-        return TensorMeta(tuple(x.shape), x.dtype)
-    if isinstance(x, torch.Size) or not isinstance(x, (tuple, list, dict)):
-        return x
-    return tree_map(
-        lambda v: TensorMeta(tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else v, x
-    )
-
-
-def _to_meta(x):
-    return tree_map(
-        lambda v: (
-            torch.empty(v.shape, dtype=v.dtype, device="meta") if isinstance(v, TensorMeta) else v
-        ),
-        x,
-    )
-
-
-def _has_tensor(x) -> bool:
-    return any(isinstance(v, TensorMeta) for v in leaves(x))
-
-
-class NodeView:
-    """How a rule reads a traced node's arguments once shapes are known (coupling, FLOPs):
-    `arg(i, name, default)` is the value of positional argument i or keyword `name`."""
-
-    def __init__(self, node: fx.Node):
-        self.node = node
-
-    def _raw(self, i: int, name: str | None):
-        if i < len(self.node.args):
-            return self.node.args[i]
-        if name is not None and name in self.node.kwargs:
-            return self.node.kwargs[name]
-        return ops.REQUIRED
-
-    def arg(self, i: int, name: str | None = None, default=ops.REQUIRED):
-        raw = self._raw(i, name)
-        if raw is ops.REQUIRED:
-            if default is ops.REQUIRED:
-                raise KeyError(f"argument {name or i} of {self.node.name}")
-            return default
-        return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
-
-
-class ShapeCtx:
-    """What a shape rule sees: the node, its module and its argument values."""
-
-    def __init__(self, node: fx.Node, module, args, kwargs, run):
-        self.node, self.module, self.args, self.kwargs = node, module, args, kwargs
-        self._run = run
-
-    def arg(self, i: int, name: str | None = None, default=ops.REQUIRED):
-        if i < len(self.args):
-            return self.args[i]
-        if name is not None and name in self.kwargs:
-            return self.kwargs[name]
-        if default is ops.REQUIRED:
-            raise KeyError(f"argument {name or i} of {self.node.name}")
-        return default
-
-    def values(self) -> list:
-        return leaves((self.args, self.kwargs))
-
-    def run_meta(self):
-        return self._run(self.node, self.args, self.kwargs, meta=True)
-
-
-class _ShapeProp:
-    def __init__(self, gm: fx.GraphModule | Traced, example_inputs: Sequence):
-        self.gm = gm
-        self.modules = dict(gm.named_modules())
-        self.examples = list(example_inputs)
-        self.real: dict[fx.Node, torch.Tensor] = {}
-        self.gen = torch.Generator().manual_seed(0)
-        self.env: dict[fx.Node, object] = {}
-        self.placeholders = 0
-        self.last: fx.Node | None = None  # the last node evaluated (graph order)
-
-    def run(self) -> None:
-        for node in self.gm.graph.nodes:
-            self.step(node)
-
-    def value_of(self, node: fx.Node):
-        """Evaluate the graph up to `node` and return its value. Incremental: the graph may
-        grow between calls (the tracer asks while it traces)."""
-        start = self.last.next if self.last is not None else next(iter(self.gm.graph.nodes))
-        while node not in self.env:
-            self.step(start)
-            start = start.next
-        return self.env[node]
-
-    def step(self, node: fx.Node) -> None:
-        env = self.env
-        if node.op == "placeholder":
-            if self.placeholders < len(self.examples):
-                real = self.examples[self.placeholders]
-            elif node.args:
-                real = node.args[0]
-            else:
-                raise WidthcError(
-                    f"the model's forward takes an input `{node.target}` that the example "
-                    f"inputs do not provide ({len(self.examples)} given)"
-                )
-            self.placeholders += 1
-            if isinstance(real, torch.Tensor):
-                self.real[node] = real
-            value = to_value(real)
-        elif node.op == "get_attr":
-            real = _fetch_attr(self.gm, node.target)
-            if isinstance(real, torch.Tensor):
-                self.real[node] = real
-            value = to_value(real)
-        elif node.op == "output":
-            value = None
-        else:
-            args = fx.node.map_arg(node.args, lambda n: env[n])
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
-            value = self.eval_node(node, args, kwargs)
-        env[node] = value
-        self.last = node
-        node.meta[VALUE] = value
-        if fx_tracer.ASSUMED_LEN in node.meta:
-            _check_length(node)
-
-    def eval_node(self, node: fx.Node, args, kwargs):
-        if node.op != "call_module" and not _has_tensor((args, kwargs)):
-            # Python arithmetic on sizes, or a tensor built from Python values
-            return to_value(_call(self.modules, node, args, kwargs))
-        spec = ops.lookup(node, self.modules)
-        if spec is not None and spec.shape is not None:
-            module = self.modules.get(node.target) if node.op == "call_module" else None
-            try:
-                return spec.shape(ShapeCtx(node, module, args, kwargs, self.execute))
-            except Exception:  # noqa: BLE001 - a formula that does not fit falls back to running
-                pass
-        return self.execute(node, args, kwargs, meta=node.op != "call_module", measure=True)
-
-    def execute(self, node, args, kwargs, meta=True, measure=False):
-        """Run one op on meta tensors, or on real random ones when meta is not enough."""
-        counter = _counter() if measure else None
-        if meta:
-            try:
-                if counter is not None:
-                    with counter:
-                        out = _call(self.modules, node, _to_meta(args), _to_meta(kwargs))
-                else:
-                    out = _call(self.modules, node, _to_meta(args), _to_meta(kwargs))
-                if counter is not None:
-                    node.meta[MEASURED] = counter.get_total_flops() / 2
-                return to_value(out)
-            except Exception:  # noqa: BLE001
-                counter = _counter() if measure else None
-        real_args = self._materialize(node.args, args)
-        real_kwargs = self._materialize(node.kwargs, kwargs)
-        try:
-            # measured with autograd on: in eval mode without it, nn.MultiheadAttention takes a
-            # fused path that FlopCounterMode does not count
-            with torch.set_grad_enabled(counter is not None):
-                if counter is not None:
-                    with counter:
-                        out = _call(self.modules, node, real_args, real_kwargs)
-                    node.meta[MEASURED] = counter.get_total_flops() / 2
-                else:
-                    out = _call(self.modules, node, real_args, real_kwargs)
-        except Exception as e:  # noqa: BLE001
-            layer = node.target if node.op == "call_module" else node.name
-            cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise WidthcError(
-                f"the model does not run on the example input: layer `{layer}` "
-                f'({ops.op_name(node, self.modules)}) fails with "{cause.rstrip(".")}"; '
-                f"check the input shape (--input-shape)"
-            ) from e
-        return to_value(out)
-
-    def _materialize(self, raw, values):
-        """Real tensors for a node's arguments: the real ones where known, random otherwise."""
-        flat_raw, _ = tree_flatten(raw)
-        flat_val, spec = tree_flatten(values)
-        out = []
-        for r, v in zip(flat_raw, flat_val):
-            if isinstance(v, TensorMeta):
-                real = self.real.get(r) if isinstance(r, fx.Node) else None
-                if real is None or tuple(real.shape) != v.shape:
-                    real = _random(v, self.gen)
-                out.append(real)
-            else:
-                out.append(v)
-        if len(flat_raw) != len(flat_val):  # structures differ (a Node that holds a tuple)
-            out = [_random(v, self.gen) if isinstance(v, TensorMeta) else v for v in flat_val]
-        return tree_unflatten(out, spec)
-
-
-def _sdpa_macs(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _counter() -> FlopCounterMode:
-    """FlopCounterMode that also counts CPU attention (it counts 0 for its fused kernel)."""
-    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    return FlopCounterMode(display=False, custom_mapping={cpu_sdpa: _sdpa_macs})
-
-
-def _random(v: TensorMeta, gen: torch.Generator) -> torch.Tensor:
-    if v.dtype.is_floating_point:
-        return torch.randn(v.shape, dtype=v.dtype, generator=gen)
-    return torch.zeros(v.shape, dtype=v.dtype)
-
-
-def _check_length(node: fx.Node) -> None:
-    """A sized Proxy promised the traced code `n` results (fx_tracer): hold it to that."""
-    n, value = node.meta[fx_tracer.ASSUMED_LEN], node.meta[VALUE]
-    if not isinstance(value, (tuple, list)) or len(value) != n:
-        got = len(value) if isinstance(value, (tuple, list)) else type(value).__name__
-        raise WidthcError(
-            f"`{node.name}` ({node.target}) returns {got} tensors on the example input, but the "
-            f"traced code took the count it was asked for, {n}: give an input whose split "
-            f"dimension has at least {n} entries"
-        )
-
-
-def _call(modules, node: fx.Node, args, kwargs):
-    if node.op == "call_module":
-        return modules[node.target](*args, **kwargs)
-    if node.op == "call_function":  # a helper may mutate its list arguments (torchvision's do)
-        return node.target(*_thaw(args), **_thaw(kwargs))
-    self_obj, *rest = args
-    return getattr(self_obj, node.target)(*rest, **kwargs)
-
-
-def _thaw(x):
-    """fx's immutable argument lists and dicts as plain ones (other values unchanged: a
-    ModelOutput, a dict subclass, stays itself)."""
-    if type(x) in (list, fx.immutable_collections.immutable_list):
-        return [_thaw(v) for v in x]
-    if type(x) in (dict, fx.immutable_collections.immutable_dict):
-        return {k: _thaw(v) for k, v in x.items()}
-    if type(x) is tuple:
-        return tuple(_thaw(v) for v in x)
-    return x
-
-
-def _fetch_attr(gm, target: str):
-    obj = gm.root if isinstance(gm, Traced) else gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def propagate_shapes(gm: fx.GraphModule | Traced, example_inputs: Sequence) -> None:
-    """Fill `node.meta[VALUE]` for every node (see module docstring)."""
-    _ShapeProp(gm, example_inputs).run()
 
 
 def has_timm_leaves(model: nn.Module) -> bool:

@@ -9,6 +9,7 @@ barrier: it freezes the channels it touches (passes/coupling.py), it never guess
 Rules receive a context (`ctx`) from the pass that runs them:
   shape:  ctx.arg(i, name, default) -> value; ctx.module; ctx.run_meta() -> value
   couple: ctx.lay(i, name) -> per-dim entries; ctx.param(name) -> the module parameter's entries;
+          ctx.value(node) / entry(node) -> a Python value node's value / entries;
           ctx.unify / produce / own / cut / same_count / sink / mix / rewrite / set / barrier
           (see passes/coupling.py)
   flops:  ctx.arg, ctx.lay (resolved layouts), ctx.out, ctx.out_lay -> [(macs, factors), ...]

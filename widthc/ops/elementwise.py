@@ -55,6 +55,12 @@ def norm_rule(ctx) -> None:
     reduce_dims(ctx, ctx.arg(2, "dim", None), ctx.arg(3, "keepdim", False))
 
 
+def spread_rule(ctx) -> None:
+    """var / std (x, dim, unbiased, keepdim) or (x, dim, *, correction, keepdim): a reduction
+    over `dim` (all dims when None)."""
+    reduce_dims(ctx, ctx.arg(1, "dim", None), ctx.arg(3, "keepdim", False))
+
+
 def extreme_rule(ctx) -> None:
     """torch.max / min / median: with a tensor operand, elementwise; with a dim, a reduction
     that returns (values, indices), both laid out alike; with neither, a full reduction to one

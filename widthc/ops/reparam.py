@@ -134,10 +134,13 @@ def _weight_norm(module, paths, dim) -> Reparam:
 
 
 def _frozen(module, paths, why) -> Reparam:
-    """Every dim keeps its width; `like`: the source of the weight's rank (its shape)."""
+    """Every dim keeps its width; `like`: the source of the weight's shape (the largest of
+    those of the highest rank: a weight norm's `v`, not its `g` of ones but one dim)."""
     tensors = [tensor_at(module, p) for p in paths]
     ndim = max(t.ndim for t in tensors)
-    like = next(p for p, t in zip(paths, tensors) if t.ndim == ndim)
+    like = max(
+        ((t.numel(), -i, p) for i, (p, t) in enumerate(zip(paths, tensors)) if t.ndim == ndim)
+    )[2]
     sources = tuple((p, (None,) * t.ndim) for p, t in zip(paths, tensors))
     return Reparam(why, sources, like, tuple(range(ndim)), why)
 

@@ -9,7 +9,7 @@ import torch
 
 from widthc import shapes
 from widthc.ir import Layout, TensorMeta
-from widthc.ops.common import first_input, set_field, shape_args
+from widthc.ops.common import first_input, shape_args
 from widthc.ops.elementwise import elementwise_rule
 
 
@@ -92,7 +92,13 @@ def size_quotient(ctx) -> None:
 
 def size_args(ctx, args, result) -> None:
     """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
-    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels."""
+    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels.
+    A whole shape computed at run time (one value holding the sizes) is followed size by size:
+    a size that does not follow channels keeps the width of its dim."""
+    if len(args) == 1 and isinstance(args[0][1], torch.fx.Node):
+        value = ctx.value(args[0][1])
+        if isinstance(value, (tuple, list)) and len(value) == len(result):
+            return sizes_computed(ctx, args[0][1], value, result)
     for d, (path, raw) in enumerate(args):
         if d >= len(result):
             break
@@ -101,6 +107,21 @@ def size_args(ctx, args, result) -> None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
             result[d] = ctx.same_count(ctx.entry(raw), result[d], why="reshape size")
+
+
+def sizes_computed(ctx, node, value, result) -> None:
+    """A shape held by one traced value (`s[:-1] + (h, d)` where the tracer could not split it):
+    each size that reads channels follows them; any other size freezes its dim's channels."""
+    entries = ctx.entry(node)
+    for d, size in enumerate(value):
+        e = entries[d] if isinstance(entries, (tuple, list)) and d < len(entries) else None
+        if size == -1 or result[d] is None:
+            continue
+        if ctx.resolve(e) is None:
+            ctx.sink(result[d], why="reshape to a size computed at run time")
+            result[d] = None
+        else:
+            result[d] = ctx.same_count(e, result[d], why="reshape size")
 
 
 def view_couple(ctx) -> None:
@@ -270,16 +291,26 @@ def split_couple(ctx) -> None:
     pieces = split_layout(entry, sizes_out) if isinstance(entry, Layout) else None
     sizes = ctx.node.args[1] if len(ctx.node.args) > 1 else None
     if pieces is not None and isinstance(sizes, (list, tuple)):
-        for i, piece in enumerate(pieces):
-            ctx.rewrite(("args", 1, i), piece)
+        for i, (piece, size) in enumerate(zip(pieces, sizes)):
+            pieces[i] = split_size(ctx, ("args", 1, i), size, piece)
     elif pieces is not None:  # equal chunks: every chunk keeps the same channels
-        ctx.unify(*pieces, why="equal chunks")
-        if isinstance(sizes, int) and ctx.node.target in (torch.split, "split"):
-            ctx.rewrite(("args", 1), pieces[0])  # split(x, size): the size of every piece
+        piece = ctx.unify(*pieces, why="equal chunks")
+        if ctx.node.target in (torch.split, "split"):  # split(x, size): every piece's size
+            pieces = [split_size(ctx, ("args", 1), sizes, piece)] * len(pieces)
     else:
         ctx.sink(lays[dim], why="split/chunk along the channel dim")
         pieces = [None] * len(out)
     ctx.set(tuple(tuple(p if d == dim else lays[d] for d in range(x.ndim)) for p in pieces))
+
+
+def split_size(ctx, path, size, piece):
+    """A split size: a literal is rewritten with the piece's width; a size read from a tensor
+    (`x.shape[-1]`) counts the same channels as the piece at every width."""
+    if isinstance(size, torch.fx.Node):
+        return ctx.same_count(ctx.entry(size), piece, why="split size")
+    if isinstance(size, int):
+        ctx.rewrite(path, piece)
+    return piece
 
 
 def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
@@ -294,46 +325,6 @@ def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
             return None
         pieces.append(Layout(tuple(take)))
     return pieces if not segs else None
-
-
-def getitem_couple(ctx) -> None:
-    src = ctx.arg(0)
-    if not isinstance(src, TensorMeta):
-        key = ctx.arg(1)
-        if isinstance(key, (int, str)):
-            return set_field(ctx, src, ctx.lay(0), key)
-        return ctx.set(ctx.item_of(0, key))
-    lays, idx = ctx.lay(0), ctx.node.args[1]
-    idx = idx if isinstance(idx, tuple) else (idx,)
-    if any(isinstance(i, torch.fx.Node) or isinstance(i, (list, torch.Tensor)) for i in idx):
-        return ctx.barrier("advanced indexing")
-    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
-    out, d = [], 0
-    for i in idx:
-        if i is Ellipsis:
-            for _ in range(src.ndim - n_real):
-                out.append(lays[d])
-                d += 1
-        elif i is None:
-            out.append(None)
-        elif isinstance(i, slice):
-            # a slice that keeps everything keeps doing so once the dim shrinks
-            full = (
-                (i.start is None or i.start == 0)
-                and (i.stop is None or (isinstance(i.stop, int) and i.stop >= src.shape[d]))
-                and (i.step is None or i.step == 1)
-            )
-            if not full:
-                ctx.sink(lays[d], why="slicing along the channel dim")
-                out.append(None)
-            else:
-                out.append(lays[d])
-            d += 1
-        else:  # an int: the dim disappears
-            ctx.sink(lays[d], why="indexing along the channel dim")
-            d += 1
-    out.extend(lays[d:])
-    ctx.set(tuple(out))
 
 
 def flatten_module_shape(ctx) -> TensorMeta:

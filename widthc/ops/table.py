@@ -42,9 +42,11 @@ from widthc.ops.elementwise import (
     softmax,
     softmax_at,
     spatial,
+    spread_rule,
     tensor_attr,
     unary,
 )
+from widthc.ops.indexing import getitem_couple, setitem_couple
 from widthc.ops.layers import (
     batch_norm_fn_couple,
     channel_norm_couple,
@@ -84,7 +86,6 @@ from widthc.ops.shape_ops import (
     expand_couple,
     flatten_couple,
     flatten_module_shape,
-    getitem_couple,
     permute_couple,
     size_quotient,
     split_couple,
@@ -196,6 +197,10 @@ register(spec("reduction", run_on_meta, pair_reduction(2)), torch.kthvalue, Meth
 register(
     spec("reduction", run_on_meta, norm_rule), torch.norm, Method("norm"), torch.linalg.vector_norm
 )
+register(
+    spec("reduction", run_on_meta, spread_rule),
+    torch.var, torch.std, *(Method(n) for n in ("var", "std")),
+)  # fmt: skip
 register(spec("sort", run_on_meta, ranked_rule(1)), torch.sort, Method("sort"))
 register(spec("sort", run_on_meta, ranked_rule(2)), torch.topk, Method("topk"))
 register(
@@ -263,6 +268,7 @@ register(
     torch.chunk, torch.split, torch.unbind, Method("chunk"), Method("split"), Method("unbind"),
 )  # fmt: skip
 register(spec("getitem", run_on_meta, getitem_couple), operator.getitem)
+register(spec("setitem", run_on_meta, setitem_couple), operator.setitem)
 register(
     _ATTR,
     Method("size"), Method("dim"), Method("numel"), Method("ndimension"), Method("nelement"),
