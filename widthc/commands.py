@@ -67,7 +67,9 @@ def analyze_command(options: dict, json_path: str | None) -> None:
     program = ctx.program
     for path, why in getattr(program.traced, "auto_leaves", ()):
         print(f"traced {path} as a leaf: {why}")
-    print_analysis(program, ctx.model_source.name, ctx.latency if ctx.measures_latency else None)
+    print_analysis(
+        program, ctx.model_source.name, latency=ctx.latency if ctx.measures_latency else None
+    )
     if json_path:
         write_text(Path(json_path), json.dumps(program.to_json(), indent=2))
         print(f"wrote {json_path}")

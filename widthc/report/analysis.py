@@ -37,7 +37,7 @@ def layers_text(g: ChannelGroup) -> str:
     return text
 
 
-def print_analysis(program, name: str, latency=None, console: Console | None = None) -> None:
+def print_analysis(program, name: str, console: Console | None = None, latency=None) -> None:
     """The table of `widthc analyze`; with a latency model (`--runtime`), each group's latency
     sensitivity beside its FLOPs sensitivity, and the model's latency in the footer."""
     console = console or Console()
