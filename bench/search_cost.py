@@ -14,9 +14,14 @@
    overhead (everything outside the score function).
 
 Times are this process's CPU time (`time.process_time`: one thread, so it is the compute
-itself, not what other processes on a shared machine take from it).
+itself, not what other processes on a shared machine take from it). With `--device cuda` the
+scoring and the search run on the GPU (the supernet masked, issue 15) and times are wall
+times between `torch.cuda.synchronize()` calls; scoring then uses batch 128, and each round
+scores a new 50%-FLOPs width after 10 warm-up widths (the slimmed model's second run is the
+unit: its kernels warm).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/search_cost.py [--quick]
+    python bench/search_cost.py --device cuda [--quick]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from widthc.frontends.data import load_splits
 from widthc.train import TrainConfig, train_supernet
 
 ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
 
 
 def width_arithmetic(repeats: int) -> dict:
@@ -73,28 +79,49 @@ def width_arithmetic(repeats: int) -> dict:
     }
 
 
-def scoring_ratio(rounds: int) -> dict:
+def _clock(device):
+    """A timer: this process's CPU time on a CPU, synchronised wall time on a GPU."""
+    if device.type != "cuda":
+        return time.process_time
+
+    def timer() -> float:
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return timer
+
+
+def scoring_ratio(rounds: int, device=CPU) -> dict:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10)
     program = widthc.compile(model, torch.randn(1, 3, 32, 32))
-    net = widthc.supernet(program)
-    choice = program.candidates(program.uniform(flops=0.5 * program.flops()))[1]
+    net = widthc.supernet(program).to(device)
+    cuda = device.type == "cuda"
+    size, warm = (128, 10) if cuda else (64, 0)
     train = load_splits("digits", (1, 3, 32, 32), seed=0).train
-    batches = [batch(train, torch.arange(i * 64, (i + 1) * 64)) for i in range(10)]
+    batches = [batch(train, torch.arange(i * size, (i + 1) * size) % len(train)) for i in range(10)]
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
     calib, val = [x for x, _ in batches[:5]], batches[5:]
+    half = program.uniform(flops=0.5 * program.flops())
+    clock = _clock(device)
     ratios, t_score, t_slim = [], [], []
-    for _ in range(rounds):
-        t0 = time.process_time()
+    for r in range(warm + rounds):
+        width = program.random(r, flops=0.5 * program.flops()) if cuda else half
+        choice = program.candidates(width)[min(1, len(program.candidates(width)) - 1)]
+        t0 = clock()
         score_choice(net, choice, calib, val)
-        t1 = time.process_time()
-        small = widthc.slim(program, choice)  # slimming is not timed: only running it
-        t2 = time.process_time()
-        with torch.no_grad():
-            recalibrate(small, calib)
-            small.eval()
-            for x, y in val:
-                float((small(x).argmax(-1) == y).float().mean())
-        t3 = time.process_time()
+        t1 = clock()
+        small = widthc.slim(program, choice).to(device)  # slimming is not timed: only running it
+        for _ in range(2 if cuda else 1):  # on a GPU the second run: its kernels warm
+            t2 = clock()
+            with torch.no_grad():
+                recalibrate(small, calib)
+                small.eval()
+                for x, y in val:
+                    float((small(x).argmax(-1) == y).float().mean())
+            t3 = clock()
+        if r < warm:
+            continue
         t_score.append(t1 - t0)
         t_slim.append(t3 - t2)
         ratios.append((t1 - t0) / (t3 - t2))
@@ -105,39 +132,40 @@ def scoring_ratio(rounds: int) -> dict:
     }
 
 
-def digits_search(epochs: int, population: int, generations: int) -> dict:
+def digits_search(epochs: int, population: int, generations: int, device=CPU) -> dict:
     sys.path.insert(0, str(ROOT / "examples"))
     import mobilenet_digits
 
     torch.manual_seed(0)
     model = mobilenet_digits.model()
     program = widthc.compile(model, torch.randn(1, 1, 8, 8))
-    net = widthc.supernet(program)
+    net = widthc.supernet(program).to(device)
     splits = load_splits("digits", (1, 1, 8, 8), seed=0)
     train, val = splits.train, splits.val
-    t0 = time.process_time()
+    clock = _clock(device)
+    t0 = clock()
     train_supernet(net, train, None, TrainConfig(epochs=epochs, batch_size=64))
-    t_train = time.process_time() - t0
+    t_train = clock() - t0
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     calib = [batch(train, order[i * 64 : (i + 1) * 64])[0] for i in range(8)]
     val_batches = [
         batch(val, torch.arange(i, min(i + 256, len(val)))) for i in range(0, len(val), 256)
     ]
-    scorer = MaxMax(net, calib, val_batches, timer=time.process_time)
+    scorer = MaxMax(net, calib, val_batches, timer=clock)
     in_score = [0.0]
 
     def score(w):
-        t = time.process_time()
+        t = clock()
         s = scorer(program.space.choice(w))
-        in_score[0] += time.process_time() - t
+        in_score[0] += clock() - t
         return s.value, s.candidate
 
-    t0 = time.process_time()
+    t0 = clock()
     result = search.search(
         program.space, program.flops_many, score, 0.5 * program.flops(), "evolutionary",
         population=population, generations=generations,
     )  # fmt: skip
-    total = time.process_time() - t0
+    total = clock() - t0
     calib_s, val_s = scorer.clock["calibration"], scorer.clock["validation"]
     return {
         "supernet training s": t_train,
@@ -158,21 +186,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, a small search")
     parser.add_argument("--part", choices=("all", "arithmetic", "scoring", "search"), default="all")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread")
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, {args.device}")
     if args.part in ("all", "arithmetic"):
         print("\n## width arithmetic (resnet50, 224x224)")
         for k, v in width_arithmetic(3 if args.quick else 7).items():
             print(f"- {k}: {v:,.4g}")
     if args.part in ("all", "scoring"):
-        print("\n## scoring a 50%-FLOPs candidate (resnet18, 32x32, batch 64, 10 batches)")
-        for k, v in scoring_ratio(5 if args.quick else 21).items():
+        size = 128 if device.type == "cuda" else 64
+        print(f"\n## scoring a 50%-FLOPs candidate (resnet18, 32x32, batch {size}, 10 batches)")
+        for k, v in scoring_ratio(5 if args.quick else 21, device).items():
             print(f"- {k}: {v:.4g}")
     if args.part in ("all", "search"):
         print("\n## one evolutionary search on digits (examples/mobilenet_digits.py)")
         pop, gens = (8, 3) if args.quick else (40, 50)
-        for k, v in digits_search(2 if args.quick else 5, pop, gens).items():
+        for k, v in digits_search(2 if args.quick else 5, pop, gens, device).items():
             print(f"- {k}: {v:.4g}")
 
 

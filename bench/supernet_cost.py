@@ -15,12 +15,20 @@ like with like; the configurations take turns step by step (in a new order every
 ratio is the median of the ratios of the same round. Times are medians over `--steps` steps
 after `--warmup` steps.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py
+`--shapes`: the distinct convolution shapes a 1,000-step min-min run (r=1, f=0.25) presents,
+sliced against masked execution (bench/supernet_cuda.py). `--device cuda`: issue 15's protocol
+on a GPU (bench/supernet_cuda.py: steady state after 500 fresh widths, the plain full model's
+step as the unit, r=0, r=1 f=0.25, r=1 f=1, bf16 + channels-last, scoring). `--protocol` runs
+that protocol on the CPU too (the tests' smoke run of the GPU script, with tiny sizes).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/supernet_cost.py [--offsets 0,1] [--shapes 1000]
+    python bench/supernet_cost.py --device cuda --batch 128 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -31,10 +39,12 @@ from torch.profiler import ProfilerActivity, profile
 
 import widthc
 from widthc import space
+from widthc.config import EXECUTIONS
 from widthc.evaluate import batch as take
 from widthc.frontends.data import load_splits
 from widthc.loop import sgd
 from widthc.passes.slim import slim
+from widthc.precision import Precision
 from widthc.train import MinMinStep, TrainConfig, cross_entropy, sample_width
 
 SIZE, CLASSES = 32, 10
@@ -57,7 +67,7 @@ class _Run:
 
     def __init__(self, net, step, opt):
         self.net, self.step_fn, self.opt, self.step = net, step, opt, 0
-        self.total_steps = 10**9
+        self.total_steps, self.precision = 10**9, Precision()
 
     @property
     def agree(self):
@@ -71,8 +81,8 @@ class _Run:
         return record
 
 
-def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool = False) -> _Run:
-    net = widthc.supernet(program, offset)
+def _run(program, offset: int, batches, fraction=1.0, agreement=False, execution="sliced") -> _Run:
+    net = widthc.supernet(program, offset, execution=execution)
     cfg = TrainConfig(
         batch_size=len(batches[0][1]),
         lr=0.01,
@@ -87,7 +97,7 @@ def _run(program, offset: int, batches, fraction: float = 1.0, agreement: bool =
     return run
 
 
-def step_times(program, batches, warmup: int) -> dict:
+def step_times(program, batches, warmup: int, offsets=(0, 1, 2, 3), masked=False) -> dict:
     """Median ms per training step of every configuration. The configurations take turns step
     by step, so a busy machine slows them alike and the ratios stay fair."""
     gen = torch.Generator().manual_seed(0)
@@ -109,10 +119,13 @@ def step_times(program, batches, warmup: int) -> dict:
         plain_step((i + 1) % len(batches), i)
 
     steps = {"plain": plain_step}
-    for r in (0, 1, 2, 3):
+    for r in offsets:
         for f in (1.0, 0.25) if r else (1.0,):
             run = _run(program, r, batches, f)
             steps[f"r={r} f={f}"] = lambda i, run=run: run._step(*batches[i])
+    for r, f in ((0, 1.0), (1, 0.25)) if masked else ():  # every width at full width
+        run = _run(program, r, batches, f, execution="masked")
+        steps[f"r={r} f={f} masked"] = lambda i, run=run: run._step(*batches[i])
     times: dict[str, list[float]] = {k: [] for k in steps}
     keys = list(steps)
     for i in range(len(batches)):
@@ -198,19 +211,41 @@ def peak_memory(program, offset: int, batches) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mobilenet_v2,resnet18")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=None, help="default: 64 on CPU, 128 on CUDA")
+    ap.add_argument("--steps", type=int, default=None, help="default: 20 on CPU, 100 on CUDA")
+    ap.add_argument("--warmup", type=int, default=None, help="default: 3 on CPU, 500 on CUDA")
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--offsets", default="0,1,2,3", help="CPU: the offsets r to time")
+    ap.add_argument("--masked", action="store_true", help="CPU: also masked r=0 and r=1 f=0.25")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--protocol", action="store_true", help="issue 15's protocol on any device")
+    ap.add_argument(
+        "--execution", choices=EXECUTIONS, default="auto", help="protocol: the supernet's"
+    )
+    ap.add_argument("--scoring-widths", type=int, default=12, help="protocol: widths timed")
+    ap.add_argument(
+        "--shapes",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="count the convolution shapes of a run of this many steps, and stop",
+    )
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    args = ap.parse_args()  # fmt: skip
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.shapes:
+        return shapes_main(args)
+    if args.device == "cuda" or args.protocol:
+        return protocol_main(args)
+    args.batch, args.steps, args.warmup = args.batch or 64, args.steps or 20, args.warmup or 3
+    offsets = tuple(int(r) for r in args.offsets.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, batch {args.batch}, "
           f"{SIZE}x{SIZE}, median of {args.steps} steps after {args.warmup} warm-up")  # fmt: skip
     for name in args.models.split(","):
         program = _program(name)
         batches = _batches(args.batch, args.warmup + args.steps)
-        st = step_times(program, batches, args.warmup)
+        st = step_times(program, batches, args.warmup, offsets, args.masked)
         fw = forward_times(program, batches[0][0], args.warmup, args.steps)
         mem = {r: peak_memory(program, r, batches[:4]) for r in (0, 1)}
         print(f"\n### {name} ({space.human(program.flops())} FLOPs at {SIZE}x{SIZE})\n")
@@ -236,6 +271,73 @@ def main() -> None:
             f"\npeak tensor memory of training (torch profiler, 3 steps): r=0 {mem[0]:.0f} MiB, "
             f"r=1 {mem[1]:.0f} MiB, ratio {mem[1] / max(mem[0], 1e-9):.2f}"
         )
+
+
+def shapes_main(args) -> None:
+    """Distinct convolution shapes of a min-min run (r=1, f=0.25), sliced and masked, each
+    from the same freshly built model, on digits at 16x16."""
+    from supernet_cuda import conv_shapes
+
+    batch, size = args.batch or 8, 16
+    train = load_splits("digits", (1, 3, size, size), seed=0).train
+    n = len(train) // batch
+    batches = [take(train, torch.arange(i * batch, (i + 1) * batch)) for i in range(n)]
+    print(f"distinct convolution shapes in {args.shapes} min-min steps (r=1, f=0.25, a new "
+          f"width every step, batch {batch}, digits at {size}x{size}, CPU):\n")  # fmt: skip
+    print("| model | convolutions | sliced: forward / backward | masked: forward / backward |")
+    print("|---|---:|---:|---:|")
+    found = {}
+    for name in args.models.split(","):
+        counts = {
+            e: conv_shapes(_program(name), e, args.shapes, batches) for e in ("sliced", "masked")
+        }
+        program = _program(name)
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in program.gm.modules())
+        found[name] = {"convolutions": convs, **counts}
+        s, m = counts["sliced"], counts["masked"]
+        print(f"| {name} | {convs} | {s['forward']} / {s['backward']} | "
+              f"{m['forward']} / {m['backward']} |", flush=True)  # fmt: skip
+        if min(s["trained"], m["trained"]) < args.shapes:
+            print(f"(steps that trained: sliced {s['trained']}, masked {m['trained']})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(found, f, indent=2)
+
+
+def protocol_main(args) -> None:
+    """Issue 15's protocol on one device (a GPU; a CPU for the smoke test); a table per model
+    and the targets."""
+    from supernet_cuda import cuda_costs
+
+    device = torch.device(args.device)
+    batch, steps, warmup = args.batch or 128, args.steps or 100, args.warmup or 500
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {where}, batch {batch}, 32x32, {warmup} warm-up steps "
+          f"(fresh widths), {steps} timed steps, synchronised")  # fmt: skip
+    results = []
+    for name in args.models.split(","):
+        r = cuda_costs(name, batch, warmup, steps, device, args.execution, args.scoring_widths)
+        results.append(r)
+        if args.json:  # after every model: a run stopped later keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        print(f"\n### {name}\n\n| step | ms | vs plain full model |\n|---|---:|---:|")
+        for key in (k for k in r if isinstance(r[k], float) and f"{k} / plain" in r):
+            print(f"| {key} ({r.get(f'{key} execution', 'plain')}) | {r[key]:.2f} | "
+                  f"{r[f'{key} / plain']:.2f} |")  # fmt: skip
+        print(f"\nr=1 f=0.25 / r=0: {r['r=1 f=0.25 / r=0']:.2f} (fp32), "
+              f"{r['r=1 f=0.25 bf16+cl / r=0']:.2f} (bf16 + channels-last)")  # fmt: skip
+        for label in ("fp32", "bf16+cl"):
+            print(f"scoring a 50%-FLOPs width ({label}): {r[f'scoring {label} ms']:.1f} ms, the "
+                  f"slimmed model {r[f'slim eval {label} ms']:.1f} ms, ratio "
+                  f"{r[f'scoring {label} / slim eval']:.2f}")  # fmt: skip
+        print(f"\n| target ({name}, batch {batch}) | measured | |\n|---|---:|---|")
+        for what, value, limit in (
+            ("min-min r=0 step <= 1.5x the plain full model's", r["r=0 f=1.0 / plain"], 1.5),
+            ("r=1 f=0.25 <= 1.3x r=0", r["r=1 f=0.25 / r=0"], 1.3),
+            ("scoring <= 2x the slimmed model's eval", r["scoring fp32 / slim eval"], 2.0),
+        ):
+            print(f"| {what} | {value:.2f} | {'met' if value <= limit else 'missed'} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ CASES = [
     ("a runtime that is not installed", ["slim", DIGITS, "--latency", "50%", "--search", "uniform", "--out", "OUT", "@no-onnxruntime"], "needs onnxruntime"),
     ("a latency below the smallest width's", ["slim", DIGITS, "--latency", "1us", "--search", "uniform", "--align", "1", "--out", "OUT"], "a latency budget of 0.001 ms is out of reach"),
     ("a GPU runtime without a GPU", ["slim", DIGITS, "--latency", "50%", "--search", "uniform", "--runtime", "torch-cuda", "--out", "OUT", "@no-gpu"], "needs a CUDA GPU"),
+    ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run
     "@no-onnxruntime": lambda mp: mp.setitem(sys.modules, "onnxruntime", None),

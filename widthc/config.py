@@ -17,8 +17,8 @@ from typing import Any
 from widthc.errors import WidthcError
 
 __all__ = [
-    "DEFAULT_RUNTIME", "RUNTIMES", "RetrainConfig", "RunConfig", "SearchConfig", "TrainConfig",
-    "default", "flag_name", "option", "option_fields",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "RetrainConfig",
+    "RunConfig", "SearchConfig", "TrainConfig", "default", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
 # the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
@@ -42,6 +42,13 @@ SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or mi
 def flag_name(name: str) -> str:
     """A field's option as the user types it: `batch_size` -> `--batch-size`."""
     return "--" + name.replace("_", "-")
+
+
+EXECUTIONS = ("auto", "sliced", "masked")  # how a supernet runs (widthc/supernet.py)
+AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
+FP16_NEEDS_CUDA = (
+    "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"
+)
 
 
 def _bad(name: str, rule: str, value) -> WidthcError:
@@ -82,6 +89,19 @@ class TrainConfig:
     seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
     checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
     calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
+    execution: str = option(
+        "auto",
+        "Supernet execution: sliced, masked (every width at full width: static shapes), or "
+        "auto (masked on CUDA where it equals sliced, sliced on CPU).",
+        choices=EXECUTIONS,
+    )
+    amp: str = option(
+        "off", "Mixed precision of training, scoring, retraining (fp16: CUDA only).", choices=AMP
+    )
+    channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
+    log_every: int = option(
+        0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
+    )
 
     def check(self) -> TrainConfig:
         for name in ("epochs", "batch_size"):
@@ -101,6 +121,11 @@ class TrainConfig:
             raise _bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.log_every < 0:
+            raise _bad("log_every", "0 (automatic) or more", self.log_every)
+        for name, allowed in (("amp", AMP), ("execution", EXECUTIONS)):
+            if getattr(self, name) not in allowed:
+                raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
         if self.sampling not in SAMPLINGS:
             raise _bad("sampling", " or ".join(SAMPLINGS), self.sampling)
         if not 0 <= self.budget_sampling <= 1:
@@ -300,6 +325,8 @@ class RunConfig:
             raise WidthcError(
                 "--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only"
             )
+        if self.train.amp == "fp16" and self.device != "cuda":
+            raise WidthcError(FP16_NEEDS_CUDA)
         return self
 
     # --- flat JSON (config.json) and option dicts ----------------------------------------------

@@ -228,14 +228,15 @@ class Context:
     def supernet(self, trained: bool = True, device: torch.device | None = None) -> Supernet:
         """The run's supernet (with the trained weights of supernet.pt)."""
         if not trained:
-            return widthc.supernet(self.program, self.config.offset).to(device or self.device)
+            net = widthc.supernet(self.program, self.config.offset, self.config.train.execution)
+            return net.to(device or self.device)
         return self.trained_supernet(self.program, self.run.file(SUPERNET), device)
 
     def trained_supernet(self, program: Program, path, device=None) -> Supernet:
         """The supernet of `program` with the weights of the checkpoint at `path`, which must
         have been trained for the same groups."""
         device = device or self.device
-        net = widthc.supernet(program, self.config.offset).to(device)
+        net = widthc.supernet(program, self.config.offset, self.config.train.execution).to(device)
         ckpt = checkpoint.load(path, map_location=device)
         checkpoint.check_groups(path, ckpt.get("groups"), program)
         try:

@@ -10,7 +10,10 @@ so the supernet is bit-for-bit unchanged by any number of scorings, and the rand
 was computed).
 
 A width's score is the best of its candidates' (max-max); the winning candidate is the one that
-is exported. `MaxMax` caches scores by width (bin counts), across budgets and searchers.
+is exported. `MaxMax` caches scores by width (bin counts), across budgets and searchers, and
+scores every width with one `Precision` (autocast, memory format): the same way in every
+searcher and budget. On an accelerator the supernet runs masked (one set of shapes for every
+width) and the metric stays on the device until the width's score is complete.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data import default_collate as _collate
 
 from widthc.ir import WidthChoice
+from widthc.precision import Precision
 from widthc.supernet import Supernet, device_of
 
 __all__ = [
@@ -37,12 +41,13 @@ __all__ = [
     "score_choice",
 ]
 
-Metric = Callable[[torch.Tensor, torch.Tensor], float]  # (output, target) -> mean, higher better
+# (output, target) -> the batch's mean (a number or a 0-dim tensor), higher is better
+Metric = Callable[[torch.Tensor, torch.Tensor], "float | torch.Tensor"]
 
 
-def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
-    """Top-1 accuracy of a batch of logits."""
-    return float((output.argmax(-1) == target).float().mean())
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy of a batch of logits (a 0-dim tensor on their device)."""
+    return (output.argmax(-1) == target).float().mean()
 
 
 def metric_name(metric: Metric | None) -> str:
@@ -60,9 +65,9 @@ def negative_loss(loss_fn: Callable) -> Metric:
     """A loss as a metric (higher is better): minus its batch mean. Continuous, so widths
     that tie on accuracy still differ."""
 
-    def metric(output: torch.Tensor, target: torch.Tensor) -> float:
+    def metric(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """minus the validation loss"""
-        return -float(loss_fn(output, target))
+        return -loss_fn(output, target).detach().float()  # on the device: no host read
 
     return metric
 
@@ -98,6 +103,7 @@ def score_choice(
     seed: int = 0,
     clock: dict | None = None,
     timer=time.perf_counter,
+    precision: Precision | None = None,
 ) -> float:
     """The metric of one sub-network on `val` ((input, target) batches), after re-estimating its
     batch-norm statistics on the `calibration` input batches. The supernet is unchanged.
@@ -105,19 +111,25 @@ def score_choice(
     metric = metric or accuracy
     device = device_of(net)
     clock = clock if clock is not None else {}
+    precision = precision or Precision()
+
+    def moved(x):
+        return precision.inputs(x.to(device, non_blocking=True))
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        with net.isolated(choice) as gm:
+        with net.isolated(choice) as gm, precision.autocast():
             t0 = timer()
             if calibration:
-                recalibrate(gm, [x.to(device, non_blocking=True) for x in calibration])
+                recalibrate(gm, [moved(x) for x in calibration])
             t1 = timer()
             gm.eval()
             total, n = 0.0, 0
             for x, y in val:
-                out = gm(x.to(device, non_blocking=True))
-                total += float(metric(out, y.to(device, non_blocking=True))) * len(y)
+                value = metric(gm(moved(x)), y.to(device, non_blocking=True))
+                total = total + value * len(y)  # a tensor stays on the device
                 n += len(y)
+            total = float(total)
             t2 = timer()
     clock["calibration"] = clock.get("calibration", 0.0) + t1 - t0
     clock["validation"] = clock.get("validation", 0.0) + t2 - t1
@@ -138,9 +150,11 @@ class MaxMax:
         metric: Metric | None = None,
         seed: int = 0,
         timer=time.perf_counter,
+        precision: Precision | None = None,
     ):
         self.net, self.calibration, self.val = net, list(calibration), val
         self.metric, self.seed, self.timer = metric, seed, timer
+        self.precision = precision or Precision()
         self.cache: dict[tuple, Score] = {}
         self.scored = 0  # candidate sub-networks actually evaluated (cache misses)
         self.clock: dict[str, float] = {}  # seconds in calibration and validation
@@ -169,7 +183,7 @@ class MaxMax:
         self.scored += 1
         return score_choice(
             self.net, choice, self.calibration, self.val, self.metric, self.seed, self.clock,
-            self.timer,
+            self.timer, self.precision,
         )  # fmt: skip
 
     def preload(self, widths: Iterable[tuple[WidthChoice, Score]]) -> None:
@@ -186,6 +200,7 @@ def evaluate(
     batch_size: int = 256,
     calibration: list | None = None,
     metric: Metric | None = None,
+    precision: Precision | None = None,
 ) -> float:
     """`metric` (default: top-1 accuracy) of `choice` on `data`, in eval mode, after
     re-estimating batch-norm statistics on the `calibration` (input, label) batches. The
@@ -194,7 +209,8 @@ def evaluate(
         batch(data, torch.arange(start, min(start + batch_size, len(data))))
         for start in range(0, len(data), batch_size)
     )
-    return score_choice(net, choice, [x for x, _ in calibration or []], val, metric)
+    calib = [x for x, _ in calibration or []]
+    return score_choice(net, choice, calib, val, metric, precision=precision)
 
 
 def recalibrate(net: torch.nn.Module, batches: list, seed: int | None = None) -> None:

@@ -4,7 +4,13 @@ One job per piece: `optimizer` builds SGD with a cosine schedule (paper A.2), `e
 fixes the data order of an epoch by seed, `Trainer` runs a step function over the data with
 checkpoints, resume, a JSON-lines log, a validation hook and a progress bar. A step function
 takes a batch and returns the step's record (`loss` at least); it owns whatever else it needs
-(the min-min candidate choice, a width sampler) and exposes its resumable state.
+(the min-min candidate choice, a width sampler) and exposes its resumable state; its `trainer`
+attribute is set to the loop that runs it (the step count, the precision).
+
+A record's values may be tensors on the device: the loop reads them every `log_every` steps
+(and before a checkpoint, a validation, the end), all of them in one copy, so that a GPU is not
+stopped every step to hand one loss to the host. Every step is still logged, and a non-finite
+loss still stops training, naming its step, before any checkpoint holds its weights.
 
 Checkpoints are written atomically and load with `torch.load(weights_only=True)`; every random
 state is stored, so a resumed run is bit-for-bit the run that was never interrupted.
@@ -27,6 +33,7 @@ from widthc import checkpoint, distributed, interrupt
 from widthc.errors import WidthcError
 from widthc.evaluate import batch
 from widthc.files import write_text
+from widthc.precision import Precision
 from widthc.supernet import device_of
 
 
@@ -81,9 +88,12 @@ class Trainer:
 
     def __init__(
         self, model, step, data, cfg, opt, schedule, files=None, validate=None, fmt=None,
-        workers: int | None = None, program=None,
+        workers: int | None = None, program=None, precision: Precision | None = None,
     ):  # fmt: skip
         self.model, self.step_fn, self.data, self.cfg = model, step, data, cfg
+        self.precision = precision or Precision.of(cfg, device_of(model))
+        self.precision.module(model)
+        step.trainer = self
         self.opt, self.schedule, self.validate_fn = opt, schedule, validate
         self.path, self.log_path = (Path(files[0]), Path(files[1])) if files else (None, None)
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -102,6 +112,11 @@ class Trainer:
         self.workers = min(8, max(0, (os.cpu_count() or 1) - 1)) if workers is None else workers
         self._order: tuple[int, torch.Tensor | None] = (-1, None)
         self.program = program  # the checkpoint records its groups: another model is refused
+        every = getattr(cfg, "log_every", 1)
+        self.log_every = every or (1 if device_of(model).type == "cpu" else AUTO_LOG_EVERY)
+        self.pending: list[dict] = []  # records whose tensors the host has not read yet
+        self.records: list[dict] = []  # the records read, of this `run`
+        self.bar, self.label = Progress(self.total_steps, 0, cfg.epochs, False), "train"
 
     # --- starting and resuming -------------------------------------------------------------------
 
@@ -133,6 +148,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["scheduler"])
+        self.precision.load_state(ckpt.get("scaler"))
         self.step_fn.load_state(ckpt["step_state"])
         checkpoint.set_rng_state(ckpt["rng"][self.rank])
         self.step = ckpt["step"]
@@ -142,6 +158,7 @@ class Trainer:
             _truncate_log(self.log_path, self.step)
 
     def save(self) -> None:
+        self.flush()  # the step state is current, and no diverged step is saved
         rng = distributed.gather(checkpoint.rng_state())  # collective: every rank takes part
         if self.path is None or self.rank != 0:
             self.last_saved = self.step
@@ -161,6 +178,7 @@ class Trainer:
                 "step_state": self.step_fn.state(),
                 "validation": list(self.validation),
                 "groups": checkpoint.group_signature(self.program) if self.program else None,
+                "scaler": self.precision.state(),
             },
         )
         self.last_saved = self.step
@@ -169,34 +187,33 @@ class Trainer:
 
     def run(self, max_steps: int | None = None, progress: bool = False, label: str = "train"):
         """Train until the last step (or `max_steps`); returns the records of the steps run."""
-        records = []
+        self.records: list[dict] = []
         stop = self.total_steps if max_steps is None else min(self.total_steps, max_steps)
-        bar = Progress(self.total_steps, self.step, self.cfg.epochs, progress and self.rank == 0)
+        self.bar = Progress(
+            self.total_steps, self.step, self.cfg.epochs, progress and self.rank == 0
+        )
+        self.label = label
         device = device_of(self.model)
         batches = None
-        with bar:
+        with self.bar:
             while self.step < stop:
                 epoch, b = divmod(self.step, self.steps_per_epoch)
                 if b == 0 or batches is None:
                     batches = self._batches(epoch, b)
                 x, y = next(batches)
-                record = self.step_fn(
-                    x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                )
-                value = record["loss"]
-                if not math.isfinite(value):
-                    self.diverged(value, record.get("candidate"))
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
+                x = self.precision.inputs(x.to(device, non_blocking=True))
+                record = self.step_fn(x, y.to(device, non_blocking=True))
                 lr = self.opt.param_groups[0]["lr"]
+                self.pending.append({"step": self.step + 1, "epoch": epoch, **record, "lr": lr})
+                if len(self.pending) >= self.log_every:
+                    self.flush()  # before the update: a diverged step (log_every 1) changes nothing
+                self.precision.step(self.opt)
+                self.opt.zero_grad(set_to_none=True)
                 self.schedule.step()
                 self.step += 1
-                record = {"step": self.step, "epoch": epoch, **record, "lr": lr}
-                records.append(record)
-                self.log(record)
-                bar.update(epoch, self.step, label, self.fmt(record))
                 epoch_end = self.step % self.steps_per_epoch == 0
                 if epoch_end and self.validate_fn is not None:
+                    self.flush()
                     result = self.validate_fn(epoch)
                     if result is not None:
                         result = {"epoch": epoch, "step": self.step, **result}
@@ -207,7 +224,22 @@ class Trainer:
                 if epoch_end or (every and self.step % every == 0) or self.step == stop or stopping:
                     self.save()
                 interrupt.check()
-        return records
+            self.flush()
+        return self.records
+
+    def flush(self) -> None:
+        """Read the pending records' tensors (one copy to the host), then check, log and show
+        each record; a non-finite loss stops training at its step."""
+        pending, self.pending = self.pending, []
+        for record in to_host(pending):
+            settle = getattr(self.step_fn, "settle", None)
+            if settle is not None:
+                settle(record)  # fields that need the host values (the candidate histogram)
+            if not math.isfinite(record["loss"]):
+                self.diverged(record["loss"], record.get("candidate"), record["step"])
+            self.records.append(record)
+            self.log(record)
+            self.bar.update(record["epoch"], record["step"], self.label, self.fmt(record))
 
     def _batches(self, epoch: int, first: int):
         """This rank's batches of `epoch` from batch `first` on: indexed directly from tensors,
@@ -233,7 +265,7 @@ class Trainer:
             self._order = (epoch, epoch_order(len(self.data), self.cfg.seed, epoch))
         return self._order[1]
 
-    def diverged(self, value: float, which=None) -> None:
+    def diverged(self, value: float, which=None, step: int | None = None) -> None:
         where = (
             f"; the last good checkpoint ({self.path}, step {self.last_saved}) is kept"
             if self.path is not None and self.last_saved is not None
@@ -241,7 +273,7 @@ class Trainer:
         )
         what = f" (candidate {which})" if which is not None else ""
         raise WidthcError(
-            f"the training loss became {value} at step {self.step + 1}{what}; "
+            f"the training loss became {value} at step {step or self.step + 1}{what}; "
             f"training stopped{where}: lower --lr or check the data for NaN or inf values"
         )
 
@@ -257,19 +289,45 @@ class PlainStep:
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable):
         self.model, self.loss_fn = model, loss_fn
+        self.trainer: Trainer | None = None  # set by the loop that runs it
 
     def __call__(self, x, y) -> dict:
-        loss = self.loss_fn(self.model(x), y)
-        value = float(distributed.mean(loss.detach()))
-        if math.isfinite(value):
-            loss.backward()
-        return {"loss": value}
+        precision = self.trainer.precision
+        with precision.autocast():
+            loss = self.loss_fn(self.model(x), y)
+        precision.backward(loss)
+        return {"loss": distributed.mean(loss.detach().float())}
 
     def state(self) -> dict:
         return {}
 
     def load_state(self, state: dict) -> None:
         pass
+
+
+AUTO_LOG_EVERY = 25  # steps between host reads of the losses on an accelerator (log_every 0)
+
+
+def to_host(records: list[dict]) -> list[dict]:
+    """The records with every tensor value read to the host in one copy per device: a 0-dim
+    tensor becomes a number, any other a list."""
+    by_device: dict = {}
+    for r in records:
+        for v in r.values():
+            if isinstance(v, torch.Tensor):
+                by_device.setdefault(v.device, []).append(v)
+    values = {}
+    for tensors in by_device.values():
+        flat = torch.cat([t.detach().double().reshape(-1) for t in tensors]).tolist()
+        at = 0
+        for t in tensors:
+            n = t.numel()
+            values[id(t)] = flat[at] if t.ndim == 0 else flat[at : at + n]
+            at += n
+    return [
+        {k: values[id(v)] if isinstance(v, torch.Tensor) else v for k, v in r.items()}
+        for r in records
+    ]
 
 
 def _truncate_log(path: Path, step: int) -> None:

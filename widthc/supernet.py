@@ -1,4 +1,4 @@
-"""The CafeNet supernet runtime: a `Program` run at any width with sliced execution (DESIGN §6).
+"""The CafeNet supernet runtime: a `Program` run at any width, sliced or masked (DESIGN §6).
 
 `Supernet` owns the program's modules and weights (the very same objects as `program.gm`).
 `set_choice(choice)` then `net(*inputs)` runs exactly that sub-network:
@@ -13,8 +13,16 @@
 - in training mode, sliced buffers (batch-norm running statistics) are written back at their
   kept positions only, so the other channels' statistics stay bit-identical.
 
-The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disagree. No masking:
-a sub-network at 50% FLOPs costs about 50% of the full network's compute.
+The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disagree. Sliced,
+a sub-network at 50% FLOPs costs about 50% of the full network's compute: the choice on a CPU.
+
+Masked execution (`execution="masked"`, the default on accelerators) keeps every tensor at full
+width, so every width presents the same shapes (an accelerator builds a kernel plan per new
+shape): every tensor the plan shrinks is multiplied by its keep-mask instead of sliced, and the
+values that an op makes non-zero at removed channels are zeroed again where passes/masking.py
+says. Its outputs and gradients equal sliced execution's (the removed positions' gradients are
+exactly zero, the removed channels' running statistics untouched); a model where they would
+not (a layer norm over searchable channels, ...) runs sliced, `masking.reason` says why.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ import torch
 from torch import fx, nn
 
 from widthc import swaps as sw
+from widthc.config import EXECUTIONS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
+from widthc.passes.masking import MASKS, mask_plan, rewrite_masks
 from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
 from widthc.swaps import Applied, Swap, Target
@@ -37,12 +47,26 @@ __all__ = ["Supernet", "device_of", "supernet"]
 
 
 class Supernet(nn.Module):
-    """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model."""
+    """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model.
+    `execution`: "sliced", "masked", or "auto" (masked on accelerators where it is exact,
+    sliced on a CPU)."""
 
-    def __init__(self, program, offset: int = 1, cache_size: int = 64):
+    def __init__(self, program, offset: int = 1, cache_size: int = 64, execution: str = "auto"):
         super().__init__()
         if offset < 0:
             raise WidthcError(f"the offset r must be 0 or more, got {offset}")
+        if execution not in EXECUTIONS:
+            raise WidthcError(
+                f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}"
+            )
+        self.masking = mask_plan(program)  # where masked execution zeroes, or why it cannot
+        if execution == "masked" and self.masking.reason is not None:
+            raise WidthcError(
+                f"masked execution would differ from sliced execution on this model "
+                f"({self.masking.reason}): use execution='sliced' or 'auto'"
+            )
+        self.execution = execution
+        self._graphs: dict[str, fx.GraphModule] = {}  # masked graph, built on first use
         self.program = program
         self.offset = offset
         self.gm, self._slots = rewrite_literals(program.gm)
@@ -89,6 +113,30 @@ class Supernet(nn.Module):
 
     # --- running it ----------------------------------------------------------------------------------
 
+    def mode(self, device: torch.device | None = None) -> str:
+        """How forwards run on `device` (default: the supernet's): "sliced" or "masked"."""
+        if self.execution != "auto":
+            return self.execution
+        device = device if device is not None else device_of(self.gm)
+        return "masked" if device.type != "cpu" and self.masking.reason is None else "sliced"
+
+    def graph(self, mode: str) -> fx.GraphModule:
+        """The GraphModule that runs `mode` (sharing the model's modules and weights)."""
+        if mode == "sliced":
+            return self.gm
+        if mode not in self._graphs:  # a plain dict: not a submodule, not in the state dict
+            self._graphs[mode] = rewrite_masks(self.program.gm, self.masking.sites)
+            self._graphs[mode].train(self.training)
+        return self._graphs[mode]
+
+    def train(self, mode: bool = True) -> Supernet:
+        """Train or eval mode, also of the masked graph (its own `training` flag is read by
+        traced code: stochastic depth's `self.training`)."""
+        super().train(mode)
+        for gm in self.__dict__.get("_graphs", {}).values():
+            gm.train(mode)
+        return self
+
     def forward(self, *inputs, **kwargs):
         note = self._batch_note
         if (
@@ -99,12 +147,15 @@ class Supernet(nn.Module):
             raise WidthcError(
                 f"{note}; run it at batch size {note.size} (--batch-size {note.size})"
             )
-        applied = self._applied(self._choice, device_of(self.gm))
+        device = device_of(self.gm)
+        mode = self.mode(device)
+        gm = self.graph(mode)
+        applied = self._applied(self._choice, device, mode)
         keep = self._probing and self.training
         if applied is None and not keep:
-            return self.gm(*inputs, **kwargs)
-        with self._entered(applied, private=keep, write_back=self.training and not keep):
-            return self.gm(*inputs, **kwargs)
+            return gm(*inputs, **kwargs)
+        with self._entered(applied, gm, private=keep, write_back=self.training and not keep):
+            return gm(*inputs, **kwargs)
 
     @torch.no_grad()
     def decay_used(self, choices: list[WidthChoice], weight_decay: float) -> None:
@@ -115,7 +166,7 @@ class Supernet(nn.Module):
         device = device_of(self.gm)
         masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
         for choice in choices:
-            applied = self._applied(choice, device)
+            applied = self._applied(choice, device, self.mode(device))
             sliced = {
                 (id(s.owner), s.attr): s
                 for s in (applied.swaps if applied is not None else ())
@@ -129,7 +180,7 @@ class Supernet(nn.Module):
                     if s is None:
                         masks[id(param)] = None  # used whole
                     else:
-                        kept = sw.kept_mask(param.shape, s.slices, device)
+                        kept = s.kept(param.shape, device)
                         masks[id(param)] = masks[id(param)] | kept if id(param) in masks else kept
         for param in self.parameters():
             if param.grad is None or id(param) not in masks:
@@ -139,58 +190,66 @@ class Supernet(nn.Module):
             param.grad.add_(decay, alpha=weight_decay)
 
     @contextlib.contextmanager
-    def isolated(self, choice: WidthChoice) -> Iterator[fx.GraphModule]:
+    def isolated(
+        self, choice: WidthChoice, execution: str | None = None
+    ) -> Iterator[fx.GraphModule]:
         """`choice` as a plain network, for scoring: its sliced weights gathered once (detached
         copies), every buffer a private copy, module attributes and literal sizes set. Run the
         yielded module as often as needed, batch-norm recalibration in train mode included:
-        nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards."""
+        nothing it does reaches the supernet, which is bit-for-bit unchanged afterwards.
+        `execution` ("sliced": the reference `widthc.slim` is proved against) overrides the
+        supernet's own."""
         self.program.validate(choice)
-        applied = self._applied(choice, device_of(self.gm))
+        device = device_of(self.gm)
+        mode = execution or self.mode(device)
+        if mode == "masked" and self.masking.reason is not None:
+            raise WidthcError(f"masked execution is not exact here ({self.masking.reason})")
+        gm = self.graph(mode)
+        applied = self._applied(choice, device, mode)
         was_training = self.training
         try:
-            with torch.inference_mode(), self._entered(applied, private=True, write_back=False):
-                yield self.gm
+            with torch.inference_mode(), self._entered(applied, gm, private=True, write_back=False):
+                yield gm
         finally:
             self.train(was_training)
 
     @contextlib.contextmanager
-    def _entered(self, applied: Applied | None, private: bool, write_back: bool):
-        """Swap in the sliced tensors, module attributes and literal sizes of `applied`, and put
-        everything back on exit. `private`: every buffer is a copy and sliced parameters are
-        gathered contiguous copies (probing, scoring); `write_back`: the kept positions of
-        sliced buffers are written back into the full ones (training)."""
+    def _entered(self, applied: Applied | None, gm, private: bool, write_back: bool):
+        """Swap in the sliced (or masked) tensors, module attributes, literal sizes and zeroing
+        masks of `applied` for `gm`, and put everything back on exit. `private`: every buffer
+        is a copy and sliced parameters are gathered contiguous copies (probing, scoring);
+        `write_back`: the kept positions of sliced buffers are written back into the full ones
+        (training)."""
         swaps = applied.swaps if applied is not None else ()
         if private:
             swaps = swaps + self._untouched_buffers(swaps)
+        holder = getattr(gm, MASKS, None)
         originals = []
         try:
             for s in swaps:
                 store = getattr(s.owner, s.store) if s.store != "__dict__" else s.owner.__dict__
                 full = store[s.attr]
                 originals.append((store, full))
-                if not s.slices:
-                    t = full.clone()  # a private copy
-                elif private and not s.is_buffer and not torch.is_grad_enabled():
-                    t = s.apply(full).contiguous()  # gathered once, for every batch
-                else:
-                    t = s.apply(full)
-                store[s.attr] = t
+                store[s.attr] = s.take(full, private)
             if applied is not None:
                 for module, new, _ in applied.attrs:
                     module.__dict__.update(new)
                 getattr(self.gm, SIZES).values[:] = applied.sizes
+                if holder is not None and applied.sites:
+                    holder.values[:] = applied.sites
             yield
         finally:
             for s, (store, full) in zip(swaps, originals):
-                sliced = store[s.attr]
+                taken = store[s.attr]
                 store[s.attr] = full
-                if write_back and s.is_buffer and sliced is not full:
-                    with torch.no_grad():
-                        sw.index_copy(full, s.slices, sliced)
+                if write_back and s.is_buffer and taken is not full:
+                    s.write_back(full, taken)
             if applied is not None:
                 for module, _, old in applied.attrs:
                     module.__dict__.update(old)
                 getattr(self.gm, SIZES).values[:] = self._full_sizes
+                if holder is not None:
+                    holder.values[:] = [None] * len(holder.values)
 
     def _untouched_buffers(self, swaps) -> tuple[Swap, ...]:
         """Every buffer no swap covers, as a swap that only copies it (for probing)."""
@@ -201,13 +260,17 @@ class Supernet(nn.Module):
             if m._buffers.get(name) is not None and (id(m), name) not in covered
         )
 
-    def _applied(self, choice: WidthChoice, device: torch.device) -> Applied | None:
-        key = (choice, device)
+    def _applied(
+        self, choice: WidthChoice, device: torch.device, mode: str | None = None
+    ) -> Applied | None:
+        mode = mode or self.mode(device)
+        key = (choice, device, mode)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        resolve = self._resolve if mode == "sliced" else self._resolve_masked
         with torch.inference_mode(False):  # index tensors made in a probe serve backward too
-            applied = self._resolve(choice, device)
+            applied = resolve(choice, device)
         self._cache[key] = applied
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -270,6 +333,57 @@ class Supernet(nn.Module):
             sizes[slot] = self._parts[key]
         return Applied(tuple(swaps), tuple(attrs), tuple(sizes))
 
+    def _resolve_masked(self, choice: WidthChoice, device: torch.device) -> Applied | None:
+        """Masked execution's plan of `choice`: every tensor the plan shrinks with its keep-mask,
+        every zeroing site with its mask of removed channels (cached by group widths, as in
+        `_resolve`); no attribute or literal changes: every shape stays the full one."""
+        widths = dict(choice.widths)
+        shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
+        if not shrunk:
+            return None
+        if len(self._parts) > 100_000:
+            self._parts.clear()
+        plan: list[SlicePlan] = []
+
+        def keep(lay, dtype=torch.bool) -> torch.Tensor | None:
+            """Kept positions along a dim of layout `lay`, as a vector of `dtype` (cached)."""
+            key = ("keep", lay, device, dtype, tuple(widths.get(g) for g in lay.groups))
+            if key not in self._parts:
+                if dtype != torch.bool:
+                    vec = keep(lay)
+                    self._parts[key] = None if vec is None else vec.to(dtype)
+                    return self._parts[key]
+                if not plan:
+                    plan.append(make_plan(self.program, choice))
+                idx = plan[0].positions(lay)
+                self._parts[key] = None if idx is None else sw.keep_vector(idx, lay.size, device)
+            return self._parts[key]
+
+        swaps = []
+        for i, t in enumerate(self._targets):
+            if shrunk.isdisjoint(t.groups):
+                continue
+            dtype = sw.store_of(t.owner, t.attr)[1].dtype
+            key = ("mask", i, device, dtype, tuple(widths.get(g) for g in t.groups))
+            if key not in self._parts:  # views of cached vectors: no kernel in a steady state
+                found = [(dim, keep(lay), keep(lay, dtype)) for dim, lay in t.dims]
+                self._parts[key] = sw.mask_swap(t, found)
+            if self._parts[key].keep is not None:
+                swaps.append(self._parts[key])
+        sites = []
+        for i, site in enumerate(self.masking.sites):
+            removed = None
+            if not shrunk.isdisjoint(site.groups):
+                key = ("site", i, device, tuple(widths.get(g) for g in site.groups))
+                if key not in self._parts:
+                    found = [
+                        (d, keep(lay)) for d, lay in enumerate(site.layouts) if lay is not None
+                    ]
+                    self._parts[key] = sw.removed_mask(len(site.layouts), found)
+                removed = self._parts[key]
+            sites.append(removed)
+        return Applied(tuple(swaps), (), self._full_sizes, tuple(sites))
+
     def _slice(self, t: Target, widths: dict, the_plan, device: torch.device) -> Swap:
         found = []
         for dim, lay in t.dims:  # kept positions per layout: shared by many tensors
@@ -282,9 +396,10 @@ class Supernet(nn.Module):
         return sw.make_swap(t, found)
 
 
-def supernet(program, offset: int = 1) -> Supernet:
-    """The CafeNet supernet of `program` with locally free offset `offset` (DESIGN §6)."""
-    return Supernet(program, offset)
+def supernet(program, offset: int = 1, execution: str = "auto") -> Supernet:
+    """The CafeNet supernet of `program` with locally free offset `offset` (DESIGN §6), run
+    sliced, masked, or "auto" (masked on accelerators where exact, sliced on a CPU)."""
+    return Supernet(program, offset, execution=execution)
 
 
 # --- helpers ------------------------------------------------------------------------------------

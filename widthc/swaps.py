@@ -1,6 +1,12 @@
-"""What slicing a supernet at one width changes, as data: which tensors to slice how
+"""What running a supernet at one width changes, as data: which tensors to slice (or mask) how
 (`Swap`), where each tensor the plan may slice lives (`Target`), and everything one choice
 changes (`Applied`), with the tensor helpers that build and undo them (`widthc.supernet`).
+
+Sliced execution keeps the kept positions of a tensor (`slices`); masked execution keeps its
+full shape and multiplies it by its keep-mask, one broadcastable vector per channel dim
+(`keep`: a parameter's removed entries and their gradients are exactly zero, a buffer's
+removed entries read as zero and are never written back). The vectors are cached per group
+width; their product, as large as the weight for a linear layer, is made in the forward.
 """
 
 from __future__ import annotations
@@ -25,6 +31,36 @@ class Swap:
     is_buffer: bool
     shape: tuple[int, ...]  # the sliced shape
     narrow: tuple[tuple[int, int, int], ...] | None = None  # (dim, start, length): all ranges
+    keep: tuple[torch.Tensor, ...] | None = None  # masked: per channel dim, True where kept
+    scale: tuple[torch.Tensor, ...] | None = None  # `keep` in the parameter's dtype
+
+    def take(self, full: torch.Tensor, private: bool) -> torch.Tensor:
+        """What replaces `full` during a forward. `private` (probing, scoring): buffers are
+        copies, and without autograd sliced parameters are gathered contiguous, once."""
+        if self.keep is not None:
+            if self.is_buffer:
+                return torch.where(_product(self.keep), full, 0)
+            return full * _product(self.scale)  # the small product first (k x k convs)
+        if not self.slices:
+            return full.clone()  # a private copy
+        t = self.apply(full)
+        return (
+            t.contiguous() if private and not self.is_buffer and not torch.is_grad_enabled() else t
+        )
+
+    @torch.no_grad()
+    def write_back(self, full: torch.Tensor, taken: torch.Tensor) -> None:
+        """Put the kept positions of a buffer a training forward updated back into `full`."""
+        if self.keep is not None:
+            full.copy_(torch.where(_product(self.keep), taken, full))
+        elif self.slices:
+            index_copy(full, self.slices, taken)
+
+    def kept(self, shape, device) -> torch.Tensor:
+        """A boolean tensor of the full `shape`, true at the kept positions."""
+        if self.keep is not None:
+            return _product(self.keep).expand(shape)
+        return kept_mask(shape, self.slices, device)
 
     def apply(self, full: torch.Tensor) -> torch.Tensor:
         """The kept part of `full`: a view where every kept set is a range (parameters only:
@@ -60,6 +96,7 @@ class Applied:
     swaps: tuple[Swap, ...]
     attrs: tuple[tuple[nn.Module, dict, dict], ...]  # (module, new attributes, old attributes)
     sizes: tuple[int, ...]  # literal channel counts, in slot order
+    sites: tuple = ()  # masked execution: per zeroing site, True where removed (or None)
 
 
 def store_of(owner: nn.Module, attr: str) -> tuple[str, torch.Tensor]:
@@ -135,6 +172,56 @@ def as_range(idx: torch.Tensor) -> tuple[int, int] | None:
     if int(idx[-1]) - start + 1 != n:
         return None  # indices are ascending and distinct: a gap shows in the span
     return start, n
+
+
+def keep_vector(idx: torch.Tensor, n: int, device) -> torch.Tensor:
+    """A boolean vector of length `n`, true at `idx` (ascending), built on `device` from runs of
+    consecutive positions: scalar fills only, no index tensor copied to the device (on CUDA
+    such a copy from pageable memory waits for the device)."""
+    keep = torch.zeros(n, dtype=torch.bool, device=device)
+    idx = idx.tolist()
+    start = prev = idx[0]
+    for i in (*idx[1:], None):
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        keep.narrow(0, start, prev - start + 1).fill_(True)
+        if i is not None:
+            start = prev = i
+    return keep
+
+
+def broadcast_keep(ndim: int, found) -> tuple[torch.Tensor, ...] | None:
+    """The keep-mask of a tensor of `ndim` dims from [(dim, keep vector or None)], as one
+    broadcastable view per dim (size 1 along every other dim); None: it keeps everything."""
+    views = tuple(
+        vec.view([-1 if d == dim else 1 for d in range(ndim)])
+        for dim, vec in found
+        if vec is not None
+    )
+    return views or None
+
+
+def mask_swap(t: Target, found) -> Swap:
+    """How to mask `t`; `found`: [(dim, keep vector or None, the same in t's dtype)]."""
+    n = len(t.shape)
+    keep = broadcast_keep(n, [(d, k) for d, k, _ in found])
+    is_buffer = t.store != "_parameters"
+    scale = None if is_buffer else broadcast_keep(n, [(d, f) for d, _, f in found])
+    return Swap(t.owner, t.store, t.attr, (), is_buffer, t.shape, None, keep, scale)
+
+
+def removed_mask(ndim: int, found) -> torch.Tensor | None:
+    """True where a value of `ndim` dims is removed (broadcastable), from [(dim, keep vector)]."""
+    keep = broadcast_keep(ndim, found)
+    return None if keep is None else ~_product(keep)
+
+
+def _product(factors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    out = factors[0]
+    for f in factors[1:]:
+        out = out & f if out.dtype == torch.bool else out * f
+    return out
 
 
 def kept_mask(shape, slices, device) -> torch.Tensor:

@@ -10,6 +10,12 @@ step, and in-place distillation (slimmable networks, BigNAS) trains the largest 
 labels and the others on its outputs. The epoch-end validation measures the model's metric.
 The loop, optimizer, checkpoints and log are `widthc.loop`'s, shared with retraining; under
 torchrun the supernet runs in DDP and every rank trains the same candidate.
+
+On an accelerator a step reads one thing back to the host: the probed losses, from which the
+host picks the candidate whose masks the trained forward uses (choosing on the device would
+combine every candidate's masks, about two kernels per mask: more launches than the one read
+saves; not measured). The trained losses stay tensors until the loop reads them
+(`--log-every`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
+from widthc.precision import Precision
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
 from widthc.sampling import WidthSampler
@@ -59,6 +66,8 @@ def train_supernet(
     cfg = (config or TrainConfig()).check()
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
+    precision = Precision.of(cfg, device_of(net))
+    precision.module(net)  # before DDP wraps it: the buckets see the final memory format
     # distillation targets: the largest width's class probabilities, or its outputs as targets
     distill_fn = soft_cross_entropy if classifier else loss_fn
     widths = WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
@@ -71,9 +80,9 @@ def train_supernet(
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
     validate = _validator(net, train_data, val_data, cfg, metric) if val_data is not None else None
     trainer = loop.Trainer(
-        net, step, train_data, cfg, opt, schedule, files, validate, step.fmt, program=net.program
-    )
-    step.trainer = trainer
+        net, step, train_data, cfg, opt, schedule, files, validate, step.fmt,
+        program=net.program, precision=precision,
+    )  # fmt: skip
     if resume:
         trainer.restore()
     else:
@@ -112,8 +121,8 @@ class MinMinStep:
     candidates without gradients, backpropagate the min-loss one (a random one for the first
     `minmin_start` of the steps; also the largest and smallest widths with the sandwich rule;
     with distillation the largest width on the labels first, the others on its outputs through
-    `distill_fn`). The optimizer step is the trainer's; a non-finite loss returns before any
-    backward."""
+    `distill_fn`). The optimizer step is the trainer's; a non-finite probe returns before any
+    backward, a non-finite trained loss is found when the loop reads the record (`settle`)."""
 
     def __init__(
         self, net: Supernet, model, cfg: TrainConfig, loss_fn: Callable,
@@ -126,6 +135,10 @@ class MinMinStep:
         self.histogram: list[int] = []
         self.agree = [0, 0]  # [agreements, comparisons]
         self.trainer: loop.Trainer | None = None  # the loop that runs this step
+
+    @property
+    def precision(self) -> Precision:
+        return self.trainer.precision if self.trainer is not None else Precision()
 
     def state(self) -> dict:
         return {
@@ -154,42 +167,55 @@ class MinMinStep:
             j = int(torch.randint(len(cands), (1,), generator=self.sampler))
         else:
             n = max(min(len(y), 2), math.ceil(cfg.select_batch_fraction * len(y)))
-            losses = self._probe(cands, x[:n], y[:n])
-            probe = losses.tolist()
-            if not torch.isfinite(losses).all():
-                bad = int(torch.nonzero(~torch.isfinite(losses))[0])
-                return {"loss": float(losses[bad]), "candidate": bad}
-            j = int(torch.argmin(losses))
+            probe = self._probe(cands, x[:n], y[:n]).tolist()  # the host picks the candidate
+            bad = next((i for i, v in enumerate(probe) if not math.isfinite(v)), None)
+            if bad is not None:
+                return {"loss": probe[bad], "candidate": bad}
+            j = _argmin(probe)
             if cfg.measure_agreement and n < len(y):
-                self.agree[0] += int(torch.argmin(self._probe(cands, x, y))) == j
+                self.agree[0] += _argmin(self._probe(cands, x, y).tolist()) == j
                 self.agree[1] += 1
         trained = self._trained(cands[j])
-        values, teacher = {}, None
+        losses, teacher = {}, None
         for i, (name, choice) in enumerate(trained):
             net.set_choice(choice)
             sync = _no_sync(self.model) if i < len(trained) - 1 else contextlib.nullcontext()
             with sync:
-                out = self.model(x)
-                if teacher is not None:  # distillation: the largest width's outputs
-                    loss = self.distill_fn(out, teacher)
-                else:
-                    loss = self.loss_fn(out, y)
-                    teacher = out.detach() if cfg.distill else None
-                values[name] = float(distributed.mean(loss.detach()))
-                if not math.isfinite(values[name]):
-                    return {"loss": values[name], "candidate": j if name == "candidate" else name}
-                loss.backward()
+                with self.precision.autocast():
+                    out = self.model(x)
+                    if teacher is not None:  # distillation: the largest width's outputs
+                        loss = self.distill_fn(out, teacher)
+                    else:
+                        loss = self.loss_fn(out, y)
+                        teacher = out.detach() if cfg.distill else None
+                losses[name] = distributed.mean(loss.detach().float())  # read by the loop
+                self.precision.backward(loss)
         if cfg.decay_used and cfg.weight_decay:
+            self.precision.unscale(self.trainer.opt)
             net.decay_used([choice for _, choice in trained], cfg.weight_decay)
         self.histogram[j] += 1
-        return {
-            "loss": values["candidate"],
+        record = {
+            "loss": losses["candidate"],
             "candidate": j,
             "candidates": len(cands),
             "candidate_losses": probe,
             "width": [k for _, k in width.ks()],
             "flops": net.program.flops(cands[j]),
         }
+        if len(losses) > 1:  # sandwich or distillation widths: read with the record
+            record["trained_widths"] = list(losses)
+            record["trained_losses"] = torch.stack(list(losses.values()))
+        return record
+
+    def settle(self, record: dict) -> None:
+        """Once the loop has read a record: the first non-finite loss of the widths trained
+        (in their order) stops training, naming that width."""
+        names, values = record.pop("trained_widths", ()), record.pop("trained_losses", ())
+        for name, value in zip(names, values):
+            if not math.isfinite(value):
+                record["loss"] = value
+                record["candidate"] = record["candidate"] if name == "candidate" else name
+                return
 
     def _trained(self, cand: WidthChoice) -> list[tuple[str, WidthChoice]]:
         """What the step backpropagates, in order: the candidate, then the largest and the
@@ -210,12 +236,12 @@ class MinMinStep:
         losses = []
         device = x.device
         devices = [device] if device.type == "cuda" else []
-        with torch.inference_mode(), self.net.probing():  # no_grad, and less overhead
+        with torch.inference_mode(), self.net.probing(), self.precision.autocast():
             for c in cands:
                 self.net.set_choice(c)
                 with torch.random.fork_rng(devices=devices):
                     losses.append(self.loss_fn(self.net(x), y).detach().float())
-        return distributed.mean(torch.stack(losses)).cpu()
+        return distributed.mean(torch.stack(losses))
 
 
 def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig, metric: Metric | None):
@@ -227,11 +253,13 @@ def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig, metric: Me
         order = torch.arange(len(train_data))
         steps = min(cfg.calibration_batches, len(train_data) // n)
         calib = [batch(train_data, order[i * n : (i + 1) * n]) for i in range(steps)]
-        program = net.program
+        program, precision = net.program, Precision.of(cfg, device_of(net))
         return {
             "metric": metric_name(metric),
             **{
-                f"val_{name}": evaluate(net, choice, val_data, calibration=calib, metric=metric)
+                f"val_{name}": evaluate(
+                    net, choice, val_data, calibration=calib, metric=metric, precision=precision
+                )
                 for name, choice in (("largest", program.full()), ("smallest", program.smallest()))
             },
         }
@@ -264,6 +292,11 @@ def check_output(out, y: torch.Tensor, classes: int | None = None) -> None:
             f"the model outputs {out.shape[1]} classes but the data has labels up to "
             f"{classes - 1}: build it with that many classes (--num-classes {classes})"
         )
+
+
+def _argmin(values: list[float]) -> int:
+    """The first index of the smallest value (torch.argmin's choice)."""
+    return min(range(len(values)), key=values.__getitem__)
 
 
 def _no_sync(model):

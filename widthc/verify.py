@@ -133,7 +133,7 @@ def default_reference(program, choice: WidthChoice) -> tuple[Callable, str]:
     shrunk = {g for g, w in choice.widths if w.k < len(program.groups[g].bins)}
     if not any(program.groups[g].mixing for g in shrunk):
         return zeroed_reference(program, choice), "zeroed weights of removed channels"
-    net = supernet(program)
+    net = supernet(program, execution="sliced")  # the reference is sliced execution, always
     net.set_choice(choice)
     return net.eval(), "supernet"
 

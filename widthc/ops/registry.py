@@ -23,6 +23,7 @@ class OpSpec:
     couple: Callable[[Any], None]
     flops: Callable[[Any], list] | None = None
     resize: Callable[[nn.Module, dict, list], dict] | None = None
+    zeros: str | Callable[[Any], str] | None = None  # None: unknown, masked execution refused
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from widthc import space as sp
 from widthc.context import Context
 from widthc.evaluate import MaxMax
 from widthc.passes.bins import stage_schedule
+from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
 from widthc.stages import search
@@ -48,7 +49,7 @@ def run(ctx: Context) -> None:
         stage_latency = latency.for_program(program) if latency else None
         budget = target.toward(starts, 1.0 - rest, _costs(program, stage_latency))
         if t > 1:
-            net = widthc.supernet(program, c.offset).to(ctx.device)
+            net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
             folder = ctx.run.stage_dir(t)
             flops = budget.value("flops")
             train_supernet(
@@ -57,7 +58,8 @@ def run(ctx: Context) -> None:
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
                 bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
-        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed)
+        precision = Precision.of(c.train, ctx.device)  # every stage scores alike
+        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed, precision=precision)
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )

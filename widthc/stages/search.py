@@ -22,6 +22,7 @@ from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
 from widthc.latency.model import LatencyModel
 from widthc.loop import Bar
+from widthc.precision import Precision
 from widthc.run import SEARCH
 from widthc.space import Budget, human
 
@@ -34,9 +35,11 @@ def run(ctx: Context) -> None:
     """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True)
+    precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
     scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed
-    )
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
+        precision=precision,
+    )  # fmt: skip
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
     latency = ctx.latency if ctx.measures_latency else None

@@ -1,0 +1,63 @@
+"""bench/supernet_cost.py's GPU protocol and shape count (issue 15), run on a CPU with tiny
+sizes: the one prepared GPU run must not fail on a typo, and its figures must add up."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import supernet_cost  # noqa: E402
+
+CONFIGS = ["plain", "r=0 f=1.0", "r=1 f=0.25", "r=1 f=1.0", "r=0 f=1.0 sliced",
+           "plain bf16+cl", "r=0 f=1.0 bf16+cl", "r=1 f=0.25 bf16+cl"]  # fmt: skip
+
+
+def _main(monkeypatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["supernet_cost.py", *argv])
+    supernet_cost.main()
+
+
+def test_gpu_protocol_measures_every_target_on_a_cpu(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "protocol.json"
+    _main(monkeypatch, "--protocol", "--execution", "masked", "--models", "resnet18",
+          "--batch", "2", "--warmup", "2", "--steps", "1", "--scoring-widths", "1",
+          "--json", str(out))  # fmt: skip
+    (r,) = json.loads(out.read_text())
+    assert (r["model"], r["batch"], r["warmup"], r["steps"]) == ("resnet18", 2, 2, 1)
+    for key in CONFIGS:
+        assert r[key] > 0 and math.isfinite(r[key]), key
+        unit = r["plain bf16+cl"] if "bf16" in key else r["plain"]
+        assert r[f"{key} / plain"] == pytest.approx(r[key] / unit), key
+    for key in CONFIGS[1:4] + CONFIGS[6:]:
+        assert r[f"{key} execution"] == "masked", key  # as asked, not the CPU's default
+    assert r["r=0 f=1.0 sliced execution"] == "sliced"
+    assert r["r=1 f=0.25 / r=0"] == pytest.approx(r["r=1 f=0.25"] / r["r=0 f=1.0"])
+    for label in ("fp32", "bf16+cl"):
+        score, plain = r[f"scoring {label} ms"], r[f"slim eval {label} ms"]
+        assert score > 0 and plain > 0
+        assert r[f"scoring {label} / slim eval"] == pytest.approx(score / plain)
+    text = capsys.readouterr().out
+    assert "torch " in text and ", CPU, batch 2," in text
+    for target in ("min-min r=0 step <= 1.5x", "r=1 f=0.25 <= 1.3x r=0", "scoring <= 2x"):
+        assert f"| {target}" in text, target
+    assert text.count("| met |") + text.count("| missed |") == 3
+
+
+def test_shape_count_masked_is_one_shape_per_convolution(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "shapes.json"
+    _main(monkeypatch, "--shapes", "3", "--models", "resnet18", "--json", str(out))
+    found = json.loads(out.read_text())["resnet18"]
+    convs = found["convolutions"]
+    sliced, masked = found["sliced"], found["masked"]
+    assert sliced["trained"] == masked["trained"] == 3
+    assert masked["backward"] <= convs  # one training batch size, full width
+    assert masked["forward"] <= 2 * convs  # and the probes' sub-batch
+    assert sliced["forward"] > masked["forward"] and sliced["backward"] > masked["backward"]
+    assert f"| resnet18 | {convs} |" in capsys.readouterr().out
