@@ -81,12 +81,15 @@ def run_seed(seed: int) -> dict:
     flops_run = OUT / f"by-flops-s{seed}"
     _slim([*base, "--flops", ",".join(BUDGETS)], flops_run)
     flops_rows = _rows(flops_run)
-    latency = ",".join(f"{r['predicted_ms']:.6f}ms" for r in flops_rows)
+    texts = [f"{r['predicted_ms']:.6f}ms" for r in flops_rows]  # two budgets may predict alike
     latency_run = OUT / f"by-latency-s{seed}"
-    _slim([*base, "--latency", latency, "--from", str(flops_run)], latency_run)
-    pairs = []
-    for f, lat in zip(flops_rows, _rows(latency_run)):
-        pairs.append({"budget": f["text"], "flops_searched": f, "latency_searched": lat})
+    unique = ",".join(dict.fromkeys(texts))
+    _slim([*base, "--latency", unique, "--from", str(flops_run)], latency_run)
+    by_text = {r["text"]: r for r in _rows(latency_run)}
+    pairs = [
+        {"budget": f["text"], "flops_searched": f, "latency_searched": by_text[f"latency {t}"]}
+        for f, t in zip(flops_rows, texts)
+    ]
     return {"seed": seed, "pairs": pairs, "wall_seconds": round(time.perf_counter() - t0),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
 
