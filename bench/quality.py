@@ -14,6 +14,10 @@ and one search effort for all (the constants below, chosen once: BENCHMARKS.md s
     greedy, random    the other searchers on the widthc supernet (--from)
     multi-stage       --stages 3 --alpha 2, one budget per run
     Torch-Pruning     global magnitude / Taylor pruning of the trained full model (bench/prune.py)
+    widthc-pretrained --pretrained on the trained full model (bench/pretrained.py): ordered
+                      channels, a short supernet, search, each width fine-tuned from the trained
+                      weights; "from supernet": fine-tuned from the supernet's (--finetune); and
+                      the uniform width of the ordered model fine-tuned (no supernet, no search)
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --data mnist1d --jobs 2
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --table      # the tables, from results
@@ -97,6 +101,8 @@ METHODS = {
     "greedy search": (["--search", "greedy"], "widthc", False),
     "random search": (["--search", "random"], "widthc", False),
     "multi-stage": (["--stages", "3", "--alpha", "2"], None, True),
+    "widthc-pretrained": (["--pretrained"], None, False),  # on the trained full model
+    "widthc-pretrained from supernet": (["--pretrained", "--finetune"], "widthc-pretrained", False),
     "torch-pruning": (None, None, False),
 }
 # levers (issue 10), each a variant of the widthc method alone, compared on the validation split
@@ -107,6 +113,9 @@ VARIANTS = {
     "calib-20": ["--calib-batches", "20"],
     "offset-2": ["--offset", "2"],
     "decay-used": ["--decay-used"],
+    # widthc-pretrained: the supernet's share of --epochs (the default 0.2)
+    "share-0.1": ["--supernet-share", "0.1"],
+    "share-0.4": ["--supernet-share", "0.4"],
     # issue 16's levers (bench/known_answer.py measures them where the answer is known)
     "extremes": ["--sampling", "extremes"],
     "budget-0.5": ["--budget-sampling", "0.5"],
@@ -114,7 +123,9 @@ VARIANTS = {
 }
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
-        "tp-taylor-scratch", "tp-taylor-finetune", "full"]  # fmt: skip
+        "tp-taylor-scratch", "tp-taylor-finetune", "widthc-pretrained", "uniform pretrained",
+        "widthc-pretrained from supernet", "uniform pretrained from supernet",
+        "uniform ordered finetune", "full"]  # fmt: skip
 
 
 def slug(text: str) -> str:
@@ -156,6 +167,8 @@ def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path, vari
     t0 = time.perf_counter()
     if task.method == "torch-pruning":
         summary = _torch_pruning(task, data, bench, out)
+    elif "--pretrained" in METHODS[task.method][0]:
+        summary = _widthc_pretrained(task, data, bench, out, variant)
     else:
         summary = _widthc_run(task, data, bench, out, variant)
     summary.update(task=task.key, method=task.method, data=data, seed=task.seed, variant=variant,
@@ -169,7 +182,7 @@ def run_task(task: Task, data: str, bench: Bench, out: Path, results: Path, vari
 
 
 def command(
-    task: Task, data: str, bench: Bench, out: Path, variant: str | None = None
+    task: Task, data: str, bench: Bench, out: Path, variant: str | None = None, model=None
 ) -> list[str]:
     """The `widthc slim` command line of a task (a lever's options last: they win)."""
     extra, base, _ = METHODS[task.method]
@@ -178,7 +191,7 @@ def command(
         for a in VARIANTS.get(variant, [])
     ]
     flops = task.budget or ",".join(BUDGETS)
-    cmd = [WIDTHC, "slim", str(ROOT / bench.model), "--data", data, "--flops", flops,
+    cmd = [WIDTHC, "slim", model or str(ROOT / bench.model), "--data", data, "--flops", flops,
            "--seed", str(task.seed), "--out", str(out / task.key), "--no-onnx",
            *bench.recipe.cli(), *bench.search.cli(),
            *[a.replace("{K}", str(bench.uniform_bins)) for a in extra]]  # fmt: skip
@@ -189,12 +202,14 @@ def command(
     return cmd
 
 
-def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None) -> dict:
-    cmd = command(task, data, bench, out, variant)
+def _widthc_run(task: Task, data: str, bench: Bench, out: Path, variant=None, model=None) -> dict:
+    cmd = command(task, data, bench, out, variant, model)
     subprocess.run(cmd, check=True, cwd=ROOT)
     run = run_files.Run(out / task.key)
     search, stages = run.read_search(), run.timings()
     base = "uniform finetune" if "--finetune" in cmd else "uniform"
+    if "--pretrained" in cmd:
+        base = "uniform pretrained" + (" from supernet" if "--finetune" in cmd else "")
     rows: dict[str, dict] = {task.method: {}, base: {}}
     val = _val_accuracy(run.path)
     for r in search["results"]:
@@ -269,6 +284,23 @@ def _torch_pruning(task: Task, data: str, bench: Bench, out: Path) -> dict:
             "full": full_row}  # fmt: skip
 
 
+def _widthc_pretrained(task: Task, data: str, bench: Bench, out: Path, variant=None) -> dict:
+    """The full model trained (the one Torch-Pruning prunes), then `widthc slim --pretrained`
+    on a model file that loads it, and the ordered uniform width fine-tuned (no search)."""
+    import pretrained
+
+    model, full = pretrained.trained_model(str(ROOT / bench.model), data, task.seed, bench.recipe)
+    summary = _widthc_run(task, data, bench, out, variant, model)
+    if variant is None and task.method == "widthc-pretrained":
+        budgets = pretrained.budgets_of(str(ROOT / bench.model), BUDGETS)
+        folder = out / f"{task.key}-ordered"
+        summary["rows"]["uniform ordered finetune"] = pretrained.ordered_uniform(
+            model, data, task.seed, bench.recipe, budgets, folder
+        )
+    summary["trained_full"] = full  # the same model as Torch-Pruning's "full" of this seed
+    return summary
+
+
 # --- the scheduler -------------------------------------------------------------------------------
 
 
@@ -316,7 +348,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", choices=sorted(DATASETS), default="mnist1d")
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    p.add_argument("--methods", help="comma-separated (default: every method; a --variant: widthc)")
     p.add_argument("--jobs", type=int, default=2, help="processes at once (1 thread each)")
     p.add_argument("--quick", action="store_true", help="1 seed, widthc + Torch-Pruning, tiny")
     p.add_argument("--out", help="run directories (default runs/bench/quality/<data>)")
@@ -346,8 +378,10 @@ def main() -> None:
                 print(table.figure(sub, ROOT / "bench" / "results" / f"quality-{sub.name}.png"))
         return
     bench = QUICK if args.quick else DATASETS[args.data]
-    methods = ["widthc", "torch-pruning"] if args.quick else args.methods.split(",")
-    if args.variant:
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    if args.quick:
+        methods = ["widthc", "torch-pruning"]
+    elif args.variant and not args.methods:
         methods = ["widthc"]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     if args.task:

@@ -16,7 +16,9 @@ BUDGETS = ("25%", "50%")
 ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "uniform bins",
          "widthc finetune", "uniform finetune",
          "greedy search", "random search", "multi-stage", "tp-magnitude-scratch",
-         "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune"]  # fmt: skip
+         "tp-magnitude-finetune", "tp-taylor-scratch", "tp-taylor-finetune",
+         "widthc-pretrained", "uniform pretrained", "widthc-pretrained from supernet",
+         "uniform pretrained from supernet", "uniform ordered finetune"]  # fmt: skip
 NOTES = {
     "uniform": "retrained inside the widthc run",
     "greedy search": "on the widthc supernet: search + retraining only",
@@ -25,6 +27,14 @@ NOTES = {
     "widthc finetune": "widthc's widths retrained from the supernet's weights (--finetune)",
     "uniform finetune": "the uniform width, alike",
     "full": "the unpruned model, plain training",
+    "widthc-pretrained": "--pretrained on the trained full model: ordered channels, supernet, "
+    "search, fine-tuned from the trained weights",
+    "uniform pretrained": "the uniform width inside that run, alike",
+    "widthc-pretrained from supernet": "the same widths fine-tuned from the supernet's weights "
+    "(--finetune)",
+    "uniform pretrained from supernet": "the uniform width, alike",
+    "uniform ordered finetune": "the ordered trained model's uniform width, fine-tuned: no "
+    "supernet, no search",
 }
 
 
@@ -123,6 +133,42 @@ def table(folder: Path, split: str = "test") -> str:
             f"The uniform width retrained in several runs of a seed (same width, candidate, initial "
             f"weights and recipe): largest difference between runs {100 * spread:.2f} points."
         )
+    pretrained = versus(folder, split)
+    if pretrained:
+        lines += ["", "From the trained full model, on the seeds widthc-pretrained ran "
+                  "(Δ: per seed, the same trained model):", "", pretrained]  # fmt: skip
+    return "\n".join(lines)
+
+
+FROM_TRAINED = ("widthc-pretrained", "uniform pretrained", "uniform ordered finetune",
+                "widthc-pretrained from supernet", "tp-magnitude-finetune", "tp-taylor-finetune",
+                "full")  # fmt: skip
+VERSUS = ("tp-magnitude-finetune", "tp-taylor-finetune")
+
+
+def versus(folder: Path, split: str = "test") -> str:
+    """From a trained model (issue 20), on the seeds widthc-pretrained ran alone: each row's
+    accuracy and its per-seed difference to Torch-Pruning fine-tuned, magnitude and Taylor
+    (paired: the same trained full model of the seed)."""
+    rows = collect(load(folder))["rows"]
+    if "widthc-pretrained" not in rows:
+        return ""
+    seeds = sorted(set.intersection(*(set(rows["widthc-pretrained"][b]) for b in BUDGETS)))
+    head = ["method", "seeds"] + [
+        f"{b} {x}" for b in BUDGETS for x in (f"{split} %", *(f"Δ vs {v}" for v in VERSUS))
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for row in (r for r in FROM_TRAINED if r in rows):
+        cells, used = [], set()
+        for b in BUDGETS:
+            mine = {s: e[split] for s, e in rows[row].get(b, {}).items() if s in seeds}
+            used |= set(mine)
+            cells.append(_ms(list(mine.values())))
+            for v in VERSUS:
+                theirs = rows.get(v, {}).get(b, {})
+                diffs = [a - theirs[s][split] for s, a in mine.items() if s in theirs]
+                cells.append("-" if row == v else _ms(diffs))
+        lines.append(f"| {row} | {len(used)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ class Atoms:
         self.producer: dict[int, str] = {}
         self.frozen: dict[int, list[Reason]] = defaultdict(list)
         self.mixing: dict[int, list[str]] = defaultdict(list)
+        self.ordered: dict[int, list[str]] = defaultdict(list)  # mixing that reads positions
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
         self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
@@ -126,6 +127,7 @@ class Atoms:
             for p in parts:
                 self.frozen[p] = list(self.frozen[m])
                 self.mixing[p] = list(self.mixing[m])
+                self.ordered[p] = list(self.ordered[m])
             self.parts[m] = parts
             if first is None:
                 first = parts

@@ -247,14 +247,17 @@ class CoupleCtx(NodeView):
             self.st.bind(r, None)
             self.st.why_fixed[(r.target, r.dim)] = self.reason(why)
 
-    def mix(self, entry) -> None:
+    def mix(self, entry, ordered: bool = False) -> None:
         """The op combines the channels of `entry` (a norm's statistics, a softmax, a mean):
         the zeroed-weights reference cannot express removing them (verify.py). A tensor dim
-        with no channels yet is mixed once a layer gives it some (`mixed_vars`)."""
+        with no channels yet is mixed once a layer gives it some (`mixed_vars`). `ordered`: its
+        result also depends on their order (argmax returns a position)."""
         r = self.st.resolve(entry)
         if isinstance(r, Layout):
             for s in r.segments:
                 self.st.mixing[s.group].append(layer_name(self.node))
+                if ordered:
+                    self.st.ordered[s.group].append(layer_name(self.node))
         elif isinstance(r, ParamVar):
             self.st.mixed_vars.append((r, layer_name(self.node)))
 

@@ -132,6 +132,7 @@ def finish(st) -> Coupling:
     producers: dict[int, dict[str, None]] = defaultdict(dict)
     frozen: dict[int, dict[Reason, None]] = defaultdict(dict)
     mixing: dict[int, dict[str, None]] = defaultdict(dict)
+    ordered: dict[int, dict[str, None]] = defaultdict(dict)
     for a in atoms:
         g = gid[a]
         sizes[g] = st.atom_size[a]
@@ -139,6 +140,7 @@ def finish(st) -> Coupling:
             producers[g][st.producer[a]] = None
         frozen[g].update(dict.fromkeys(st.frozen.get(a, ())))
         mixing[g].update(dict.fromkeys(st.mixing.get(a, ())))
+        ordered[g].update(dict.fromkeys(st.ordered.get(a, ())))
     consumers: dict[int, dict[str, None]] = defaultdict(dict)
     for target, dims in param_dims.items():
         for lay in dims.values():
@@ -155,6 +157,7 @@ def finish(st) -> Coupling:
             members=tuple(members[g]),
             frozen=tuple(frozen[g]),
             mixing=tuple(mixing[g]),
+            ordered=tuple(ordered[g]),
             bins=(sizes[g] // blocks[g],),
             blocks=blocks[g],
         )

@@ -27,7 +27,7 @@ def slim(program, choice: WidthChoice) -> fx.GraphModule:
     src = program.gm
     # Deep-copy with the sliced tensors pre-seeded in the memo: every tensor the plan shrinks is
     # copied once, already small, and the full-width weights are never duplicated.
-    memo = _sliced_tensors(src, plan)
+    memo = sliced_tensors(src, plan)
     small = copy_module(src, memo)
     src_nodes, small_nodes = list(src.graph.nodes), list(small.graph.nodes)
     if [n.name for n in src_nodes] != [n.name for n in small_nodes]:
@@ -64,7 +64,7 @@ def copy_module(module: nn.Module, memo: dict | None = None) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def _sliced_tensors(src: fx.GraphModule, plan: SlicePlan) -> dict[int, torch.Tensor]:
+def sliced_tensors(src: fx.GraphModule, plan: SlicePlan) -> dict[int, torch.Tensor]:
     """A deepcopy memo: id(full tensor) -> its sliced copy (a Parameter stays a Parameter)."""
     memo: dict[int, torch.Tensor] = {}
     slices_of: dict[int, list] = {}

@@ -29,7 +29,8 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
             for t in quality.tasks(list(quality.METHODS)[:-1], [3])}  # fmt: skip
     assert set(cmds) == {"widthc-s3", "fixed-pattern-s3", "random-candidate-s3",
                          "uniform-bins-s3", "widthc-finetune-s3", "greedy-search-s3", "random-search-s3",
-                         "multi-stage-25pct-s3", "multi-stage-50pct-s3"}  # fmt: skip
+                         "multi-stage-25pct-s3", "multi-stage-50pct-s3",
+                         "widthc-pretrained-s3", "widthc-pretrained-from-supernet-s3"}  # fmt: skip
     shared = [*bench.recipe.cli(), *bench.search.cli(), "--seed", "3"]
     for key, cmd in cmds.items():
         text = " ".join(cmd)
@@ -48,6 +49,9 @@ def test_each_method_runs_widthc_slim_with_its_own_options_and_the_shared_recipe
     multi = cmds["multi-stage-25pct-s3"]
     assert multi[multi.index("--flops") + 1] == "25%" and "--stages" in multi
     assert cmds["widthc-s3"][cmds["widthc-s3"].index("--flops") + 1] == "25%,50%"
+    assert (
+        "--pretrained" in cmds["widthc-pretrained-s3"] and "--pretrained" not in cmds["widthc-s3"]
+    )
 
 
 @pytest.mark.parametrize("data", sorted(quality.DATASETS))
@@ -83,6 +87,33 @@ def test_table_reports_mean_std_and_paired_differences(tmp_path):
     fixed = next(line for line in text.splitlines() if line.startswith("| fixed pattern |"))
     assert fixed.split("|")[3].strip() == "-12.50 ± 3.54"  # 0.70-0.85, 0.70-0.80
     assert "largest difference between runs 0.00 points" in text
+
+
+def test_from_a_trained_model_pairs_each_row_with_torch_pruning_fine_tuned(tmp_path):
+    def rows(**accs):
+        entry = {"flops": 9.0, "budget": 10.0, "seconds": 1.0}
+        return {k.replace("_", "-"): {b: {"test": a, **entry} for b in ("25%", "50%")}
+                for k, a in accs.items()}  # fmt: skip
+
+    accs = [(0.95, 0.90, 0.93), (0.91, 0.92, 0.90), (0.0, 0.90, 0.90)]
+    for seed, (ours, mag, tay) in enumerate(accs):
+        if seed < 2:  # seed 2: Torch-Pruning alone, left out of the comparison
+            summary = _summary("widthc-pretrained", seed, rows(widthc_pretrained=ours))
+            (tmp_path / f"p{seed}.json").write_text(json.dumps(summary))
+        tp = rows(tp_magnitude_finetune=mag, tp_taylor_finetune=tay)
+        (tmp_path / f"t{seed}.json").write_text(json.dumps(_summary("torch-pruning", seed, tp)))
+    text = quality_table.versus(tmp_path)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines()[2:]}  # fmt: skip
+    # widthc-pretrained - magnitude: +0.05, -0.01; - Taylor: +0.02, +0.01; magnitude - Taylor:
+    # -0.03, +0.02
+    assert cells["widthc-pretrained"][:4] == ["2", "93.00 ± 2.83", "2.00 ± 4.24", "1.50 ± 0.71"]
+    assert cells["tp-magnitude-finetune"][:4] == ["2", "91.00 ± 1.41", "-", "-0.50 ± 3.54"]
+    assert "From the trained full model" in quality_table.table(tmp_path)
+    for p in tmp_path.glob("p*.json"):
+        p.unlink()
+    assert quality_table.versus(tmp_path) == ""  # no widthc-pretrained run: no such table
+    assert "From the trained full model" not in quality_table.table(tmp_path)
 
 
 def test_torch_pruning_meets_the_budget_counted_by_widthc_and_replays_on_fresh_weights():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +25,16 @@ from widthc.frontends.models import parse_shape
 from widthc.latency import runtimes
 from widthc.pipeline import run_stages
 from widthc.report import print_analysis
-from widthc.run import ANALYSIS, CONFIG, SUPERNET, TRAIN_LOG, Run, model_key, safe_name
+from widthc.run import (
+    ANALYSIS,
+    CONFIG,
+    PRETRAINED,
+    SUPERNET,
+    TRAIN_LOG,
+    Run,
+    model_key,
+    safe_name,
+)
 from widthc.stages import fast, retrain
 from widthc.train import check_output
 
@@ -155,6 +165,7 @@ def _create(config, given, out, resume, force, command, device) -> Context:
     if path is None:
         path = Path("runs") / Path(ctx.config.model.split(":")[-1]).stem
     ctx.budgets  # noqa: B018 - every budget in range, before anything is written
+    _check_trained(ctx)
     return ctx.attach(_make_run(path, ctx.config, given, resume, force, command))
 
 
@@ -187,6 +198,36 @@ def resolve(config: RunConfig, device: torch.device) -> Context:
     ctx = Context(config, device=device, splits=splits)
     _check_data(ctx)
     return ctx
+
+
+def _check_trained(ctx: Context) -> None:
+    """--pretrained on weights at chance level warns in one line and continues from scratch;
+    weights that look trained without --pretrained get a one-line hint."""
+    what = f"validation {'accuracy' if ctx.model_source.metric is None else 'metric'}"
+    if not ctx.config.pretrained:
+        try:
+            o = ctx.original
+        except Exception:  # noqa: BLE001 - a hint never stops a run (training reports the cause)
+            return
+        if o.trained:
+            ctx.echo(
+                f"the model's weights look trained ({what} {o.value:.4f}, chance "
+                f"{o.chance:.4f}): --pretrained starts from them (sorted channels, a short "
+                f"supernet, fine-tuning)"
+            )
+        return
+    o = ctx.original
+    if not o.trained:
+        _warn(
+            f"widthc: warning: --pretrained, but the model's {what} {o.value:.4f} is at chance "
+            f"level ({o.chance:.4f}): its weights look untrained; continuing from scratch"
+        )
+        ctx.config = ctx.config.updated(pretrained=False)
+
+
+def _warn(line: str) -> None:
+    if distributed.rank() == 0:
+        print(line, file=sys.stderr)
 
 
 def _check_data(ctx: Context) -> None:
@@ -228,7 +269,7 @@ def _from_run(config, given, out, resume, force, command, device) -> Context:
     texts = [t for kind in space.KINDS for t in getattr(config, kind)]
     out = out or f"{source.path}-" + "-".join(map(safe_name, texts))
     run = _make_run(Path(out), config, given, resume, force, command)
-    for name in (ANALYSIS, SUPERNET, TRAIN_LOG):
+    for name in (ANALYSIS, SUPERNET, TRAIN_LOG, PRETRAINED):
         if source.file(name).exists() and not run.file(name).exists():
             shutil.copy2(source.file(name), run.file(name))
     for stage in ("analyze", "train"):

@@ -11,14 +11,15 @@ This module imports nothing heavy (no torch, no numpy): `widthc --help` reads it
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from widthc.errors import WidthcError
 
 __all__ = [
     "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "RetrainConfig",
-    "RunConfig", "SearchConfig", "TrainConfig", "default", "flag_name", "option", "option_fields",
+    "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default", "flag_name", "option",
+    "option_fields",
 ]  # fmt: skip
 
 # the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
@@ -180,13 +181,25 @@ class RetrainConfig:
         None, "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
     )
     finetune: bool = option(
-        False, "Retrain from the supernet's weights instead of from scratch.", off="--from-scratch"
-    )
+        False, "Retrain from the supernet's weights instead of the model's own (its initial "
+        "weights: from scratch; with --pretrained, its trained ones, channels sorted).",
+        off="--from-scratch",
+    )  # fmt: skip
 
     def check(self) -> RetrainConfig:
         if self.retrain_epochs is not None and self.retrain_epochs < 0:
             raise _bad("retrain_epochs", "0 or more", self.retrain_epochs)
         return self
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs of the supernet and of each retraining; `finetune`: retraining starts from the
+    supernet's weights."""
+
+    supernet: int
+    retrain: int
+    finetune: bool
 
 
 _PARTS = {"train": TrainConfig, "search": SearchConfig, "retrain": RetrainConfig}
@@ -266,6 +279,18 @@ class RunConfig:
         "latency.", "budget", metavar="BUDGET[,BUDGET...]",
     )  # fmt: skip
     onnx: bool = option(True, "Also write and check slim.onnx.", "export")
+    pretrained: bool = option(
+        False, "Start from the model's trained weights: sort its channels by importance, train "
+        "the supernet for a short share of --epochs, fine-tune each width from the trained "
+        "weights for the rest.",
+        "run", flag_only=True,
+    )  # fmt: skip
+    order_by: str = option(
+        "l2", "With --pretrained: the channel importance to sort by (l1, l2, bn or taylor).", "run"
+    )
+    supernet_share: float = option(
+        0.2, "With --pretrained: the share of --epochs that trains the supernet.", "run"
+    )
     from_run: str | None = option(
         None, "Reuse the trained supernet of RUN_DIR.", "from", flag="--from", metavar="RUN_DIR"
     )
@@ -317,6 +342,13 @@ class RunConfig:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
         if self.latency_samples < 8:
             raise _bad("latency_samples", "at least 8", self.latency_samples)
+        # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
+        from widthc.passes.order import METHODS
+
+        if self.order_by not in METHODS:
+            raise WidthcError(f"--order-by {self.order_by} is not one of {', '.join(METHODS)}")
+        if not 0 < self.supernet_share < 1:
+            raise _bad("supernet_share", "in (0, 1)", self.supernet_share)
         if self.train.budget_sampling and not self.flops:
             raise WidthcError(
                 "--budget-sampling needs the budgets: give them with --flops (widthc slim)"
@@ -328,6 +360,23 @@ class RunConfig:
         if self.train.amp == "fp16" and self.device != "cuda":
             raise WidthcError(FP16_NEEDS_CUDA)
         return self
+
+    def schedule(self) -> Schedule:
+        """The epochs of the supernet and of each retraining, and whether retraining starts
+        from the supernet's weights. With --pretrained, --epochs is the whole schedule after
+        the trained model: `supernet_share` of it trains the supernet, the rest fine-tunes
+        each width from the model's trained weights."""
+        t, r = self.train, self.retrain
+        if not self.pretrained:
+            retrain = t.epochs if r.retrain_epochs is None else r.retrain_epochs
+            return Schedule(t.epochs, retrain, r.finetune)
+        supernet = max(1, round(self.supernet_share * t.epochs))
+        retrain = max(1, t.epochs - supernet) if r.retrain_epochs is None else r.retrain_epochs
+        return Schedule(supernet, retrain, r.finetune)
+
+    def supernet_training(self) -> TrainConfig:
+        """The training options of the supernet (its epochs from `schedule`)."""
+        return replace(self.train, epochs=self.schedule().supernet)
 
     # --- flat JSON (config.json) and option dicts ----------------------------------------------
 

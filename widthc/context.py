@@ -16,13 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import widthc
 from widthc import checkpoint, loop, space
 from widthc.config import RunConfig
 from widthc.errors import WidthcError
-from widthc.evaluate import accuracy, batch, metric_name, negative_loss
+from widthc.evaluate import (
+    Chance,
+    accuracy,
+    against_chance,
+    batches,
+    metric_name,
+    negative_loss,
+)
 from widthc.frontends.data import SOURCES, DataSplits, load_splits, splits_from_hooks
 from widthc.frontends.models import ModelSource, load_model, parse_shape
 from widthc.ir import WidthChoice
@@ -30,12 +36,15 @@ from widthc.latency import cache, runtimes
 from widthc.latency.align import channel_block
 from widthc.latency.measure import Measurer
 from widthc.latency.model import LatencyModel
+from widthc.ordering import Ordering, order_channels
 from widthc.program import Program
 from widthc.run import ANALYSIS, SUPERNET, Run
 from widthc.supernet import Supernet
 from widthc.train import cross_entropy
 
-__all__ = ["NO_DATA", "Context", "batches", "compile_source"]
+__all__ = ["NO_DATA", "Context", "compile_source"]
+
+ORIGINAL_SAMPLES = 1024  # validation samples the model as given is measured on
 
 NO_DATA = (
     f"--data is missing: training the supernet needs data; give --data ({', '.join(SOURCES)}) "
@@ -228,7 +237,7 @@ class Context:
     def supernet(self, trained: bool = True, device: torch.device | None = None) -> Supernet:
         """The run's supernet (with the trained weights of supernet.pt)."""
         if not trained:
-            net = widthc.supernet(self.program, self.config.offset, self.config.train.execution)
+            net = widthc.supernet(self.start, self.config.offset, self.config.train.execution)
             return net.to(device or self.device)
         return self.trained_supernet(self.program, self.run.file(SUPERNET), device)
 
@@ -250,15 +259,42 @@ class Context:
     def calibration(self) -> list[torch.Tensor]:
         """The input batches every sub-network's batch-norm statistics are re-estimated on: the
         first `calib_batches` batches of a seeded order of the training split."""
+        return [x for x, _ in self.calibration_batches()]
+
+    def calibration_batches(self) -> list:
+        """The calibration batches with their targets."""
         c = self.config
         data, n = self.splits.train, c.train.batch_size
         order = loop.epoch_order(len(data), c.seed, -1)
         count = min(c.search.calib_batches, len(data) // n)
-        return [x for x, _ in batches(data, order, n, count)]
+        return batches(data, order, n, count)
 
     def validation(self) -> list:
         data = self.splits.val
         return batches(data, torch.arange(len(data)), 256)
+
+    # --- a trained model (--pretrained) ------------------------------------------------------
+
+    @cached_property
+    def original(self) -> Chance:
+        """The model as given, before anything trains it: its metric on (up to 1,024 samples
+        of) the validation split, beside the chance level."""
+        data = self.splits.val
+        val = batches(data, torch.arange(min(len(data), ORIGINAL_SAMPLES)), 256)
+        model = self.model_source.model.to(self.device)
+        return against_chance(model, val, self.metric, seed=self.config.seed)
+
+    @cached_property
+    def ordering(self) -> Ordering:
+        """The program with its channels sorted by `--order-by` importance, proved equal
+        (widthc.ordering; taylor reads the calibration batches). The model is not changed."""
+        loss = None if self.model_source.loss is None else self.loss
+        return order_channels(self.program, self.calibration_batches(), self.config.order_by, loss)
+
+    @property
+    def start(self) -> Program:
+        """The program the supernet starts from: with --pretrained, the ordered one."""
+        return self.ordering.program if self.config.pretrained else self.program
 
     # --- multi-stage search: the later stages' models ----------------------------------------
 
@@ -297,13 +333,3 @@ def compile_source(config: RunConfig, src: ModelSource, align: int | None = None
     if c.uniform_bins:
         program = program.rebin(program.beta, uniform=c.uniform_bins)
     return program
-
-
-def batches(data, order: torch.Tensor, n: int, count: int | None = None) -> list:
-    """(inputs, targets) batches of `data` in `order`: indexed from tensors, loaded by a
-    DataLoader otherwise."""
-    starts = list(range(0, len(order), n))[:count]
-    if isinstance(data, TensorDataset):
-        return [batch(data, order[s : s + n]) for s in starts]
-    chunks = [order[s : s + n].tolist() for s in starts]
-    return [(x, torch.as_tensor(y)) for x, y in DataLoader(data, batch_sampler=chunks)]

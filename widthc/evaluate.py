@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data import default_collate as _collate
 
 from widthc.ir import WidthChoice
@@ -31,12 +31,16 @@ from widthc.precision import Precision
 from widthc.supernet import Supernet, device_of
 
 __all__ = [
+    "Chance",
     "MaxMax",
     "Metric",
     "Score",
     "accuracy",
+    "against_chance",
     "batch",
+    "batches",
     "evaluate",
+    "measure",
     "recalibrate",
     "score_choice",
 ]
@@ -70,6 +74,56 @@ def negative_loss(loss_fn: Callable) -> Metric:
         return -loss_fn(output, target).detach().float()  # on the device: no host read
 
     return metric
+
+
+@dataclass(frozen=True)
+class Chance:
+    """A model's metric beside its chance level: the same outputs scored against targets
+    shuffled within each batch (mean and standard deviation over the shuffles)."""
+
+    value: float
+    chance: float
+    spread: float
+
+    @property
+    def trained(self) -> bool:
+        """Above chance by a tenth of the way to a perfect score (1, for a metric in [0, 1];
+        else a tenth of the chance level's size) and by three standard deviations of the
+        shuffles: an untrained network's outputs already depend on its inputs, and so on
+        their classes, by a few points of accuracy."""
+        perfect = 1.0 if 0 <= self.chance <= 1 and self.value <= 1 else None
+        margin = 0.1 * (perfect - self.chance if perfect is not None else abs(self.chance))
+        return self.value - self.chance > max(margin, 3 * self.spread)
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "chance": self.chance, "spread": self.spread,
+                "trained": self.trained}  # fmt: skip
+
+
+@torch.no_grad()
+def against_chance(
+    model: torch.nn.Module, batches: Iterable, metric: Metric = None, shuffles: int = 20, seed=0
+) -> Chance:
+    """`metric` (default top-1 accuracy) of `model` in eval mode on (inputs, targets) `batches`
+    (batch-size weighted mean), and its chance level."""
+    metric = metric or accuracy
+    device = device_of(model)
+    was_training = model.training
+    model.eval()
+    try:
+        seen = [(model(x.to(device)), y.to(device)) for x, y in batches]
+    finally:
+        model.train(was_training)
+    n = sum(len(y) for _, y in seen)
+    mean = lambda pairs: sum(float(metric(o, y)) * len(y) for o, y in pairs) / max(n, 1)  # noqa: E731
+    gen = torch.Generator().manual_seed(seed)
+    chance = [
+        mean((o, y[torch.randperm(len(y), generator=gen).to(y.device)]) for o, y in seen)
+        for _ in range(shuffles)
+    ]
+    mu = sum(chance) / len(chance)
+    sd = (sum((c - mu) ** 2 for c in chance) / max(len(chance) - 1, 1)) ** 0.5
+    return Chance(mean(seen), mu, sd)
 
 
 @dataclass(frozen=True)
@@ -248,3 +302,24 @@ def batch(data: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         x, y = _collate([data[int(i)] for i in idx])
     y = torch.as_tensor(y)
     return x, y if y.is_floating_point() else y.long()  # class labels as long, targets as given
+
+
+def batches(data, order: torch.Tensor, n: int, count: int | None = None) -> list:
+    """(inputs, targets) batches of `data` in `order`: indexed from tensors, loaded by a
+    DataLoader otherwise."""
+    starts = list(range(0, len(order), n))[:count]
+    if isinstance(data, TensorDataset):
+        return [batch(data, order[s : s + n]) for s in starts]
+    chunks = [order[s : s + n].tolist() for s in starts]
+    return [(x, torch.as_tensor(y)) for x, y in DataLoader(data, batch_sampler=chunks)]
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, data: Dataset, metric: Metric, device) -> float:
+    """The metric of `model` on `data` in eval mode (batch-size weighted mean)."""
+    model = model.to(device).eval()
+    total, n = 0.0, 0
+    for x, y in batches(data, torch.arange(len(data)), 256):
+        total += float(metric(model(x.to(device)), y.to(device))) * len(y)
+        n += len(y)
+    return total / max(n, 1)

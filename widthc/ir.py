@@ -128,6 +128,7 @@ class ChannelGroup:
     members: tuple[str, ...] = ()
     frozen: tuple[Reason, ...] = ()
     mixing: tuple[str, ...] = ()  # nodes that mix channels (layer norm, softmax over channels)
+    ordered: tuple[str, ...] = ()  # nodes whose result depends on the channels' order (argmax)
     sensitivity: float = 0.0
     bins: tuple[int, ...] = ()  # bin sizes within one block; the last bin takes the remainder
     blocks: int = 1  # grouped convs: the channels are `blocks` equal blocks that shrink alike
@@ -165,6 +166,7 @@ class ChannelGroup:
             "consumers": list(self.consumers),
             "members": list(self.members),
             "mixing": list(self.mixing),
+            "ordered": list(self.ordered),
         }
 
 

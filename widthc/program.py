@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from widthc import space, trace
 from widthc.batch import batch_size
-from widthc.errors import WidthcError
+from widthc.errors import InternalError, WidthcError
 from widthc.ir import ChannelGroup, WidthChoice
 from widthc.passes import bins as bins_pass
 from widthc.passes import flops as flops_pass
@@ -94,6 +94,22 @@ class Program:
         )
         program._gm = self._gm
         program.uniform_bins = uniform
+        return program
+
+    def with_model(self, gm: fx.GraphModule) -> Program:
+        """The same analysis on `gm`, a copy of this program's `gm` with other weights (the
+        same nodes and tensor shapes): channels permuted by importance (passes/order.py)."""
+        shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+        nodes = lambda m: [n.name for n in m.graph.nodes]  # noqa: E731
+        if shapes(gm) != shapes(self.gm) or nodes(gm) != nodes(self.gm):
+            raise InternalError("with_model() needs a copy of the program's graph module")
+        traced = trace.Traced(gm.graph, gm, self.traced.name, self.traced.auto_leaves)
+        program = Program(
+            traced, self.example_inputs, self.coupling, self._flops, self._params, self.beta,
+            self.align,
+        )  # fmt: skip
+        program._gm = gm
+        program.uniform_bins = self.uniform_bins
         return program
 
     # --- costs --------------------------------------------------------------------------------

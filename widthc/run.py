@@ -9,6 +9,8 @@ This module is the one owner of a run directory's layout. Nothing else spells a 
     RUN_DIR/search.json        per budget: the searched width, its score, the uniform baseline,
                                the history of every scored width; the front
     RUN_DIR/original.onnx      the full model (for the latency comparison)
+    RUN_DIR/pretrained.json    --pretrained: the model as given, measured (validation, chance
+                               level, test), and how its channels were ordered
     RUN_DIR/flops-<budget>/    per budget: slim.pt, slim.onnx, widths.json, metrics.json,
                                inherited.pt, retrain.pt + retrain.jsonl, and uniform/ (the
                                baseline, alike)
@@ -49,6 +51,7 @@ SUPERNET = "supernet.pt"
 TRAIN_LOG = "train.jsonl"
 SEARCH = "search.json"
 ORIGINAL_ONNX = "original.onnx"
+PRETRAINED = "pretrained.json"  # --pretrained: the model as given, measured; its channel order
 REPORT = "report.md"
 SLIM, SLIM_ONNX, WIDTHS, METRICS = "slim.pt", "slim.onnx", "widths.json", "metrics.json"
 RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"

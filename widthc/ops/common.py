@@ -59,8 +59,8 @@ def run_on_meta(ctx):
     return ctx.run_meta()
 
 
-def spec(family, shape, couple, flops=None, resize=None, zeros=None) -> OpSpec:
-    return OpSpec(family, shape, couple, flops, resize, zeros)
+def spec(family, shape, couple, flops=None, resize=None, zeros=None, scale=None) -> OpSpec:
+    return OpSpec(family, shape, couple, flops, resize, zeros, scale)
 
 
 def shape_args(ctx, first: int):

@@ -29,8 +29,9 @@ def elementwise_rule(ctx) -> None:
     ctx.set(tuple(result))
 
 
-def reduced(ctx, dims, keepdim) -> tuple:
-    """The layouts left by a reduction over `dims` (None: all); reduced channels are mixed."""
+def reduced(ctx, dims, keepdim, ordered: bool = False) -> tuple:
+    """The layouts left by a reduction over `dims` (None: all); reduced channels are mixed
+    (`ordered`: the result names positions, so it depends on the channels' order too)."""
     x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
     if dims is None:
         dims = tuple(range(x.ndim))
@@ -38,7 +39,7 @@ def reduced(ctx, dims, keepdim) -> tuple:
     out = []
     for d in range(x.ndim):
         if d in dims:
-            ctx.mix(lays[d])
+            ctx.mix(lays[d], ordered)
             if keepdim:
                 out.append(None)
         else:
@@ -46,8 +47,8 @@ def reduced(ctx, dims, keepdim) -> tuple:
     return tuple(out)
 
 
-def reduce_dims(ctx, dims, keepdim) -> None:
-    ctx.set(reduced(ctx, dims, keepdim))
+def reduce_dims(ctx, dims, keepdim, ordered: bool = False) -> None:
+    ctx.set(reduced(ctx, dims, keepdim, ordered))
 
 
 def norm_rule(ctx) -> None:
@@ -70,7 +71,7 @@ def extreme_rule(ctx) -> None:
     dim = ctx.arg(1, "dim", None)
     if dim is None:
         return reduce_dims(ctx, None, False)
-    lays = reduced(ctx, dim, ctx.arg(2, "keepdim", False))
+    lays = reduced(ctx, dim, ctx.arg(2, "keepdim", False), ordered=True)  # the indices
     ctx.set((lays, lays))
 
 
@@ -79,7 +80,8 @@ def pair_reduction(dim_at: int):
     returns (values, indices)."""
 
     def rule(ctx) -> None:
-        lays = reduced(ctx, ctx.arg(dim_at, "dim", -1), ctx.arg(dim_at + 1, "keepdim", False))
+        dim, keepdim = ctx.arg(dim_at, "dim", -1), ctx.arg(dim_at + 1, "keepdim", False)
+        lays = reduced(ctx, dim, keepdim, ordered=True)  # the indices name positions
         ctx.set((lays, lays))
 
     return rule
@@ -101,6 +103,11 @@ def ranked_rule(dim_at: int):
 
 def reduce_rule(ctx) -> None:
     reduce_dims(ctx, ctx.arg(1, "dim", None), ctx.arg(2, "keepdim", False))
+
+
+def position_rule(ctx) -> None:
+    """argmax / argmin: a reduction whose result is a position along the reduced dims."""
+    reduce_dims(ctx, ctx.arg(1, "dim", None), ctx.arg(2, "keepdim", False), ordered=True)
 
 
 def reduce_shape(ctx) -> TensorMeta:

@@ -24,6 +24,7 @@ class OpSpec:
     flops: Callable[[Any], list] | None = None
     resize: Callable[[nn.Module, dict, list], dict] | None = None
     zeros: str | Callable[[Any], str] | None = None  # None: unknown, masked execution refused
+    scale: str | None = None  # a module's parameter that scales each channel (a norm's gamma)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from widthc.ops.elementwise import (
     pad_module_shape,
     pair_reduction,
     pool_shape,
+    position_rule,
     ranked_rule,
     reduce_rule,
     reduce_shape,
@@ -137,22 +138,26 @@ register(
 # norms: per-channel statistics of a zero channel are 0 (its parameters and running statistics
 # are masked too); statistics over the channels are mixing (ChannelGroup.mixing)
 register(
-    spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize, zeros=KEEPS),
+    spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize, zeros=KEEPS,
+         scale="weight"),
     nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.modules.instancenorm._InstanceNorm,
 )  # fmt: skip
 _LAYER_NORM = spec(
-    "layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, zeros=SHIFTS
-)  # a zero row normalises to its bias
+    "layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, zeros=SHIFTS,
+    scale="weight",
+)  # a zero row normalises to its bias  # fmt: skip
 register(
-    spec("group norm", same_shape, group_norm_couple, resize=group_norm_resize, zeros=SHIFTS),
+    spec("group norm", same_shape, group_norm_couple, resize=group_norm_resize, zeros=SHIFTS,
+         scale="weight"),
     nn.GroupNorm,
-)
+)  # fmt: skip
 register(spec("group norm", same_shape, group_norm_fn_couple, zeros=SHIFTS), F.group_norm)
 register(_LAYER_NORM, nn.LayerNorm)
 register(
-    spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, zeros=KEEPS),
+    spec("layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, zeros=KEEPS,
+         scale="weight"),
     nn.RMSNorm,
-)  # x / rms(x): a zero row stays zero
+)  # x / rms(x): a zero row stays zero  # fmt: skip
 register(spec("layer norm", same_shape, layer_norm_fn_couple, zeros=SHIFTS), F.layer_norm)
 register(spec("layer norm", same_shape, layer_norm_fn_couple, zeros=KEEPS), F.rms_norm)
 register(spec("batch norm", same_shape, batch_norm_fn_couple, zeros=KEEPS), F.batch_norm)
@@ -161,12 +166,16 @@ register(spec("prelu", same_shape, prelu_couple, resize=prelu_resize, zeros=KEEP
 register_pointwise()
 register(
     _REDUCE,
-    torch.mean, torch.sum, torch.amax, torch.amin, torch.prod, torch.argmax, torch.argmin,
-    *(Method(n) for n in ("mean", "sum", "amax", "amin", "prod", "argmax", "argmin")),
+    torch.mean, torch.sum, torch.amax, torch.amin, torch.prod,
+    *(Method(n) for n in ("mean", "sum", "amax", "amin", "prod")),
 )  # fmt: skip
 register(
     spec("reduction", reduce_shape, reduce_rule, zeros=SHIFTS),  # log(n) over zeros
     torch.logsumexp, Method("logsumexp"),
+)  # fmt: skip
+register(  # a position along the reduced dims: ChannelGroup.ordered
+    spec("reduction", reduce_shape, position_rule, zeros=KEEPS),
+    torch.argmax, torch.argmin, Method("argmax"), Method("argmin"),
 )  # fmt: skip
 # (values, indices) pairs: reductions, and rankings along one dim
 register(
@@ -335,7 +344,7 @@ def _register_optional() -> None:
     register(
         spec(
             "batch norm", same_shape, channel_norm_couple, resize=norm_resize,
-            zeros=through("act", lambda m: REGISTRY.get(module_key(m))),
+            zeros=through("act", lambda m: REGISTRY.get(module_key(m))), scale="weight",
         ),
         *(m for m in norm_acts if m is not None),
     )  # fmt: skip

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from widthc import run as run_files
+from widthc.config import RunConfig
 from widthc.files import write_atomic
 from widthc.report.latency_figures import latency_figure, layers_figure
 from widthc.report.rundir import RunData
@@ -161,11 +162,14 @@ def retrained_figure(run: RunData) -> Figure | str:
     ax.set_xlabel("FLOPs budget")
     what = f"test {run.metric or 'accuracy'}"
     ax.set_ylabel(what)
-    epochs = run.config.get("retrain_epochs")
+    schedule = RunConfig.from_json(run.config).schedule() if run.config else None
+    epochs = schedule.retrain if schedule else None
+    tuned = schedule and (schedule.finetune or run.config.get("pretrained"))
+    how = "fine-tuning" if tuned else "retraining"
     ax.set_title(
         f"{what.capitalize()} of the inherited supernet weights (no retraining)"
         if epochs == 0
-        else f"{what.capitalize()} after retraining{f' ({epochs} epochs)' if epochs else ''}"
+        else f"{what.capitalize()} after {how}{f' ({epochs} epochs)' if epochs else ''}"
     )
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)

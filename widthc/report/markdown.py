@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from widthc import run as run_files
+from widthc.config import RunConfig, Schedule
 from widthc.files import write_text
 from widthc.report import text as t
 from widthc.report.figures import write_figures
@@ -122,19 +123,22 @@ def _header(run: RunData) -> str:
     model = c.get("model") or a.get("model") or "?"
     done = []
     if c:
+        schedule = RunConfig.from_json(c).schedule()
         done.append(
             f"Model `{model}`, data "
             + (f"`{c['data']}`" if c.get("data") else "from the model file's hooks")
             + ", budgets "
             f"{', '.join(b.text for b in run.budgets) or '-'}; searcher "
             f"`{c.get('search', '?')}`, seed {c.get('seed', '?')}; supernet "
-            f"{_epochs(c.get('epochs'))}; "
-            + _retraining(c)
+            f"{_epochs(schedule.supernet)}; "
+            + _retraining(schedule, bool(c.get("pretrained")))
             + (f"; input shape {c['input_shape']}" if c.get("input_shape") else "")
             + "."
         )
     else:
         done.append("No config.json: the options of this run are unknown.")
+    if c.get("pretrained"):
+        done.append(_pretrained(run))
     if run.metric:
         score = run.search.get("score") or run.metric
         done.append(
@@ -155,14 +159,34 @@ def _header(run: RunData) -> str:
     return f"# widthc report: `{model}`\n\n" + "\n\n".join(done)
 
 
-def _retraining(c: dict) -> str:
-    epochs = c.get("retrain_epochs")
-    if epochs is None:
-        return "retraining unknown"
-    if epochs == 0:
+def _pretrained(run: RunData) -> str:
+    """What a --pretrained run started from: the model as given, measured, and its order."""
+    p = run.pretrained
+    if not p:
+        return "Started from the model's trained weights (`--pretrained`); not measured yet."
+    val, order = p.get("original", {}).get("val", {}), p.get("order", {})
+    groups, alone = order.get("groups", {}), order.get("left_alone", {})
+    moved = sum(g.get("order") != sorted(g.get("order", [])) for g in groups.values())
+    why = "; ".join(f"{g['name']}: {g['why']}" for g in alone.values())
+    return (
+        f"Started from the model's trained weights (`--pretrained`): validation "
+        f"{t.metric(val.get('value'))} (chance level {t.metric(val.get('chance'))}), test "
+        f"{t.metric(p.get('original', {}).get('test'))}. Channels sorted by "
+        f"{order.get('method', '?')} importance, most important first: {moved} of "
+        f"{len(groups)} groups reordered, proved equal (outputs vs the model as given: "
+        f"{order.get('error', float('nan')):.1e}, FLOPs equal)"
+        + (f"; left alone: {why}" if why else "")
+        + "."
+    )
+
+
+def _retraining(schedule: Schedule, pretrained: bool) -> str:
+    if schedule.retrain == 0:
         return "no retraining"
-    how = "fine-tuned from the supernet weights" if c.get("finetune") else "from scratch"
-    return f"retrained {_epochs(epochs)} ({how})"
+    how = "fine-tuned from the supernet weights" if schedule.finetune else "from scratch"
+    if pretrained and not schedule.finetune:
+        how = "fine-tuned from the model's trained weights, channels sorted"
+    return f"retrained {_epochs(schedule.retrain)} ({how})"
 
 
 def _epochs(n) -> str:

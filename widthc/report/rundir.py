@@ -18,6 +18,7 @@ from widthc.run import (
     ANALYSIS,
     CONFIG,
     METRICS,
+    PRETRAINED,
     SEARCH,
     SLIM_ONNX,
     STAGES_FILE,
@@ -93,6 +94,7 @@ class RunData:
     train_log: list[dict]
     budgets: list[Budget]
     problems: list[str]  # files that exist but could not be read
+    pretrained: dict = field(default_factory=dict)  # pretrained.json (--pretrained runs)
 
     @property
     def groups(self) -> list[dict]:
@@ -195,6 +197,7 @@ def load(path: str | Path) -> RunData:
         train_log=_jsonl(path / TRAIN_LOG, problems),
         budgets=_budgets(path, config, search, problems),
         problems=problems,
+        pretrained=_json(path / PRETRAINED, problems),
     )
 
 

@@ -31,6 +31,8 @@ def summary_table(run_dir: Path) -> Table:
         warnings.append("[bold red]random data (--data synthetic): the accuracies mean nothing[/]")
     if run.config.get("retrain_epochs") == 0:
         warnings.append("[yellow]no retraining: accuracies of the inherited supernet weights[/]")
+    if run.config.get("pretrained"):
+        warnings.append("started from the model's trained weights (--pretrained)")
     if not run.percent:
         warnings.append(f"test metric: {run.metric}")
     if note:
@@ -41,6 +43,11 @@ def summary_table(run_dir: Path) -> Table:
         table.add_column(name, justify="left" if name == "budget" else "right")
     table.add_column("test acc." if run.percent else "test metric", justify="right", style="bold")
     table.add_column("uniform", justify="right")
+    trained = next(
+        (b.test("original") for b in run.budgets if b.test("original") is not None), None
+    )
+    if run.config.get("pretrained") and trained is not None:  # the model as given, beside them
+        table.add_row("original", "100%", "100%", "1.00×", t.metric(trained), "")
     for b in run.budgets:
         ms = latency.get(b.text, {})
         slim, original = ms.get("widthc"), ms.get("original")

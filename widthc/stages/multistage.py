@@ -53,7 +53,7 @@ def run(ctx: Context) -> None:
             folder = ctx.run.stage_dir(t)
             flops = budget.value("flops")
             train_supernet(
-                net, ctx.splits.train, ctx.splits.val, c.train, folder,
+                net, ctx.splits.train, ctx.splits.val, c.supernet_training(), folder,
                 resume=(folder / SUPERNET).exists(), progress=ctx.progress,
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
                 bands=[(cfg.budget_band * flops, flops)] if flops else [],

@@ -2,8 +2,9 @@
 budget, trained with the same recipe and seed, then measured on the test split.
 
 From scratch (the default): the model is built anew under the run's seed and slimmed to the
-width, so both widths start from the same initialisation the supernet started from. With
-`--finetune`, from the inherited supernet weights instead. `--retrain-epochs 0` measures the
+width, so both widths start from the same initialisation the supernet started from; with
+--pretrained that is the model's trained weights, channels in the run's order: fine-tuning.
+With `--finetune`, from the inherited supernet weights instead. `--retrain-epochs 0` measures the
 inherited models as they are. After training, batch-norm statistics are re-estimated on the
 calibration batches (they lag the weights at the end of a short schedule). The retrained
 models are proved again: FLOPs recounted, ONNX
@@ -19,14 +20,16 @@ import torch
 
 import widthc
 from widthc import loop
-from widthc.context import Context, batches, compile_source
+from widthc.context import Context, compile_source
 from widthc.errors import InternalError
-from widthc.evaluate import recalibrate
+from widthc.evaluate import measure, recalibrate
 from widthc.files import write_text
 from widthc.ir import WidthChoice
+from widthc.passes import order
 from widthc.run import (
     INHERITED,
     METRICS,
+    PRETRAINED,
     RETRAIN,
     RETRAIN_LOG,
     SLIM,
@@ -38,13 +41,16 @@ from widthc.run import (
 
 
 def run(ctx: Context) -> None:
-    rcfg = ctx.config.retrain
-    epochs = ctx.config.train.epochs if rcfg.retrain_epochs is None else rcfg.retrain_epochs
+    schedule = ctx.config.schedule()
+    epochs, finetune = schedule.retrain, schedule.finetune
+    original = ctx.run.read_json(PRETRAINED, {}).get("original", {}).get("test")
     for r in ctx.run.read_search()["results"]:
         folder = ctx.run.budget_dir(r["text"])
         test = dict(
             ctx.run.read_json(folder.relative_to(ctx.run.path) / METRICS, {}).get("test", {})
         )
+        if original is not None:  # the trained model as given, beside its slimmed widths
+            test["original"] = original
         for name, entry, sub in (
             ("widthc", r, folder),
             ("uniform", r["uniform"], folder / UNIFORM),
@@ -56,13 +62,13 @@ def run(ctx: Context) -> None:
             if epochs == 0:
                 model = widthc.load(sub / SLIM)
             else:
-                model = widthc.load(sub / INHERITED) if rcfg.finetune else fresh(ctx, cand, chain)
+                model = widthc.load(sub / INHERITED) if finetune else fresh(ctx, cand, chain)
                 model = train(ctx, model, sub, epochs, f"retrain {name} {r['text']}")
                 reverify(ctx, model, cand, sub)
             test[name] = measure(model, ctx.splits.test, ctx.metric, ctx.device)
             update_metrics(
                 folder, test=test, metric=ctx.metric_name,
-                retrain={"epochs": epochs, "finetune": rcfg.finetune},
+                retrain={"epochs": epochs, "finetune": finetune},
             )  # fmt: skip
         ctx.echo(
             f"budget {r['text']}: test {test['widthc']:.4f} searched, {test['uniform']:.4f} uniform"
@@ -72,10 +78,15 @@ def run(ctx: Context) -> None:
 
 def fresh(ctx, cand: WidthChoice, chain: list | None = None):
     """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
-    a multi-stage width through its chain of stages)."""
+    a multi-stage width through its chain of stages). With --pretrained the model's own
+    trained weights, in the channel order pretrained.json records (the supernet's)."""
     program = compile_source(ctx.config, ctx.source(), ctx.align)
     if program.binning != ctx.program.binning:
         raise InternalError("the model built anew has other bins than the searched one")
+    if ctx.config.pretrained:
+        groups = ctx.run.read_json(PRETRAINED)["order"]["groups"]
+        orders = {int(g): torch.tensor(v["order"]) for g, v in groups.items()}
+        program = program.with_model(order.permuted(program, orders))
     if chain:
         program = ctx.replay(chain, program)
     return widthc.slim(program, program.validate(cand))
@@ -125,17 +136,6 @@ def reverify(ctx, model, cand: WidthChoice, folder) -> None:
     widths["retrained_checks"] = checks
     write_text(folder / WIDTHS, json.dumps(widths, indent=2))
     model.to(ctx.device)
-
-
-@torch.no_grad()
-def measure(model, data, metric, device) -> float:
-    """The metric of `model` on `data` in eval mode (batch-size weighted mean)."""
-    model = model.to(device).eval()
-    total, n = 0.0, 0
-    for x, y in batches(data, torch.arange(len(data)), 256):
-        total += float(metric(model(x.to(device)), y.to(device))) * len(y)
-        n += len(y)
-    return total / max(n, 1)
 
 
 def forget(run) -> None:
