@@ -7,8 +7,9 @@ For each model (torchvision, random weights, eval mode): compile, choose the uni
 meets 50% of the full FLOPs, slim it (timed: the target is under 2 s for resnet50), export both
 models with widthc.export_onnx (parity-checked), then time both side by side in this process:
 onnxruntime (CPU provider, 1 intra-op and 1 inter-op thread) and PyTorch eager (1 thread,
-inference mode), at each batch size. Each round runs both models once, alternating which goes
-first; the reported figure is the median of `--runs` rounds after one warm-up. Target: slim /
+inference mode), at each batch size. Each round runs both models once, in a random order; the
+reported figure is the median of `--runs` rounds after a warm-up, on the thread's CPU time
+(one thread: the latency on a core of its own, which other processes barely move). Target: slim /
 original <= 0.6 (the physical limit is about 0.5, the FLOPs ratio).
 
 `--align 8` (the default) adds a second slimmed model: the uniform width within the same budget
@@ -35,6 +36,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 import widthc  # noqa: E402
+from widthc.latency import timing  # noqa: E402
 from widthc.space import human  # noqa: E402
 
 TARGET_RATIO = 0.6
@@ -42,15 +44,9 @@ TARGET_SLIM_SECONDS = 2.0
 
 
 def side_by_side(run_a, run_b, runs: int) -> tuple[float, float]:
-    """Median seconds of `run_a` and `run_b`, timed in alternating order, after a warm-up."""
-    run_a(), run_b()
-    a, b = [], []
-    for i in range(runs):
-        order = [(run_a, a), (run_b, b)] if i % 2 == 0 else [(run_b, b), (run_a, a)]
-        for fn, times in order:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+    """Median seconds of `run_a` and `run_b`, timed side by side after a warm-up, in a random
+    order every round, on the thread's CPU time (one thread: widthc.latency.timing)."""
+    a, b = timing.times([run_a, run_b], runs, "thread")
     return statistics.median(a), statistics.median(b)
 
 

@@ -9,6 +9,7 @@ array operations, and `evaluate_many` scores thousands of choices at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,30 +66,59 @@ class CostTable:
         for j, (_, idx, _) in enumerate(self.terms):
             self._idx[j, : len(idx)] = idx
         self._coef = np.array([t[0] for t in self.terms], dtype=np.float64)
+        # terms over the same layouts, merged (their owners apart): what evaluation reads
+        self._merged_idx, inverse = np.unique(self._idx, axis=0, return_inverse=True)
+        self._merged_coef = np.bincount(inverse.ravel(), self._coef, len(self._merged_idx))
         return self
 
     def evaluate(self, counts: np.ndarray) -> float:
         return float(self.evaluate_many(np.asarray(counts, dtype=np.float64)[None, :])[0])
 
-    def evaluate_many(self, counts: np.ndarray) -> np.ndarray:
+    def evaluate_many(self, counts: np.ndarray, block: int = 1) -> np.ndarray:
         """Cost of each row of `counts` (shape [B, n_groups]: channels kept per group)."""
-        return self._products(counts @ self._m.T + self._c)
+        return self._products(padded(counts @ self._m.T + self._c, block))
 
-    def partial(self, groups: np.ndarray, fixed: np.ndarray):
+    def term_values(self, counts: np.ndarray, block: int = 1) -> np.ndarray:
+        """Every term's cost for each row of `counts` ([B, n_terms], in the order of `terms`)."""
+        sizes = padded(np.asarray(counts, dtype=np.float64) @ self._m.T + self._c, block)
+        prod = sizes[:, self._idx[:, 0]]
+        for k in range(1, self._idx.shape[1]):
+            prod = prod * sizes[:, self._idx[:, k]]
+        return prod * self._coef
+
+    def partial(self, groups: np.ndarray, fixed: np.ndarray, block: int = 1):
         """A faster `evaluate_many` for rows that set only `groups`' counts, the others staying
-        at `fixed`: returns f(counts of `groups`, [B, len(groups)]) -> costs [B]."""
+        at `fixed`: returns f(counts of `groups`, [B, len(groups)]) -> costs [B]. `block`: every
+        layout's size rounded up to a multiple of it (a runtime's channel block, see `padded`)."""
         rest = np.asarray(fixed, dtype=np.float64).copy()
         rest[groups] = 0.0
         base = rest @ self._m.T + self._c
         m = np.ascontiguousarray(self._m[:, groups].T)  # [len(groups), n_layouts + 1]
-        return lambda counts: self._products(counts @ m + base)
+        if block == 1:
+            return lambda counts: self._products(counts @ m + base)
+        return lambda counts: self._products(padded(counts @ m + base, block))
+
+    def weighted(self, weight) -> CostTable:
+        """The same terms, each coefficient times `weight(owner, n_factors)` (terms of weight 0
+        dropped): a cost model fitted per layer over the terms of this one."""
+        table = CostTable(self.n_groups)
+        for coef, idx, owner in self.terms:
+            w = weight(owner, len(idx))
+            if w:
+                table.add(coef * w, [self.layouts[i] for i in idx], owner)
+        return table.compile()
+
+    def owners(self) -> list[tuple[str, int]]:
+        """(owner, number of layout factors) of every kind of term, in order of first use."""
+        return list(dict.fromkeys((owner, len(idx)) for _, idx, owner in self.terms))
 
     def _products(self, sizes: np.ndarray) -> np.ndarray:
         """sum_j coef_j * prod of the term's layout sizes, for every row of `sizes`."""
-        prod = sizes[:, self._idx[:, 0]]
-        for k in range(1, self._idx.shape[1]):
-            prod = prod * sizes[:, self._idx[:, k]]
-        return prod @ self._coef
+        idx = self._merged_idx
+        prod = sizes[:, idx[:, 0]]
+        for k in range(1, idx.shape[1]):
+            prod = prod * sizes[:, idx[:, k]]
+        return prod @ self._merged_coef
 
     def last_channel(self, counts: np.ndarray) -> np.ndarray:
         """For every group, the cost that its last kept channel (per block) adds: cost(counts)
@@ -104,12 +134,22 @@ class CostTable:
                 out[g] += total - self._coef[j] * smaller.prod()
         return out
 
-    def per_owner(self, counts: np.ndarray) -> dict[str, float]:
-        sizes = np.asarray(counts, dtype=np.float64) @ self._m.T + self._c
+    def per_owner(self, counts: np.ndarray, block: int = 1) -> dict[str, float]:
+        sizes = padded(np.asarray(counts, dtype=np.float64) @ self._m.T + self._c, block)
         out: dict[str, float] = {}
         for j, (_, _, owner) in enumerate(self.terms):
             out[owner] = out.get(owner, 0.0) + float(self._coef[j] * sizes[self._idx[j]].prod())
         return out
+
+
+def padded(sizes: np.ndarray, block: int) -> np.ndarray:
+    """Layout sizes rounded up to a multiple of `block` channels (a runtime that computes in
+    blocks of channels pays for a whole block); the last column, the constant 1, stays."""
+    if block == 1:
+        return sizes
+    out = np.ceil(sizes / block) * block
+    out[..., -1] = sizes[..., -1]
+    return out
 
 
 class FlopsCtx(NodeView):
@@ -154,6 +194,25 @@ def params_table(gm, coupling: Coupling) -> CostTable:
         dims = coupling.param_dims.get(name, {})
         factors = [dims.get(d, size) for d, size in enumerate(p.shape)]
         table.add(1.0, factors, name.rsplit(".", 1)[0])
+    return table.compile()
+
+
+def activations_table(gm, n_groups: int) -> CostTable:
+    """Elements of every node's output tensor as terms over its channel layouts: the memory a
+    forward pass writes, by layer (a latency model's second feature beside the FLOPs). Needs
+    the coupling pass first."""
+    table = CostTable(n_groups)
+    for node in gm.graph.nodes:
+        value = node.meta.get(VALUE)
+        if node.op in ("placeholder", "output", "get_attr") or not isinstance(value, TensorMeta):
+            continue
+        lays = layouts(node)
+        if not isinstance(lays, tuple | list) or len(lays) != value.ndim:
+            continue
+        channels = [lay for lay in lays if isinstance(lay, Layout)]
+        full = math.prod(lay.size for lay in channels)
+        if full:
+            table.add(value.numel() / full, channels, layer_name(node))
     return table.compile()
 
 

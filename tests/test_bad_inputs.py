@@ -9,9 +9,11 @@ traceback.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from widthc.cli import main
@@ -81,13 +83,21 @@ CASES = [
     ("--resume with other options", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--out", "RUN", "--resume", "--lr", "0.5"], "cannot resume with --lr 0.5"),
     ("--resume with another model", ["slim", "torchvision:resnet18", "--data", "digits", "--flops", "50%", "--out", "RUN", "--resume"], "cannot resume"),
     ("a search over a folder with no run", ["search", "OUT", "--flops", "50%"], "holds no widthc run"),
-    ("a search without a budget", ["search", "TRAINED"], "--flops is missing"),
+    ("a search without a budget", ["search", "TRAINED"], "no budget: give --flops"),
     ("an export before the search", ["export", "TRAINED"], "has not finished its search stage"),
     ("--sync-bn on a CPU", ["train", DIGITS, "--data", "digits", "--sync-bn", "--out", "OUT"], "--sync-bn needs --device cuda"),
+    ("an unknown runtime", ["slim", DIGITS, "--flops", "50%", "--search", "uniform", "--runtime", "tensorrt", "--out", "OUT"], "--runtime tensorrt is not a runtime"),
+    ("a runtime that is not installed", ["slim", DIGITS, "--latency", "50%", "--search", "uniform", "--out", "OUT", "@no-onnxruntime"], "needs onnxruntime"),
+    ("a latency below the smallest width's", ["slim", DIGITS, "--latency", "1us", "--search", "uniform", "--align", "1", "--out", "OUT"], "a latency budget of 0.001 ms is out of reach"),
+    ("a GPU runtime without a GPU", ["slim", DIGITS, "--latency", "50%", "--search", "uniform", "--runtime", "torch-cuda", "--out", "OUT", "@no-gpu"], "needs a CUDA GPU"),
     ("an unknown channel importance", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--pretrained", "--order-by", "size", "--out", "OUT"], "--order-by size is not one of l1, l2, bn, taylor"),
     ("a supernet share outside (0, 1)", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-share", "1", "--out", "OUT"], "--supernet-share must be in (0, 1)"),
     ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
 ]  # fmt: skip
+PATCHES = {  # what a case's `@name` changes for its run
+    "@no-onnxruntime": lambda mp: mp.setitem(sys.modules, "onnxruntime", None),
+    "@no-gpu": lambda mp: mp.setattr(torch.cuda, "is_available", lambda: False),
+}
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +149,10 @@ def _snapshot(tmp_path: Path) -> dict:
 
 
 @pytest.mark.parametrize(("row", "args", "words"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input(row, args, words, tmp_path, finished):
-    argv = _args(args, tmp_path, finished)
+def test_bad_input(row, args, words, tmp_path, finished, monkeypatch):
+    for patch in [a for a in args if a in PATCHES]:
+        PATCHES[patch](monkeypatch)
+    argv = _args([a for a in args if a not in PATCHES], tmp_path, finished)
     before = _snapshot(tmp_path)
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 2, res.output

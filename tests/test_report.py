@@ -352,3 +352,38 @@ def test_summary_measures_latency_the_run_did_not_record(tmp_path, onnx_pair):
     assert row25.split("│")[4].strip() == "-"  # no ONNX file for this budget
     report = write_report(run).read_text()
     assert "[flops-50pct/slim.onnx](flops-50pct/slim.onnx)" in report
+
+
+def _with_latency(run: Path, limit: float) -> None:
+    """The fake run as if searched under a latency budget of `limit` ms on its first budget:
+    limits, predicted latencies per width and per layer, and the latency model."""
+    search = json.loads((run / "search.json").read_text())
+    first = search["results"][0]
+    first["limits"] = [{"kind": "latency", "text": f"{limit}ms", "value": limit}]
+    for r in search["results"]:
+        for h in [r, r["uniform"], *r["history"]]:
+            h["latency"] = 0.1 + 1e-8 * h["flops"]
+        r["latency_by_layer"] = {"stem.0": 0.05, "block1.0.0": 0.1}
+    search["latency_model"] = {"runtime": "onnxruntime-cpu, 1 thread, batch 1", "overhead_ms": 0.1,
+                               "full_by_layer": {"stem.0": 0.1, "block1.0.0": 0.3}}  # fmt: skip
+    _write(run / "search.json", search)
+
+
+def test_a_latency_budget_missed_is_said_first_and_in_the_table(tmp_path):
+    run = fake_run(tmp_path / "run")
+    _with_latency(run, limit=0.4)  # the 50% budget's slim.onnx measured 0.512 ms
+    report = write_report(run).read_text()
+    first = report.split("# widthc report")[0]
+    assert "budget 50%: the slimmed model measured 0.50x the original's, 0.512 ms on " \
+        "onnxruntime-cpu, 28% over its 0.4 ms budget (predicted" in first  # fmt: skip
+    assert "budget 25%" not in first  # no latency budget there: nothing to miss
+    assert {"latency.png", "latency_layers.png"} <= set(_links(report))
+    console = Console(file=io.StringIO(), width=200)
+    console.print(summary_table(run))
+    assert "28% over its 0.4 ms budget" in " ".join(console.file.getvalue().split())
+    _with_latency(run, limit=0.6)  # met: no warning
+    assert "over its" not in write_report(run).read_text()
+    _with_latency(run, limit=0.4)  # its share of the original on the budget's scale: met
+    metrics = run / "flops-50pct" / "metrics.json"
+    _write(metrics, {**json.loads(metrics.read_text()), "latency": {"measured_ms": 0.39}})
+    assert "over its" not in write_report(run).read_text()

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import widthc
 from widthc import search
+from widthc import space as sp
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, accuracy, recalibrate, score_choice
 from widthc.ir import ChannelGroup
@@ -306,3 +307,36 @@ def test_analyze_says_which_groups_are_fixed_by_their_bins():
     assert "10^0.0 widths" in out.output
     out = CliRunner().invoke(main, ["analyze", example], terminal_width=200)
     assert "fixed by" not in out.output
+
+
+@pytest.mark.parametrize("searcher", sorted(search.SEARCHERS))
+def test_searches_meet_every_limit_of_a_budget(searcher):
+    program = _program("residual")
+    space = program.space
+    flops, params = 0.7 * program.flops(), 0.5 * program.params()
+    costs = {"flops": program.flops_many, "params": program.params_many}
+    budget = sp.Budget([sp.Limit("flops", "70%", flops), sp.Limit("params", "50%", params)], costs)
+    rng = np.random.default_rng(0)
+    score = lambda w: (float(np.sum(w) + rng.random()), 0)  # noqa: E731 - wider scores higher
+    result = search.search(
+        space, program.flops_many, score, budget, searcher, seed=0, samples=20, population=6,
+        generations=3, max_evals=80,
+    )  # fmt: skip
+    w = result.width[None]
+    assert program.flops_many(w)[0] <= flops and program.params_many(w)[0] <= params
+    assert result.best.load == pytest.approx(budget.load(w)[0]) and result.best.load <= 1
+    assert all(e.load == pytest.approx(budget.load(np.array(e.width)[None])[0])
+               for e in result.history)  # fmt: skip
+
+
+def test_a_flops_number_and_a_flops_budget_search_alike():
+    program = _program("depthwise")
+    target = 0.5 * program.flops()
+    runs = []
+    for budget in (target, sp.Budget.of_flops(program.flops_many, target)):
+        rng = np.random.default_rng(1)
+        score = lambda w, rng=rng: (float(rng.random()), 0)  # noqa: E731
+        r = search.search(program.space, program.flops_many, score, budget, "evolutionary",
+                          seed=3, population=6, generations=3)  # fmt: skip
+        runs.append([(e.width, e.flops, e.score) for e in r.history])
+    assert runs[0] == runs[1]

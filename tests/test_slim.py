@@ -239,3 +239,20 @@ def test_sweep_equivalence_flops_and_shapes(name, seed, j):
             assert relative_error(out, zeroed_reference(program, choice)(*inputs)) <= 1e-5
     assert [t.shape for t in _flat(out)] == shapes
     assert widthc.compile(small, inputs).flops() == program.flops(choice)
+
+
+def test_verify_runs_a_model_in_training_mode_as_in_eval_and_leaves_it_so():
+    """A model whose last BatchNorm sees 1x1 maps (mobilenet_v2 at 32x32) cannot run a batch of
+    one in training mode; verify runs it in eval mode, and leaves its mode and statistics."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.AdaptiveAvgPool2d(1), nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16),
+        nn.ReLU(), nn.Flatten(), nn.Linear(16, 4),
+    )  # fmt: skip
+    program = widthc.compile(model.eval(), (torch.randn(1, 3, 8, 8),))
+    program.gm.train()
+    stats = [b.clone() for b in program.gm.buffers()]
+    choice = program.uniform(ratio=0.5)
+    small = widthc.slim(program, choice).eval()
+    checks = verify(program, choice, small, check_onnx=False)
+    assert checks.equivalence is not None and program.gm.training
+    assert all(torch.equal(a, b) for a, b in zip(stats, program.gm.buffers()))

@@ -7,12 +7,14 @@ from __future__ import annotations
 import functools
 import json
 
+import numpy as np
 import pytest
 import zoo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import widthc
+from widthc import space
 from widthc.errors import WidthcError
 from widthc.ir import GroupWidth, WidthChoice
 from widthc.space import human
@@ -175,3 +177,87 @@ def test_smallest_reachable_budget_is_met_exactly():
     lo = program.flops(program.smallest())
     assert program.uniform(flops=lo) == program.smallest()
     assert program.random(3, flops=lo) == program.smallest()
+
+
+# --- budgets of several kinds ---------------------------------------------------------------------
+
+
+def _budget(program, **limits) -> space.Budget:
+    costs = {"flops": program.flops_many, "params": program.params_many}
+    return space.Budget([space.Limit(k, str(v), v) for k, v in limits.items()], costs)
+
+
+def test_a_width_meets_a_budget_of_several_limits_when_it_meets_each():
+    program = _program("resnet18")
+    flops, params = 0.6 * program.flops(), 0.4 * program.params()
+    budget = _budget(program, flops=flops, params=params)
+    rng = np.random.default_rng(0)
+    widths = rng.integers(1, program.space.n_bins + 1, (200, program.space.size))
+    load = budget.load(widths)
+    meets = (program.flops_many(widths) <= flops) & (program.params_many(widths) <= params)
+    assert ((load <= 1) == meets).all() and meets.any() and not meets.all()
+    for seed in range(4):  # random widths, repaired to the budget, meet both limits
+        w = space.random(program.space, budget.load, np.random.default_rng(seed), 1.0)
+        assert program.flops_many(w[None])[0] <= flops and program.params_many(w[None])[0] <= params
+    u = space.uniform(program.space, budget.load, 1.0)
+    assert budget.load(u[None])[0] <= 1
+    assert budget.label == f"flops {flops} + params {params}"
+
+
+def test_a_budget_out_of_reach_names_its_kind_and_range():
+    program = _program("residual")
+    lo, hi = program.params(program.smallest()), program.params()
+    budget = _budget(program, params=0.5 * lo)
+    with pytest.raises(WidthcError, match=f"a params budget of .* between {human(lo)} and"):
+        budget.check({"params": (lo, hi, "")})
+    latency = space.Budget([space.Limit("latency", "1us", 0.001)], {"latency": lambda w: w})
+    with pytest.raises(
+        WidthcError,
+        match=r"latency budget of 0.001 ms is out of reach: the "
+        r"smallest width runs 0.2 ms and the full model 1.5 ms on cpu \(measured\)",
+    ):
+        latency.check({"latency": (0.2, 1.5, " on cpu (measured)")})
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [("2ms", "latency", 2.0), ("2 ms", "latency", 2.0), ("500us", "latency", 0.5),
+     ("500µs", "latency", 0.5), ("0.1s", "latency", 100.0), ("50%", "latency", 5.0),
+     ("1M", "params", 1e6), ("25%", "params", 2.5)],
+)  # fmt: skip
+def test_parse_budgets_of_every_kind(text, kind, value):
+    assert space.parse_budget(text, 10.0, kind) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["2", "2m", "ms", "-1ms", "2 m s", "2mss"])
+def test_parse_latency_budget_rejects(text):
+    with pytest.raises(WidthcError, match="is not a latency budget: write e.g. 2ms, 500us"):
+        space.parse_budget(text, 10.0, "latency")
+
+
+def test_budgets_of_several_kinds_pair_up():
+    assert space.budget_specs(flops=["50%", "25%"], latency=["2ms"]) == [
+        {"flops": "50%", "latency": "2ms"}, {"flops": "25%", "latency": "2ms"}]  # fmt: skip
+    assert space.budget_specs(latency=["2ms", "1ms"], params=["1M", "2M"]) == [
+        {"params": "1M", "latency": "2ms"}, {"params": "2M", "latency": "1ms"}]  # fmt: skip
+    with pytest.raises(WidthcError, match="--flops gives 2 budgets and --latency 3"):
+        space.budget_specs(flops=["50%", "25%"], latency=["3ms", "2ms", "1ms"])
+    with pytest.raises(WidthcError, match="no budget: give --flops"):
+        space.budget_specs()
+    labels = [space.budget_label(s) for s in space.budget_specs(flops=["50%"], latency=["2ms"])]
+    assert labels == ["flops 50% + latency 2ms"]
+    assert space.budget_label({"flops": "50%"}) == "50%"  # a FLOPs budget alone: as before
+
+
+def test_a_budget_moves_toward_its_limits_stage_by_stage():
+    program = _program("residual")
+    budget = _budget(program, flops=0.5 * program.flops(), params=0.6 * program.params())
+    starts = {"flops": program.flops(), "params": program.params()}
+    first, last = budget.toward(starts, 0.0), budget.toward(starts, 1.0)
+    assert [lim.value for lim in first.limits] == [program.flops(), program.params()]
+    assert [lim.value for lim in last.limits] == [lim.value for lim in budget.limits]
+    half = budget.toward(
+        starts, 0.5, {"flops": lambda w: 0 * w.sum(1), "params": lambda w: w.sum(1)}
+    )
+    assert half.value("flops") == pytest.approx(0.75 * program.flops())
+    assert half.load(np.ones((1, 3)))[0] == pytest.approx(3 / half.value("params"))

@@ -72,7 +72,7 @@ def _option(f, lazy: bool):
     cli, help_text = f.metadata["cli"], f.metadata["help"]
     name = cli.get("flag", flag_name(f.name))
     kind = str(f.type).split(" ")[0]
-    default = None if lazy else f.default
+    default = None if lazy or kind.startswith("tuple") else f.default  # (): not given
     if lazy:
         help_text += " [default: the run's]"
     if kind == "bool" and cli.get("flag_only"):
@@ -107,7 +107,9 @@ def options_of(cls, group: str | None = None, lazy: bool = False, only=None):
 
 
 def model_options(fn):
-    """MODEL plus the options every command that loads a model takes (model, bins)."""
+    """MODEL plus the options every command that loads a model takes (model, bins, and the
+    runtime that `--align auto` and latency budgets measure on)."""
+    fn = options_of(RunConfig, "runtime")(fn)
     fn = options_of(RunConfig, "bins")(fn)
     fn = options_of(RunConfig, "model", only=("input_shape", "leaves", "auto_leaf"))(fn)
     return click.argument("model")(fn)
@@ -146,7 +148,8 @@ class _Widthc(click.Group):
 @click.group(cls=_Widthc, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="widthc")
 def main() -> None:
-    """widthc: find the best per-layer widths of any PyTorch model under a FLOPs budget.
+    """widthc: find the best per-layer widths of any PyTorch model under a FLOPs, params or
+    latency budget.
 
     MODEL is a model.py path (defining model() and input_shape or example_input()),
     package.module:function, torchvision:NAME or timm:NAME.
@@ -240,7 +243,7 @@ def report(run_dir):
 @options_of(RunConfig, "export")
 @handle_errors
 def slim(out, resume, force, **options):
-    """Slim MODEL to each FLOPs budget: train the supernet, search, slim, export, retrain, report.
+    """Slim MODEL to each budget: train the supernet, search, slim, export, retrain, report.
 
     --search uniform slims at once, without data or training.
     """

@@ -22,6 +22,7 @@ from widthc.evaluate import batch
 from widthc.files import write_text
 from widthc.frontends.models import check_output as check_hooks
 from widthc.frontends.models import parse_shape
+from widthc.latency import runtimes
 from widthc.pipeline import run_stages
 from widthc.report import print_analysis
 from widthc.run import (
@@ -59,12 +60,16 @@ _PARTS_GIVEN_TO_A_NEW_RUN = {f.name for f in option_fields(SearchConfig)} | {"re
 def run_config(options: dict) -> RunConfig:
     """The run configuration of a command's options (a comma list of budgets, a shape as
     text), every option checked."""
-    options = dict(options)
-    if isinstance(options.get("flops"), str):
-        options["flops"] = space.parse_budgets(options["flops"])
+    options = {k: v for k, v in options.items() if v is not None or k not in space.KINDS}
+    for kind in space.KINDS:
+        if isinstance(options.get(kind), str):
+            options[kind] = space.parse_budgets(options[kind], kind)
     if options.get("input_shape") is not None:
         options["input_shape"] = ",".join(map(str, parse_shape(options["input_shape"])))
-    return RunConfig.from_json(options).check()
+    config = RunConfig.from_json(options).check()
+    if config.runtime is not None or config.latency or config.align_text == "auto":
+        runtimes.runtime(config.runtime_name, config.runtime_threads, config.runtime_batch).check()
+    return config
 
 
 def analyze_command(options: dict, json_path: str | None) -> None:
@@ -72,7 +77,9 @@ def analyze_command(options: dict, json_path: str | None) -> None:
     program = ctx.program
     for path, why in getattr(program.traced, "auto_leaves", ()):
         print(f"traced {path} as a leaf: {why}")
-    print_analysis(program, ctx.model_source.name)
+    print_analysis(
+        program, ctx.model_source.name, latency=ctx.latency if ctx.measures_latency else None
+    )
     if json_path:
         write_text(Path(json_path), json.dumps(program.to_json(), indent=2))
         print(f"wrote {json_path}")
@@ -95,8 +102,7 @@ def train_command(options: dict, given: set, command: str, out: str, resume: boo
 def slim_command(options: dict, given: set, command: str, out, resume: bool, force: bool):
     """`widthc slim`: every stage, or the uniform fast path."""
     config = run_config(options)
-    if not config.flops:
-        raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
+    space.budget_specs(**config.budgets)  # at least one budget, and lists that pair up
     if config.search.search == "uniform" and not config.from_run and not (resume or force):
         return fast.run(Context(config), out)
     config, device = _device(config)
@@ -117,10 +123,12 @@ def stage_command(run_dir: str, stage: str, options: dict, given: set, resume: b
         how = _HOW[needs].format(run=run_dir)
         raise WidthcError(f"{run_dir} has not finished its {needs} stage: run `{how}` first")
     changes = {k: v for k, v in options.items() if k in given}
+    if set(changes) & set(space.KINDS):  # new budgets replace the run's, of every kind
+        changes = {**{k: () for k in space.KINDS}, **changes}
     if changes:
         ctx.config = run_config({**ctx.config.to_json(), **changes})
-    if stage == "search" and not ctx.config.flops:
-        raise WidthcError("--flops is missing: give a budget such as 300M or 50%")
+    if stage == "search":
+        space.budget_specs(**ctx.config.budgets)
     if changes:
         run.update(**{k: v for k, v in ctx.config.to_json().items() if k in changes})
     if not (stage == "search" and resume):
@@ -254,11 +262,12 @@ def _from_run(config, given, out, resume, force, command, device) -> Context:
     mine = {
         k: v
         for k, v in config.to_json().items()
-        if k in given or k in _PARTS_GIVEN_TO_A_NEW_RUN or k == "flops"
+        if k in given or k in _PARTS_GIVEN_TO_A_NEW_RUN or k in space.KINDS
     }
     mine["from_run"] = str(source.path)
     config = RunConfig.from_json({**source.config, **mine}).check()
-    out = out or f"{source.path}-" + "-".join(map(safe_name, config.flops))
+    texts = [t for kind in space.KINDS for t in getattr(config, kind)]
+    out = out or f"{source.path}-" + "-".join(map(safe_name, texts))
     run = _make_run(Path(out), config, given, resume, force, command)
     for name in (ANALYSIS, SUPERNET, TRAIN_LOG, PRETRAINED):
         if source.file(name).exists() and not run.file(name).exists():

@@ -17,9 +17,14 @@ from typing import Any
 from widthc.errors import WidthcError
 
 __all__ = [
-    "AMP", "EXECUTIONS", "FP16_NEEDS_CUDA", "RetrainConfig", "RunConfig", "Schedule",
-    "SearchConfig", "TrainConfig", "default", "flag_name", "option", "option_fields",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "RetrainConfig",
+    "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default", "flag_name", "option",
+    "option_fields",
 ]  # fmt: skip
+
+# the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
+RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "torch-cpu", "torch-cuda")
+DEFAULT_RUNTIME = "onnxruntime-cpu"
 
 
 def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's word
@@ -202,8 +207,9 @@ _PARTS = {"train": TrainConfig, "search": SearchConfig, "retrain": RetrainConfig
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every option of a run. Groups: `model` (what is traced and how), `bins`, `run` (data,
-    supernet, device), `budget`, `export`, `from`; and the parts `train`, `search`, `retrain`."""
+    """Every option of a run. Groups: `model` (what is traced and how), `bins`, `runtime` (where
+    latency is measured), `run` (data, supernet, device), `budget`, `export`, `from`; and the
+    parts `train`, `search`, `retrain`."""
 
     model: str = option(
         "",
@@ -222,13 +228,27 @@ class RunConfig:
         True, "Trace a submodule that torch.fx cannot trace as one opaque call.", "model"
     )
     beta: float = option(1.0, "Minimum bin size (paper eq. 9).", "bins")
-    align: int = option(
-        1, "Keep channel counts multiples of this (1: the paper's bins; 8 suits CPU/GPU kernels).",
-        "bins", min=1,
+    align: str | None = option(
+        None, "Keep channel counts multiples of this: a number (1: the paper's bins), or auto: "
+        "the channel block the --runtime computes in, measured [default: auto with --latency "
+        "or --runtime, else 1].", "bins", metavar="A|auto",
     )  # fmt: skip
     uniform_bins: int | None = option(
         None, "K bins of equal channel count per group instead of FLOPs-sensitive bins (A.7).",
         "bins", min=1, metavar="K",
+    )  # fmt: skip
+    runtime: str | None = option(
+        None, f"Runtime of latency budgets and measurements: {', '.join(RUNTIMES)} "
+        f"[default: {DEFAULT_RUNTIME}].", "runtime", metavar="NAME",
+    )  # fmt: skip
+    runtime_threads: int = option(1, "Threads of one inference on --runtime.", "runtime")
+    runtime_batch: int = option(1, "Batch size of one inference on --runtime.", "runtime")
+    latency_samples: int = option(
+        40, "Widths measured end to end to fit the latency model (cached).", "runtime"
+    )
+    latency_cache: str | None = option(
+        None, "Folder of cached latency measurements [default: $WIDTHC_CACHE, else "
+        "~/.cache/widthc].", "runtime", metavar="DIR",
     )  # fmt: skip
     data: str | None = option(
         None, "digits, mnist, mnist1d, mnist1d-10k, imagefolder:PATH, cifar10:PATH or synthetic; "
@@ -249,6 +269,14 @@ class RunConfig:
     flops: tuple[str, ...] = option(
         (), "FLOPs budget(s) per sample: 300M, 1.2G, 4.1e9 or 50% of the full model.", "budget",
         metavar="BUDGET[,BUDGET...]",
+    )  # fmt: skip
+    params: tuple[str, ...] = option(
+        (), "Parameter budget(s): 1M, 250K or 50% of the full model.", "budget",
+        metavar="BUDGET[,BUDGET...]",
+    )  # fmt: skip
+    latency: tuple[str, ...] = option(
+        (), "Latency budget(s) on --runtime: 2ms, 500us or 50% of the full model's measured "
+        "latency.", "budget", metavar="BUDGET[,BUDGET...]",
     )  # fmt: skip
     onnx: bool = option(True, "Also write and check slim.onnx.", "export")
     pretrained: bool = option(
@@ -275,6 +303,23 @@ class RunConfig:
     def seed(self) -> int:
         return self.train.seed
 
+    @property
+    def runtime_name(self) -> str:
+        return self.runtime or DEFAULT_RUNTIME
+
+    @property
+    def budgets(self) -> dict[str, tuple[str, ...]]:
+        """The budget texts of every kind given (flops, params, latency)."""
+        return {k: getattr(self, k) for k in ("flops", "params", "latency") if getattr(self, k)}
+
+    @property
+    def align_text(self) -> str:
+        """`--align` as given, or its default: auto with a latency budget or a `--runtime`
+        (BENCHMARKS.md, "--align auto"), else 1 (the paper's bins)."""
+        if self.align is not None:
+            return str(self.align)
+        return "auto" if self.latency or self.runtime is not None else "1"
+
     def check(self) -> RunConfig:
         """Every option in range (one sentence for the first that is not)."""
         self.train.check()
@@ -284,6 +329,19 @@ class RunConfig:
             raise _bad("offset", "0 or more", self.offset)
         if not self.beta > 0:
             raise _bad("beta", "positive", self.beta)
+        if self.align_text != "auto" and not (self.align_text.isdigit() and int(self.align_text)):
+            raise _bad("align", "a whole number of channels, 1 or more, or auto", self.align)
+        if self.runtime_name not in RUNTIMES:
+            raise WidthcError(
+                f"--runtime {self.runtime} is not a runtime: choose one of {', '.join(RUNTIMES)}"
+            )
+        for name in ("runtime_threads", "runtime_batch"):
+            if getattr(self, name) < 1:
+                raise _bad(name, "at least 1", getattr(self, name))
+        if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
+            raise WidthcError("--stages above 1 searches one budget per run: give one budget")
+        if self.latency_samples < 8:
+            raise _bad("latency_samples", "at least 8", self.latency_samples)
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 
@@ -345,7 +403,9 @@ class RunConfig:
 
 
 def _typed(f, value):
-    """JSON lists back to the tuples a frozen config holds."""
+    """JSON lists back to the tuples a frozen config holds; an old run's number `align` as text."""
+    if f.name == "align" and isinstance(value, int):
+        return str(value)
     return tuple(value) if isinstance(value, list) and str(f.type).startswith("tuple") else value
 
 

@@ -1,5 +1,6 @@
 """The `Context` of a run: its configuration, the run directory, and what every stage shares,
-each built once on first use (the model, its analysis, the data, the budgets).
+each built once on first use (the model, its analysis, the data, the runtime and its latency
+model, the budgets).
 
 A Context exists before its run directory does: the commands check every input on it (the
 data through the model, the budgets in range) and only then create the directory
@@ -11,7 +12,9 @@ existing run (`Context.open`) rebuilds the same values from config.json (seeded)
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
+import numpy as np
 import torch
 
 import widthc
@@ -29,9 +32,13 @@ from widthc.evaluate import (
 from widthc.frontends.data import SOURCES, DataSplits, load_splits, splits_from_hooks
 from widthc.frontends.models import ModelSource, load_model, parse_shape
 from widthc.ir import WidthChoice
+from widthc.latency import cache, runtimes
+from widthc.latency.align import channel_block
+from widthc.latency.measure import Measurer
+from widthc.latency.model import LatencyModel
 from widthc.ordering import Ordering, order_channels
 from widthc.program import Program
-from widthc.run import SUPERNET, Run
+from widthc.run import ANALYSIS, SUPERNET, Run
 from widthc.supernet import Supernet
 from widthc.train import cross_entropy
 
@@ -99,7 +106,48 @@ class Context:
 
     @cached_property
     def program(self) -> Program:
-        return compile_source(self.config, self.model_source)
+        return compile_source(self.config, self.model_source, self.align)
+
+    # --- the runtime and latency ----------------------------------------------------------
+
+    @cached_property
+    def runtime(self) -> runtimes.Runtime:
+        """The runtime latency is measured on, checked to run on this machine."""
+        c = self.config
+        return runtimes.runtime(c.runtime_name, c.runtime_threads, c.runtime_batch).check()
+
+    @cached_property
+    def cache_root(self) -> Path:
+        return cache.root(self.config.latency_cache)
+
+    @cached_property
+    def block(self) -> int:
+        """The runtime's channel block, measured (cached per machine)."""
+        return channel_block(self.runtime, self.cache_root, self.echo)
+
+    @cached_property
+    def align(self) -> int:
+        """`--align` in channels: `auto` is the runtime's block; a run analysed already keeps
+        its bins (`widthc search RUN --latency 2ms` on a run trained with the default 1)."""
+        analysed = self.run.read_json(ANALYSIS, {}) if self.run is not None else {}
+        if isinstance(analysed.get("align"), int):
+            return analysed["align"]
+        text = self.config.align_text
+        return self.block if text == "auto" else int(text)
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether the run models latency: a latency budget, or a runtime given."""
+        return bool(self.config.latency) or self.config.runtime is not None
+
+    @cached_property
+    def measurer(self) -> Measurer:
+        return Measurer(self.program, self.runtime, self.cache_root, self.echo, self.progress)
+
+    @cached_property
+    def latency(self) -> LatencyModel:
+        """The latency model of the program's widths (fitted to measured widths, cached)."""
+        return self.measurer.model(self.config.latency_samples, self.block)
 
     @cached_property
     def splits(self) -> DataSplits:
@@ -141,18 +189,48 @@ class Context:
         )
 
     def bands(self) -> list[tuple[float, float]]:
-        """The budgets' FLOPs bands [band x budget, budget] that --budget-sampling draws in."""
+        """The budgets' FLOPs bands [band x budget, budget] that --budget-sampling draws in
+        (budgets with a FLOPs limit: --budget-sampling needs --flops)."""
         band = self.config.search.budget_band
-        return [(band * b, b) for b in self.budgets.values()]
+        flops = [b.value("flops") for b in self.budgets.values()]
+        return [(band * f, f) for f in flops if f is not None]
 
     @cached_property
-    def budgets(self) -> dict[str, float]:
-        """Each budget of `--flops` in FLOPs per sample, checked to be reachable."""
-        full = self.program.flops()
-        values = {t: space.parse_budget(t, full) for t in self.config.flops}
-        for value in values.values():
-            self.program.check_budget(value)
-        return values
+    def budgets(self) -> dict[str, space.Budget]:
+        """Every budget of the run by its label, each limit checked to be reachable: FLOPs and
+        params of the smallest and the full width; latency measured (the smallest width and
+        the full model, before the latency model is fitted, so a bad budget costs no more),
+        then against the fitted model, whose full width a `50%` latency budget is half of (the
+        model and the budget on one scale: its prediction of the full model)."""
+        if not self.config.budgets:  # `widthc train`: budgets come with the search
+            return {}
+        program = self.program
+        smallest = program.smallest()
+        fulls = {"flops": program.flops(), "params": program.params()}
+        ranges = {
+            "flops": (program.flops(smallest), fulls["flops"], ""),
+            "params": (program.params(smallest), fulls["params"], ""),
+        }
+        costs = {"flops": program.flops_many, "params": program.params_many}
+        if self.config.latency:
+            lo, full = self.measurer.anchors()
+            where = f" on {self.runtime.describe()}"
+            fulls["latency"], ranges["latency"] = full, (lo, full, f"{where} (measured)")
+            costs["latency"] = lambda widths: self.latency.latency_many(widths)
+            self._limits(fulls, costs, ranges)  # a budget out of reach fails before the fit
+            ends = np.stack([program.space.smallest(), program.space.full()])
+            lo, full = (float(ms) for ms in self.latency.latency_many(ends))
+            fulls["latency"], ranges["latency"] = full, (lo, full, f"{where} (predicted)")
+        return {b.label: b for b in self._limits(fulls, costs, ranges)}
+
+    def _limits(self, fulls: dict, costs: dict, ranges: dict) -> list[space.Budget]:
+        return [
+            space.Budget(
+                [space.Limit(k, t, space.parse_budget(t, fulls[k], k)) for k, t in spec.items()],
+                costs,
+            ).check(ranges)
+            for spec in space.budget_specs(**self.config.budgets)
+        ]
 
     # --- the supernet -------------------------------------------------------------------------
 
@@ -225,7 +303,7 @@ class Context:
         the stage's winning candidate (its weights), analysed with the next stage's beta."""
         cand = program.validate(WidthChoice.from_json(step["candidate_choice"]))
         model = widthc.slim(program, cand)
-        return widthc.compile(model, program.example_inputs, step["beta"], align=self.config.align)
+        return widthc.compile(model, program.example_inputs, step["beta"], align=self.align)
 
     def replay(self, chain: list, program: Program) -> Program:
         """The last stage's program, rebuilt from `program` (the original model's, trained or
@@ -241,11 +319,16 @@ class Context:
         return program, self.trained_supernet(program, path, device)
 
 
-def compile_source(config: RunConfig, src: ModelSource) -> Program:
-    """The analysis of a model as the run configures it (beta, leaves, align, uniform bins)."""
+def compile_source(config: RunConfig, src: ModelSource, align: int | None = None) -> Program:
+    """The analysis of a model as the run configures it (beta, leaves, align, uniform bins);
+    `align` resolves `--align auto` (a run's `Context.align`)."""
     c = config
+    if align is None:
+        if c.align_text == "auto":
+            raise WidthcError("--align auto needs the run's runtime: compile through its Context")
+        align = int(c.align_text)
     program = widthc.compile(
-        src.model, src.example_inputs, c.beta, c.leaves, c.align, auto_leaf=c.auto_leaf
+        src.model, src.example_inputs, c.beta, c.leaves, align, auto_leaf=c.auto_leaf
     )
     if c.uniform_bins:
         program = program.rebin(program.beta, uniform=c.uniform_bins)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import gc
 from collections.abc import Sequence
 
@@ -144,6 +145,16 @@ class Program:
 
     def params_many(self, widths: np.ndarray) -> np.ndarray:
         return self._params_of(self.space.searchable_counts(widths))
+
+    @property
+    def flops_table(self) -> flops_pass.CostTable:
+        """FLOPs of the example batch as terms over channel layouts, by layer (not per sample)."""
+        return self._flops
+
+    @functools.cached_property
+    def activations_table(self) -> flops_pass.CostTable:
+        """Elements of every node's output as terms over channel layouts, by layer."""
+        return flops_pass.activations_table(self.traced, len(self.groups))
 
     def flops_by_layer(self, choice: WidthChoice | None = None) -> dict[str, float]:
         return {k: v / self.batch for k, v in self._flops.per_owner(self.counts(choice)).items()}

@@ -58,14 +58,17 @@ RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
 # the report's figures
 WIDTHS_PNG, BINS_PNG, SEARCH_PNG = "widths.png", "bins.png", "search.png"
 RETRAINED_PNG, TRAINING_PNG = "retrained.png", "training.png"
+LATENCY_PNG, LAYERS_LATENCY_PNG = "latency.png", "latency_layers.png"
 INHERITED = "inherited.pt"  # the slimmed model with the supernet's weights (before retraining)
 UNIFORM = "uniform"
-BUDGET_PREFIX = "flops-"  # a budget's folder: flops-50pct, flops-300M
+BUDGET_PREFIX = "flops-"  # a budget's folder: flops-50pct, flops-300M, latency-2ms,
+BUDGET_PREFIXES = (BUDGET_PREFIX, "params-", "latency-")  # flops-50pct+latency-2ms
 
 STAGES = ("analyze", "train", "search", "slim", "export", "retrain", "report")  # in order
 
 # options that may differ when a run is resumed: they do not change what is computed
-NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run"}
+NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run",
+                "latency_cache"}  # fmt: skip
 
 
 class Run:
@@ -116,7 +119,7 @@ class Run:
                 f"cannot resume {path} with MODEL {config.get('model')}: it runs {saved.get('model')}"
             )
         for key in sorted(given - NOT_COMPARED):
-            if key in saved and key in config and saved[key] != config[key]:
+            if key in saved and key in config and _text(saved[key]) != _text(config[key]):
                 raise WidthcError(
                     f"cannot resume with --{key.replace('_', '-')} {_text(config[key])}: the run "
                     f"in {path} used {_text(saved[key])}; drop the option or start a new run "
@@ -173,7 +176,8 @@ class Run:
 
     def budget_dirs(self) -> list[Path]:
         """Every budget's folder that exists, by name."""
-        return sorted(p for p in self.path.glob(f"{BUDGET_PREFIX}*") if p.is_dir())
+        found = {p for prefix in BUDGET_PREFIXES for p in self.path.glob(f"{prefix}*")}
+        return sorted(p for p in found if p.is_dir())
 
     def stage_dir(self, stage: int) -> Path:
         """The folder of stage `stage` (2, 3, ...) of a multi-stage search."""
@@ -222,13 +226,23 @@ def safe_name(text: str) -> str:
 
 
 def budget_folder(text: str) -> str:
-    """The folder name of one budget, in a run directory or a `--search uniform` output."""
-    return safe_name(f"{BUDGET_PREFIX}{text}")
+    """The folder name of one budget, in a run directory or a `--search uniform` output: its
+    limits, `kind-value` joined by `+` (`50%` -> `flops-50pct`, `flops 50% + latency 2ms` ->
+    `flops-50pct+latency-2ms`)."""
+    parts = []
+    for part in text.split(" + "):
+        kind, _, value = part.strip().rpartition(" ")
+        parts.append(f"{kind or BUDGET_PREFIX[:-1]}-{value}")
+    return safe_name("+".join(parts))
 
 
 def budget_text(folder_name: str) -> str:
-    """The budget a folder name stands for (`flops-50pct` -> `50%`), for folders of no run."""
-    return folder_name.removeprefix(BUDGET_PREFIX).replace("pct", "%")
+    """The budget a folder name stands for (`flops-50pct` -> `50%`, `latency-2ms` ->
+    `latency 2ms`), for folders of no run."""
+    parts = [p.replace("pct", "%").split("-", 1) for p in folder_name.split("+")]
+    if len(parts) == 1 and parts[0][0] == BUDGET_PREFIX[:-1]:
+        return parts[0][-1]
+    return " + ".join(" ".join(p) for p in parts)
 
 
 def command_line(args: list[str] | None = None) -> str:
@@ -251,14 +265,15 @@ def widths_record(
     model: str,
     search: str,
     text: str,
-    budget: float,
+    budget: float | None,
     checks: dict,
     original=None,
     score: float | None = None,
 ) -> dict:
     """widths.json of a slimmed model: the channels of every group of the `original` program
     before and after (`program` may be a later stage's, a slimmed model: its groups match by
-    name), its budget, FLOPs, params and the checks that proved it."""
+    name), its budget (text, and its FLOPs limit if it has one), FLOPs, params and the checks
+    that proved it."""
     original = original or program
     after = {g.name: int(c * g.blocks) for g, c in zip(program.groups, program.counts(choice))}
     record = {

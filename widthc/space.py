@@ -7,6 +7,10 @@ width as a value that enters or leaves the program (validated there, never in in
 Bins are a value: a `WidthSpace` is built from one binning and never changes; every width it
 makes is stamped with that binning's key, and a program refuses a width counted in other bins.
 
+Budgets (widthc.budgets, re-exported here) meet the space through one number per width, its
+load: `uniform(space, budget.load, 1.0)`, `repair(...)`, `random(...)` take any cost function
+and its budget.
+
 A width's candidates are its locally free sub-networks: for a group with `k` of `n` bins and
 offset `r`, `cf = min(r + 1, k)` free bins chosen from the zone `[k - cf, min(k + r, n))` after
 the `k - cf` base bins; candidate `j` takes, in every group, the `j`-th pattern (lexicographic,
@@ -23,14 +27,29 @@ from collections.abc import Callable
 
 import numpy as np
 
+from widthc.budgets import (
+    KINDS,
+    Budget,
+    Limit,
+    budget_label,
+    budget_specs,
+    human,
+    parse_budget,
+    parse_budgets,
+)
 from widthc.errors import WidthcError
 from widthc.ir import ChannelGroup, GroupWidth, WidthChoice
 
 __all__ = [
+    "KINDS",
+    "Budget",
     "FlopsMany",
+    "Limit",
     "WidthSpace",
     "at_ratio",
     "binning_key",
+    "budget_label",
+    "budget_specs",
     "candidates",
     "check_budget",
     "human",
@@ -43,7 +62,7 @@ __all__ = [
     "uniform",
 ]
 
-FlopsMany = Callable[[np.ndarray], np.ndarray]  # widths [B, S] -> FLOPs [B]
+FlopsMany = Callable[[np.ndarray], np.ndarray]  # widths [B, S] -> FLOPs (or any cost) [B]
 
 
 class WidthSpace:
@@ -147,15 +166,6 @@ def uniform(space: WidthSpace, flops_many: FlopsMany, budget: float) -> np.ndarr
     return best
 
 
-def check_budget(space: WidthSpace, flops_many: FlopsMany, budget: float) -> None:
-    lo, hi = flops_many(np.stack([space.smallest(), space.full()]))
-    if not lo <= budget <= hi * (1 + 1e-9):
-        raise WidthcError(
-            f"a FLOPs budget of {human(budget)} is out of reach: this model can be slimmed to "
-            f"between {human(lo)} and {human(hi)} FLOPs"
-        )
-
-
 def random(
     space: WidthSpace, flops_many: FlopsMany, rng: np.random.Generator, budget: float | None = None
 ) -> np.ndarray:
@@ -251,45 +261,9 @@ def _canonical(k: int, free: tuple[int, ...]) -> GroupWidth:
     return GroupWidth(k, tuple(active[base:]))
 
 
-# --- budgets as text --------------------------------------------------------------------------------
-
-_UNITS = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+# --- budgets (widthc.budgets: their kinds, values and texts) ---------------------------------------
 
 
-def parse_budget(text: str, full: float) -> float:
-    """'300M', '1.2G', '4.1e9' or '50%' (of `full`, the full model's FLOPs) -> FLOPs."""
-    s = text.strip().upper()
-    scale, number = 1.0, s
-    if s.endswith("%"):
-        scale, number = full / 100, s[:-1]
-    elif s[-1:] in _UNITS:
-        scale, number = _UNITS[s[-1]], s[:-1]
-    try:
-        value = float(number) * scale
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise WidthcError(
-            f"--flops '{text}' is not a FLOPs budget: write e.g. 300M, 1.2G, 4.1e9 or 50% "
-            f"(of the full model), several separated by commas"
-        )
-    return value
-
-
-def parse_budgets(text: str) -> list[str]:
-    """'300M, 200M,300M' -> ['300M', '200M']: the budgets of a comma list, first of each, each
-    one's syntax checked (its value needs the full model's FLOPs: `parse_budget`)."""
-    texts = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    if not texts:
-        raise WidthcError("--flops is empty: give a budget such as 300M or 50%")
-    for t in texts:
-        parse_budget(t, 1.0)
-    return texts
-
-
-def human(flops: float) -> str:
-    """FLOPs as text, the inverse of `parse_budget` to 4 significant digits: 4.089G, 300M."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(flops) >= scale:
-            return f"{flops / scale:.4g}{unit}"
-    return f"{flops:.4g}"
+def check_budget(space: WidthSpace, flops_many: FlopsMany, budget: float) -> None:
+    lo, hi = flops_many(np.stack([space.smallest(), space.full()]))
+    Budget.of_flops(flops_many, budget).check({"flops": (lo, hi, "")})

@@ -172,9 +172,14 @@ def relative_error(got, ref) -> float:
 
 
 def _equivalence(program, slimmed, inputs, reference, name: str) -> float:
-    with torch.no_grad():
-        out = _run(slimmed, inputs, "the slimmed model")
-        full = program.gm(*inputs)
+    training = program.gm.training  # the model's shapes, in eval mode: a batch of one through
+    program.gm.eval()  # a 1x1 BatchNorm cannot train, and its running statistics stay as they are
+    try:
+        with torch.no_grad():
+            out = _run(slimmed, inputs, "the slimmed model")
+            full = program.gm(*inputs)
+    finally:
+        program.gm.train(training)
     shapes = [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
     full_shapes = [tuple(t.shape) for t in tree_flatten(full)[0] if isinstance(t, torch.Tensor)]
     if shapes != full_shapes:

@@ -37,8 +37,13 @@ def layers_text(g: ChannelGroup) -> str:
     return text
 
 
-def print_analysis(program, name: str, console: Console | None = None) -> None:
+def print_analysis(program, name: str, console: Console | None = None, latency=None) -> None:
+    """The table of `widthc analyze`; with a latency model (`--runtime`), each group's latency
+    sensitivity beside its FLOPs sensitivity, and the model's latency in the footer."""
     console = console or Console()
+    per_channel = {}
+    if latency is not None:
+        per_channel = dict(zip(program.space.ids.tolist(), latency.sensitivity()))
     table = Table(
         title=f"channel groups of {name}",
         caption="bins: count×size (+ a smaller last bin), per block of a grouped conv, in heads "
@@ -50,6 +55,7 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
         ("channels", {"justify": "right"}),
         ("bins", {"justify": "right"}),
         ("sensitivity", {"justify": "right"}),
+        *([("µs/channel", {"justify": "right"})] if latency is not None else []),
         ("status", {"ratio": 2}),
         ("layers", {"ratio": 3, "overflow": "fold"}),
     ):
@@ -69,7 +75,11 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
                 status += f" (+{len(g.frozen) - 1} more)"
             bins = "-"
         width = f"{g.n} heads ×{g.unit}" if g.heads else str(g.n)
-        table.add_row(str(g.id), width, bins, human(g.sensitivity), status, layers_text(g))
+        ms = per_channel.get(g.id)
+        latency_cell = [] if latency is None else [_microseconds(ms)]
+        table.add_row(
+            str(g.id), width, bins, human(g.sensitivity), *latency_cell, status, layers_text(g)
+        )
     console.print(table)
     data = program.to_json()
     fixed = len(data["fixed_by_bins"])
@@ -81,6 +91,16 @@ def print_analysis(program, name: str, console: Console | None = None) -> None:
         f"searchable conv/linear channels: {data['searchable_channel_fraction']:.0%}   "
         f"search space: 10^{data['search_space_log10']:.1f} widths"
     )
+    if latency is not None:
+        console.print(
+            f"latency: {human(latency.latency(), 'latency')} predicted on {latency.runtime} "
+            f"(channel block {latency.block}); µs/channel: what one more channel of the group "
+            f"adds, the others at full width"
+        )
     why = diagnose.footer(program, data["searchable_channel_fraction"])
     if why:
         console.print(why, markup=False)
+
+
+def _microseconds(ms: float | None) -> str:
+    return "-" if ms is None or ms != ms else f"{1e3 * ms:.3g}"

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from widthc import run as run_files
 from widthc.config import RunConfig
 from widthc.files import write_atomic
+from widthc.report.latency_figures import latency_figure, layers_figure
 from widthc.report.rundir import RunData
 from widthc.space import human
 
@@ -240,6 +241,8 @@ _DRAWERS: dict[str, Callable[[RunData], Figure | str]] = {
     run_files.SEARCH_PNG: search_figure,
     run_files.RETRAINED_PNG: retrained_figure,
     run_files.TRAINING_PNG: training_figure,
+    run_files.LATENCY_PNG: latency_figure,
+    run_files.LAYERS_LATENCY_PNG: layers_figure,
 }
 FIGURES = tuple(_DRAWERS)
 

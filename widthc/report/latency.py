@@ -1,25 +1,22 @@
-"""Latency of ONNX files in onnxruntime, measured side by side on one thread.
-
-The files take turns within every repeat (who goes first rotates), after a warm-up, so a
-machine that slows down or speeds up during the measurement shifts every file alike: the
-ratios between files are what the report shows, and they stay fair on a busy machine.
+"""Latency of a run's models, as the export stage measured them (metrics.json), or else of its
+ONNX files measured here side by side on onnxruntime-cpu, one thread (widthc.latency.timing:
+the thread's CPU time, rounds that rotate who goes first, medians).
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
+from widthc.config import DEFAULT_RUNTIME
 from widthc.errors import WidthcError
+from widthc.latency import timing
+from widthc.latency.runtimes import Runtime
 from widthc.report.rundir import RunData
 from widthc.run import ORIGINAL_ONNX
 
-_WARMUP = 3
 _DTYPES = {
     "tensor(float)": np.float32,
     "tensor(double)": np.float64,
@@ -36,25 +33,19 @@ def onnx_latency(paths: list[Path], input_shape: tuple, repeats: int = 30) -> li
     if repeats < 1:
         raise WidthcError(f"latency needs at least one repeat, got {repeats}")
     shapes = _shapes(input_shape)
-    sessions = [_session(Path(p)) for p in paths]
+    runtime = Runtime(DEFAULT_RUNTIME)
+    sessions = [_session(runtime, Path(p)) for p in paths]
     feeds = [_feed(s, shapes, Path(p)) for s, p in zip(sessions, paths)]
     for session, feed, path in zip(sessions, feeds, paths):
         try:
-            for _ in range(_WARMUP):
-                session.run(None, feed)
+            session.run(None, feed)
         except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
             raise WidthcError(
                 f"onnxruntime cannot run {path} on inputs of shape {shapes}: "
                 f"{str(e).splitlines()[0]}"
             ) from e
-    times: list[list[float]] = [[] for _ in sessions]
-    n = len(sessions)
-    for r in range(repeats):
-        for i in [(r + j) % n for j in range(n)]:
-            t0 = time.perf_counter()
-            sessions[i].run(None, feeds[i])
-            times[i].append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(t) for t in times]
+    runners = [functools.partial(s.run, None, f) for s, f in zip(sessions, feeds)]
+    return timing.medians(runners, repeats, runtime.clock)
 
 
 def run_latency(run: RunData) -> tuple[dict[str, dict[str, float]], str]:
@@ -110,26 +101,10 @@ def _shapes(input_shape: tuple) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _session(path: Path):
-    """An onnxruntime session on one intra-op thread, providers chosen explicitly (CUDA only
-    where torch sees a GPU: onnxruntime-gpu lists it everywhere)."""
+def _session(runtime: Runtime, path: Path):
     if not path.is_file():
         raise WidthcError(f"cannot measure the latency of {path}: the file does not exist")
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime as ort
-    import torch
-
-    providers = ["CPUExecutionProvider"]
-    if torch.cuda.is_available():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
-        raise WidthcError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from e
+    return runtime.session(path)
 
 
 def _feed(session, shapes: list[tuple[int, ...]], path: Path) -> dict:

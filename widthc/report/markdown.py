@@ -31,8 +31,10 @@ def write_report(run_dir: Path) -> Path:
         _header(run),
         _results(run, latency, latency_note),
         _figure(run, figures, run_files.WIDTHS_PNG, "Width per layer", _WIDTHS_TEXT),
+        _latency_section(run, figures, run_files.LAYERS_LATENCY_PNG, "Latency per layer"),
         _figure(run, figures, run_files.BINS_PNG, "Bins per layer", _BINS_TEXT),
         _figure(run, figures, run_files.SEARCH_PNG, "Search: score vs FLOPs", _SEARCH_TEXT),
+        _latency_section(run, figures, run_files.LATENCY_PNG, "Latency vs FLOPs"),
         _figure(
             run,
             figures,
@@ -57,11 +59,29 @@ _BINS_TEXT = (
     "How the search counts each group's width (paper eq. 9, figure 5): bins are large where "
     "a channel is cheap, small where it costs many FLOPs."
 )
+_LATENCY_TEXT = {
+    "Latency per layer": (
+        "The latency model's ms of every layer (its MACs and the elements it writes, each at its "
+        "fitted cost): the full model, and the chosen width of every budget."
+    ),
+    "Latency vs FLOPs": (
+        "Every scored width's latency as the model predicts it; the chosen (star) and uniform "
+        "(cross) widths predicted (filled) and measured after export (hollow), the original "
+        "model measured (square), the latency budgets dotted."
+    ),
+}
 _SEARCH_TEXT = (
     "Every width the search scored on the validation split (best candidate pattern, after "
     "batch-norm recalibration), the Pareto front, the chosen width (star) and the uniform "
     "width (cross) per budget."
 )
+
+
+def _latency_section(run: RunData, figures: dict, name: str, title: str) -> str:
+    """A latency figure, or nothing for a run that models no latency."""
+    if not isinstance(figures.get(name), Path):
+        return ""
+    return _figure(run, figures, name, title, _LATENCY_TEXT[title])
 
 
 def _warnings(run: RunData) -> str:
@@ -86,6 +106,7 @@ def _warnings(run: RunData) -> str:
         lines.append(
             "the search did not finish: its results are those of the widths scored so far."
         )
+    lines += [f"{m}." for m in run.latency_misses()]
     lines += [f"{p}." for p in run.problems]
     return "\n".join(f"- **Warning: {line}**" for line in lines)
 
@@ -197,8 +218,8 @@ def _results(run: RunData, latency: dict, note: str) -> str:
     notes = [
         f"Test {_short(run)}: the test split, never seen by the search"
         + (f"; original model {t.metric(o, pct)}" if (o := _original(run)) is not None else "")
-        + ". Validation score: what the search maximised. Latency: median of side-by-side "
-        "runs of the ONNX files in onnxruntime, one thread."
+        + ". Validation score: what the search maximised. Latency: "
+        + _latency_note(run)
     ]
     if note:
         notes.append(f"_{note}._")
@@ -206,6 +227,28 @@ def _results(run: RunData, latency: dict, note: str) -> str:
     if any(files):
         notes.append("Files: " + "; ".join(f for f in files if f) + ".")
     return head + "\n".join(rows) + "\n\n" + "\n\n".join(notes)
+
+
+def _latency_note(run: RunData) -> str:
+    """How the latencies were measured, and what the latency model predicted."""
+    how = next((b.metrics["latency"] for b in run.budgets if b.metrics.get("latency")), {})
+    clock = {"thread": "the thread's CPU time", "wall": "the wall clock"}.get(how.get("clock"))
+    note = (
+        f"median of side-by-side runs on {how.get('runtime', 'onnxruntime-cpu, one thread')}"
+        + (f" ({clock}" if clock else "")
+        + (f"; load average {how['load_average']}" if how.get("load_average") is not None else "")
+        + (")" if clock else "")
+        + "."
+    )
+    predicted = [
+        f"{b.text}: widthc {t.ms(b.predicted())}, uniform {t.ms(b.predicted('uniform'))}"
+        + (f", budget {t.ms(b.latency_budget())}" if b.latency_budget() else "")
+        for b in run.budgets
+        if b.predicted() is not None
+    ]
+    if predicted:
+        note += " Predicted by the latency model: " + "; ".join(predicted) + "."
+    return note
 
 
 def _short(run: RunData) -> str:

@@ -29,6 +29,7 @@ from widthc.run import (
     budget_folder,
     budget_text,
 )
+from widthc.space import KINDS, budget_label, budget_specs
 
 ACCURACY = metric_name(None)  # the default metric's name
 
@@ -61,7 +62,18 @@ class Budget:
         return self.metrics.get("test", {}).get(which)
 
     def latency(self) -> dict[str, float]:
+        """Measured ms of 'original', 'widthc' and 'uniform' (those measured)."""
         return {k: v for k, v in self.metrics.get("latency_ms", {}).items() if v is not None}
+
+    def latency_budget(self) -> float | None:
+        """The budget's latency limit in ms (None without one)."""
+        limits = self.result.get("limits") or self.widths.get("limits") or []
+        return next((lim.get("value") for lim in limits if lim.get("kind") == "latency"), None)
+
+    def predicted(self, which: str = "widthc") -> float | None:
+        """The latency model's ms of 'widthc' or 'uniform' (None where the run has none)."""
+        entry = self.result if which == "widthc" else self.result.get("uniform", {})
+        return entry.get("latency")
 
     def onnx(self, uniform: bool = False) -> Path | None:
         if self.folder is None:
@@ -129,6 +141,30 @@ class RunData:
             if before.get(int(gid)) and "channels" in w
         }
 
+    def latency_misses(self) -> list[str]:
+        """One sentence per budget whose slimmed model measured over its latency budget: its
+        share of the original's (timed beside it) on the budget's scale (metrics.json
+        `latency.measured_ms`; a run written before it: the ms measured)."""
+        lines = []
+        for b in self.budgets:
+            limit, ms = b.latency_budget(), b.latency()
+            measured = b.metrics.get("latency", {}).get("measured_ms") or ms.get("widthc")
+            if limit is None or measured is None or measured <= limit:
+                continue
+            runtime = b.metrics.get("latency", {}).get("runtime", "onnxruntime-cpu")
+            share = (
+                f"{ms['widthc'] / ms['original']:.2f}x the original's, "
+                if ms.get("widthc") and ms.get("original")
+                else ""
+            )
+            predicted = b.predicted()
+            lines.append(
+                f"budget {b.text}: the slimmed model measured {share}{measured:.3g} ms on "
+                f"{runtime}, {measured / limit - 1:.0%} over its {limit:.3g} ms budget"
+                + (f" (predicted {predicted:.3g} ms)" if predicted is not None else "")
+            )
+        return lines
+
     @property
     def metric(self) -> str | None:
         """The name of the metric the run measured (metrics.json, search.json or the training
@@ -188,15 +224,25 @@ def _budgets(path: Path, config: dict, search: dict, problems: list[str]) -> lis
         text = widths.get("budget", {}).get("text") or budget_text(folder.name)
         folders[text] = folder
         files[text] = (widths, metrics)
-    given = config.get("flops", [])
-    given = given.split(",") if isinstance(given, str) else given
-    texts = [*map(str, given), *results, *folders]
+    texts = [*_given(config), *results, *folders]
     out = []
     for text in dict.fromkeys(texts):
         widths, metrics = files.get(text, ({}, {}))
         folder = folders.get(text) or path / budget_folder(text)
         out.append(Budget(text, folder, results.get(text, {}), widths, metrics))
     return out
+
+
+def _given(config: dict) -> list[str]:
+    """The labels of the budgets config.json gives, in order (none where it gives none)."""
+    kinds = {}
+    for kind in KINDS:
+        texts = config.get(kind) or []
+        kinds[kind] = texts.split(",") if isinstance(texts, str) else list(map(str, texts))
+    try:
+        return [budget_label(spec) for spec in budget_specs(**kinds)]
+    except WidthcError:
+        return []
 
 
 def _json(path: Path, problems: list[str]) -> dict:

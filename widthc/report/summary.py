@@ -19,9 +19,13 @@ def summary_table(run_dir: Path) -> Table:
     run = load(run_dir)
     latency, note = run_latency(run)
     model = run.config.get("model") or run.analysis.get("model") or str(run_dir)
+    runtime = next(
+        (b.metrics["latency"].get("runtime") for b in run.budgets if b.metrics.get("latency")),
+        "onnxruntime",
+    )
     warnings = [
-        "FLOPs, params: kept (share of the original's); latency: slim.onnx in onnxruntime "
-        "(× the original's)"
+        f"FLOPs, params: kept (share of the original's); latency: the slimmed model on "
+        f"{runtime} (× the original's)"
     ]
     if str(run.config.get("data", "")).startswith("synthetic"):
         warnings.append("[bold red]random data (--data synthetic): the accuracies mean nothing[/]")
@@ -33,6 +37,7 @@ def summary_table(run_dir: Path) -> Table:
         warnings.append(f"test metric: {run.metric}")
     if note:
         warnings.append(note)
+    warnings += [f"[bold red]{line}[/]" for line in run.latency_misses()]
     table = Table(title=_title(run, model, latency), caption="\n".join(warnings))
     for name in ("budget", "FLOPs", "params", "latency"):
         table.add_column(name, justify="left" if name == "budget" else "right")

@@ -1,8 +1,9 @@
-"""Width search under a FLOPs budget (paper eq. 2 and 13, appendix A.2; DESIGN §8).
+"""Width search under a budget (paper eq. 2 and 13, appendix A.2; DESIGN §8): FLOPs, params,
+latency, or several of them at once (`widthc.space.Budget`).
 
 A searcher explores widths (rows of bin counts, see `widthc.space`) through an `Objective`:
-it asks for FLOPs in bulk (`flops_many`), for a width's score (max-max over its candidates,
-cached), and for repairs toward the budget. Searchers are registered by name, deterministic for
+it asks for loads in bulk (a width's largest cost over its limit), for a width's score
+(max-max over its candidates, cached), and for repairs toward the budget. Searchers are registered by name, deterministic for
 a seed, do no I/O, and never return a width above the budget. Every search first scores the
 uniform width at the budget, the baseline every run compares with, and returns the best width
 it evaluated among those in the budget band (only widths within [0.9, 1.0] of the budget
@@ -30,7 +31,7 @@ from widthc.search.objective import (
     ScoreFn,
 )
 from widthc.search.registry import SEARCHERS, register
-from widthc.space import WidthSpace
+from widthc.space import Budget, WidthSpace
 
 __all__ = [
     "DEFAULT_BAND", "SEARCHERS", "Evaluation", "Exhausted", "Objective", "Progress", "ScoreFn",
@@ -42,7 +43,7 @@ __all__ = [
 class SearchResult:
     """The outcome of one search: the chosen width and how it was found."""
 
-    budget: float
+    budget: Budget
     searcher: str
     seed: int
     best: Evaluation
@@ -59,7 +60,7 @@ def search(
     space: WidthSpace,
     flops_many: sp.FlopsMany,
     score: ScoreFn,
-    budget: float,
+    budget: float | Budget,
     searcher: str = default(SearchConfig, "search"),
     seed: int = 0,
     band: tuple[float, float] = DEFAULT_BAND,
@@ -67,8 +68,10 @@ def search(
     progress: Progress | None = None,
     **options,
 ) -> SearchResult:
-    """Search the best-scoring width whose FLOPs meet `budget` (eq. 2, 13). `options` go to
-    the searcher (population, generations, samples, ...); those it does not take are ignored."""
+    """Search the best-scoring width that meets `budget` (eq. 2, 13): FLOPs (a number, with
+    `flops_many`), or a `Budget` of any limits (`flops_many` then only records each width's
+    FLOPs). `options` go to the searcher (population, generations, samples, ...); those it does
+    not take are ignored."""
     if searcher not in SEARCHERS:
         raise WidthcError(
             f"unknown searcher '{searcher}': choose one of {', '.join(sorted(SEARCHERS))}"
@@ -77,7 +80,9 @@ def search(
         raise WidthcError(f"the budget band must be 0 < low <= high, got {band[0]}, {band[1]}")
     if max_evals is not None and max_evals < 1:
         raise WidthcError(f"--max-evals must be at least 1, got {max_evals}")
-    sp.check_budget(space, flops_many, budget)
+    if not isinstance(budget, Budget):
+        sp.check_budget(space, flops_many, budget)
+        budget = Budget.of_flops(flops_many, budget)
     objective = Objective(space, flops_many, score, budget, band, max_evals, progress)
     rng = np.random.default_rng(seed)
     baseline = objective.evaluate(objective.baseline, capped=False)
@@ -94,7 +99,7 @@ def search(
     pool = [
         e
         for e in objective.history
-        if e.flops <= budget and (objective.eligible(e) or e.width in extra)
+        if e.load <= 1.0 and (objective.eligible(e) or e.width in extra)
     ]
     best = max(pool, key=lambda e: e.score)  # the first evaluated among equals
     return SearchResult(budget, searcher, seed, best, baseline, objective.history, options)

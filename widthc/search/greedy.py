@@ -1,6 +1,6 @@
 """Greedy slimming (AutoSlim style; paper table 9): start from the full width and repeatedly
-remove bins from the group whose removal costs the least score per FLOPs saved, until the
-budget is met. Each move scores one shrunk width per group; the step (bins removed per move)
+remove bins from the group whose removal costs the least score per load saved (FLOPs, for a
+FLOPs budget), until the budget is met. Each move scores one shrunk width per group; the step (bins removed per move)
 grows with the model so that the moves fit the cap on evaluated widths (`max_evals`, 2,000 by
 default). When the cap is reached anyway, the width is scaled down to the budget."""
 
@@ -10,30 +10,31 @@ import math
 
 import numpy as np
 
-from widthc import space as sp
 from widthc.search.objective import Exhausted, Objective
 from widthc.search.registry import register
 
 
 @register("greedy")
 def greedy(objective: Objective, rng: np.random.Generator, step: int | None = None) -> list:
-    space, budget = objective.space, objective.budget
+    space = objective.space
     width = space.full()
     if step is None:
         to_remove = int((space.full() - objective.baseline).sum())
         budget_evals = objective.max_evals or 2000
         step = max(1, math.ceil(to_remove * space.size / budget_evals))
     try:
-        score, flops = objective(width), objective.flops(width)[0]
-        while flops > budget:
+        score, load = objective(width), objective.load(width)[0]
+        while load > 1.0:
             movable = np.flatnonzero(width > 1)
+            if not len(movable):  # the smallest width: a latency predicted above the budget
+                break
             rows = np.repeat(width[None], len(movable), axis=0)
             rows[np.arange(len(movable)), movable] = np.maximum(1, width[movable] - step)
-            costs = objective.flops(rows)
+            loads = objective.load(rows)
             scores = np.array([objective(r) for r in rows])
-            loss = (score - scores) / np.maximum(flops - costs, 1e-12)
+            loss = (score - scores) / np.maximum(load - loads, 1e-12)
             pick = int(np.argmin(loss))  # the first among equals
-            width, score, flops = rows[pick], scores[pick], costs[pick]
+            width, score, load = rows[pick], scores[pick], loads[pick]
     except Exhausted:
-        width = sp.repair(space, objective.flops_many, width, budget, np.random.default_rng(0))
+        width = objective.repair(width, np.random.default_rng(0))
     return [width]

@@ -1,5 +1,10 @@
 """What a searcher sees of the problem (`Objective`): the width space, the budget and its band,
-FLOPs in bulk, cached scores with their history, repairs toward the budget."""
+costs in bulk, cached scores with their history, repairs toward the budget.
+
+A budget may limit FLOPs, params and latency at once (`widthc.space.Budget`); a searcher only
+sees a width's *load*, the largest of its costs over their limits: a width meets the budget
+when its load is at most 1, and competes when its load is in the band ([0.9, 1] by default).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from widthc import space as sp
 from widthc.config import SearchConfig, default
-from widthc.space import WidthSpace
+from widthc.space import Budget, WidthSpace
 
 ScoreFn = Callable[[np.ndarray], tuple[float, int]]  # width -> (score, winning candidate)
 Progress = Callable[[int, float], None]  # (widths evaluated, best score so far)
@@ -20,12 +25,14 @@ DEFAULT_BAND = (default(SearchConfig, "budget_band"), 1.0)
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One scored width: its bins per searchable group, FLOPs (per sample), score, candidate."""
+    """One scored width: its bins per searchable group, FLOPs (per sample), score, candidate,
+    and its load (the largest cost over its limit: at most 1 within the budget)."""
 
     width: tuple[int, ...]
     flops: float
     score: float
     candidate: int
+    load: float = float("nan")
 
 
 class Exhausted(Exception):
@@ -33,7 +40,7 @@ class Exhausted(Exception):
 
 
 class Objective:
-    """What a searcher sees of the problem: the space, the budget and its band, FLOPs in bulk,
+    """What a searcher sees of the problem: the space, the budget and its band, loads in bulk,
     cached scores (with the order they were first asked for: the history) and repairs."""
 
     def __init__(
@@ -41,7 +48,7 @@ class Objective:
         space: WidthSpace,
         flops_many: sp.FlopsMany,
         score: ScoreFn,
-        budget: float,
+        budget: Budget,
         band: tuple[float, float] = DEFAULT_BAND,
         max_evals: int | None = None,
         progress: Progress | None = None,
@@ -52,7 +59,7 @@ class Objective:
         self.history: list[Evaluation] = []
         self._seen: dict[tuple[int, ...], Evaluation] = {}
         self._best: float | None = None  # the best score in the band so far
-        self.baseline: np.ndarray = sp.uniform(space, flops_many, budget)
+        self.baseline: np.ndarray = sp.uniform(space, budget.load, 1.0)
 
     def __call__(self, width) -> float:
         """The score of `width` (cached); raises Exhausted past the cap on new widths."""
@@ -66,7 +73,10 @@ class Objective:
             raise Exhausted
         row = np.array(key, dtype=np.int64)
         value, candidate = self._score(row)
-        e = Evaluation(key, float(self.flops_many(row[None])[0]), float(value), int(candidate))
+        e = Evaluation(
+            key, float(self.flops_many(row[None])[0]), float(value), int(candidate),
+            float(self.load(row)[0]),
+        )  # fmt: skip
         self.history.append(e)
         self._seen[key] = e
         if self.eligible(e) and (self._best is None or e.score > self._best):
@@ -81,14 +91,18 @@ class Objective:
     def flops(self, widths: np.ndarray) -> np.ndarray:
         return self.flops_many(np.atleast_2d(widths))
 
+    def load(self, widths: np.ndarray) -> np.ndarray:
+        """The largest cost over its limit of every row: at most 1 within the budget."""
+        return self.budget.load(np.atleast_2d(widths))
+
     def in_band(self, width) -> bool:
-        return bool(sp.in_band(self.flops(width), self.budget, self.band)[0])
+        return bool(sp.in_band(self.load(width), 1.0, self.band)[0])
 
     def eligible(self, e: Evaluation) -> bool:
-        return bool(sp.in_band(np.array([e.flops]), self.budget, self.band)[0])
+        return bool(sp.in_band(np.array([e.load]), 1.0, self.band)[0])
 
     def repair(self, width, rng: np.random.Generator) -> np.ndarray:
-        return sp.repair(self.space, self.flops_many, np.asarray(width), self.budget, rng)
+        return sp.repair(self.space, self.budget.load, np.asarray(width), 1.0, rng)
 
     def random(self, rng: np.random.Generator) -> np.ndarray:
-        return sp.random(self.space, self.flops_many, rng, self.budget)
+        return sp.random(self.space, self.budget.load, rng, 1.0)

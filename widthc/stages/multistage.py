@@ -1,7 +1,7 @@
 """Multi-stage search with evolving bins (paper eq. 10, appendix A.14-A.15).
 
-The budget decays linearly from the supernet's FLOPs to the target over T stages and the bin
-scale shrinks, beta <- beta / alpha. Stage 1 searches the trained supernet at its budget; every
+The budget decays linearly from the supernet's FLOPs to the target over T stages (every limit
+of it: FLOPs, params, latency) and the bin scale shrinks, beta <- beta / alpha. Stage 1 searches the trained supernet at its budget; every
 later stage rebuilds the supernet on the width the previous stage found (the model slimmed at
 the winning candidate, weights inherited, analysed afresh with the smaller beta), trains it for
 `--epochs` epochs (checkpoints in RUN_DIR/stage-<t>/) and searches again. The search space of
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import widthc
 from widthc import search as searchers
+from widthc import space as sp
 from widthc.context import Context
-from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax
 from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
+from widthc.space import Budget, human
 from widthc.stages import search
 from widthc.train import train_supernet
 
@@ -31,40 +32,47 @@ def run(ctx: Context) -> None:
     cfg = ctx.config.search
     if cfg.stages == 1:
         return search.run(ctx)
-    if len(ctx.config.flops) != 1:
-        raise WidthcError("--stages above 1 searches one budget per run: give one --flops")
     ((text, target),) = ctx.budgets.items()
     c = ctx.config
-    schedule = stage_schedule(ctx.program.flops(), target, cfg.stages, c.beta, cfg.alpha)
+    schedule = stage_schedule(1.0, 0.0, cfg.stages, c.beta, cfg.alpha)  # (1 - fraction, beta)
+    starts = {"flops": ctx.program.flops(), "params": ctx.program.params()}
+    if c.latency:
+        starts["latency"] = ctx.latency.latency()  # the full model, on the budget's scale
+    latency = ctx.latency if ctx.measures_latency else None
     program, net = ctx.program, ctx.supernet(trained=True)
     chain, stages = [], []
     calib, val = ctx.calibration(), ctx.validation()
     uniform = None
-    for t, (budget, beta) in enumerate(schedule, 1):
+    for t, (rest, beta) in enumerate(schedule, 1):
         if t > 1:
             program = ctx.next_stage(program, chain[-1])
+        stage_latency = latency.for_program(program) if latency else None
+        budget = target.toward(starts, 1.0 - rest, _costs(program, stage_latency))
+        if t > 1:
             net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
             folder = ctx.run.stage_dir(t)
+            flops = budget.value("flops")
             train_supernet(
                 net, ctx.splits.train, ctx.splits.val, c.supernet_training(), folder,
                 resume=(folder / SUPERNET).exists(), progress=ctx.progress,
                 loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
-                bands=[(cfg.budget_band * budget, budget)],
+                bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
         precision = Precision.of(c.train, ctx.device)  # every stage scores alike
         scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed, precision=precision)
         result, seconds = search.search_one(
-            ctx, program, scorer, cfg, f"{text} stage {t}", budget, []
+            ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )
-        entry = search.result_json(program, net, scorer, result, text, seconds)
+        entry = search.result_json(program, net, scorer, result, text, seconds, stage_latency)
         if t == 1:
-            uniform = _uniform_at_target(ctx, net, scorer, target)
+            uniform = _uniform_at_target(ctx, net, scorer, target, latency)
         if t < len(schedule):  # the next stage starts from this stage's winner
             chain.append({"candidate_choice": entry["candidate_choice"], "beta": schedule[t][1]})
         stages.append(
             {
                 "stage": t,
-                "budget": budget,
+                "budget": budget.value("flops"),
+                "limits": budget.to_json(),
                 "beta": beta,
                 "space_log10": program.space.log10_size(),
                 "score": entry["score"],
@@ -72,21 +80,36 @@ def run(ctx: Context) -> None:
                 "evaluations": entry["evaluations"],
             }
         )
+        limits = ", ".join(f"{lim.kind} {human(lim.value, lim.kind)}" for lim in budget.limits)
         ctx.echo(
-            f"stage {t}/{cfg.stages}: budget {budget:.4g}, beta {beta:g}, search space "
+            f"stage {t}/{cfg.stages}: budget {limits}, beta {beta:g}, search space "
             f"10^{program.space.log10_size():.1f}, score {entry['score']:.4f}"
         )
-    final = {**entry, "budget": target, "stages": stages, "chain": chain, "uniform": uniform}
-    search.write(ctx, program, [final], complete=True)
+    final = {
+        **entry, "budget": target.value("flops"), "limits": target.to_json(), "stages": stages,
+        "chain": chain, "uniform": uniform,
+    }  # fmt: skip
+    search.write(ctx, program, [final], complete=True, latency=latency)
 
 
-def _uniform_at_target(ctx: Context, net, scorer, target: float) -> dict:
+def _costs(program, latency) -> dict:
+    """The cost functions of a stage's program (its own widths)."""
+    costs = {"flops": program.flops_many, "params": program.params_many}
+    if latency is not None:
+        costs["latency"] = latency.latency_many
+    return costs
+
+
+def _uniform_at_target(ctx: Context, net, scorer, target: Budget, latency) -> dict:
     """The uniform baseline at the final budget on the original supernet (described like a
     search result), so every run compares with the same baseline."""
     program = ctx.program
-    width = program.space.array(program.uniform(flops=target))
+    width = sp.uniform(program.space, target.load, 1.0)
     score = scorer(program.space.choice(width))
-    e = searchers.Evaluation(tuple(int(k) for k in width), float(program.flops_many(width[None])[0]),
-                             score.value, score.candidate)  # fmt: skip
+    row = width[None]
+    e = searchers.Evaluation(
+        tuple(int(k) for k in width), float(program.flops_many(row)[0]), score.value,
+        score.candidate, float(target.load(row)[0]),
+    )  # fmt: skip
     result = searchers.SearchResult(target, "uniform", 0, e, e, [e])
-    return search.result_json(program, net, scorer, result, "", 0.0)
+    return search.result_json(program, net, scorer, result, "", 0.0, latency)

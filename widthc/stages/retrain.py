@@ -80,7 +80,7 @@ def fresh(ctx, cand: WidthChoice, chain: list | None = None):
     """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
     a multi-stage width through its chain of stages). With --pretrained the model's own
     trained weights, in the channel order pretrained.json records (the supernet's)."""
-    program = compile_source(ctx.config, ctx.source())
+    program = compile_source(ctx.config, ctx.source(), ctx.align)
     if program.binning != ctx.program.binning:
         raise InternalError("the model built anew has other bins than the searched one")
     if ctx.config.pretrained:

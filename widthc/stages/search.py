@@ -1,4 +1,5 @@
-"""The search stage: every budget searched on one trained supernet, written to search.json.
+"""The search stage: every budget (FLOPs, params, latency or several) searched on one trained
+supernet, written to search.json.
 
 Scores are max-max over each width's candidates (widthc.evaluate.MaxMax), cached across
 budgets. search.json is rewritten atomically every few seconds while a search runs, with the
@@ -8,6 +9,7 @@ are deterministic for a seed, it replays the same steps without scoring them aga
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -18,13 +20,15 @@ from widthc.config import SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, Score
+from widthc.latency.model import LatencyModel
 from widthc.loop import Bar
 from widthc.precision import Precision
 from widthc.run import SEARCH
-from widthc.space import human
+from widthc.space import Budget, human
 
 SNAPSHOT_SECONDS = 5.0  # search.json is rewritten this often during a search,
 SNAPSHOT_EVALUATIONS = 10  # or after this many new widths, whichever comes first
+FINALISTS = 8  # widths measured at the end of a search under a latency limit (one chunk)
 
 
 def run(ctx: Context) -> None:
@@ -38,51 +42,114 @@ def run(ctx: Context) -> None:
     )  # fmt: skip
     preload(scorer, program, ctx.run.read_json(SEARCH))
     results = []
+    latency = ctx.latency if ctx.measures_latency else None
     for text, budget in ctx.budgets.items():
-        result, seconds = search_one(ctx, program, scorer, cfg, text, budget, results)
-        results.append(result_json(program, net, scorer, result, text, seconds))
-        write(ctx, program, results, complete=False)
+        result, seconds = search_one(ctx, program, scorer, cfg, text, budget, results, latency)
+        results.append(result_json(program, net, scorer, result, text, seconds, latency))
+        write(ctx, program, results, complete=False, latency=latency)
         best, base = result.best, result.uniform
+        ms = f", {human(results[-1]['latency'], 'latency')} predicted" if latency else ""
         ctx.echo(
             f"budget {text}: searched width scores {best.score:.4f} (uniform {base.score:.4f}) "
-            f"at {human(results[-1]['flops'])} FLOPs; {len(result.history)} widths "
+            f"at {human(results[-1]['flops'])} FLOPs{ms}; {len(result.history)} widths "
             f"scored in {seconds:.0f} s"
         )
-    write(ctx, program, results, complete=True)
+    write(ctx, program, results, complete=True, latency=latency)
 
 
 def search_one(
-    ctx: Context, program, scorer: MaxMax, cfg: SearchConfig, text: str, budget: float, done: list
-):
+    ctx: Context, program, scorer: MaxMax, cfg: SearchConfig, text: str, budget: Budget,
+    done: list, latency: LatencyModel | None = None,
+):  # fmt: skip
     """One budget's search, with a progress bar and snapshots of the widths scored so far."""
     ledger: list[dict] = []
     last = [time.perf_counter()]
 
     def score(width: np.ndarray) -> tuple[float, int]:
         s = scorer(program.space.choice(width))
-        ledger.append(_entry(width, program.flops_many(width[None])[0], s))
+        ledger.append(_entry(program, width, s, budget, latency))
         due = len(ledger) % SNAPSHOT_EVALUATIONS == 0 or interrupt.requested()
         if due or time.perf_counter() - last[0] > SNAPSHOT_SECONDS:
-            partial = {"text": text, "budget": budget, "partial": True, "history": ledger}
-            write(ctx, program, [*done, partial], complete=False)
+            partial = {"text": text, "budget": budget.value("flops"), "partial": True,
+                       "limits": budget.to_json(), "history": ledger}  # fmt: skip
+            write(ctx, program, [*done, partial], complete=False, latency=latency)
             last[0] = time.perf_counter()
         interrupt.check()  # Ctrl-C: the widths scored so far are saved
         return s.value, s.candidate
 
-    total = _expected_evaluations(cfg)
     t0 = time.perf_counter()
-    with _Bar(f"search {text}", total, ctx.progress) as bar:
-        result = searchers.search(
+    result = _searched(ctx, program, score, cfg, text, budget)
+    if latency is not None and budget.value("latency") and program is ctx.program:
+        result, ratio = measured_winner(ctx, result, text, (cfg.budget_band, 1.0), latency)
+        if ratio is not None:  # none within: the model under-predicts here by `ratio`
+            result = _again(ctx, program, score, cfg, text, result, ratio, latency)
+    return result, time.perf_counter() - t0
+
+
+def _again(ctx: Context, program, score, cfg, text: str, result, ratio: float, latency):
+    """The search once more under the latency limit over `ratio` (what the model predicts for
+    widths that measure within it, near these), its best widths measured against the limit."""
+    budget, limit = result.budget, result.budget.value("latency")
+    smallest = float(latency.latency_many(program.space.smallest()[None])[0])
+    said = f"budget {text}: the best widths measured {ratio:.2f}x their prediction"
+    if limit / ratio < smallest:
+        ctx.echo(f"{said}; the smallest width is predicted over that: the best stays")
+        return result
+    ctx.echo(f"{said}; searching again under {human(limit / ratio, 'latency')} predicted")
+    again = _searched(
+        ctx, program, score, cfg, f"{text} again", budget.scaled("latency", 1 / ratio)
+    )
+    again, _ = measured_winner(ctx, dataclasses.replace(again, budget=budget), text, (0.0, 1.0),
+                               latency)  # fmt: skip
+    seen = {e.width for e in result.history}
+    history = result.history + [e for e in again.history if e.width not in seen]
+    load = float(budget.load(np.array(again.best.width))[0])
+    return dataclasses.replace(
+        result, best=dataclasses.replace(again.best, load=load), history=history
+    )
+
+
+def _searched(ctx: Context, program, score, cfg: SearchConfig, text: str, budget: Budget):
+    with _Bar(f"search {text}", _expected_evaluations(cfg), ctx.progress) as bar:
+        return searchers.search(
             program.space, program.flops_many, score, budget, cfg.search,
             seed=ctx.config.seed, band=(cfg.budget_band, 1.0),
             max_evals=cfg.max_evals, progress=bar.update, population=cfg.population,
             generations=cfg.generations, samples=cfg.samples,
         )  # fmt: skip
-    return result, time.perf_counter() - t0
 
 
-def result_json(program, net, scorer, result: searchers.SearchResult, text, seconds) -> dict:
-    """One budget's entry of search.json."""
+def measured_winner(ctx: Context, result, text: str, band, latency: LatencyModel):
+    """Under a latency limit, the best-scoring widths the model predicts within the budget
+    (FINALISTS of them, with loads in `band`) are measured for real (cached, like the widths
+    the model was fitted to) and the best of those measured within the limit wins: a search on
+    a model finds the widths it under-predicts (the winner's curse), so the winner is timed
+    before it is slimmed. Returns the result and, where none measures within the limit, the
+    finalists' median of measured over predicted latency (else None; the best stays)."""
+    limit = result.budget.value("latency")
+    loads = result.budget.load(np.array([e.width for e in result.history], dtype=np.int64))
+    pool = [e for e, load in zip(result.history, loads) if band[0] <= load <= band[1]]
+    pool = [result.best, *(e for e in pool if e.width != result.best.width)]
+    finalists = sorted(pool, key=lambda e: -e.score)[:FINALISTS]  # stable: the choice first
+    widths = [np.array(e.width, dtype=np.int64) for e in finalists]
+    ctx.measurer.measure(widths, f"the {len(widths)} best widths of {text}")
+    scale = latency.latency() / ctx.measurer.full_ms()  # measured ms -> the budget's scale
+    ms = np.array([ctx.measurer.ms(w) * scale for w in widths])
+    within = [e for e, m in zip(finalists, ms) if m <= limit]
+    ctx.echo(
+        f"budget {text}: {len(within)} of the {len(finalists)} best widths measure within "
+        f"{human(limit, 'latency')} ({', '.join(human(m, 'latency') for m in ms)})"
+        + (f"; the best of them wins (score {within[0].score:.4f})" if within else "")
+    )
+    if within:
+        return dataclasses.replace(result, best=within[0]), None
+    return result, float(np.median(ms / latency.latency_many(np.stack(widths))))
+
+
+def result_json(
+    program, net, scorer, result: searchers.SearchResult, text, seconds, latency=None
+) -> dict:
+    """One budget's entry of search.json (latency: predicted, where the run models it)."""
     space = program.space
 
     def described(e: searchers.Evaluation) -> dict:
@@ -99,11 +166,15 @@ def result_json(program, net, scorer, result: searchers.SearchResult, text, seco
             "width_flops": e.flops,
             "flops": program.flops(cand),
             "params": program.params(cand),
+            **({"latency": latency.latency(cand)} if latency else {}),
+            **({"latency_by_layer": latency.per_layer(cand)} if latency else {}),
+            "load": e.load,
             "score": e.score,
         }
 
     return {
-        "budget": result.budget,
+        "budget": result.budget.value("flops"),
+        "limits": result.budget.to_json(),
         "text": text,
         "searcher": result.searcher,
         "seed": result.seed,
@@ -113,13 +184,14 @@ def result_json(program, net, scorer, result: searchers.SearchResult, text, seco
         "evaluations": len(result.history),
         "seconds": round(seconds, 3),
         "history": [
-            _entry(e.width, e.flops, scorer.cache[program.space.choice(e.width).ks()])
+            _entry(program, e.width, scorer.cache[space.choice(e.width).ks()], result.budget,
+                   latency)
             for e in result.history
         ],
-    }
+    }  # fmt: skip
 
 
-def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
+def write(ctx: Context, program, results: list[dict], complete: bool, latency=None) -> None:
     everything = [
         searchers.Evaluation(tuple(h["width"]), h["flops"], h["score"], h["candidate"])
         for r in results
@@ -140,8 +212,18 @@ def write(ctx: Context, program, results: list[dict], complete: bool) -> None:
                 for e in searchers.pareto_front(unique)
             ],
             "complete": complete,
+            **({"latency_model": _described(latency)} if latency else {}),
         },
     )
+
+
+def _described(latency: LatencyModel) -> dict:
+    """The latency model as the report reads it: the runtime, and the full model per layer."""
+    return {
+        **latency.to_json(),
+        "full_ms": latency.latency(),
+        "full_by_layer": latency.per_layer(),
+    }
 
 
 def preload(scorer: MaxMax, program, previous: dict | None) -> int:
@@ -161,10 +243,13 @@ def preload(scorer: MaxMax, program, previous: dict | None) -> int:
     return len(known)
 
 
-def _entry(width, flops: float, s: Score) -> dict:
+def _entry(program, width, s: Score, budget: Budget, latency: LatencyModel | None) -> dict:
+    row = np.asarray(width, dtype=np.int64)[None]
     return {
         "width": [int(k) for k in width],
-        "flops": float(flops),
+        "flops": float(program.flops_many(row)[0]),
+        **({"latency": float(latency.latency_many(row)[0])} if latency else {}),
+        "load": float(budget.load(row)[0]),
         "score": s.value,
         "candidate": s.candidate,
         "candidates": list(s.candidates),
