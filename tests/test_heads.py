@@ -187,6 +187,20 @@ def test_bins_count_whole_heads_and_leave_the_mlp_fine():
     assert round(qkv.sensitivity / mlp.sensitivity) >= mlp.n
 
 
+def test_aligned_bins_count_channels_of_whole_heads():
+    """--align counts channels: heads of 32 channels are aligned to 8 and 16 already (a bin per
+    head, as unaligned); to 64, two heads a bin. The MLP's bins stay multiples of the align."""
+    program, _, _ = _compile("fused", head_dim=32, hidden=64)
+    for align, heads in ((8, (1, 1, 1, 1)), (16, (1, 1, 1, 1)), (64, (2, 2))):
+        aligned = program.rebin(program.beta, align=align)
+        qkv = next(g for g in aligned.groups if g.producers[0] == "blocks.0.attn.qkv")
+        mlp = next(g for g in aligned.groups if g.producers[0] == "blocks.0.mlp.fc1")
+        assert qkv.bins == heads, align
+        assert all(b % min(align, mlp.n) == 0 for b in mlp.bins[:-1]), (align, mlp.bins)
+        uniform = program.rebin(program.beta, align=align, uniform=4)
+        assert next(g for g in uniform.groups if g.unit > 1).bins == heads, align
+
+
 def test_analysis_shows_heads():
     program, _, _ = _compile("fused")
     console = Console(record=True, width=200)
