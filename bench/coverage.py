@@ -3,12 +3,17 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py [MODEL ...] > coverage.md
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --foreign [SPEC ...]
     OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --timm-sample | --timm-variants
+    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --slim-to 0.5 SPEC ...
+    OMP_NUM_THREADS=1 .venv/bin/python bench/coverage.py --heads SPEC ...
 
 `--foreign`: the models nobody here wrote (tests/foreign.py: transformers, one small model per
 timm module and one more architecture per module, torchvision segmentation, video and detection,
 segmentation_models_pytorch, diffusers, ultralytics), each verified / refused / limited, per
 model and per family with the searchable channel share. `--timm-sample` and `--timm-variants`
-print the two timm rules' lists from the installed timm.
+print the two timm rules' lists from the installed timm. `--slim-to SHARE`: the smallest FLOPs
+each model's space reaches, and a uniform width at SHARE of its FLOPs slimmed and verified.
+`--heads`: per transformer, the searchable share with and without the network's outputs and
+its head groups.
 
 For every torchvision classification model (at its weights' crop size) and a sample of timm
 models (at their default input size): channel groups, searchable groups, the fraction of
@@ -176,6 +181,63 @@ def foreign_sweep(specs: list[str]) -> None:
         )
 
 
+def slim_to(specs: list[str], share: float = 0.5) -> None:
+    """Per model: the smallest FLOPs the space reaches (every group at its fewest bins), and a
+    uniform width at `share` of the FLOPs slimmed and verified (equal to the reference or the
+    supernet, FLOPs recounted, ONNX parity)."""
+    from widthc.verify import verify
+
+    print(f"| model | input | searchable conv/linear channels | smallest FLOPs | FLOPs at "
+          f"{share:.0%} | checks | s |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---|---:|")
+    for spec in specs:
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        src = load_model(spec)
+        program = widthc.compile(src.model, src.example_inputs)
+        full = program.flops()
+        least = program.flops(program.smallest()) / full
+        if least > share:
+            checks = f"not reachable: the smallest width keeps {least:.0%}"
+            got = "-"
+        else:
+            choice = program.uniform(flops=share * full)
+            checks = verify(program, choice, widthc.slim(program, choice)).summary()
+            got = f"{program.flops(choice) / full:.1%}"
+        shape = "x".join(str(s) for s in src.example_inputs[0].shape[1:])
+        fraction = program.to_json()["searchable_channel_fraction"]
+        seconds = time.perf_counter() - start
+        print(f"| {spec} | {shape} | {fraction:.0%} | {least:.1%} | {got} | {checks} | "
+              f"{seconds:.0f} |", flush=True)  # fmt: skip
+
+
+def heads_row(spec: str) -> str:
+    """One transformer: the searchable share of conv/linear channels, the same share without
+    the groups that are the network's outputs (a 1,000- or 21,841-class classifier weighs
+    heavily in a tiny model; a backbone's residual stream is its output), its head groups (searchable / all) and the most common other
+    freeze reason."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import foreign
+
+    torch.manual_seed(0)
+    if spec.startswith("hf:"):
+        make, inputs = foreign.source(spec)
+        model = make().eval()
+    else:
+        src = load_model(spec)
+        model, inputs = src.model, src.example_inputs
+    program = widthc.compile(model, inputs)
+    out = {g.id for g in program.groups if any(r.op == "output" for r in g.frozen)}
+    kept = [g for g in program.groups if g.id not in out and g.producers]
+    inner = sum(g.width for g in kept if g.searchable) / max(1, sum(g.width for g in kept))
+    heads = [g for g in program.groups if g.unit > 1]
+    share = program.to_json()["searchable_channel_fraction"]
+    return (
+        f"| {spec} | {share:.0%} | {inner:.0%} | {sum(g.searchable for g in heads)}/{len(heads)} "
+        f"| {main_reason(program)} |"
+    )
+
+
 def _family(spec: str) -> str:
     import foreign
 
@@ -194,6 +256,16 @@ def main() -> None:
     warnings.simplefilter("ignore")
     if sys.argv[1:2] in (["--timm-sample"], ["--timm-variants"]):
         print("\n".join(timm_sample(variants=sys.argv[1] == "--timm-variants")))
+        return
+    if sys.argv[1:2] == ["--heads"]:
+        print("| model | searchable conv/linear channels | without the network's outputs "
+              "| head groups searchable | most common freeze reason (groups) |")  # fmt: skip
+        print("|---|---:|---:|---:|---|")
+        for spec in sys.argv[2:]:
+            print(heads_row(spec), flush=True)
+        return
+    if sys.argv[1:2] == ["--slim-to"]:
+        slim_to(sys.argv[3:], float(sys.argv[2]))
         return
     if sys.argv[1:2] == ["--foreign"]:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

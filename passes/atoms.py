@@ -9,6 +9,11 @@ corresponding parts are united, so atoms of one class always have the same bound
 refined atom stands for the concatenation of its parts wherever it appears (`expand`); only
 unrefined atoms (leaves) become channel groups. An atom that must shrink in equal blocks (a
 grouped conv) is never cut. A `ParamVar` is a weight dim whose atom is not decided yet.
+
+An atom can also be *coarsened*: its channels shrink only in whole units of `u` consecutive
+channels (the heads of a (heads, head_dim) view, the query heads that share one key/value head).
+It is then refined into one part of `n / u` units that stands for the atom with every unit
+repeated `u` times (`inner`), so that every layout of it reads in units from then on.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Atoms:
         self.ordered: dict[int, list[str]] = defaultdict(list)  # mixing that reads positions
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
+        self.unit: dict[int, int] = {}  # part of a coarsened atom -> channels of it per unit
         self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
 
     def new_atom(self, size: int, producer: str | None = None) -> Layout:
@@ -82,7 +88,7 @@ class Atoms:
         one = [
             x
             for p in self.parts[s.group]
-            for x in self._expand(Segment(p, self.atom_size[p], s.inner))
+            for x in self._expand(Segment(p, self.atom_size[p], s.inner * self.unit.get(p, 1)))
         ]
         return one * s.outer
 
@@ -109,8 +115,11 @@ class Atoms:
         if a in self.parts:  # refined meanwhile (a class mate was cut): push into the parts
             start, ok = 0, True
             for p in self.parts[a]:
-                size = self.atom_size[p]
-                ok = ok and self._refine(p, {c - start for c in cuts if start < c < start + size})
+                unit = self.unit.get(p, 1)
+                size = self.atom_size[p] * unit
+                inside = [c - start for c in cuts if start < c < start + size]
+                ok = ok and all(c % unit == 0 for c in inside)  # never inside a unit
+                ok = ok and self._refine(p, {c // unit for c in inside})
                 start += size
             return ok
         cuts = sorted(c for c in cuts if 0 < c < self.atom_size[a])
@@ -136,6 +145,47 @@ class Atoms:
                     self._unite(p, q)
         return True
 
+    def coarsen(self, layout: Layout, unit: int) -> Layout | None:
+        """The layout counted in units of `unit` consecutive positions (a unit: one head of
+        `unit` channels): atoms are coarsened so that they shrink in whole units only. None
+        where a unit would straddle two segments or a repeated or blocked atom."""
+        out, todo = [], list(self.expand(layout).segments)
+        while todo:
+            s = todo.pop(0)
+            if s.group in self.parts:  # coarsened meanwhile (a class mate came first)
+                todo[:0] = self._expand(s)
+                continue
+            if s.inner % unit == 0:  # already in units (or coarser)
+                out.append(Segment(s.group, s.size, s.inner // unit, s.outer, s.blocks))
+                continue
+            factor = unit // s.inner
+            if unit % s.inner or s.size % factor or s.outer != 1 or s.blocks != 1:
+                return None
+            part = self._coarsen(s.group, factor)
+            if part is None:
+                return None
+            out.append(Segment(part, s.size // factor, 1))
+        return Layout(tuple(out))
+
+    def _coarsen(self, a: int, factor: int) -> int | None:
+        """Coarsen leaf `a` and every leaf of its class by `factor`: returns `a`'s part."""
+        members = self._class.pop(self.uf[a])
+        if any(m in self.blocks for m in members):
+            self._class[self.uf[a]] = members
+            return None
+        first = None
+        for m in members:
+            (p,) = self.new_atom(self.atom_size[m] // factor, self.producer.get(m)).groups
+            self.frozen[p] = list(self.frozen[m])
+            self.mixing[p] = list(self.mixing[m])
+            self.unit[p] = factor
+            self.parts[m] = (p,)
+            if first is None:
+                first = p
+            else:
+                self._unite(first, p)
+        return self.parts[a][0]
+
     def count_form(self, layout: Layout) -> dict[int, int] | None:
         """The width of the layout as a linear form: class -> channels per kept channel of it
         (None for blocked segments, whose counts are per block)."""
@@ -154,6 +204,8 @@ class Atoms:
         a, b = self.expand(a), self.expand(b)
         if a.size != b.size:
             return False
+        if a.shape_key() != b.shape_key() and self._match_units(a, b):
+            a, b = self.expand(a), self.expand(b)
         if a.shape_key() != b.shape_key():
             if not _alike(a, b) or self.cut(a, _ends(b)) is None or self.cut(b, _ends(a)) is None:
                 return False
@@ -171,6 +223,32 @@ class Atoms:
         self.uf.union(ra, rb)
         root = self.uf[ra]
         self._class[root] = self._class.pop(ra) + self._class.pop(rb)
+
+    def _match_units(self, a: Layout, b: Layout) -> bool:
+        """Where two segments cover the same positions, repeat alike, but one in units of
+        several of the other's positions (query heads against the key/value head they share),
+        coarsen the finer one. True when anything changed."""
+        spans = {(start, end): s for start, end, s in _segments(b)}
+        changed = False
+        for start, end, sa in _segments(a):
+            sb = spans.get((start, end))
+            if sb is None or sa.inner == sb.inner:
+                continue
+            fine, coarse = (sa, sb) if sa.inner < sb.inner else (sb, sa)
+            if (fine.outer, fine.blocks) != (coarse.outer, coarse.blocks):
+                continue
+            if coarse.inner % fine.inner == 0:
+                one = Layout((Segment(fine.group, fine.size, fine.inner),))
+                changed = self.coarsen(one, coarse.inner) is not None or changed
+        return changed
+
+
+def _segments(layout: Layout) -> list[tuple[int, int, Segment]]:
+    out, start = [], 0
+    for s in layout.segments:
+        out.append((start, start + s.width, s))
+        start += s.width
+    return out
 
 
 def _ends(layout: Layout) -> set[int]:

@@ -46,14 +46,16 @@ def binned(
 
     `align`: every bin boundary falls on a multiple of this many channels (8 suits the
     vectorised kernels of CPUs and GPUs); for a group in blocks, per block, so that the whole
-    group keeps a multiple of `align`. `uniform=K`: instead of FLOPs-sensitive bins, every
+    group keeps a multiple of `align`; for a group of heads, in whole heads. `uniform=K`: instead of FLOPs-sensitive bins, every
     searchable group in K bins of equal channel count (the baseline of the paper's A.7).
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
     if align < 1:
         raise ValueError(f"align must be 1 or more, got {align}")
-    eps = [g.sensitivity for g in groups if g.searchable]
+    # eq. 9 is per channel: a group of attention heads counts heads of `unit` channels each,
+    # so its channels' sensitivity sets the scale (a head is at least one bin of its own)
+    eps = [g.sensitivity / g.unit for g in groups if g.searchable]
     max_eps = max(eps, default=0.0)
     out = []
     for g in groups:
@@ -61,14 +63,21 @@ def binned(
         if not g.searchable or max_eps <= 0:
             bins = (n,)
         elif uniform is not None:
-            multiple = align // math.gcd(align, g.blocks)
+            multiple = _multiple(g, align)
             size = max(multiple, math.ceil(n / uniform / multiple) * multiple)
             bins = split_bins(n, min(size, n))
         else:
-            multiple = align // math.gcd(align, g.blocks)
+            multiple = _multiple(g, align)
             bins = split_bins(n, bin_size(g.sensitivity, max_eps, beta, n, multiple))
         out.append(dataclasses.replace(g, bins=bins))
     return out
+
+
+def _multiple(g: ChannelGroup, align: int) -> int:
+    """The counted units (channels, or heads of `unit` channels) a bin boundary of `g` falls on
+    a multiple of, so that the group keeps a multiple of `align` channels: per block of a
+    grouped conv; a head of 64 channels is aligned to 8 already."""
+    return align // math.gcd(align, g.blocks * g.unit)
 
 
 def stage_schedule(

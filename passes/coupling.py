@@ -21,23 +21,25 @@ from collections import defaultdict
 import torch
 from torch import fx
 
-from widthc import ops
+from widthc import batch, ops
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
 from widthc.ops.reparam import Reparam, reparam, tensor_at
 from widthc.passes.atoms import Atoms, ParamVar
 from widthc.passes.entries import entries_of, fits, fixed_like, flat_entries
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
-from widthc.trace import VALUE, NodeView, Traced
+from widthc.trace import VALUE, NodeView, ShapeProp, Traced
 from widthc.tree import leaves
 
 __all__ = ["LAYOUTS", "REWRITES", "Coupling", "ParamVar", "couple", "layer_name"]
 
 
 class _State(Atoms):
-    def __init__(self, gm):
+    def __init__(self, gm, examples=None):
         super().__init__()
         self.gm = gm
+        self.examples = examples  # the example inputs, where given: sizes at another batch
+        self.other: ShapeProp | None = None
         self.modules = dict(gm.named_modules())
         self.binding: dict[tuple[str, int], object] = {}
         self.entries: dict[fx.Node, object] = {}
@@ -132,15 +134,17 @@ class CoupleCtx(NodeView):
     def param(self, name: str):
         """Entries of the module's tensor `name`. A weight computed from stored tensors (weight
         norm) keeps, after the rule, the widths its parametrization cannot follow."""
-        target, how = f"{self.node.target}.{name}", reparam(self.module, name)
+        path, _, attr = name.rpartition(".")  # `out_proj.weight`: a submodule's tensor
+        owner = self.module.get_submodule(path) if path else self.module
+        target, how = f"{self.node.target}.{name}", reparam(owner, attr)
         # (the stored tensor, or one of the computed weight's shape: no parametrization runs)
-        t = getattr(self.module, name, None) if how is None else tensor_at(self.module, how.like)
+        t = getattr(owner, attr, None) if how is None else tensor_at(owner, how.like)
         if not isinstance(t, torch.Tensor):
             return None
         if how is None:
             target = self.st.tensor_name(target, t)
         else:
-            self.st.computed[target] = (self.node.target, how)
+            self.st.computed[target] = (target.rpartition(".")[0], how)
             self.st.after_rule += [("sink", ParamVar(target, d, 0), how.why) for d in how.fixed]
             self.st.after_rule += [("mix", ParamVar(target, d, 0), how.why) for d in how.mixes]
         self.st.param_users[target].append(layer_name(self.node))
@@ -159,6 +163,21 @@ class CoupleCtx(NodeView):
     def value(self, raw):
         """The value of a node (or of the nodes in a structure) on the example input."""
         return fx.node.map_arg(raw, lambda n: n.meta[VALUE])
+
+    def batch_free(self, raw) -> bool:
+        """A Python value node is the same with the example at another batch size (a head_dim
+        read from a shape; not the batch size, nor a product with it). False where the example
+        inputs are not known or the graph does not run at that batch."""
+        st = self.st
+        if not isinstance(raw, fx.Node) or st.examples is None or not batch.has_batch(st.examples):
+            return False
+        if st.other is None:
+            wider = batch.at_batch(st.examples, batch.batch_size(st.examples) + 1)
+            st.other = ShapeProp(st.gm, wider, record=False)
+        try:
+            return st.other.value_of(raw) == raw.meta[VALUE]
+        except Exception:  # noqa: BLE001 - the graph holds at the example's batch only
+            return False
 
     def entry(self, raw):
         """The entry of a Python value node (a size read from a tensor carries its channels)."""
@@ -203,6 +222,22 @@ class CoupleCtx(NodeView):
                 st.bind(v, variables[0])
             return variables[0]
         return None
+
+    def frozen(self, entry) -> bool:
+        """The entry keeps its width whatever the choice: no channels, or frozen ones only
+        (freezing is for good: a frozen atom's parts and everything it joins are frozen)."""
+        r = self.st.resolve(entry)
+        if not isinstance(r, Layout):
+            return not isinstance(r, ParamVar)
+        return all(self.st.frozen.get(s.group) for s in r.segments)
+
+    def same_counts(self, a, b) -> bool:
+        """Two entries count the same channels at every width (without uniting anything)."""
+        a, b = self.st.resolve(a), self.st.resolve(b)
+        if not (isinstance(a, Layout) and isinstance(b, Layout)):
+            return False
+        form = self.st.count_form(a)
+        return form is not None and form == self.st.count_form(b)
 
     def same_count(self, size, entry, why: str):
         """A size read from a tensor (`x.size(1)`) given for a dim whose channels are `entry`:
@@ -262,7 +297,12 @@ class CoupleCtx(NodeView):
             self.st.mixed_vars.append((r, layer_name(self.node)))
 
     def concat(self, parts: list) -> Layout | None:
+        """The layout of a concatenation. Tensors whose channels are not decided yet (weights:
+        a qkv bias made of q, k and v biases) become channels of their own unless a part keeps
+        its width; then every part does."""
         resolved = [(size, self.st.resolve(e)) for size, e in parts if size]  # empty: nothing
+        if all(isinstance(r, (Layout, ParamVar)) for _, r in resolved):
+            resolved = [(size, self.own(r, size)) for size, r in resolved]
         if not any(isinstance(r, Layout) for _, r in resolved):
             for _, r in resolved:
                 self.sink(r, "concatenated")
@@ -283,6 +323,21 @@ class CoupleCtx(NodeView):
         producer cut into parts that shrink on their own), or None where that cannot be."""
         r = self.st.resolve(entry)
         return self.st.cut(r, positions) if isinstance(r, Layout) else None
+
+    def coarsen(self, entry, unit: int) -> Layout | None:
+        """The entry's layout counted in units of `unit` positions (heads of `unit` channels):
+        its channels shrink in whole units from now on. None where that cannot be."""
+        r = self.st.resolve(entry)
+        return self.st.coarsen(r, unit) if isinstance(r, Layout) else None
+
+    def repeat(self, entry, times: int, why: str):
+        """Each position of `entry` repeated `times` times (one key/value head per run of
+        query heads): a Layout, None for a fixed dim; a dim not decided yet keeps its width."""
+        r = self.st.resolve(entry)
+        if isinstance(r, Layout):
+            return r.repeat(times)
+        self.sink(r, why)
+        return None
 
     def unrepeat(self, entry: Layout, tail: int) -> Layout:
         return Layout(
@@ -306,6 +361,7 @@ class CoupleCtx(NodeView):
         return Layout((Segment(seg.group, seg.size // n_blocks, 1, 1, n_blocks),))
 
     def rewrite(self, path: tuple, entry) -> None:
+        """The literal at `path` follows `entry`'s width; an int: it is pinned to that value."""
         self.st.rewrites[self.node].append((path, entry))
 
     def set(self, entries) -> None:
@@ -320,9 +376,10 @@ class CoupleCtx(NodeView):
         self.set_fixed()
 
 
-def couple(gm) -> Coupling:
-    """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first."""
-    st = _State(gm)
+def couple(gm, examples=None) -> Coupling:
+    """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
+    `examples`: the example inputs, to tell sizes that depend on the batch size from others."""
+    st = _State(gm, examples)
     for node in gm.graph.nodes:
         if VALUE not in node.meta:
             raise RuntimeError(f"node {node.name} has no shape: run trace.propagate_shapes first")
@@ -393,7 +450,7 @@ def _python_value(ctx: CoupleCtx) -> None:
     """Python values: sizes keep their channels through indexing and tensor creation; any
     other arithmetic on a channel count freezes those channels (it cannot follow them)."""
     spec = ops.lookup(ctx.node, ctx.st.modules)
-    if spec is not None and spec.family in ("getitem", "creation", "size division"):
+    if spec is not None and spec.family in ops.SIZE_FAMILIES:
         spec.couple(ctx)
         return
     for e in flat_entries(ctx.st.entries, list(ctx.node.all_input_nodes)):

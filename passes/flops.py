@@ -238,11 +238,17 @@ def used_parameters(gm) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def count_macs(module: torch.nn.Module, example_inputs) -> float:
-    """An independent count: FlopCounterMode over conv, linear and matmul, in MACs per sample
-    (divided by the batch size, the first dimension of the first input, as `Program.flops`)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """An independent count: FlopCounterMode over conv, linear, matmul and attention, in MACs
+    per sample (divided by the batch size, the first dimension of the first input, as
+    `Program.flops`). (It counts nothing for the CPU kernel of scaled dot-product attention
+    unless told how.)"""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    counter = FlopCounterMode(display=False)
+    def sdpa(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_sdpa: sdpa} if cpu_sdpa else {})
     with torch.no_grad(), counter:
         module(*example_inputs)
     first = next((x for x in example_inputs if isinstance(x, torch.Tensor) and x.ndim), None)

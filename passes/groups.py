@@ -20,7 +20,9 @@ from widthc.passes.atoms import ParamVar
 from widthc.tree import leaves, map_leaves
 
 LAYOUTS = "widthc.layouts"  # node.meta key: per-dim Layout|None of the node's value (resolved)
-REWRITES = "widthc.rewrites"  # node.meta key: [(path, Layout)] literal channel counts to rewrite
+# node.meta key: [(path, Layout)] literal channel counts to rewrite; (path, int): a size read
+# from a tensor that carries channels, pinned to its value where its dim keeps its width
+REWRITES = "widthc.rewrites"
 
 
 def layouts(node: fx.Node):
@@ -30,7 +32,8 @@ def layouts(node: fx.Node):
 
 
 def rewrites(node: fx.Node) -> list:
-    """The node's literal channel counts to rewrite per width: [(path, Layout)]."""
+    """The node's literal channel counts to rewrite per width: [(path, Layout)], and sizes
+    pinned to a constant: [(path, int)]."""
     return _fact(node, REWRITES)
 
 
@@ -75,6 +78,12 @@ def _stored_names(st, param_dims: dict) -> None:
                 st.param_users[name] = st.param_users[first]
 
 
+def _at_producer(lay: Layout, g: int) -> tuple[int, int]:
+    """(positions of group g in its producer's output, positions per channel of g there)."""
+    mine = [s for s in lay.segments if s.group == g]
+    return sum(s.width for s in mine), mine[0].inner
+
+
 def finish(st) -> Coupling:
     """Number the groups of a finished coupling walk `st` (passes/coupling.py's state) and
     write every node's layouts and literal rewrites into its meta."""
@@ -85,6 +94,10 @@ def finish(st) -> Coupling:
     for a in atoms:
         roots.setdefault(st.uf[a], len(roots))
     gid = {a: roots[st.uf[a]] for a in atoms}
+    first_atom: dict[int, int] = {}  # group -> its first atom with a producer
+    for a in atoms:
+        if a in st.producer:
+            first_atom.setdefault(gid[a], a)
     # a group shrinks in as many equal blocks as its grouped convs need (lcm of their groups;
     # every such count divides the channels, so the lcm does too)
     blocks = [1] * len(roots)
@@ -107,6 +120,7 @@ def finish(st) -> Coupling:
         return done[r]
 
     members: dict[int, dict[str, None]] = defaultdict(dict)  # ordered sets
+    produced: dict[int, tuple[int, int]] = {}  # group -> (width, unit) at its first producer
     is_entry = lambda x: isinstance(x, (Layout, ParamVar))  # noqa: E731
     for node in st.gm.graph.nodes:
         resolved = map_leaves(final, st.entries.get(node), is_leaf=is_entry)
@@ -116,8 +130,14 @@ def finish(st) -> Coupling:
             if isinstance(lay, Layout):
                 for g in lay.groups:
                     members[g][name] = None
+                for s in lay.segments:
+                    a = first_atom.get(s.group)
+                    if a is not None and name == st.producer[a] and s.group not in produced:
+                        produced[s.group] = _at_producer(lay, s.group)
         node.meta[REWRITES] = [
-            (p, final(e)) for p, e in st.rewrites.get(node, []) if final(e) is not None
+            (p, e if isinstance(e, int) else final(e))
+            for p, e in st.rewrites.get(node, [])
+            if isinstance(e, int) or final(e) is not None
         ]
 
     param_dims: dict[str, dict[int, Layout]] = defaultdict(dict)
@@ -160,6 +180,8 @@ def finish(st) -> Coupling:
             ordered=tuple(ordered[g]),
             bins=(sizes[g] // blocks[g],),
             blocks=blocks[g],
+            unit=produced.get(g, (0, 1))[1],
+            width=produced.get(g, (sizes[g], 1))[0],
         )
         for g in range(n_groups)
     ]

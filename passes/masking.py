@@ -37,6 +37,7 @@ from widthc.trace import VALUE, NodeView
 from widthc.tree import leaves
 
 MASKS = "widthc_masks"  # submodule of the masked GraphModule: the current zeroing masks
+SOURCE = "widthc_source"  # attribute of the masked GraphModule: the one whose tensors it reads
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,15 @@ class Masks(nn.Module):
 
 def rewrite_masks(src: fx.GraphModule, sites: tuple[Site, ...]) -> fx.GraphModule:
     """A GraphModule sharing `src`'s modules in which the value of every site is zeroed at the
-    removed channels right after its node (`widthc_masks.values[i]`: True where removed)."""
+    removed channels right after its node (`widthc_masks.values[i]`: True where removed).
+    Every attribute the graph reads (`get_attr`: a position embedding, GPT-2's Conv1D weight)
+    is read through `src` itself: fx would copy it into containers of the new module's own,
+    where the tensors the supernet swaps into `src` (its masked weights) are not seen."""
     gm = fx.GraphModule(src, copy.deepcopy(src.graph), src.__class__.__name__)
+    gm.__dict__[SOURCE] = src  # a plain attribute: not a submodule, its weights not counted twice
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            node.target = f"{SOURCE}.{node.target}"
     gm.add_submodule(MASKS, Masks(len(sites)))
     nodes = {n.name: n for n in gm.graph.nodes}
     for i, site in enumerate(sites):

@@ -14,6 +14,7 @@ import copy
 from torch import fx, nn
 
 from widthc.passes.groups import rewrites
+from widthc.trace import VALUE
 
 SIZES = "widthc_sizes"  # submodule of the supernet's GraphModule: the current literal sizes
 
@@ -40,9 +41,11 @@ def rewrite_literals(src: fx.GraphModule) -> tuple[fx.GraphModule, list]:
                 holder = gm.graph.get_attr(SIZES)
                 item = gm.graph.call_function(_item, (holder, len(slots)))
             args_kwargs = (node.args, node.kwargs)
-            sizes.append(at(args_kwargs, path))
+            value = at(args_kwargs, path)  # a literal, or a size read from a tensor
+            sizes.append(value.meta[VALUE] if isinstance(value, fx.Node) else value)
             node.args, node.kwargs = replaced(args_kwargs, path, item)
-            slots.append((node.name, path, tuple(sorted(lay.groups))))
+            groups = () if isinstance(lay, int) else tuple(sorted(lay.groups))  # int: pinned
+            slots.append((node.name, path, groups))
     gm.recompile()
     return gm, slots
 

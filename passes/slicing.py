@@ -18,7 +18,7 @@ from widthc import ops
 from widthc.ir import Layout, TensorMeta, WidthChoice
 from widthc.ops.reparam import reparams, tensor_at
 from widthc.passes.groups import layouts, rewrites
-from widthc.passes.rewrite import replaced
+from widthc.passes.rewrite import at, replaced
 from widthc.trace import VALUE
 
 
@@ -86,11 +86,15 @@ class SlicePlan:
     def literal_args(self, node: fx.Node) -> tuple[tuple, dict] | None:
         """The node's args and kwargs with literal channel counts rewritten, or None."""
         literals = rewrites(node)
-        if not literals or not any(g in self.index for _, lay in literals for g in lay.groups):
+        # a size read from a tensor is replaced at every width: that tensor may have shrunk
+        read = any(isinstance(at((node.args, node.kwargs), p), fx.Node) for p, _ in literals)
+        laid = [lay for _, lay in literals if isinstance(lay, Layout)]
+        if not read and not any(g in self.index for lay in laid for g in lay.groups):
             return None
         args_kwargs = (node.args, node.kwargs)
-        for path, lay in literals:
-            args_kwargs = replaced(args_kwargs, path, lay.active_size(self.counts))
+        for path, lay in literals:  # an int: a size pinned to its value
+            size = lay if isinstance(lay, int) else lay.active_size(self.counts)
+            args_kwargs = replaced(args_kwargs, path, size)
         return args_kwargs
 
 

@@ -73,11 +73,6 @@ TORCHVISION_DETECTION = [
 
 # known limitations: name -> (a fragment of the error, or "nothing searchable"; the reason)
 LIMITS: dict[str, tuple[str, str]] = {
-    "hf:gpt2_no_cache": (
-        "nothing searchable",
-        "GPT-2's Conv1D layers are `torch.addmm(bias, x, weight)` with an (in, out) weight: the "
-        "op registry has no channel rule for addmm",
-    ),
     "hf:bit": (
         "ONNX output `logits` differs from PyTorch",
         "weight standardisation (F.batch_norm over each filter in training mode) exports to ONNX "
@@ -119,6 +114,8 @@ HF = [
     "pvt_v2", "hiera", "clip_vision", "siglip_vision", "bert", "roberta", "albert", "t5_encoder",
     "wav2vec2", "hubert", "whisper_classifier", "llama", "llama_eager", "qwen2", "mistral",
     "phi3", "conditional_detr",
+    # issue 19
+    "llama_gqa",
 ]  # fmt: skip
 SMP = list(foreign_models.SMP)
 DIFFUSERS = ["unet2d", "unet2d_condition", "autoencoder_kl"]

@@ -177,6 +177,11 @@ def hf_configs() -> dict:
             T.LlamaModel,
             T.LlamaConfig(**llm, num_key_value_heads=2, attn_implementation="eager"),
         ),
+        # grouped-query attention (issue 19): 4 query heads, 2 key/value heads, a causal LM head
+        "llama_gqa": (
+            T.LlamaForCausalLM,
+            T.LlamaConfig(**llm | {"num_attention_heads": 4}, num_key_value_heads=2),
+        ),
         "qwen2": (T.Qwen2Model, T.Qwen2Config(**llm, num_key_value_heads=2)),
         "mistral": (T.MistralModel, T.MistralConfig(**llm, num_key_value_heads=1)),
         "phi3": (T.Phi3Model, T.Phi3Config(**llm, num_key_value_heads=2)),
@@ -200,7 +205,7 @@ def hf_configs() -> dict:
 
 _TEXT = {
     "distilbert", "gpt2", "gpt2_no_cache", "bert", "roberta", "albert", "t5_encoder", "llama",
-    "llama_eager", "qwen2", "mistral", "phi3",
+    "llama_eager", "qwen2", "mistral", "phi3", "llama_gqa",
 }  # fmt: skip
 _AUDIO = {"wav2vec2": (1, 400), "hubert": (1, 400), "whisper_classifier": (1, 16, 32)}
 _IMAGE_64 = {"mobilevit", "levit", "hiera", "conditional_detr"}

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import transformer_zoo as tz
 import zoo
 from torch import nn
 from torch.utils._pytree import tree_leaves
@@ -115,6 +116,74 @@ def test_masked_equals_sliced(name):
     assert max(tensor_error(a, b) for a, b in zip(out_m, out_s)) <= 1e-5
     if program.searchable:
         _check_gradients(program, choice, g_m, g_s, 1e-5)
+
+
+def _without_norms(model: nn.Module) -> nn.Module:
+    """Layer norms replaced by identities: a norm over the residual stream mixes its channels."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.LayerNorm, nn.RMSNorm)):
+                setattr(module, name, nn.Identity())
+    return model
+
+
+def _transformer(attention: str):
+    if attention == "swin":  # timm's way: torch.roll, windows, a position bias table, merging
+        torch.manual_seed(0)
+        return tz.randomize(tz.Swin()), (torch.randn(2, 3, 8, 8),)
+    if attention == "torchvision_swin":  # shifted_window_attention and _patch_merging_pad
+        from torchvision.models.swin_transformer import SwinTransformer
+
+        torch.manual_seed(0)
+        model = SwinTransformer(
+            [4, 4], 16, [1, 1], [2, 2], [4, 4], stochastic_depth_prob=0.0, num_classes=5
+        )
+        return model.eval(), (torch.randn(2, 3, 32, 32),)
+    dim = 32 if attention in tz.SAME_WIDTH else 16
+    return tz.model(tz.Config(attention=attention, dim=dim, mlp="gated"))
+
+
+@pytest.mark.parametrize("attention", [*tz.ATTENTIONS, "swin", "torchvision_swin"])
+def test_transformers_with_heads_searched_masked_equals_sliced(attention):
+    """Issue 19's attention heads masked: a removed head's q, k and v are zero, and so is its
+    output; weights read as attributes (a position embedding, GPT-2's Conv1D weight in
+    `torch.addmm`) are masked too. With layer norms over the residual stream: refused."""
+    model, inputs = _transformer(attention)
+    program = widthc.compile(model, inputs)
+    assert "mixes the channels" in str(widthc.supernet(program).masking.reason)
+    program = widthc.compile(_without_norms(model), inputs)
+    program = program.rebin(program.beta, uniform=2)  # a tiny model's bins: often one per group
+    assert any(g.unit > 1 for g in program.searchable)  # heads are searched
+    sliced, masked = _pair(program)
+    assert sliced.masking.reason is None
+    shrunk = (program.smallest(), _shrunk_choice(program))  # every group shrunk; a mix
+    for choice in [c for c in shrunk if c != program.full()]:
+        out_s, g_s = _forward_backward(sliced.eval(), choice, inputs)
+        out_m, g_m = _forward_backward(masked.eval(), choice, inputs)
+        assert max(tensor_error(a, b) for a, b in zip(out_m, out_s)) <= 1e-5
+        _check_gradients(program, choice, g_m, g_s, 1e-5)
+
+
+def test_multihead_attention_weights_per_head_fall_back_to_sliced():
+    """A removed head's attention weights are 1/S, not 0: nn.MultiheadAttention returning them
+    per head cannot run masked."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.mha = nn.Linear(5, 16), nn.MultiheadAttention(16, 2, batch_first=True)
+            self.head, self.per_head = nn.Linear(16, 3), nn.Linear(2, 3)
+
+        def forward(self, x):
+            y = self.embed(x)
+            out, w = self.mha(y, y, y, average_attn_weights=False)
+            return self.head(out).mean(1) + self.per_head(w.sum(-1).transpose(1, 2)).mean(1)
+
+    program = widthc.compile(M().eval(), torch.randn(2, 6, 5))
+    assert [g.unit for g in program.searchable] == [8]
+    net = widthc.supernet(program)
+    assert "`MultiheadAttention` makes zero channels non-zero" in str(net.masking.reason)
+    assert net.mode(torch.device("cuda")) == "sliced"
 
 
 @pytest.mark.parametrize("name", TRAIN)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformer_zoo as tz
 import zoo
 from torch import nn
 
@@ -93,6 +94,17 @@ def test_torchvision_zoo_ordered_and_proved(name):
     assert ordering.moved > 0 and not any(
         "changed the outputs" in str(r) for r in ordering.left_alone.values()
     )
+
+
+@pytest.mark.parametrize("attention", ["fused_bias", "gqa_sdpa", "conv1d", "mha"])
+def test_attention_heads_ordered_whole_and_proved(attention):
+    """Issue 19's heads groups count heads: a permutation moves whole heads (q, k and v rows,
+    the output projection's columns, a per-head mask, a key/value head with its query heads)."""
+    dim = 32 if attention in tz.SAME_WIDTH else 16
+    model, inputs = tz.model(tz.Config(attention=attention, dim=dim))
+    program = widthc.compile(model, inputs)
+    ordering = _check_ordering(program, inputs, "l1")
+    assert any(g.unit > 1 and g.id in ordering.orders for g in program.searchable)
 
 
 def test_narrow_widths_keep_the_most_important_channels():

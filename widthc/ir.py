@@ -113,6 +113,11 @@ class Layout:
             )
         )
 
+    def tile(self, outer: int) -> Layout:
+        """The whole dim repeated `outer` times, block-major (a 2x2 patch merging's 4C): the
+        segments one copy after another, as a concatenation of the copies lays them out."""
+        return Layout(self.segments * outer)
+
     def to_json(self) -> list:
         return [[s.group, s.size, s.inner, s.outer] for s in self.segments]
 
@@ -132,6 +137,10 @@ class ChannelGroup:
     sensitivity: float = 0.0
     bins: tuple[int, ...] = ()  # bin sizes within one block; the last bin takes the remainder
     blocks: int = 1  # grouped convs: the channels are `blocks` equal blocks that shrink alike
+    # positions of its first producer's output per counted channel: head_dim for a group of
+    # attention heads (then `n` counts heads), 1 for plain channels
+    unit: int = 1
+    width: int = 0  # positions it holds in its first producer's output (all pieces and heads)
 
     @property
     def searchable(self) -> bool:
@@ -140,6 +149,12 @@ class ChannelGroup:
     @property
     def block_size(self) -> int:
         return self.n // self.blocks
+
+    @property
+    def heads(self) -> bool:
+        """Its channels are whole attention heads (or runs of query heads sharing a key/value
+        head): `n` counts those units of `unit` channels each."""
+        return self.unit > 1
 
     @property
     def name(self) -> str:
@@ -161,6 +176,8 @@ class ChannelGroup:
             "frozen": [str(r) for r in self.frozen],
             "bins": list(self.bins),
             "blocks": self.blocks,
+            "unit": self.unit,
+            "width": self.width,
             "sensitivity": self.sensitivity,
             "producers": list(self.producers),
             "consumers": list(self.consumers),

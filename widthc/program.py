@@ -211,8 +211,9 @@ class Program:
     # --- reports --------------------------------------------------------------------------------
 
     def to_json(self) -> dict:
-        conv_channels = sum(len(g.producers) and g.n for g in self.groups)
-        searchable_channels = sum(len(g.producers) and g.n for g in self.searchable)
+        # channels at each group's first conv/linear producer (every piece and head of it)
+        conv_channels = sum(len(g.producers) and g.width for g in self.groups)
+        searchable_channels = sum(len(g.producers) and g.width for g in self.searchable)
         return {
             "model": self.traced.name,
             "input_shapes": [
@@ -291,7 +292,7 @@ def _compile(model, inputs, beta, leaves: Sequence, align: int, auto_leaf=True) 
         gm = _traced(model, inputs, leaves, auto_leaf)
     if isinstance(model, fx.GraphModule) and not leaves:
         trace.propagate_shapes(gm, inputs)
-    coupling = couple(gm)
+    coupling = couple(gm, inputs)
     table = flops_pass.flops_table(gm, len(coupling.groups))
     params = flops_pass.params_table(gm, coupling)
     batch = batch_size(inputs)

@@ -290,6 +290,7 @@ def widths_record(
                 "searchable": g.searchable,
                 "channels_before": g.n,
                 "channels_after": after.get(g.name, g.n),
+                "unit": g.unit,  # > 1: the channels counted are heads of `unit` channels
             }
             for g in original.groups
         ],

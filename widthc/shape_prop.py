@@ -97,8 +97,10 @@ class ShapeCtx:
 
 
 class ShapeProp:
-    def __init__(self, gm, example_inputs: Sequence):
+    def __init__(self, gm, example_inputs: Sequence, record: bool = True):
+        """`record=False`: values only (node.meta keeps the example's, no cost is measured)."""
         self.gm = gm
+        self.record = record
         self.modules = dict(gm.named_modules())
         self.examples = list(example_inputs)
         self.real: dict[fx.Node, torch.Tensor] = {}
@@ -149,9 +151,10 @@ class ShapeProp:
             value = self.eval_node(node, args, kwargs)
         env[node] = value
         self.last = node
-        node.meta[VALUE] = value
-        if fx_tracer.ASSUMED_LEN in node.meta:
-            _check_length(node)
+        if self.record:
+            node.meta[VALUE] = value
+            if fx_tracer.ASSUMED_LEN in node.meta:
+                _check_length(node)
 
     def eval_node(self, node: fx.Node, args, kwargs):
         if node.op != "call_module" and not _has_tensor((args, kwargs)):
@@ -164,7 +167,7 @@ class ShapeProp:
                 return spec.shape(ShapeCtx(node, module, args, kwargs, self.execute))
             except Exception:  # noqa: BLE001 - a formula that does not fit falls back to running
                 pass
-        return self.execute(node, args, kwargs, meta=node.op != "call_module", measure=True)
+        return self.execute(node, args, kwargs, meta=node.op != "call_module", measure=self.record)
 
     def execute(self, node, args, kwargs, meta=True, measure=False):
         """Run one op on meta tensors, or on real random ones when meta is not enough."""

@@ -125,7 +125,7 @@ class Supernet(nn.Module):
         if mode == "sliced":
             return self.gm
         if mode not in self._graphs:  # a plain dict: not a submodule, not in the state dict
-            self._graphs[mode] = rewrite_masks(self.program.gm, self.masking.sites)
+            self._graphs[mode] = rewrite_masks(self.gm, self.masking.sites)  # reads its tensors
             self._graphs[mode].train(self.training)
         return self._graphs[mode]
 

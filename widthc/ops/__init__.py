@@ -12,8 +12,8 @@ Rules receive a context (`ctx`) from the pass that runs them:
   shape:  ctx.arg(i, name, default) -> value; ctx.module; ctx.run_meta() -> value
   couple: ctx.lay(i, name) -> per-dim entries; ctx.param(name) -> the module parameter's entries;
           ctx.value(node) / entry(node) -> a Python value node's value / entries;
-          ctx.unify / produce / own / cut / same_count / sink / mix / rewrite / set / barrier
-          (see passes/coupling.py)
+          ctx.unify / produce / own / cut / coarsen / repeat / same_count / sink / mix / rewrite /
+          set / barrier (see passes/coupling.py)
   flops:  ctx.arg, ctx.lay (resolved layouts), ctx.out, ctx.out_lay -> [(macs, factors), ...]
   zeros:  a constant of widthc/ops/zeros.py, or ctx.arg / ctx.carries / ctx.touches -> one
           (see passes/masking.py)
@@ -23,6 +23,7 @@ from widthc.ops import table  # noqa: F401 - registers every op family on import
 from widthc.ops.registry import (
     REGISTRY,
     REQUIRED,
+    SIZE_FAMILIES,
     Method,
     OpSpec,
     lookup,
@@ -33,5 +34,5 @@ from widthc.ops.registry import (
 )
 
 __all__ = [
-    "REGISTRY", "REQUIRED", "Method", "OpSpec", "lookup", "module_key", "op_key", "op_name", "register",
+    "REGISTRY", "REQUIRED", "SIZE_FAMILIES", "Method", "OpSpec", "lookup", "module_key", "op_key", "op_name", "register",
 ]  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from widthc.ir import TensorMeta
@@ -87,3 +89,24 @@ def set_field(ctx, value, lays, key) -> None:
         ctx.set(lays[key])
     except (AttributeError, IndexError, KeyError, StopIteration, TypeError):
         ctx.barrier(f"cannot follow the channels of item {key!r} of a structured value")
+
+
+_SIZE_ARITHMETIC = {getattr, operator.getitem, operator.add, operator.sub, operator.mul,
+                    operator.floordiv}  # fmt: skip
+
+
+def from_shapes(ctx, node: torch.fx.Node) -> bool:
+    """A Python value computed only from tensors' shapes and literals (`C // heads` with C read
+    from a shape), not by a function torch.fx did not enter (a head count looked up in a
+    config when the model runs) nor from a tensor's values."""
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        size = n.op == "call_method" and n.target == "size"
+        if not (size or (n.op == "call_function" and n.target in _SIZE_ARITHMETIC)):
+            return False
+        todo += [a for a in n.all_input_nodes if not isinstance(ctx.value(a), TensorMeta)]
+    return True

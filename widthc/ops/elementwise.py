@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from widthc import shapes
-from widthc.ir import TensorMeta
+from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, nones, set_field, shape_args
 
 
@@ -240,3 +242,24 @@ def softmax_at(ctx, dim) -> None:
     x, lays = ctx.arg(0, "input"), ctx.lay(0, "input")
     ctx.mix(lays[shapes.norm_dim(dim, x.ndim)])
     ctx.set(lays)
+
+
+def count_compare(ctx) -> None:
+    """A comparison: elementwise on tensors. Of channel counts (`_assert(x.shape[-1] == C)`):
+    two counts compared for equality count the same channels at every width; a count and the
+    literal of its full width, the literal follows the width. Any other comparison of a channel
+    count cannot follow it."""
+    if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
+        return elementwise_rule(ctx)
+    raws = ctx.node.args[:2]
+    entries = [ctx.resolve(ctx.entry(raw)) for raw in raws]
+    laid = [i for i, e in enumerate(entries) if isinstance(e, Layout)]
+    equality = ctx.node.target in (operator.eq, operator.ne)
+    if equality and len(laid) == 2:
+        ctx.same_count(entries[0], entries[1], why="compared channel counts")
+    elif equality and len(laid) == 1 and raws[1 - laid[0]] == entries[laid[0]].size:
+        ctx.rewrite(("args", 1 - laid[0]), entries[laid[0]])
+    else:
+        for e in entries:
+            ctx.sink(e, why="channel count used in arithmetic")
+    ctx.set(None)

@@ -1,6 +1,6 @@
 """Rules of indexing: `x[...]` of a tensor or a structured value, and `x[...] = v`. A slice of a
-channel dim is a part of its channels (like `split`); other indexing of a channel dim keeps it
-at full width."""
+channel dim is a part of its channels (like `split`); rows gathered by one index tensor keep
+the other dims' channels; other indexing of a channel dim keeps it at full width."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def getitem_couple(ctx) -> None:
         if isinstance(key, (int, str)):
             return set_field(ctx, src, ctx.lay(0), key)
         return ctx.set(ctx.item_of(0, key))
+    if gathered(ctx, src, ctx.node.args[1]):
+        return None
     out = indexed(ctx, src, ctx.lay(0), ctx.node.args[1])
     if out is None:
         return ctx.barrier("advanced indexing")
@@ -116,3 +118,36 @@ def span(layout: Layout, a: int, b: int) -> Layout | None:
             segments.append(s)
         start += s.width
     return Layout(tuple(segments)) if segments else None
+
+
+def gathered(ctx, src: TensorMeta, key) -> bool:
+    """`table[index]`, `biases[:, index]`: one integer tensor indexes one dim, the others taken
+    whole (a relative position bias read at every pair of positions). The indexed dim is
+    addressed, so it keeps its width; the index's dims take its place; every other dim keeps
+    its channels (one column per head). False for any other key."""
+    key = key if isinstance(key, tuple) else (key,)
+    tensors = [i for i, k in enumerate(key) if isinstance(k, torch.fx.Node)]
+    whole = all(
+        k == slice(None) for i, k in enumerate(key) if i not in tensors and k is not Ellipsis
+    )
+    if len(tensors) != 1 or not whole or key.count(Ellipsis) > 1:
+        return False
+    (at,) = tensors
+    index = ctx.value(key[at])
+    if not isinstance(index, TensorMeta) or index.dtype.is_floating_point:
+        return False
+    if index.dtype == torch.bool:
+        return False
+    lays, lay_index = ctx.lay(0), entries_at(ctx, key[at], index)
+    dim = at if Ellipsis not in key[:at] else src.ndim - (len(key) - at)
+    ctx.sink(lays[dim], why="rows addressed by an index")
+    for e in lay_index:
+        ctx.sink(e, why="an index")
+    ctx.set((*lays[:dim], *(None,) * index.ndim, *lays[dim + 1 :]))
+    return True
+
+
+def entries_at(ctx, node, meta: TensorMeta):
+    """The entries of a tensor node given inside another argument (a key's index tensor)."""
+    e = ctx.entry(node)
+    return e if isinstance(e, tuple) and len(e) == meta.ndim else (None,) * meta.ndim

@@ -224,6 +224,31 @@ def matmul_flops(ctx) -> list:
     return [(const, (*factors, k))]
 
 
+def addmm_couple(ctx) -> None:
+    """addmm(bias, x, w) = bias + x @ w (GPT-2's Conv1D, an (in, out) weight): x's columns are
+    w's rows; w's columns are new channels where w is a weight (this op produces them); the
+    bias broadcasts over the result."""
+    bias, lb, lx, lw = (
+        ctx.arg(0, "input"),
+        ctx.lay(0, "input"),
+        ctx.lay(1, "mat1"),
+        ctx.lay(2, "mat2"),
+    )
+    ctx.unify(lx[-1], lw[0], why="matmul contraction")
+    out = [lx[0], ctx.produce(lw[1], ctx.arg(2, "mat2").shape[1])]
+    for d in range(bias.ndim):  # broadcast: aligned on the right, equal sizes only
+        j = d + 2 - bias.ndim
+        if bias.shape[d] == ctx.out.shape[j]:
+            out[j] = ctx.unify(out[j], lb[d], why="addmm bias")
+    ctx.set(tuple(out))
+
+
+def addmm_flops(ctx) -> list:
+    x, lx = ctx.arg(1, "mat1"), ctx.lay(1, "mat1")
+    const, factors = numel_split(ctx.out, ctx.out_lay)
+    return [(const, (*factors, lx[-1] if lx[-1] is not None else x.shape[-1]))]
+
+
 def embedding_couple(ctx) -> None:
     weight = ctx.param("weight")
     ctx.sink(weight[0], why="embedding rows are addressed by the input's indices")

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from widthc.ops.common import broadcast_shape, compare_shape, same_shape, spec
-from widthc.ops.elementwise import elementwise_rule, unary
+from widthc.ops.elementwise import count_compare, elementwise_rule, unary
 from widthc.ops.registry import Method, register
-from widthc.ops.shape_ops import size_quotient
+from widthc.ops.shape_ops import size_product, size_quotient
 from widthc.ops.zeros import (
     KEEPS,
     SHIFTS,
@@ -30,7 +30,7 @@ from widthc.ops.zeros import (
 UNARY = spec("elementwise unary", same_shape, unary, zeros=KEEPS)
 SHIFTING = spec("elementwise unary", same_shape, unary, zeros=SHIFTS)
 SINGULAR_AT_0 = spec("elementwise unary", same_shape, unary, zeros=SINGULAR)
-COMPARE = spec("elementwise", compare_shape, elementwise_rule, zeros=SHIFTS)  # 0 == 0 is True
+COMPARE = spec("comparison", compare_shape, count_compare, zeros=SHIFTS)  # 0 == 0 is True
 
 
 def _elementwise(zeros, *keys) -> None:
@@ -96,10 +96,10 @@ def register_pointwise() -> None:
         torch.maximum, torch.minimum, torch.subtract,
         *(Method(n) for n in ("add", "sub", "maximum", "minimum", "add_", "sub_")),
     )  # fmt: skip
-    _elementwise(
-        multiplicative((0, "input"), (1, "other")),
-        operator.mul, operator.imul, torch.mul, torch.multiply, Method("mul"), Method("mul_"),
-    )  # fmt: skip
+    product = multiplicative((0, "input"), (1, "other"))
+    _elementwise(product, operator.imul, torch.mul, torch.multiply, Method("mul"), Method("mul_"))
+    # `c * n` also multiplies channel counts (`num_key_value_heads * n_rep`)
+    register(spec("size product", broadcast_shape, size_product, zeros=product), operator.mul)
     _elementwise(
         divides,
         operator.truediv, operator.itruediv, operator.mod, torch.div, torch.true_divide,

@@ -36,6 +36,10 @@ class Method:
 
 REGISTRY: dict[Any, OpSpec] = {}
 
+# op families whose channel rules also follow Python values: sizes read from tensors, indexed,
+# divided or multiplied by a literal, compared, given to a tensor's creation
+SIZE_FAMILIES = frozenset(("getitem", "creation", "size division", "size product", "comparison"))
+
 
 def register(spec: OpSpec, *keys) -> None:
     for k in keys:

@@ -9,8 +9,10 @@ import torch
 
 from widthc import shapes
 from widthc.ir import Layout, TensorMeta
-from widthc.ops.common import first_input, shape_args
+from widthc.ops.common import first_input, from_shapes, shape_args
 from widthc.ops.elementwise import elementwise_rule
+
+MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
 
 
 def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
@@ -32,26 +34,33 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
             # into any neighbour
             if not isinstance(ctx.resolve(lays[d]), Layout) or x.shape[d] == 1:
                 ctx.sink(lays[d], why="reshape")
-        laid = [d for d in src if isinstance(ctx.resolve(lays[d]), Layout) and x.shape[d] != 1]
+        # channels that are frozen already never shrink: a dim of them is as good as fixed
+        laid = [d for d in src if not ctx.frozen(lays[d]) and x.shape[d] != 1]
         if not laid:
             continue
         big_src = [d for d in src if x.shape[d] != 1]
         big_dst = [d for d in dst if out.shape[d] != 1]
         lead = big_dst[0] if big_dst else (dst[0] if dst else None)
-        if (
-            len(laid) == 1
-            and len(big_dst) <= 1
-            and lead is not None
-            and (not big_src or laid[0] == big_src[0])
-        ):  # merge (flatten) or keep: channel-major, so the channel dim must lead
+        if len(laid) == 1 and len(big_dst) <= 1 and lead is not None:
+            # merge (flatten) or keep: each channel repeated over the dims after it, and all of
+            # them repeated over the dims before it (a 2x2 patch merging's (2, 2, C) -> 4C)
             inner = math.prod(x.shape[d] for d in src if d > laid[0])
+            outer = math.prod(x.shape[d] for d in src if d < laid[0])
             entry = ctx.resolve(lays[laid[0]])
-            result[lead] = entry.repeat(inner) if inner > 1 else entry
+            entry = entry.repeat(inner) if inner > 1 else entry
+            if outer > 1 and len(entry.segments) * outer > MAX_SEGMENTS:
+                ctx.sink(entry, why="reshape repeats the channels too many times")
+                continue
+            result[lead] = entry.tile(outer) if outer > 1 else entry
         elif len(laid) == 1 and len(big_src) == 1 and lead is not None:  # split: unflatten
             tail = math.prod(out.shape[d] for d in dst if d > lead)
             entry = ctx.resolve(lays[laid[0]])
             if all(s.inner % tail == 0 for s in entry.segments):
                 result[lead] = ctx.unrepeat(entry, tail)
+            elif len(big_dst) >= 3 or (
+                laid[0] == x.ndim - 1 and big_dst[-1] == out.ndim - 1 and len(big_dst) == 2
+            ):  # (n, heads, head_dim), or channels last (heads, head_dim)
+                heads_split(ctx, entry, [out.shape[d] for d in big_dst], big_dst, result)
             elif len(big_dst) == 2 and (piece := equal_pieces(ctx, entry, out.shape[lead])):
                 result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
             else:
@@ -65,6 +74,18 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
     return tuple(result)
 
 
+def heads_split(ctx, entry: Layout, sizes: list[int], dims: list[int], result: list) -> None:
+    """Channels last split as (..., n, heads, head_dim): attention heads. The unit of width is a
+    whole head (head_dim stays: the softmax scale and rotary embeddings depend on it); the
+    leading dims are n equal pieces that keep the same heads (q, k and v of a fused qkv)."""
+    n = math.prod(sizes[:-2])
+    piece = equal_pieces(ctx, entry, n) if n > 1 else entry
+    heads = ctx.coarsen(piece, sizes[-1]) if piece is not None else None
+    if heads is None:
+        return ctx.sink(entry, why="reshape splits the channel dim into heads it cannot follow")
+    result[dims[-2]] = heads
+
+
 def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
     """Channels cut into `n` equal consecutive pieces that keep the same channels (the heads
     of a split attention, the groups of a channel shuffle): one piece, or None."""
@@ -76,12 +97,21 @@ def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
     return ctx.unify(*pieces, why="equal pieces")
 
 
+def literal(ctx, raw):
+    """`raw` where it is a literal or a size that is one: computed from shapes only and the same
+    at another batch size (a head_dim read from a shape); else None (a batch size read from the
+    input or a product with it differs at another batch; a config read at run time may change)."""
+    if isinstance(raw, torch.fx.Node):
+        return ctx.value(raw) if from_shapes(ctx, raw) and ctx.batch_free(raw) else None
+    return raw
+
+
 def size_quotient(ctx) -> None:
     """`c // n` of a channel count `c`: the size of one of n equal pieces of those channels
     (a split attention's `C // radix`); the pieces then keep the same channels."""
     if any(isinstance(v, TensorMeta) for v in (ctx.arg(0), ctx.arg(1))):
         return elementwise_rule(ctx)
-    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), ctx.arg(1)
+    entry, n = ctx.resolve(ctx.entry(ctx.node.args[0])), literal(ctx, ctx.node.args[1])
     piece = None
     if isinstance(entry, Layout) and isinstance(n, int) and n > 0 and entry.size % n == 0:
         piece = equal_pieces(ctx, entry, n)
@@ -90,9 +120,27 @@ def size_quotient(ctx) -> None:
     ctx.set(piece)
 
 
+def size_product(ctx) -> None:
+    """`c * n` of a channel count `c` (`num_key_value_heads * n_rep`): each channel counted n
+    times; on tensors, an elementwise product."""
+    if any(isinstance(ctx.arg(i), TensorMeta) for i in (0, 1)):
+        return elementwise_rule(ctx)
+    raws = ctx.node.args[:2]
+    entries = [ctx.resolve(ctx.entry(raw)) for raw in raws]
+    laid = [i for i, e in enumerate(entries) if e is not None]
+    times = literal(ctx, raws[1 - laid[0]]) if len(laid) == 1 else None
+    if isinstance(times, int) and not isinstance(times, bool) and times > 0:
+        return ctx.set(ctx.repeat(entries[laid[0]], times, why="channel count multiplied"))
+    for e in entries:
+        ctx.sink(e, why="channel count used in arithmetic")
+    ctx.set(None)
+
+
 def size_args(ctx, args, result) -> None:
     """Sizes given to reshape/expand: a literal channel count is rewritten when the channels
-    shrink; a size read from a tensor (`x.size(1)`) must follow that output dim's channels.
+    shrink; a size read from a tensor (`x.size(1)`) follows that output dim's channels where it
+    counts the same ones, and is rewritten like a literal where it counts others (a reshape to
+    the residual's width `C` of the attention's heads: they need not keep the same channels).
     A whole shape computed at run time (one value holding the sizes) is followed size by size:
     a size that does not follow channels keeps the width of its dim."""
     if len(args) == 1 and isinstance(args[0][1], torch.fx.Node):
@@ -106,7 +154,22 @@ def size_args(ctx, args, result) -> None:
             if raw != -1 and result[d] is not None:
                 ctx.rewrite(path, result[d])
         elif isinstance(raw, torch.fx.Node):
-            result[d] = ctx.same_count(ctx.entry(raw), result[d], why="reshape size")
+            lay, size = ctx.resolve(result[d]), ctx.entry(raw)
+            value = ctx.value(raw)
+            # a size that reads no channels is rewritten only where it is a literal in effect
+            # (`literal`): `B * C` differs at another batch size, a config read at run time may
+            reads = isinstance(ctx.resolve(size), Layout)
+            if isinstance(lay, Layout) and reads and not ctx.same_counts(size, lay):
+                ctx.rewrite(path, lay)
+            elif lay is None and reads and isinstance(value, int):
+                ctx.rewrite(path, value)  # a fixed dim (head_dim = C // heads): pinned
+            elif isinstance(lay, Layout) and not reads and literal(ctx, raw) is not None:
+                ctx.rewrite(path, lay)  # `C // heads` not followed (C cut unequally): as a literal
+            elif isinstance(lay, Layout) and not reads:  # a head count from a config, B * C
+                ctx.sink(lay, why="reshape to a size computed at run time")
+                result[d] = None
+            else:
+                result[d] = ctx.same_count(size, result[d], why="reshape size")
 
 
 def sizes_computed(ctx, node, value, result) -> None:

@@ -1,6 +1,7 @@
 """The table: every op family registered under the keys fx uses for it (module classes,
 functions, tensor methods). Adding an op is adding one line here (a pointwise op: in
-widthc/ops/pointwise.py, by what it does to zero channels)."""
+widthc/ops/pointwise.py, by what it does to zero channels; an op of torchvision or timm: in
+widthc/ops/optional.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from torch import nn
 from widthc.ops.attention import (
     einsum_couple,
     einsum_flops,
+    mha_couple,
     mha_flops,
+    mha_resize,
     mha_shape,
+    mha_zeros,
     sdpa_couple,
     sdpa_flops,
 )
@@ -46,6 +50,8 @@ from widthc.ops.elementwise import (
 )
 from widthc.ops.indexing import getitem_couple, setitem_couple
 from widthc.ops.layers import (
+    addmm_couple,
+    addmm_flops,
     batch_norm_fn_couple,
     channel_norm_couple,
     conv_fn_couple,
@@ -77,8 +83,9 @@ from widthc.ops.layers import (
     prelu_couple,
     prelu_resize,
 )
-from widthc.ops.pointwise import UNARY, register_pointwise
-from widthc.ops.registry import REGISTRY, Method, module_key, register
+from widthc.ops.optional import register_optional
+from widthc.ops.pointwise import register_pointwise
+from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import (
     cat_couple,
     expand_as_couple,
@@ -98,13 +105,21 @@ from widthc.ops.shape_ops import (
     view_as_couple,
     view_couple,
 )
+from widthc.ops.windows import (
+    col2im_couple,
+    im2col_couple,
+    repeat_couple,
+    repeat_interleave_couple,
+    roll_couple,
+    sliding_couple,
+)
 from widthc.ops.zeros import (
     KEEPS,
     SHIFTS,
     SINGULAR,
+    additive,
     created,
     padded,
-    through,
 )
 
 # op families registered under several keys
@@ -130,6 +145,10 @@ register(spec("linear", linear_fn_shape, linear_fn_couple, linear_flops, zeros=K
 register(
     spec("matmul", run_on_meta, matmul_couple, matmul_flops, zeros=KEEPS),
     torch.matmul, operator.matmul, torch.bmm, torch.mm, Method("matmul"), Method("bmm"), Method("mm"),
+)  # fmt: skip
+register(  # bias + x @ w: zero where the bias is
+    spec("matmul", run_on_meta, addmm_couple, addmm_flops, zeros=additive((0, "input"))),
+    torch.addmm, Method("addmm"),
 )  # fmt: skip
 register(
     spec("embedding", embedding_shape, embedding_couple, resize=embedding_resize, zeros=KEEPS),
@@ -264,6 +283,17 @@ register(
     torch.swapdims, Method("swapdims"),
 )  # fmt: skip
 register(spec("permute", run_on_meta, t_couple, zeros=KEEPS), torch.t, Method("t"))
+# positions move or repeat, values are copied (im2col pads with zeros; fold sums each channel's
+# own kernel positions): zero channels stay zero
+register(spec("roll", same_shape, roll_couple, zeros=KEEPS), torch.roll, Method("roll"))
+register(spec("expand", run_on_meta, repeat_couple, zeros=KEEPS), Method("repeat"))
+register(
+    spec("expand", run_on_meta, repeat_interleave_couple, zeros=KEEPS),
+    torch.repeat_interleave, Method("repeat_interleave"),
+)  # fmt: skip
+register(spec("sliding windows", run_on_meta, sliding_couple, zeros=KEEPS), Method("unfold"))
+register(spec("sliding windows", run_on_meta, im2col_couple, zeros=KEEPS), nn.Unfold, F.unfold)
+register(spec("sliding windows", run_on_meta, col2im_couple, zeros=KEEPS), nn.Fold, F.fold)
 register(
     spec("unsqueeze", run_on_meta, unsqueeze_couple, zeros=KEEPS),
     torch.unsqueeze,
@@ -307,13 +337,7 @@ register(
     nn.ChannelShuffle, nn.PixelShuffle, nn.PixelUnshuffle, F.pixel_shuffle, F.pixel_unshuffle,
 )  # fmt: skip
 register(
-    spec(
-        "attention",
-        mha_shape,
-        barrier("multi-head attention needs head-structured widths"),
-        mha_flops,
-        zeros=SHIFTS,  # its projections' biases
-    ),
+    spec("attention", mha_shape, mha_couple, mha_flops, mha_resize, mha_zeros),
     nn.MultiheadAttention,
 )
 register(
@@ -322,40 +346,4 @@ register(
 )
 register(spec("einsum", run_on_meta, einsum_couple, einsum_flops, zeros=KEEPS), torch.einsum)
 
-
-def _register_optional() -> None:
-    """Ops of optional libraries, registered when the library is installed."""
-    try:
-        from torchvision.ops import stochastic_depth
-
-        register(UNARY, stochastic_depth)
-    except ImportError:
-        pass
-    try:
-        from timm.layers import norm_act, pool2d_same
-        from timm.layers.conv2d_same import Conv2dSame
-    except ImportError:
-        return
-    # batch norm + activation in one module: the batch-norm channel rule (timm's ConvNormAct)
-    norm_acts = [
-        getattr(norm_act, n, None)
-        for n in ("BatchNormAct2d", "SyncBatchNormAct", "FrozenBatchNormAct2d")
-    ]
-    register(
-        spec(
-            "batch norm", same_shape, channel_norm_couple, resize=norm_resize,
-            zeros=through("act", lambda m: REGISTRY.get(module_key(m))), scale="weight",
-        ),
-        *(m for m in norm_acts if m is not None),
-    )  # fmt: skip
-    # "same" padding computed at run time: shapes come from running the module
-    register(
-        spec("conv", None, conv_module_couple, conv_module_flops, conv_resize, KEEPS), Conv2dSame
-    )
-    register(
-        spec("pooling", None, lambda ctx: spatial(ctx, 2), zeros=KEEPS),
-        pool2d_same.AvgPool2dSame, pool2d_same.MaxPool2dSame,
-    )  # fmt: skip
-
-
-_register_optional()
+register_optional()  # ops of torchvision and timm, where installed

@@ -46,8 +46,8 @@ def print_analysis(program, name: str, console: Console | None = None, latency=N
         per_channel = dict(zip(program.space.ids.tolist(), latency.sensitivity()))
     table = Table(
         title=f"channel groups of {name}",
-        caption="bins: count×size (+ a smaller last bin), per block of a grouped conv; "
-        "layers: producers → readers",
+        caption="bins: count×size (+ a smaller last bin), per block of a grouped conv, in heads "
+        "for attention heads (heads ×channels each); layers: producers → readers",
         show_lines=False,
     )
     for col, kw in (
@@ -74,10 +74,11 @@ def print_analysis(program, name: str, console: Console | None = None, latency=N
             if len(g.frozen) > 1:
                 status += f" (+{len(g.frozen) - 1} more)"
             bins = "-"
+        width = f"{g.n} heads ×{g.unit}" if g.heads else str(g.n)
         ms = per_channel.get(g.id)
         latency_cell = [] if latency is None else [_microseconds(ms)]
         table.add_row(
-            str(g.id), str(g.n), bins, human(g.sensitivity), *latency_cell, status, layers_text(g)
+            str(g.id), width, bins, human(g.sensitivity), *latency_cell, status, layers_text(g)
         )
     console.print(table)
     data = program.to_json()

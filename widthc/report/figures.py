@@ -42,8 +42,10 @@ def write_figures(run: RunData) -> dict[str, Path | str]:
 
 def widths_figure(run: RunData) -> Figure | str:
     """Paper figure 4: retained width ratio per searchable group, one line per budget, the
-    uniform width of the same budget dashed in the same colour."""
+    uniform width of the same budget dashed in the same colour. Groups of attention heads are
+    squares labelled with the heads each budget keeps."""
     groups = run.searchable()
+    heads = run.heads()
     drawn = [(b, run.ratios(b), run.ratios(b, uniform=True)) for b in run.budgets]
     drawn = [d for d in drawn if d[1]]
     if not groups:
@@ -57,13 +59,19 @@ def widths_figure(run: RunData) -> Figure | str:
         color = f"C{i % 10}"
         ax.plot(x, [ratios.get(g, math.nan) for g, _ in groups], "o-", color=color, ms=3,
                 label=f"{budget.text}: widthc")  # fmt: skip
+        for j, (g, _) in enumerate(groups):
+            if g in heads and g in ratios:
+                kept = round(ratios[g] * heads[g])
+                ax.plot(j, ratios[g], "s", color=color, ms=5)
+                ax.annotate(f"{kept}/{heads[g]}", (j, ratios[g]), fontsize=6, color=color,
+                            xytext=(2, 2), textcoords="offset points")  # fmt: skip
         if uniform:
             ax.plot(x, [uniform.get(g, math.nan) for g, _ in groups], "--", color=color,
                     alpha=0.7, label=f"{budget.text}: uniform")  # fmt: skip
-    _group_ticks(ax, groups)
+    _group_ticks(ax, [(g, f"{name} (heads)" if g in heads else name) for g, name in groups])
     ax.set_ylim(0, 1.05)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_ylabel("retained width (channels after / before)")
+    ax.set_ylabel("retained width (channels or heads after / before)")
     ax.set_title("Width per layer (paper figure 4)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncols=min(4, 2 * len(drawn)))

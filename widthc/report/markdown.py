@@ -52,7 +52,8 @@ def write_report(run_dir: Path) -> Path:
 
 _WIDTHS_TEXT = (
     "Channels kept per searchable group (after / before), in graph order, like the paper's "
-    "figure 4; dashed: the uniform width of the same budget."
+    "figure 4; dashed: the uniform width of the same budget. Groups of attention heads "
+    "(squares, `(heads)`) count whole heads, labelled kept / all."
 )
 _BINS_TEXT = (
     "How the search counts each group's width (paper eq. 9, figure 5): bins are large where "

@@ -110,6 +110,18 @@ class RunData:
         out = [(g["id"], g.get("name", f"group{g['id']}")) for g in groups if g.get("searchable")]
         return sorted(out)
 
+    def heads(self) -> dict[int, int]:
+        """Searchable groups of attention heads: id -> their number of heads (analysis.json's
+        `unit` > 1: each counted channel is a whole head)."""
+        groups = self.groups
+        if not groups:
+            groups = next((b.widths["groups"] for b in self.budgets if "groups" in b.widths), [])
+        return {
+            g["id"]: g.get("channels", g.get("channels_before"))
+            for g in groups
+            if g.get("searchable") and g.get("unit", 1) > 1
+        }
+
     def ratios(self, budget: Budget, uniform: bool = False) -> dict[int, float]:
         """Retained width ratio (channels after / before) per searchable group id: from
         widths.json, else from the search result's channels over analysis.json's."""
