@@ -16,7 +16,6 @@ through them (widthc/ops/reparam.py).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import torch
 from torch import fx
@@ -24,8 +23,9 @@ from torch import fx
 from widthc import batch, ops
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
-from widthc.ops.reparam import Reparam, reparam, tensor_at
-from widthc.passes.atoms import Atoms, ParamVar
+from widthc.ops.reparam import reparam, tensor_at
+from widthc.passes.atoms import ParamVar
+from widthc.passes.coupling_state import CouplingState
 from widthc.passes.entries import entries_of, fits, fixed_like, flat_entries
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
 from widthc.trace import VALUE, NodeView, ShapeProp, Traced
@@ -34,83 +34,10 @@ from widthc.tree import leaves
 __all__ = ["LAYOUTS", "REWRITES", "Coupling", "ParamVar", "couple", "layer_name"]
 
 
-class _State(Atoms):
-    def __init__(self, gm, examples=None):
-        super().__init__()
-        self.gm = gm
-        self.examples = examples  # the example inputs, where given: sizes at another batch
-        self.other: ShapeProp | None = None
-        self.modules = dict(gm.named_modules())
-        self.binding: dict[tuple[str, int], object] = {}
-        self.entries: dict[fx.Node, object] = {}
-        self.rewrites: dict[fx.Node, list] = defaultdict(list)
-        self.param_users: dict[str, list[str]] = defaultdict(list)
-        # one tensor under several names (tied weights) is one set of ParamVars, under the
-        # first name met; `names` lists every name of it, `tensors` keeps ids unique
-        self.canonical: dict[int, str] = {}
-        self.names: dict[str, dict[str, None]] = defaultdict(dict)
-        self.tensors: list[torch.Tensor] = []
-        # weights computed from stored tensors (weight norm): name -> (module path, Reparam)
-        self.computed: dict[str, tuple[str, Reparam]] = {}
-        self.after_rule: list[tuple[str, ParamVar, str]] = []  # (sink|mix, dim, why)
-        self.why_fixed: dict[tuple[str, int], Reason] = {}  # tensor dims sunk before any use
-        # tensor dims an op mixed before any layer gave them channels (a filter's mean over its
-        # input channels): (dim, layer) - where they get channels, those channels are mixed
-        self.mixed_vars: list[tuple[ParamVar, str]] = []
-
-    # --- entries ---------------------------------------------------------------------------------
-
-    def resolve(self, e):
-        """What an entry stands for now: a Layout (refined atoms expanded), a ParamVar not
-        decided yet, or None."""
-        while isinstance(e, ParamVar):
-            key = (e.target, e.dim)
-            if key not in self.binding:
-                return e
-            e = self.binding[key]
-        return self.expand(e) if isinstance(e, Layout) else e
-
-    def tensor_name(self, name: str, tensor: torch.Tensor) -> str:
-        """The name under which `tensor` is analysed: the first name it was met under."""
-        if id(tensor) not in self.canonical:
-            self.canonical[id(tensor)] = name
-            self.tensors.append(tensor)
-        first = self.canonical[id(tensor)]
-        self.names[first][name] = None
-        return first
-
-    def fixed_reason(self, e) -> Reason | None:
-        """Why a tensor dim that resolves to a fixed width was fixed, where a rule said so."""
-        while isinstance(e, ParamVar):
-            key = (e.target, e.dim)
-            if key in self.why_fixed:
-                return self.why_fixed[key]
-            e = self.binding.get(key)
-        return None
-
-    def bind(self, var: ParamVar, e) -> None:
-        self.binding[(var.target, var.dim)] = e
-
-    def freeze(self, layout: Layout, reason: Reason) -> None:
-        for s in self.expand(layout).segments:
-            if reason not in self.frozen[s.group]:
-                self.frozen[s.group].append(reason)
-
-    def union(self, a: Layout, b: Layout, reason: Reason) -> None:
-        if not self.unite_layouts(a, b):
-            why = Reason(
-                f"{reason.why}: channel structures differ (concatenated or repeated)",
-                reason.node,
-                reason.op,
-            )
-            self.freeze(a, why)
-            self.freeze(b, why)
-
-
 class CoupleCtx(NodeView):
     """What a channel rule sees and can do (see widthc/ops.py)."""
 
-    def __init__(self, st: _State, node: fx.Node):
+    def __init__(self, st: CouplingState, node: fx.Node):
         self.st, self.node = st, node
         self.module = st.modules.get(node.target) if node.op == "call_module" else None
         self.out = node.meta[VALUE]
@@ -379,7 +306,7 @@ class CoupleCtx(NodeView):
 def couple(gm, examples=None) -> Coupling:
     """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
     `examples`: the example inputs, to tell sizes that depend on the batch size from others."""
-    st = _State(gm, examples)
+    st = CouplingState(gm, examples)
     for node in gm.graph.nodes:
         if VALUE not in node.meta:
             raise RuntimeError(f"node {node.name} has no shape: run trace.propagate_shapes first")
