@@ -11,45 +11,29 @@ This module imports nothing heavy (no torch, no numpy): `widthc --help` reads it
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from widthc.errors import WidthcError
+from widthc.options import (
+    AMP,
+    DEFAULT_RUNTIME,
+    EXECUTIONS,
+    FP16_NEEDS_CUDA,
+    RUNTIMES,
+    SAMPLINGS,
+    SCORES,
+    default,
+    flag_name,
+    option,
+    option_fields,
+)  # fmt: skip
 
 __all__ = [
     "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "RetrainConfig",
     "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default", "flag_name", "option",
-    "option_fields",
+    "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
-
-# the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
-RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cuda", "torch-cpu", "torch-cuda")
-DEFAULT_RUNTIME = "onnxruntime-cpu"
-
-
-def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's word
-    """A config field with its CLI help. `group` says which commands take it (RunConfig's own
-    fields); `cli` are extra click settings: `flag` (the option's name when it is not the
-    field's), `metavar`, `choices`, `min`, `multiple`, `off` (more names of a boolean's off
-    switch), `flag_only` (a boolean without an off switch), `lazy` (a stage command's option:
-    not given means the run's value)."""
-    return field(default=default, metadata={"help": help, "group": group, "cli": cli})
-
-
-SAMPLINGS = ("uniform", "extremes", "flops")  # widthc.sampling's laws (no torch here)
-SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
-
-
-def flag_name(name: str) -> str:
-    """A field's option as the user types it: `batch_size` -> `--batch-size`."""
-    return "--" + name.replace("_", "-")
-
-
-EXECUTIONS = ("auto", "sliced", "masked")  # how a supernet runs (widthc/supernet.py)
-AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
-FP16_NEEDS_CUDA = (
-    "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"
-)
 
 
 def _bad(name: str, rule: str, value) -> WidthcError:
@@ -407,18 +391,3 @@ def _typed(f, value):
     if f.name == "align" and isinstance(value, int):
         return str(value)
     return tuple(value) if isinstance(value, list) and str(f.type).startswith("tuple") else value
-
-
-def option_fields(cls=RunConfig, group: str | None = None) -> list:
-    """The fields of `cls` that are CLI options (in `group`, for RunConfig's own fields)."""
-    return [
-        f
-        for f in fields(cls)
-        if f.metadata.get("help") and (group is None or f.metadata.get("group") == group)
-    ]
-
-
-def default(cls, name: str):
-    """The default of field `name` of a config class."""
-    f = next(f for f in fields(cls) if f.name == name)
-    return f.default if f.default is not MISSING else f.default_factory()
