@@ -17,12 +17,10 @@ The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disa
 a sub-network at 50% FLOPs costs about 50% of the full network's compute: the choice on a CPU.
 
 Masked execution (`execution="masked"`, the default on accelerators) keeps every tensor at full
-width, so every width presents the same shapes (an accelerator builds a kernel plan per new
-shape): every tensor the plan shrinks is multiplied by its keep-mask instead of sliced, and the
-values that an op makes non-zero at removed channels are zeroed again where passes/masking.py
-says. Its outputs and gradients equal sliced execution's (the removed positions' gradients are
-exactly zero, the removed channels' running statistics untouched); a model where they would
-not (a layer norm over searchable channels, ...) runs sliced, `masking.reason` says why.
+width, so every width presents the same shapes: each tensor the plan shrinks is multiplied by
+its keep-mask, and values made non-zero at removed channels are zeroed again where
+passes/masking.py says. Outputs and gradients equal sliced execution's; a model where they
+would not runs sliced, and `masking.reason` says why.
 """
 
 from __future__ import annotations
@@ -48,17 +46,14 @@ __all__ = ["Supernet", "device_of", "supernet"]
 
 class Supernet(nn.Module):
     """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model.
-    `execution`: "sliced", "masked", or "auto" (masked on accelerators where it is exact,
-    sliced on a CPU)."""
+    `execution`: "sliced", "masked", or "auto" (masked on accelerators where exact, else sliced)."""
 
     def __init__(self, program, offset: int = 1, cache_size: int = 64, execution: str = "auto"):
         super().__init__()
         if offset < 0:
             raise WidthcError(f"the offset r must be 0 or more, got {offset}")
         if execution not in EXECUTIONS:
-            raise WidthcError(
-                f"execution must be one of {', '.join(EXECUTIONS)}, got {execution!r}"
-            )
+            raise WidthcError(f"execution must be one of {', '.join(EXECUTIONS)}: {execution!r}")
         self.masking = mask_plan(program)  # where masked execution zeroes, or why it cannot
         if execution == "masked" and self.masking.reason is not None:
             raise WidthcError(
@@ -73,9 +68,7 @@ class Supernet(nn.Module):
         self._full_sizes = tuple(getattr(self.gm, SIZES).values)
         self._src_nodes = {n.name: n for n in program.gm.graph.nodes}
         self._src_modules = dict(program.gm.named_modules())
-        self._buffer_slots = [
-            (m, name) for m in self.gm.modules() for name in m._buffers
-        ]  # every buffer, for probing
+        self._buffer_slots = [(m, b) for m in self.gm.modules() for b in m._buffers]  # probing
         self._targets = sw.targets(self.gm, program.param_dims)
         self._resizable = sw.resizable(program.gm, self._src_modules, program.param_dims)
         self._n_bins = {g.id: len(g.bins) for g in program.searchable}
@@ -276,16 +269,13 @@ class Supernet(nn.Module):
             self._cache.popitem(last=False)
         return applied
 
-    def _resolve(self, choice: WidthChoice, device: torch.device) -> Applied | None:
-        """Read the plan of `choice`: which tensors to slice how, which module attributes and
-        literals change. Each tensor's slices (and each module's attributes) depend only on the
-        widths of the groups it carries, so they are cached by those: a new choice mostly
-        reuses parts that earlier choices resolved, and builds its plan only on a miss."""
+    def _started(self, choice: WidthChoice):
+        """(widths, the groups `choice` shrinks, its plan built on first use); None: full."""
         widths = dict(choice.widths)
         shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
         if not shrunk:
             return None
-        if len(self._parts) > 100_000:  # bounded memory over very long runs
+        if len(self._parts) > 100_000:
             self._parts.clear()
         plan: list[SlicePlan] = []
 
@@ -294,6 +284,16 @@ class Supernet(nn.Module):
                 plan.append(make_plan(self.program, choice))
             return plan[0]
 
+        return widths, shrunk, the_plan
+
+    def _resolve(self, choice: WidthChoice, device: torch.device) -> Applied | None:
+        """Read the plan of `choice`: which tensors to slice how, which module attributes and
+        literals change. Each tensor's slices (and each module's attributes) depend only on the
+        widths of the groups it carries, so they are cached by those: a new choice mostly
+        reuses parts that earlier choices resolved, and builds its plan only on a miss."""
+        if (started := self._started(choice)) is None:
+            return None
+        widths, shrunk, the_plan = started
         swaps, by_name = [], {}
         for i, t in enumerate(self._targets):
             if shrunk.isdisjoint(t.groups):
@@ -337,13 +337,9 @@ class Supernet(nn.Module):
         """Masked execution's plan of `choice`: every tensor the plan shrinks with its keep-mask,
         every zeroing site with its mask of removed channels (cached by group widths, as in
         `_resolve`); no attribute or literal changes: every shape stays the full one."""
-        widths = dict(choice.widths)
-        shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
-        if not shrunk:
+        if (started := self._started(choice)) is None:
             return None
-        if len(self._parts) > 100_000:
-            self._parts.clear()
-        plan: list[SlicePlan] = []
+        widths, shrunk, the_plan = started
 
         def keep(lay, dtype=torch.bool) -> torch.Tensor | None:
             """Kept positions along a dim of layout `lay`, as a vector of `dtype` (cached)."""
@@ -353,9 +349,7 @@ class Supernet(nn.Module):
                     vec = keep(lay)
                     self._parts[key] = None if vec is None else vec.to(dtype)
                     return self._parts[key]
-                if not plan:
-                    plan.append(make_plan(self.program, choice))
-                idx = plan[0].positions(lay)
+                idx = the_plan().positions(lay)
                 self._parts[key] = None if idx is None else sw.keep_vector(idx, lay.size, device)
             return self._parts[key]
 
@@ -397,12 +391,8 @@ class Supernet(nn.Module):
 
 
 def supernet(program, offset: int = 1, execution: str = "auto") -> Supernet:
-    """The CafeNet supernet of `program` with locally free offset `offset` (DESIGN §6), run
-    sliced, masked, or "auto" (masked on accelerators where exact, sliced on a CPU)."""
+    """The CafeNet supernet of `program`, locally free offset `offset` (DESIGN §6)."""
     return Supernet(program, offset, execution=execution)
-
-
-# --- helpers ------------------------------------------------------------------------------------
 
 
 def device_of(module: nn.Module) -> torch.device:
