@@ -41,7 +41,7 @@ from widthc.frontends.models import load_model  # noqa: E402
 from widthc.latency import runtime as make_runtime  # noqa: E402
 from widthc.latency.align import channel_block  # noqa: E402
 from widthc.latency.measure import Measurer, plan  # noqa: E402
-from widthc.latency.model import Measurement, fit  # noqa: E402
+from widthc.latency.model import Measurement, fit_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latency-model"
@@ -89,7 +89,7 @@ def bench_model(name: str, args, cache_root: Path) -> dict:
     by_key = {m.counts: m.ms for m in everything[: len(everything) - len(repeat)]}
     repeat_err = np.array([again[k] / by_key[k] - 1 for k in again])
     train = [Measurement(k, by_key[k]) for k in fit_keys]
-    model = fit(program, train, block, rt.describe())
+    model = fit_block(program, train, block, rt.describe())
     measured = np.array([by_key[tuple(float(c) for c in program.space.counts(w)[0])] for w in test])
     predicted = model.latency_many(np.array(test))
     err = predicted / measured - 1
@@ -108,7 +108,8 @@ def bench_model(name: str, args, cache_root: Path) -> dict:
     loads = [r["load"] for r in measurer.records if r.get("load") is not None]
     result = {
         "model": spec, "input_shape": list(src.example_inputs[0].shape), "runtime": rt.describe(),
-        "clock": rt.clock, "align": align, "block": block, "fit_widths": len(fitting),
+        "clock": rt.clock, "align": align, "block": block, "model_block": model.block,
+        "fit_widths": len(fitting),
         "held_out": len(test), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
         "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
         "median_abs_error": float(np.median(np.abs(err))), "max_abs_error": float(np.abs(err).max()),

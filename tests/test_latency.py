@@ -18,7 +18,7 @@ import widthc
 from widthc.errors import WidthcError
 from widthc.latency import cache, measure, runtime, timing
 from widthc.latency.align import COUNTS, block_of
-from widthc.latency.model import DENSE, PER_CHANNEL, LatencyModel, Measurement, fit, nnls
+from widthc.latency.model import DENSE, PER_CHANNEL, LatencyModel, Measurement, fit, fit_block, nnls
 
 
 def _program(name: str = "depthwise", align: int = 1):
@@ -72,6 +72,23 @@ def test_channels_counted_in_blocks_pay_for_the_whole_block():
     assert blocked.latency_many(full)[0] >= plain.latency_many(full)[0]
     one = program.space.smallest()[None]  # a few channels cost a block of 16
     assert blocked.latency_many(one)[0] > plain.latency_many(one)[0]
+
+
+@pytest.mark.parametrize("true_block", [1, 16])
+def test_the_fit_counts_in_the_block_the_measurements_show(true_block):
+    """Widths timed on layers that pay per channel (1-D convs: no NCHWc blocks) are fitted
+    per channel although the runtime's block is 16; widths that pay whole blocks keep 16."""
+    program = _program("chain")
+    plain = _true_model(program, 1e-7, 1e-6, 1e-8, 0.01)
+    truth = LatencyModel(program, plain.coefficients, 1e-8, 0.01, block=true_block)
+    rng = np.random.default_rng(2)
+    widths = np.array([rng.integers(1, program.space.n_bins + 1) for _ in range(40)])
+    counts = program.space.counts(widths)
+    measured = [Measurement(tuple(c), m) for c, m in zip(counts, truth.latency_many(widths))]
+    fitted = fit_block(program, measured, 16)
+    assert fitted.block == true_block
+    test = rng.integers(1, program.space.n_bins + 1, (100, program.space.size))
+    assert np.allclose(fitted.latency_many(test), truth.latency_many(test), rtol=1e-3)
 
 
 def test_nnls_meets_its_optimality_conditions():

@@ -3,9 +3,13 @@
     latency(width) = overhead + sum over layers of a_layer * MACs_layer(width)
                      + m * (elements every node writes)(width)
 
-MACs and elements are counted on channel counts rounded up to the runtime's channel block (a
-runtime that computes in blocks of B channels pays for whole blocks; B is measured, see
-`widthc.latency.align`). The coefficients are fitted to the end-to-end latencies of sampled
+MACs and elements are counted on channel counts rounded up to a channel block (a runtime that
+computes in blocks of B channels pays for whole blocks; B is measured, see
+`widthc.latency.align`). Whether a model's layers pay for whole blocks is itself measured: the
+runtime's block is found on 2-D convolutions, and a model whose layers run on other kernels (the
+1-D convolutions of examples/mnist1d_cnn.py) does not pay for it. `fit_block` fits every block
+that divides the runtime's and keeps a smaller one only where the widths measured say so (its
+leave-one-out error clearly below the runtime block's). The coefficients are fitted to the end-to-end latencies of sampled
 widths by non-negative least squares on relative errors, each layer's coefficient pulled toward
 one shared by its kind (dense: channels x channels, like a convolution or a linear layer; per
 channel: a depthwise convolution), so that a few dozen measured widths fit a model of a hundred
@@ -24,9 +28,10 @@ from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
 from widthc.passes.flops import CostTable
 
-__all__ = ["SHRINK", "LatencyModel", "Measurement", "fit", "nnls"]
+__all__ = ["SHRINK", "LatencyModel", "Measurement", "fit", "fit_block", "nnls"]
 
 SHRINK = 0.1  # how strongly a layer's coefficient is pulled toward its kind's (standardised)
+CLEARLY = 0.8  # a smaller block is kept when its leave-one-out error is below this x the block's
 DENSE, PER_CHANNEL = "dense", "per-channel"
 
 
@@ -80,8 +85,12 @@ class LatencyModel:
         the left-most pattern)."""
         return self.overhead + self._many(self.program.space.searchable_counts(widths))
 
+    def latency_many_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Predicted ms of each row of channel counts per block of every group."""
+        return self.overhead + self.table.evaluate_many(counts, self.block)
+
     def latency(self, choice: WidthChoice | None = None) -> float:
-        return self.overhead + float(self.table.evaluate_many(self._counts(choice), self.block)[0])
+        return float(self.latency_many_counts(self._counts(choice))[0])
 
     def per_layer(self, choice: WidthChoice | None = None) -> dict[str, float]:
         """Predicted ms of every layer (the overhead is not any layer's)."""
@@ -169,6 +178,34 @@ def fit(
     x = nnls(a, b)[: 2 + len(keys)] / np.where(used, scale, 1.0)
     coefficients = {key: float(c) for key, c in zip(keys, x[2:]) if c > 0}
     return LatencyModel(program, coefficients, float(x[1]), float(x[0]), block, runtime)
+
+
+def fit_block(
+    program, measurements: Sequence[Measurement], block: int = 1, runtime: str = ""
+) -> LatencyModel:
+    """`fit` at the channel block the measurements support: the runtime's `block`, or a smaller
+    power of two dividing it whose leave-one-out median relative error is CLEARLY below the
+    block's (the layers do not pay for whole blocks of `block`); the same block where the
+    measured channel counts cannot tell them apart."""
+    counts = np.array([m.counts for m in measurements], dtype=np.float64)
+    candidates = [b for b in (2**i for i in range(block.bit_length())) if block % b == 0]
+    varying = counts[:, counts.min(axis=0) < counts.max(axis=0)]
+    if len(candidates) < 2 or len(measurements) < 4 or not (varying % block).any():
+        return fit(program, measurements, block, runtime)
+    errors = {b: _loo_error(program, measurements, b) for b in candidates}
+    best = min(errors, key=errors.get)
+    chosen = best if errors[best] < CLEARLY * errors[block] else block
+    return fit(program, measurements, chosen, runtime)
+
+
+def _loo_error(program, measurements: Sequence[Measurement], block: int) -> float:
+    """The median relative error of each measured width predicted by the model fitted to the
+    others."""
+    errors = []
+    for i, m in enumerate(measurements):
+        model = fit(program, [x for j, x in enumerate(measurements) if j != i], block)
+        errors.append(abs(model.latency_many_counts(np.array([m.counts]))[0] / m.ms - 1))
+    return float(np.median(errors))
 
 
 def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarray:
