@@ -25,8 +25,9 @@ import numpy as np
 
 import widthc
 from widthc import space as sp
+from widthc.export import export_onnx
 from widthc.latency import cache, timing
-from widthc.latency.model import LatencyModel, Measurement, fit
+from widthc.latency.model import LatencyModel, Measurement, fit_block
 from widthc.latency.runtimes import Runtime
 from widthc.loop import Bar
 
@@ -62,6 +63,7 @@ class Measurer:
         data = cache.read(self.file) or {}
         self.records: list[dict] = [r for r in data.get("measurements", []) if _valid(r)]
         self.rounds: int | None = data.get("rounds")
+        self._full, self._folder = None, None  # the full model, made once (`_reference`)
 
     # --- what was measured ------------------------------------------------------------------
 
@@ -92,13 +94,13 @@ class Measurer:
 
     def model(self, samples: int, block: int = 1) -> LatencyModel:
         """The latency model fitted to `samples` measured widths (measuring those not yet),
-        channels counted in the runtime's `block`; those widths alone, so that widths measured
+        channels counted in the runtime's `block` (or a smaller one: `fit_block`); those widths alone, so that widths measured
         later (a search's finalists) do not move it: a run's budgets stay where they were."""
         widths = plan(self.program, samples)
         self.measure(widths, f"{samples} widths (once, then cached)")
         keys = {tuple(float(c) for c in row) for row in self.program.space.counts(np.stack(widths))}
         planned = [r for r in self.records if tuple(r["counts"]) in keys]
-        return fit(self.program, self.measured(planned), block, self.runtime.describe())
+        return fit_block(self.program, self.measured(planned), block, self.runtime.describe())
 
     def measure(self, widths: list[np.ndarray], what: str, again: bool = False) -> None:
         """Measure those of `widths` not measured yet (`again`: all of them, once more); save
@@ -127,9 +129,9 @@ class Measurer:
 
     def _chunk(self, chunk: list) -> None:
         program = self.program
-        widths = [program.space.full(), *(w for _, w in chunk)]
         with tempfile.TemporaryDirectory(prefix="widthc-latency-") as tmp:
-            models = [widthc.slim(program, program.space.choice(w)) for w in widths]
+            models = [self._reference(), *(widthc.slim(program, program.space.choice(w))
+                                           for _, w in chunk)]  # fmt: skip
             ms = _timed(self.runtime, models, program.example_inputs, Path(tmp), self)
         load = timing.load_average()
         for (key, _), value in zip(chunk, ms[1:]):
@@ -137,6 +139,21 @@ class Measurer:
                 {"counts": list(key), "ms": value, "reference": ms[0], "load": load,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             )  # fmt: skip
+
+    def _reference(self):
+        """The full model every chunk times afresh (on new sessions or copies), slimmed and,
+        for an onnxruntime runtime, exported once (not again in every chunk: a ninth of a
+        chunk's exports)."""
+        if self._full is None:
+            program = self.program
+            full = widthc.slim(program, program.space.choice(program.space.full()))
+            if self.runtime.engine == "onnxruntime":
+                self._folder = tempfile.TemporaryDirectory(prefix="widthc-latency-full-")
+                path = Path(self._folder.name) / "full.onnx"
+                export_onnx(full.cpu().eval(), program.example_inputs, path)
+                full = path
+            self._full = full
+        return self._full
 
     def _json(self) -> dict:
         return {
