@@ -1,0 +1,111 @@
+"""The demo's test accuracy over seeds (issue 18): the latency demo against the FLOPs demo before it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/demo_seeds.py [--seeds 0,1,2]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/demo_seeds.py --table
+
+`make demo`'s command (examples/mobilenet_digits.py on the bundled digits, 30 supernet epochs,
+evolutionary search 16 x 10, 30 retraining epochs) with the budgets of today's demo
+(`--latency 85%,75%`, bins at `--align auto`) and of the demo before it (`--flops 50%,25%`, the
+paper's bins), the same recipe, per seed. The digits test split has 270 images: one image is
+0.37 points, so one run's accuracy says little; the spread over seeds is what a difference
+between the two demos has to beat. One JSON per seed and demo under bench/results/demo-seeds/;
+runs under runs/bench/demo/.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from widthc import run as run_files  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTHC = str(Path(sys.executable).with_name("widthc"))
+OUT = ROOT / "runs" / "bench" / "demo"
+RESULTS = ROOT / "bench" / "results" / "demo-seeds"
+RECIPE = ["--data", "digits", "--epochs", "30", "--retrain-epochs", "30", "--population", "16",
+          "--generations", "10", "--calib-batches", "4"]  # fmt: skip
+DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"]}
+
+
+def run_demo(demo: str, seed: int) -> dict:
+    out = OUT / f"{demo}-s{seed}"
+    cmd = [WIDTHC, "slim", "examples/mobilenet_digits.py", *DEMOS[demo], *RECIPE,
+           "--seed", str(seed), "--out", str(out), "--force"]  # fmt: skip
+    print("$", " ".join(cmd[1:]), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    run = run_files.Run(out)
+    rows = []
+    for r in run.read_search()["results"]:
+        metrics = json.loads((run.budget_dir(r["text"]) / run_files.METRICS).read_text())
+        ms = metrics.get("latency_ms", {})
+        rows.append({
+            "text": r["text"], "test": metrics["test"]["widthc"],
+            "uniform_test": metrics["test"]["uniform"], "score": r["score"], "flops": r["flops"],
+            "measured_ratio": ms["widthc"] / ms["original"] if ms else None,
+        })  # fmt: skip
+    return {"demo": demo, "seed": seed, "budgets": rows, "wall_seconds": round(time.perf_counter() - t0),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
+def table() -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    print(
+        "| demo | budget | seeds | test acc. searched | test acc. uniform | measured / original |"
+    )
+    print("|---|---|---|---:|---:|---:|")
+    for demo in DEMOS:
+        mine = [r for r in runs if r["demo"] == demo]
+        for i in range(2):
+            rows = [r["budgets"][i] for r in mine if len(r["budgets"]) > i]
+            if not rows:
+                continue
+            seeds = ",".join(str(r["seed"]) for r in mine)
+            print(f"| {demo} | {rows[0]['text']} | {seeds} | {_ms(rows, 'test')} | "
+                  f"{_ms(rows, 'uniform_test')} | {_ms(rows, 'measured_ratio', 1, 3)} |")  # fmt: skip
+    for demo in DEMOS:
+        mine = [r for r in runs if r["demo"] == demo]
+        every = [100 * b["test"] for r in mine for b in r["budgets"]]
+        if every:
+            print(f"{demo}: every searched width's test accuracy: "
+                  f"{', '.join(f'{v:.1f}' for v in every)}")  # fmt: skip
+
+
+def _ms(rows, key, scale=100, digits=2) -> str:
+    values = [scale * r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--demos", default="latency,flops")
+    parser.add_argument("--table", action="store_true", help="only print the table")
+    args = parser.parse_args(argv)
+    if not args.table:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for seed in map(int, args.seeds.split(",")):
+            for demo in args.demos.split(","):
+                path = RESULTS / f"{demo}-s{seed}.json"
+                if not path.exists():
+                    path.write_text(json.dumps(run_demo(demo, seed), indent=1))
+    table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
