@@ -61,6 +61,7 @@ TASKS = {  # task -> its model file
     "bottleneck": "bench/known/bottleneck.py",
     "bottleneck-cls": "bench/known/bottleneck_cls.py",
     "double-bottleneck": "bench/known/double_bottleneck.py",
+    "residual": "bench/known/residual.py",
 }
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
@@ -76,6 +77,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
+    "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
 }
 N_WIDTHS = 20
 
