@@ -141,7 +141,11 @@ def run_one(task: str, lever: str, seed: int) -> dict:
     if (out / CONFIG).exists():
         cmd.append("--resume")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    done = subprocess.run(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if done.returncode:  # widthc's one-sentence error (e.g. the training loss diverged)
+        return {"failed": done.stderr.strip().splitlines()[-1], "command": " ".join(cmd)}
     slim_seconds = time.perf_counter() - t0
     ctx = _context(out)
     (result,) = json.loads((out / SEARCH).read_text())["results"]
@@ -252,11 +256,19 @@ def row(lever: str, task: str) -> str | None:
         f"{_mean(r, 'oracle')} / {_mean(r, 'uniform')} / {_mean(r, 'widthc')}" for r in runs[:1]
     ]
     return (
-        f"| {task} | {lever} | {len(runs)} | {' | '.join(out)} | {ranks}/{len(runs)} | "
+        f"| {task} | {lever} | {len(runs)}{_failed(lever, task)} | {' | '.join(out)} | "
+        f"{ranks}/{len(runs)} | "
         f"{_ms(taus, 2) if taus else '-'} | {scores[0]} | "
         f"{_ms(largest)} | {'; '.join(','.join(map(str, r['widthc']['channels'])) for r in runs)} | "
         f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
     )
+
+
+def _failed(lever: str, task: str) -> str:
+    """' (seed N: widthc's error)' per run that stopped with an error (no summary)."""
+    failed = sorted((RESULTS / lever).glob(f"{task}-s*.failed"))
+    return "".join(f" ({p.stem.rsplit('-', 1)[1]}: {json.loads(p.read_text())['failed']})"
+                   for p in failed)  # fmt: skip
 
 
 def _truth(task: str) -> list[list[float]] | None:
@@ -321,12 +333,15 @@ def main() -> None:
         for task in args.tasks.split(","):
             for lever in levers:
                 path = RESULTS / lever / f"{task}-s{seed}.json"
-                if path.exists():
+                if path.exists() or path.with_suffix(".failed").exists():
                     continue
                 t0 = time.perf_counter()
-                _write(path, run_one(task, lever, seed))
+                summary = run_one(task, lever, seed)
+                _write(path.with_suffix(".failed") if "failed" in summary else path, summary)
                 print(
-                    f"done {lever} {task} s{seed} in {time.perf_counter() - t0:.0f} s", flush=True
+                    f"{'FAILED' if 'failed' in summary else 'done'} {lever} {task} s{seed} in "
+                    f"{time.perf_counter() - t0:.0f} s",
+                    flush=True,
                 )
     if args.truth:
         for task in args.tasks.split(","):
