@@ -265,10 +265,12 @@ def row(lever: str, task: str) -> str | None:
 
 
 def _failed(lever: str, task: str) -> str:
-    """' (seed N: widthc's error)' per run that stopped with an error (no summary)."""
+    """' (sN: the error's first clause)' per run that stopped with widthc's error."""
     failed = sorted((RESULTS / lever).glob(f"{task}-s*.failed"))
-    return "".join(f" ({p.stem.rsplit('-', 1)[1]}: {json.loads(p.read_text())['failed']})"
-                   for p in failed)  # fmt: skip
+    errors = [json.loads(p.read_text())["failed"].removeprefix("widthc: error: ") for p in failed]
+    return "".join(
+        f" ({p.stem.rsplit('-', 1)[1]}: {e.split(';')[0]})" for p, e in zip(failed, errors)
+    )
 
 
 def _truth(task: str) -> list[list[float]] | None:
