@@ -106,6 +106,13 @@ class CoupleCtx(NodeView):
         except Exception:  # noqa: BLE001 - the graph holds at the example's batch only
             return False
 
+    def batch_dependent(self, raw) -> bool:
+        """A Python value node that differs at another batch size (`B * C`, B read from the
+        input); False where the examples have no batch dim."""
+        st = self.st
+        has = isinstance(raw, fx.Node) and st.examples is not None and batch.has_batch(st.examples)
+        return has and not self.batch_free(raw)
+
     def entry(self, raw):
         """The entry of a Python value node (a size read from a tensor carries its channels)."""
         return self.st.entries.get(raw) if isinstance(raw, fx.Node) else None

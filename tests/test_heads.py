@@ -303,6 +303,37 @@ def test_heads_times_a_head_dim_read_from_a_shape_follow_the_heads():
     assert heads.searchable and (heads.n, heads.unit) == (4, 8)
 
 
+class _FixedWidthXCA(nn.Module):
+    """EdgeNeXt's cross-covariance attention: the heads merged back with `reshape(B, N, C)`, C
+    read from the block's input, whose width cannot shrink (here the network's input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, 4, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
+        return self.head(self.proj(y).mean(1))
+
+
+def test_a_size_read_from_a_fixed_width_is_rewritten_like_a_literal():
+    """C reads no channels that can shrink: computed from shapes only and the same at every
+    batch size, it is a literal in effect, rewritten to the kept heads' width (EdgeNeXt), not
+    a size computed at run time that would freeze the heads."""
+    torch.manual_seed(0)
+    program = zoo.check_random_widths(
+        _FixedWidthXCA(), torch.randn(2, 5, 16), seeds=(0,), onnx=True
+    )
+    heads = next(g for g in program.groups if "qkv" in g.producers)
+    assert heads.searchable and (heads.n, heads.unit) == (4, 4)
+    small = widthc.slim(program, widthc.WidthChoice.of({heads.id: 1}))
+    assert small(torch.randn(3, 5, 16)).shape == (3, 3)
+
+
 @settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     attention=st.sampled_from(tz.ATTENTIONS),

@@ -569,6 +569,38 @@ def test_a_module_that_caches_a_traced_value_becomes_a_leaf():
         widthc.compile(_WithAnchors().eval(), x, auto_leaf=False)
 
 
+class _Clamped(nn.Module):
+    """HF Swin's layer: the window clamped to the input's resolution on every call, stored on
+    the module and read back in the same call."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.window = 7
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        if min(h, w) <= self.window:
+            self.window = min(h, w)
+        k = self.window
+        x = x.permute(0, 2, 3, 1).reshape(b, h // k, k, w // k, k, c)
+        return self.fc(x.permute(0, 1, 3, 2, 4, 5).reshape(-1, k * k, c))
+
+
+def test_a_module_that_stores_what_it_computes_alike_every_call_is_traced_into():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _Clamped(), nn.Linear(8, 2)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        expected = model(x)  # the eager run stores window 4
+    model[1].window = 7
+    program = widthc.compile(model, x)
+    assert program.traced.auto_leaves == []
+    assert model[1].window == 7  # as the user gave it: the trace's stores are undone
+    assert [g.searchable for g in program.groups if g.producers] == [True, True, False]
+    with torch.no_grad():
+        assert torch.equal(program.gm(x), expected)
+
+
 class _Attention(nn.Module):
     def __init__(self, dim=16, heads=2):
         super().__init__()

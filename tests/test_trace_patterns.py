@@ -210,3 +210,53 @@ def test_torchvision_detection_is_refused_at_its_line():
     message = str(e.value)
     assert "torchvision/models/detection/ssd.py:" in message and "(`for img in images:`)" in message
     assert "a loop over the rows of a tensor" in message and "\n" not in message
+
+
+# --- library functions marked not traceable ----------------------------------------------------
+
+
+def _pre_pool(x, hw):
+    """MViTv2's `reshape_pre_pool`: the heads merged into the batch, head_dim as channels."""
+    return x.reshape(-1, hw[0], hw[1], x.shape[-1]).permute(0, 3, 1, 2)
+
+
+def _post_pool(x, heads):
+    """MViTv2's `reshape_post_pool`: the heads taken back out of the batch."""
+    return x.reshape(-1, heads, x.shape[1], x.shape[2] * x.shape[3]).transpose(2, 3)
+
+
+def _data_gate(x):
+    """Control flow on tensor data (always true here): torch.fx cannot trace into it."""
+    return x * 2 if x.abs().sum() >= 0 else x
+
+
+class _PooledAttention(nn.Module):
+    """MViTv2's pooled attention (4 heads of 4 on a 2x2 image): the queries pooled by a
+    depthwise conv over head_dim, with the heads in the batch dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj, self.head = nn.Linear(16, 48), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.pool = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = self.qkv(_data_gate(x)).reshape(B, N, 3, 4, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        q = _post_pool(self.pool(_pre_pool(q, (2, 2))), 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.head(self.proj(y.transpose(1, 2).reshape(B, N, 16)).mean(1))
+
+
+def test_library_functions_marked_not_traceable_are_traced_into_where_they_can_be(monkeypatch):
+    """timm's no-trace functions that the op registry has no rule for: `_pre_pool` and
+    `_post_pool` are traced into, so the heads follow through the batch dim and are searched;
+    `_data_gate` cannot be, and is recorded as one call (on the input: nothing to freeze)."""
+    from widthc import fx_tracer
+
+    monkeypatch.setattr(fx_tracer, "timm_leaves", lambda: ([], [_pre_pool, _post_pool, _data_gate]))
+    torch.manual_seed(0)
+    program = check_random_widths(_PooledAttention(), torch.randn(2, 4, 16), seeds=(0,))
+    targets = [n.target for n in program.traced.graph.nodes if n.op == "call_function"]
+    assert _data_gate in targets and _pre_pool not in targets and _post_pool not in targets
+    heads = next(g for g in program.groups if "qkv" in g.producers)
+    assert heads.searchable and (heads.n, heads.unit) == (4, 4), heads.frozen

@@ -4,6 +4,8 @@ head_dim). Each keeps the channels it does not move searchable, and slim equals 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,12 +121,13 @@ def test_conv_attention_is_searchable_in_heads():
 
 class PatchUnfold(nn.Module):
     """MobileViT's unfolding: batch, channels and a spatial dim merged into one dim whose size
-    is computed from the batch size. The channels there keep their width, and no size is
+    is computed from the batch size (`B * C * nh`, C read from the tensor), then taken back
+    out. The channels inside the merged dim follow (widthc/ops/spans.py), and no size is
     pinned to the example's batch."""
 
-    def __init__(self, hf: bool = False):
+    def __init__(self, hf: bool = False, ceil: bool = False):
         super().__init__()
-        self.hf = hf
+        self.hf, self.ceil = hf, ceil
         self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 6, 1)
         self.mix = nn.Linear(8, 8)
         self.fc = nn.Linear(6, 3)
@@ -132,8 +135,9 @@ class PatchUnfold(nn.Module):
     def forward(self, x):
         y = self.a(x)
         B, C, H, W = y.shape
-        if not self.hf:
-            y = y.reshape(B * C * (H // 2), 2, W // 2, 2).transpose(1, 2).reshape(B, C, H, W)
+        if not self.hf:  # timm's form: the patch rows from `math.ceil(H / p) * p // p`
+            nh = math.ceil(H / 2) * 2 // 2 if self.ceil else H // 2
+            y = y.reshape(B * C * nh, 2, W // 2, 2).transpose(1, 2).reshape(B, C, H, W)
             return self.fc(self.b(y).mean((2, 3)))
         # transformers' MobileViT: patches as tokens of the channels, folded back with the
         # channel count read before (`B * C * nh` is computed from the batch size)
@@ -145,14 +149,17 @@ class PatchUnfold(nn.Module):
         return self.fc(self.b(y).mean((2, 3)))
 
 
-# (hf, side): at side 2 transformers' form computes `B * C * 1` (one patch row), a product
-# that reads no channels: rewriting it like a channel literal pinned it to the example's batch
-@pytest.mark.parametrize(("hf", "side"), [(False, 4), (True, 4), (True, 2)])
-def test_a_size_computed_from_the_batch_is_not_pinned(hf, side):
-    model = PatchUnfold(hf).eval()
+# (hf, side): at side 2 transformers' form computes `B * C * 1` (one patch row): rewriting it
+# like a channel literal would pin it to the example's batch
+@pytest.mark.parametrize(("hf", "side", "ceil"), [(False, 4, False), (False, 4, True),
+                                                   (True, 4, False), (True, 2, False)])  # fmt: skip
+def test_a_size_computed_from_the_batch_is_not_pinned(hf, side, ceil):
+    model = PatchUnfold(hf, ceil).eval()
     program = widthc.compile(model, torch.randn(1, 3, side, side))
-    # the unfolded channels (and the tokens' mixer, whose width they fold back to) stay whole
-    assert _frozen(program) == ["a", "mix", "fc"] if hf else ["a", "fc"]
+    # the unfolded channels are searched; transformers' form folds the tokens' mixer back
+    # with the width read before (`B * C * nh`, a product with the batch size that no constant
+    # can replace) although the mixer's channels are others: both stay whole
+    assert _frozen(program) == (["a", "mix", "fc"] if hf else ["fc"])
     choice = program.random(0)
     small = widthc.slim(program, choice)
     net = widthc.supernet(program).eval()

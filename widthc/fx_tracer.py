@@ -3,6 +3,8 @@
 - Leaves (modules traced as one opaque call): registry modules, the user's `--leaf` names or
   classes, timm's no-trace modules, and automatic leaves: when tracing fails inside a submodule,
   the innermost module whose forward was running is traced again as a leaf.
+- timm's no-trace functions that the op registry has no rule for are traced into, and stay
+  one call where that fails (widthc/fx_enter.py).
 - Arguments the example inputs do not give are left out of the traced call, so they take their
   defaults (`mask=None`, `*args` empty) instead of becoming Proxies. (torch.fx's
   `concrete_args` adds placeholders and asserts, a pytree calling convention for a tuple
@@ -34,7 +36,7 @@ import torch
 from torch import fx, nn
 from torch.fx import _symbolic_trace
 
-from widthc import ops, trace_messages
+from widthc import fx_enter, ops, trace_messages
 from widthc.ir import TensorMeta
 from widthc.tree import leaves as flat
 
@@ -137,7 +139,10 @@ class Tracer(fx.Tracer):
         evaluate: Callable | None = None,
         evaluate_other: Callable | None = None,
     ):
-        super().__init__(autowrap_functions=(*autowrap_functions, *_SIZED))
+        # no-trace functions the registry knows stay one call; the others are traced into
+        known = [f for f in autowrap_functions if f in ops.REGISTRY]
+        self._entered = [f for f in autowrap_functions if f not in ops.REGISTRY]
+        super().__init__(autowrap_functions=(*known, *_SIZED))
         self._autowrap_search.append(torch)  # `torch.zeros(...)` as well as `zeros(...)`
         # see given_inputs(): argument name -> how many inputs it takes (`*rest`: any number)
         self._given = None if given is None else Counter(given)
@@ -161,7 +166,8 @@ class Tracer(fx.Tracer):
         # tensor's branch for a Proxy of a tensor
         torch.is_tensor = lambda obj: is_tensor(obj) or self.dtype(obj) is not None
         try:
-            graph = super().trace(root, concrete_args)
+            with fx_enter.entered(self, self._entered):
+                graph = super().trace(root, concrete_args)
         finally:
             torch.is_tensor = is_tensor
         for node in graph.nodes:

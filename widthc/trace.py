@@ -112,8 +112,12 @@ def _trace_at(model, leaves, timm_functions, given, auto_leaf, examples, other) 
     try:
         while True:
             all_leaves = [*leaves, *(path for path, _ in auto)]
-            tracer = fx_tracer.Tracer(all_leaves, timm_functions, given, evaluate, evaluate_other)
-            graph, new_leaves = _attempt(tracer, model, auto_leaf and len(auto) < _MAX_AUTO_LEAVES)
+            args = (all_leaves, timm_functions, given, evaluate, evaluate_other)
+            tracer = fx_tracer.Tracer(*args)
+            retrace = None if examples is None else _retrace(model, examples, args)
+            graph, new_leaves = _attempt(
+                tracer, model, auto_leaf and len(auto) < _MAX_AUTO_LEAVES, retrace
+            )
             if graph is not None:
                 break
             auto += new_leaves
@@ -159,9 +163,22 @@ def _in_eval_mode(root: nn.Module, value_of):
     return run
 
 
-def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
+def _retrace(model: nn.Module, examples: tuple, tracer_args: tuple):
+    """The model traced again from the state an eager run on `examples` leaves it in."""
+
+    def again() -> fx.Graph:
+        with torch.no_grad():
+            model(*examples)
+        return fx_tracer.Tracer(*tracer_args).trace(model)
+
+    return again
+
+
+def _attempt(tracer, model: nn.Module, auto_leaf: bool, retrace=None) -> tuple:
     """(graph, []) or, where a submodule fails or caches a traced value, (None, [(module path,
-    why)]) for the modules to trace as leaves; a TraceError where that cannot help."""
+    why)]) for the modules to trace as leaves; a TraceError where that cannot help. A module
+    that stores traced values but traces alike from the state it leaves (`retrace`,
+    trace_state.stores_alike) is traced into."""
     saved = trace_state.module_state(model)
     try:
         graph, error = tracer.trace(model), None
@@ -173,6 +190,8 @@ def _attempt(tracer, model: nn.Module, auto_leaf: bool) -> tuple:
         if not auto_leaf or not path:
             raise TraceError(trace_messages.trace_message(model, error, path)) from error
         return None, [(path[-1], trace_messages.leaf_reason(error))]
+    if stored and retrace is not None and trace_state.stores_alike(model, graph, retrace):
+        return graph, []
     if stored and (not auto_leaf or any(not path for path, _ in stored)):
         path, why = min(stored)
         raise TraceError(f"torch.fx cannot trace `{path or type(model).__name__}`: {why}")

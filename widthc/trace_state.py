@@ -33,6 +33,49 @@ def restore_module_state(model: nn.Module, saved: list) -> list[tuple[str, str]]
     return out
 
 
+def stores_alike(model: nn.Module, graph: fx.Graph, retrace) -> bool:
+    """Whether a forward that stores traced values on its modules computes alike whatever it
+    stored before: `retrace()` (an eager run, then a trace) gives the same graph as a trace from
+    the model's state. HF Swin clamps `self.window_size` to the input's resolution on every call
+    (a value read from shapes, stored, then read back in the same call): it traces alike and
+    needs no leaf. A cache read back on the next call (YOLO's anchors) does not trace alike.
+    The model's attributes are as they were afterwards."""
+    saved = module_state(model)
+    try:
+        again = retrace()
+    except Exception:  # noqa: BLE001 - no second graph: not shown to compute alike
+        return False
+    finally:
+        _reset_module_state(model, saved)
+    return _live(again) == _live(graph)
+
+
+def _live(graph: fx.Graph) -> list:
+    """The nodes that compute something used, each with its inputs by position: a comparison
+    that only steered the trace's control flow (`h <= self.window_size`, with the stored
+    value's literal) is left out."""
+    nodes = [n for n in graph.nodes if n.users or n.is_impure()]
+    index = {n: i for i, n in enumerate(nodes)}
+    return [
+        (n.op, n.target, repr(fx.node.map_arg((n.args, n.kwargs), lambda a: index.get(a, -1))))
+        for n in nodes
+    ]
+
+
+def _reset_module_state(model: nn.Module, saved: list) -> None:
+    """Every attribute and buffer as `module_state` saw it (an eager run's stores undone)."""
+    for _, m, attrs, buffers in saved:
+        for store, before in ((m.__dict__, attrs), (m._buffers, buffers)):
+            for key in [k for k, v in store.items() if v is not before.get(k, _MISSING)]:
+                if key in before:
+                    store[key] = before[key]
+                else:
+                    del store[key]
+
+
+_MISSING = object()
+
+
 def _holds_proxy(value) -> bool:
     return any(isinstance(v, fx.Proxy) for v in flat(value))
 

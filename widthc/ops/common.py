@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -92,7 +93,7 @@ def set_field(ctx, value, lays, key) -> None:
 
 
 _SIZE_ARITHMETIC = {getattr, operator.getitem, operator.add, operator.sub, operator.mul,
-                    operator.floordiv}  # fmt: skip
+                    operator.floordiv, operator.truediv, math.ceil, math.floor}  # fmt: skip
 
 
 def from_shapes(ctx, node: torch.fx.Node) -> bool:

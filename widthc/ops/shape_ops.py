@@ -11,8 +11,7 @@ from widthc import shapes
 from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, from_shapes, shape_args
 from widthc.ops.elementwise import elementwise_rule
-
-MAX_SEGMENTS = 64  # a layout repeated block-major keeps at most this many segments
+from widthc.ops.spans import MAX_SEGMENTS, merged, split_layout, taken
 
 
 def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
@@ -65,6 +64,11 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
                 result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
             else:
                 ctx.sink(entry, why="reshape splits the channel dim")
+        elif len(laid) == 1 and (
+            moved := merged(ctx.resolve(lays[laid[0]]), x.shape, src, out.shape, dst, laid[0])
+            or taken(ctx.resolve(lays[laid[0]]), x.shape, src, out.shape, dst, laid[0])
+        ):  # the channels inside a dim merged with others, or taken back out of one
+            result[moved[0]] = moved[1]
         else:
             for d in laid:
                 ctx.sink(lays[d], why="reshape mixes the channel dim with another dim")
@@ -128,12 +132,21 @@ def size_product(ctx) -> None:
     raws = ctx.node.args[:2]
     entries = [ctx.resolve(ctx.entry(raw)) for raw in raws]
     laid = [i for i, e in enumerate(entries) if e is not None]
-    times = literal(ctx, raws[1 - laid[0]]) if len(laid) == 1 else None
+    times = batch_times(ctx, raws[1 - laid[0]]) if len(laid) == 1 else None
     if isinstance(times, int) and not isinstance(times, bool) and times > 0:
         return ctx.set(ctx.repeat(entries[laid[0]], times, why="channel count multiplied"))
     for e in entries:
         ctx.sink(e, why="channel count used in arithmetic")
     ctx.set(None)
+
+
+def batch_times(ctx, raw):
+    """The other factor of a channel count's product: a literal, or a size computed from shapes
+    only (MobileViT's `B * C`, B the batch size: the product counts the example's B copies of
+    the channels; a size given to a reshape is then never rewritten, see `size_args`)."""
+    if isinstance(raw, torch.fx.Node) and from_shapes(ctx, raw):
+        return ctx.value(raw)
+    return literal(ctx, raw)
 
 
 def size_args(ctx, args, result) -> None:
@@ -159,7 +172,14 @@ def size_args(ctx, args, result) -> None:
             # a size that reads no channels is rewritten only where it is a literal in effect
             # (`literal`): `B * C` differs at another batch size, a config read at run time may
             reads = isinstance(ctx.resolve(size), Layout)
-            if isinstance(lay, Layout) and reads and not ctx.same_counts(size, lay):
+            same = isinstance(lay, Layout) and reads and ctx.same_counts(size, lay)
+            if reads and not same and ctx.batch_dependent(raw):
+                # `B * C` counting other channels than the dim's: no constant holds at every
+                # batch size, so neither may shrink
+                for e in (size, lay):
+                    ctx.sink(e, why="reshape to a size computed at run time")
+                result[d] = None
+            elif isinstance(lay, Layout) and reads and not same:
                 ctx.rewrite(path, lay)
             elif lay is None and reads and isinstance(value, int):
                 ctx.rewrite(path, value)  # a fixed dim (head_dim = C // heads): pinned
@@ -374,20 +394,6 @@ def split_size(ctx, path, size, piece):
     if isinstance(size, int):
         ctx.rewrite(path, piece)
     return piece
-
-
-def split_layout(entry: Layout, sizes: list[int]) -> list[Layout] | None:
-    """Cut a layout into consecutive pieces of the given sizes, on segment boundaries only."""
-    pieces, segs = [], list(entry.segments)
-    for size in sizes:
-        take, total = [], 0
-        while segs and total < size:
-            total += segs[0].width
-            take.append(segs.pop(0))
-        if total != size or not take:
-            return None
-        pieces.append(Layout(tuple(take)))
-    return pieces if not segs else None
 
 
 def flatten_module_shape(ctx) -> TensorMeta:
