@@ -116,6 +116,9 @@ VARIANTS = {
     # widthc-pretrained: the supernet's share of --epochs (the default 0.2)
     "share-0.1": ["--supernet-share", "0.1"],
     "share-0.4": ["--supernet-share", "0.4"],
+    # widthc-pretrained: the supernet's learning rate as a fraction of --lr (the default 1)
+    "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
+    "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"],
     # issue 16's levers (bench/known_answer.py measures them where the answer is known)
     "extremes": ["--sampling", "extremes"],
     "budget-0.5": ["--budget-sampling", "0.5"],
