@@ -61,6 +61,7 @@ TASKS = {  # task -> its model file
     "bottleneck": "bench/known/bottleneck.py",
     "bottleneck-cls": "bench/known/bottleneck_cls.py",
     "double-bottleneck": "bench/known/double_bottleneck.py",
+    "residual": "bench/known/residual.py",
 }
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
@@ -76,6 +77,8 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
+    "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
+    "epochs-x4": ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
 }
 N_WIDTHS = 20
 
@@ -138,7 +141,11 @@ def run_one(task: str, lever: str, seed: int) -> dict:
     if (out / CONFIG).exists():
         cmd.append("--resume")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    done = subprocess.run(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if done.returncode:  # widthc's one-sentence error (e.g. the training loss diverged)
+        return {"failed": done.stderr.strip().splitlines()[-1], "command": " ".join(cmd)}
     slim_seconds = time.perf_counter() - t0
     ctx = _context(out)
     (result,) = json.loads((out / SEARCH).read_text())["results"]
@@ -229,15 +236,11 @@ def row(lever: str, task: str) -> str | None:
     runs = summaries(lever, task)
     if not runs:
         return None
-    truth_path = RESULTS / "truth" / f"{task}.json"
+    per_seed = _truth(task)
     taus = []
-    if truth_path.exists():
-        from scipy import stats
-
-        done = json.loads(truth_path.read_text())
-        if all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2) for s in SEEDS):
-            t = [statistics.mean(done[f"{i}-s{s}"] for s in SEEDS) for i in range(N_WIDTHS + 2)]
-            taus = [float(stats.kendalltau(r["truth_scores"], t).statistic) for r in runs]
+    if per_seed:
+        t = [statistics.mean(metrics) for metrics in zip(*per_seed)]
+        taus = [_tau(r["truth_scores"], t) for r in runs]
     out = []
     for split in ("val", "test"):
         gap = [r["oracle"][split] - r["uniform"][split] for r in runs]
@@ -247,16 +250,55 @@ def row(lever: str, task: str) -> str | None:
     base = {r["seed"]: r["widthc"]["val"] for r in summaries("default", task)}
     paired = [r["widthc"]["val"] - base[r["seed"]] for r in runs if r["seed"] in base]
     out += [_ms([r["widthc"]["val"] for r in runs]), _ms(paired) if lever != "default" else "-"]
+    largest = [r["supernet"]["val_largest"] for r in runs if "val_largest" in r["supernet"]]
     ranks = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in runs)
     scores = [
         f"{_mean(r, 'oracle')} / {_mean(r, 'uniform')} / {_mean(r, 'widthc')}" for r in runs[:1]
     ]
     return (
-        f"| {task} | {lever} | {len(runs)} | {' | '.join(out)} | {ranks}/{len(runs)} | "
+        f"| {task} | {lever} | {len(runs)}{_failed(lever, task)} | {' | '.join(out)} | "
+        f"{ranks}/{len(runs)} | "
         f"{_ms(taus, 2) if taus else '-'} | {scores[0]} | "
-        f"{'; '.join(','.join(map(str, r['widthc']['channels'])) for r in runs)} | "
+        f"{_ms(largest)} | {'; '.join(','.join(map(str, r['widthc']['channels'])) for r in runs)} | "
         f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
     )
+
+
+def _failed(lever: str, task: str) -> str:
+    """' (sN: the error's first clause)' per run that stopped with widthc's error."""
+    failed = sorted((RESULTS / lever).glob(f"{task}-s*.failed"))
+    errors = [json.loads(p.read_text())["failed"].removeprefix("widthc: error: ") for p in failed]
+    return "".join(
+        f" ({p.stem.rsplit('-', 1)[1]}: {e.split(';')[0]})" for p, e in zip(failed, errors)
+    )
+
+
+def _truth(task: str) -> list[list[float]] | None:
+    """The truth's test metric of the 22 widths per retraining seed, if every one is done."""
+    path = RESULTS / "truth" / f"{task}.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    if not all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2) for s in SEEDS):
+        return None
+    return [[done[f"{i}-s{s}"] for i in range(N_WIDTHS + 2)] for s in SEEDS]
+
+
+def _tau(a: list[float], b: list[float]) -> float:
+    from scipy import stats
+
+    return float(stats.kendalltau(a, b).statistic)
+
+
+def agreement() -> str:
+    """How well the truth agrees with itself: Kendall tau between two retraining seeds."""
+    lines = []
+    for task in TASKS:
+        per_seed = _truth(task)
+        if per_seed:
+            pairs = [(a, b) for a in range(len(SEEDS)) for b in range(a + 1, len(SEEDS))]
+            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {_tau(per_seed[a], per_seed[b]):.2f}"
+                             for a, b in pairs)  # fmt: skip
+            lines.append(f"truth {task}: Kendall τ between retraining seeds: {taus}")
+    return "\n".join(lines)
 
 
 def _mean(r: dict, which: str) -> str:
@@ -269,8 +311,8 @@ def table(levers: list[str]) -> str:
         "| oracle − uniform, test | widthc − uniform, test | recovered, test | widthc, val "
         "| widthc − default's widthc, val (paired) | score ranks oracle above uniform "
         "| Kendall τ (22 widths) | max-max score oracle / uniform / widthc (seed 0) "
-        "| widthc's channels per seed | s/run |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        "---:|---:|---:|---|---|---:|"
+        "| supernet's largest width, val | widthc's channels per seed | s/run |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|"
     )
     rows = [row(lever, task) for task in TASKS for lever in levers]
     return "\n".join([head, *[r for r in rows if r]])
@@ -287,17 +329,21 @@ def main() -> None:
     levers = args.levers.split(",")
     if args.table:
         print(table([lv for lv in LEVERS if (RESULTS / lv).is_dir()]))
+        print(agreement())
         return
     for seed in map(int, args.seeds.split(",")):
         for task in args.tasks.split(","):
             for lever in levers:
                 path = RESULTS / lever / f"{task}-s{seed}.json"
-                if path.exists():
+                if path.exists() or path.with_suffix(".failed").exists():
                     continue
                 t0 = time.perf_counter()
-                _write(path, run_one(task, lever, seed))
+                summary = run_one(task, lever, seed)
+                _write(path.with_suffix(".failed") if "failed" in summary else path, summary)
                 print(
-                    f"done {lever} {task} s{seed} in {time.perf_counter() - t0:.0f} s", flush=True
+                    f"{'FAILED' if 'failed' in summary else 'done'} {lever} {task} s{seed} in "
+                    f"{time.perf_counter() - t0:.0f} s",
+                    flush=True,
                 )
     if args.truth:
         for task in args.tasks.split(","):

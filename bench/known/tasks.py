@@ -13,8 +13,9 @@ changes the student's initialisation and data order, never the data).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import torch
 from torch import nn
@@ -31,6 +32,29 @@ def mlp(inputs: int, widths: tuple[int, ...], outputs: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(widths[-1], outputs))
 
 
+class Block(nn.Module):
+    """x + BatchNorm(Linear(ReLU(BatchNorm(Linear(x))))): a residual stage whose hidden width
+    is `hidden` (without the last batch norm with `norm=False`: the teacher's)."""
+
+    def __init__(self, trunk: int, hidden: int, norm: bool = True):
+        super().__init__()
+        layers = [nn.Linear(trunk, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
+        layers += [nn.Linear(hidden, trunk), *([nn.BatchNorm1d(trunk)] if norm else [])]
+        self.inner = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.inner(x)
+
+
+def residual(inputs: int, widths: tuple[int, ...], outputs: int, norm: bool = True):
+    """A stem Linear -> BatchNorm -> ReLU to the trunk width `widths[0]`, one residual stage
+    (Block) per hidden width `widths[1:]`, then a linear head."""
+    trunk = widths[0]
+    stem = [nn.Linear(inputs, trunk), nn.BatchNorm1d(trunk), nn.ReLU()]
+    blocks = [Block(trunk, w, norm) for w in widths[1:]]
+    return nn.Sequential(*stem, *blocks, nn.Linear(trunk, outputs))
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -41,9 +65,11 @@ class Task:
     outputs: int = 8
     scale: float = 2.0  # teacher weights: N(0, scale^2 / fan_in)
     seed: int = 123
+    build: Callable[..., nn.Module] = mlp  # the architecture: build(inputs, widths, outputs)
+    teach: Callable[..., nn.Module] | None = None  # the teacher's, if not `build`
 
-    def model(self) -> nn.Sequential:
-        return mlp(self.inputs, self.student, self.outputs)
+    def model(self) -> nn.Module:
+        return self.build(self.inputs, self.student, self.outputs)
 
     def split(self, name: str) -> TensorDataset:
         x, y = _data(self)
@@ -59,7 +85,7 @@ def _data(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(task.seed)
     with torch.random.fork_rng():
         torch.manual_seed(task.seed)
-        teacher = mlp(task.inputs, task.teacher, task.outputs)
+        teacher = (task.teach or task.build)(task.inputs, task.teacher, task.outputs)
     with torch.no_grad():
         for m in teacher.modules():
             if isinstance(m, nn.Linear):
@@ -82,6 +108,17 @@ TASKS = {
         Task("bottleneck-cls", teacher=(96, 4, 96), student=(128, 128, 128), classify=True),
         # two narrow layers, each between wide ones (regression)
         Task("double-bottleneck", teacher=(96, 4, 96, 4, 96), student=(128,) * 5, classify=False),
+        # a trunk kept at full width, three residual stages of which the middle one is wide
+        # (regression; the widths are the trunk's, then each stage's hidden width; the
+        # teacher's stages end without a batch norm, which the student's can represent)
+        Task(
+            "residual",
+            teacher=(32, 4, 96, 4),
+            student=(32, 128, 128, 128),
+            classify=False,
+            build=residual,
+            teach=partial(residual, norm=False),
+        ),  # fmt: skip
     )
 }
 
