@@ -18,6 +18,8 @@ recipe's):
         # at 25% and 50% FLOPs, batch norms recalibrated, as it is and fine-tuned briefly
     OMP_NUM_THREADS=1 .venv/bin/python bench/pretrained.py --shares --data mnist1d
         # the supernet's share of --epochs, from the quality runs' variants (validation split)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/pretrained.py --lr-scales --data mnist1d
+        # the supernet's learning rate (--supernet-lr-scale), likewise
 
 Trained models are cached under runs/bench/trained/<data>/s<seed>/ (git-ignored).
 """
@@ -154,21 +156,41 @@ def importance_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def shares_table(folders: dict[str, Path]) -> str:
-    """Validation (and test) accuracy of widthc-pretrained per supernet share, from the
-    quality runs' JSON summaries."""
-    lines = [
-        "| supernet share (epochs) | seeds | 25% val | 50% val | 25% test | 50% test |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, folder in folders.items():
-        runs = [json.loads(p.read_text()) for p in sorted(folder.glob("widthc-pretrained-s*.json"))]
-        rows = [r["rows"]["widthc-pretrained"] for r in runs]
+def settings_table(folders: dict[str, Path]) -> str:
+    """widthc-pretrained per supernet setting (the first of `folders`: the default), from the
+    quality runs' JSON summaries: validation (what a setting is judged on) and test accuracy,
+    the paired difference per seed against the default, and the supernet's validation
+    accuracy at its largest width at the last epoch (how much of the trained model it kept)."""
+    head = ["setting", "seeds"]
+    head += [f"{b} {s}" for s in ("val", "test") for b in ("25%", "50%")]
+    head += [f"{b} Δ {s} vs default" for s in ("val", "test") for b in ("25%", "50%")]
+    lines = ["| " + " | ".join(head) + " | supernet val, largest |",
+             "|---" + "|---:" * (len(head) - 1) + "|---:|"]  # fmt: skip
+    runs = {name: _pretrained_runs(folder) for name, folder in folders.items()}
+    default = next(iter(runs.values()))
+    for name, by_seed in runs.items():
+        if not by_seed:
+            continue
+        rows = [r["rows"]["widthc-pretrained"] for r in by_seed.values()]
         cells = [
-            _ms([r[t][k] for r in rows if t in r]) for k in ("val", "test") for t in ("25%", "50%")
+            _ms([r[b][k] for r in rows if b in r]) for k in ("val", "test") for b in ("25%", "50%")
         ]
-        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+        for k in ("val", "test"):
+            for b in ("25%", "50%"):
+                diffs = [
+                    r["rows"]["widthc-pretrained"][b][k] - default[s]["rows"]["widthc-pretrained"][b][k]
+                    for s, r in by_seed.items() if s in default
+                ]  # fmt: skip
+                cells.append("-" if by_seed is default else _ms(diffs))
+        largest = [r["supernet"]["val_acc_largest"] for r in by_seed.values() if r.get("supernet")]
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {_ms(largest)} |")
     return "\n".join(lines)
+
+
+def _pretrained_runs(folder: Path) -> dict[int, dict]:
+    """The widthc-pretrained summaries of a results folder, by seed."""
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("widthc-pretrained-s*.json"))]
+    return {r["seed"]: r for r in runs}
 
 
 def _ms(values: list[float]) -> str:
@@ -186,6 +208,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--importance", action="store_true")
     p.add_argument("--shares", action="store_true")
+    p.add_argument("--lr-scales", action="store_true")
     p.add_argument("--finetune-epochs", type=int, default=6)
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -200,13 +223,14 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"data": a.data, "rows": rows}, indent=1))
         print(importance_table(rows))
-    if a.shares:
-        levers = ROOT / "bench" / "results" / "levers"
-        folders = {"0.2 (default)": ROOT / "bench" / "results" / "quality" / a.data}
-        for v in sorted(quality.VARIANTS):
-            if v.startswith("share-"):
-                folders[v.removeprefix("share-")] = levers / v / a.data
-        print(shares_table(folders))
+    for flag, prefix in ((a.shares, "share-"), (a.lr_scales, "supernet-lr-")):
+        if flag:
+            levers = ROOT / "bench" / "results" / "levers"
+            folders = {"default": ROOT / "bench" / "results" / "quality" / a.data}
+            for v in sorted(quality.VARIANTS):
+                if v.startswith(prefix):
+                    folders[v] = levers / v / a.data
+            print(settings_table(folders))
 
 
 if __name__ == "__main__":

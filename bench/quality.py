@@ -113,9 +113,11 @@ VARIANTS = {
     "calib-20": ["--calib-batches", "20"],
     "offset-2": ["--offset", "2"],
     "decay-used": ["--decay-used"],
-    # widthc-pretrained: the supernet's share of --epochs (the default 0.2)
+    # widthc-pretrained: the supernet's share of --epochs (default 0.2) and lr scale (default 1)
     "share-0.1": ["--supernet-share", "0.1"],
     "share-0.4": ["--supernet-share", "0.4"],
+    "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
+    "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"],
     # issue 16's levers (bench/known_answer.py measures them where the answer is known)
     "extremes": ["--sampling", "extremes"],
     "budget-0.5": ["--budget-sampling", "0.5"],

@@ -92,6 +92,7 @@ CASES = [
     ("a GPU runtime without a GPU", ["slim", DIGITS, "--latency", "50%", "--search", "uniform", "--runtime", "torch-cuda", "--out", "OUT", "@no-gpu"], "needs a CUDA GPU"),
     ("an unknown channel importance", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--pretrained", "--order-by", "size", "--out", "OUT"], "--order-by size is not one of l1, l2, bn, taylor"),
     ("a supernet share outside (0, 1)", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-share", "1", "--out", "OUT"], "--supernet-share must be in (0, 1)"),
+    ("a supernet learning-rate scale outside (0, 1]", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-lr-scale", "2", "--out", "OUT"], "--supernet-lr-scale must be in (0, 1]"),
     ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run

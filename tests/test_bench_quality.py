@@ -116,6 +116,36 @@ def test_from_a_trained_model_pairs_each_row_with_torch_pruning_fine_tuned(tmp_p
     assert "From the trained full model" not in quality_table.table(tmp_path)
 
 
+def test_supernet_settings_are_paired_by_seed_with_the_default(tmp_path):
+    import pretrained
+
+    def summary(seed, val, test, largest):
+        row = {b: {"val": val, "test": test} for b in ("25%", "50%")}
+        rows = {"widthc-pretrained": row}
+        out = {
+            **_summary("widthc-pretrained", seed, rows),
+            "supernet": {"val_acc_largest": largest},
+        }
+        return json.dumps(out)
+
+    default, gentle = tmp_path / "default", tmp_path / "gentle"
+    for folder in (default, gentle):
+        folder.mkdir()
+    for seed, (val, test) in enumerate([(0.90, 0.80), (0.92, 0.84), (0.50, 0.50)]):
+        (default / f"widthc-pretrained-s{seed}.json").write_text(summary(seed, val, test, 0.7))
+    for seed, (val, test) in enumerate([(0.93, 0.81), (0.93, 0.86)]):  # seed 2 not run
+        (gentle / f"widthc-pretrained-s{seed}.json").write_text(summary(seed, val, test, 0.9))
+    text = pretrained.settings_table({"default": default, "lr 0.1": gentle})
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines()[2:]}  # fmt: skip
+    assert cells["default"][:2] == ["3", "77.33 ± 23.69"]
+    assert cells["default"][5:9] == ["-"] * 4
+    # paired on seeds 0 and 1 only: val +0.03, +0.01; test +0.01, +0.02
+    assert cells["lr 0.1"][0] == "2"
+    assert cells["lr 0.1"][5] == "2.00 ± 1.41" and cells["lr 0.1"][7] == "1.50 ± 0.71"
+    assert cells["lr 0.1"][9] == "90.00 ± 0.00"
+
+
 def test_torch_pruning_meets_the_budget_counted_by_widthc_and_replays_on_fresh_weights():
     pytest.importorskip("torch_pruning")
     import prune

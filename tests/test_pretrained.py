@@ -171,8 +171,30 @@ def test_schedule_of_a_pretrained_run():
     assert (short.supernet, short.retrain) == (1, 1)  # at least one epoch each
 
 
+def test_supernet_learning_rate_scale_applies_to_the_pretrained_supernet_only():
+    gentle = {"epochs": 30, "lr": 0.2, "supernet_lr_scale": 0.25}
+    pre = RunConfig.from_json({**gentle, "pretrained": True})
+    assert pre.supernet_training().lr == pytest.approx(0.05)
+    assert pre.train.lr == 0.2  # the fine-tuning keeps --lr
+    assert RunConfig.from_json(gentle).supernet_training().lr == 0.2  # from scratch: ignored
+    assert RunConfig.from_json({"epochs": 30, "pretrained": True}).supernet_training().lr == 0.1
+
+
+def test_the_supernet_trains_at_the_scaled_learning_rate(model_file, tmp_path):
+    out = tmp_path / "run"
+    res = _run("train", model_file, "--pretrained", "--epochs", "1", "--batch-size", "512",
+               "--lr", "0.2", "--supernet-lr-scale", "0.25", "--out", out)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in log if "lr" in r]
+    assert rates[0] == pytest.approx(0.05)  # --lr 0.2 x 0.25
+    assert max(rates) <= 0.05 + 1e-12
+
+
 @pytest.mark.parametrize("options, message", [
     ({"supernet_share": 1.0}, "--supernet-share must be in (0, 1)"),
+    ({"supernet_lr_scale": 0.0}, "--supernet-lr-scale must be in (0, 1]"),
+    ({"supernet_lr_scale": 1.5}, "--supernet-lr-scale must be in (0, 1]"),
     ({"order_by": "size"}, "--order-by size is not one of l1, l2, bn, taylor"),
 ])  # fmt: skip
 def test_bad_pretrained_options(options, message):

@@ -275,6 +275,9 @@ class RunConfig:
     supernet_share: float = option(
         0.2, "With --pretrained: the share of --epochs that trains the supernet.", "run"
     )
+    supernet_lr_scale: float = option(
+        1.0, "With --pretrained: the supernet's learning rate as a fraction of --lr.", "run"
+    )
     from_run: str | None = option(
         None, "Reuse the trained supernet of RUN_DIR.", "from", flag="--from", metavar="RUN_DIR"
     )
@@ -333,6 +336,8 @@ class RunConfig:
             raise WidthcError(f"--order-by {self.order_by} is not one of {', '.join(METHODS)}")
         if not 0 < self.supernet_share < 1:
             raise _bad("supernet_share", "in (0, 1)", self.supernet_share)
+        if not 0 < self.supernet_lr_scale <= 1:
+            raise _bad("supernet_lr_scale", "in (0, 1]", self.supernet_lr_scale)
         if self.train.budget_sampling and not self.flops:
             raise WidthcError(
                 "--budget-sampling needs the budgets: give them with --flops (widthc slim)"
@@ -359,8 +364,10 @@ class RunConfig:
         return Schedule(supernet, retrain, r.finetune)
 
     def supernet_training(self) -> TrainConfig:
-        """The training options of the supernet (its epochs from `schedule`)."""
-        return replace(self.train, epochs=self.schedule().supernet)
+        """The training options of the supernet: its epochs from `schedule`; with --pretrained
+        its learning rate `supernet_lr_scale` x --lr (the fine-tuning keeps --lr)."""
+        scale = self.supernet_lr_scale if self.pretrained else 1.0
+        return replace(self.train, epochs=self.schedule().supernet, lr=scale * self.train.lr)
 
     # --- flat JSON (config.json) and option dicts ----------------------------------------------
 
