@@ -311,6 +311,9 @@ def run_all(todo: list[Task], data: str, args, out: Path, results: Path) -> None
     one torch thread; a task waits for the run it reuses."""
     done = {t.key for t in todo if (results / f"{t.key}.json").exists()}
     pending = [t for t in todo if t.key not in done]
+    for t in pending:  # a reused run neither stored nor asked for would be waited for forever
+        if (need := t.needs()) and need.key not in done and need not in todo:
+            raise SystemExit(f"{t.key} reuses the run {need.key}: add {need.method!r} to --methods")
     running: dict[str, tuple[Task, subprocess.Popen]] = {}
     failed: set[str] = set()
     (out / "logs").mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,17 @@ def test_supernet_settings_are_paired_by_seed_with_the_default(tmp_path):
     assert cells["lr 0.1"][9] == "90.00 ± 0.00"
 
 
+def test_a_run_reusing_one_neither_stored_nor_asked_for_stops_instead_of_waiting(tmp_path):
+    todo = quality.tasks(["widthc-pretrained from supernet"], [0])
+    args = type("Args", (), {"jobs": 1, "quick": False, "variant": None})()
+    with pytest.raises(SystemExit, match="add 'widthc-pretrained' to --methods"):
+        quality.run_all(todo, "mnist1d", args, tmp_path / "out", tmp_path / "results")
+    (tmp_path / "results").mkdir()  # stored: nothing is left to run, nothing waits
+    for t in todo + [todo[0].needs()]:
+        (tmp_path / "results" / f"{t.key}.json").write_text("{}")
+    quality.run_all(todo, "mnist1d", args, tmp_path / "out", tmp_path / "results")
+
+
 def test_torch_pruning_meets_the_budget_counted_by_widthc_and_replays_on_fresh_weights():
     pytest.importorskip("torch_pruning")
     import prune
