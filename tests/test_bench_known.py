@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import widthc
-from frontends.models import load_model
+from widthc.frontends.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
