@@ -141,9 +141,8 @@ def size_product(ctx) -> None:
 
 
 def batch_times(ctx, raw):
-    """The other factor of a channel count's product: a literal, or a size computed from shapes
-    only (MobileViT's `B * C`, B the batch size: the product counts the example's B copies of
-    the channels; a size given to a reshape is then never rewritten, see `size_args`)."""
+    """The other factor of a channel count's product: a literal, or a size from shapes only
+    (MobileViT's `B * C` counts B copies of the channels; never rewritten, see `size_args`)."""
     if isinstance(raw, torch.fx.Node) and from_shapes(ctx, raw):
         return ctx.value(raw)
     return literal(ctx, raw)
@@ -174,8 +173,7 @@ def size_args(ctx, args, result) -> None:
             reads = isinstance(ctx.resolve(size), Layout)
             same = isinstance(lay, Layout) and reads and ctx.same_counts(size, lay)
             if reads and not same and ctx.batch_dependent(raw):
-                # `B * C` counting other channels than the dim's: no constant holds at every
-                # batch size, so neither may shrink
+                # `B * C` counting other channels than the dim's: no constant fits every batch
                 for e in (size, lay):
                     ctx.sink(e, why="reshape to a size computed at run time")
                 result[d] = None
