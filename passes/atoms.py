@@ -45,6 +45,10 @@ class Atoms:
         self.mixing: dict[int, list[str]] = defaultdict(list)
         self.ordered: dict[int, list[str]] = defaultdict(list)  # mixing that reads positions
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
+        # atom -> layers that block it but could keep or remove whole blocks instead (a grouped
+        # conv); `wants_whole`: those whose blocks met a view in whole units (attention heads)
+        self.whole_ok: dict[int, list[str]] = defaultdict(list)
+        self.wants_whole: set[str] = set()
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
         self.unit: dict[int, int] = {}  # part of a coarsened atom -> channels of it per unit
         self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
@@ -172,6 +176,7 @@ class Atoms:
         members = self._class.pop(self.uf[a])
         if any(m in self.blocks for m in members):
             self._class[self.uf[a]] = members
+            self.wants_whole.update(x for m in members for x in self.whole_ok.get(m, ()))
             return None
         first = None
         for m in members:

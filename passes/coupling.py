@@ -25,11 +25,18 @@ from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
 from widthc.ops.reparam import reparam, tensor_at
 from widthc.passes.atoms import ParamVar
+from widthc.passes.coupling_special import hidden_tensors, python_value
 from widthc.passes.coupling_state import CouplingState
-from widthc.passes.entries import entries_of, fits, fixed_like, flat_entries
+from widthc.passes.entries import (
+    entries_of,
+    fits,
+    fixed_like,
+    flat_entries,
+    stored_tensor,
+    touches_tensors,
+)
 from widthc.passes.groups import LAYOUTS, REWRITES, Coupling, finish, layer_name
-from widthc.trace import VALUE, NodeView, ShapeProp, Traced
-from widthc.tree import leaves
+from widthc.trace import VALUE, NodeView, ShapeProp
 
 __all__ = ["LAYOUTS", "REWRITES", "Coupling", "ParamVar", "couple", "layer_name"]
 
@@ -280,10 +287,11 @@ class CoupleCtx(NodeView):
             )
         )
 
-    def blocked(self, entry, n_blocks: int, why: str):
+    def blocked(self, entry, n_blocks: int, why: str, whole_ok: bool = False):
         """Require the channels of `entry` to shrink alike in `n_blocks` equal blocks (a grouped
         conv). Returns one block as a layout (the per-group input of the conv), or None when
-        that cannot be expressed (then the channels are frozen)."""
+        that cannot be expressed (then the channels are frozen). `whole_ok`: the op could keep
+        or remove whole blocks instead (`whole_blocks`), should a view need that."""
         r = self.st.resolve(entry)
         if not isinstance(r, Layout):
             return None
@@ -292,7 +300,14 @@ class CoupleCtx(NodeView):
             self.st.freeze(r, self.reason(why))
             return None
         self.st.blocks[seg.group] = math.lcm(self.st.blocks.get(seg.group, 1), n_blocks)
+        if whole_ok:
+            self.st.whole_ok[seg.group].append(layer_name(self.node))
         return Layout((Segment(seg.group, seg.size // n_blocks, 1, 1, n_blocks),))
+
+    def whole_blocks(self) -> bool:
+        """This op keeps or removes whole blocks (its groups shrink, channels per group stay):
+        a first walk found its equal blocks read as whole units after it (`couple`)."""
+        return layer_name(self.node) in self.st.whole
 
     def rewrite(self, path: tuple, entry) -> None:
         """The literal at `path` follows `entry`'s width; an int: it is pinned to that value."""
@@ -312,8 +327,28 @@ class CoupleCtx(NodeView):
 
 def couple(gm, examples=None) -> Coupling:
     """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
-    `examples`: the example inputs, to tell sizes that depend on the batch size from others."""
-    st = CouplingState(gm, examples)
+    `examples`: the example inputs, to tell sizes that depend on the batch size from others.
+    A grouped op whose equal blocks met a view in whole units (the q, k and v of attention
+    heads after a grouped conv) is walked again keeping or removing whole blocks; the walk
+    that leaves more channels searchable is kept."""
+    st = _walk(CouplingState(gm, examples))
+    best, coupling = st, finish(st)
+    while st.wants_whole - st.whole:
+        nxt = CouplingState(gm, examples, whole=st.whole | st.wants_whole)
+        nxt.other = st.other  # the graph at another batch size, if the first walk ran it
+        st = _walk(nxt)
+        found = finish(st)
+        if _searchable(found) > _searchable(coupling):
+            best, coupling = st, found
+    return coupling if best is st else finish(best)  # (finish writes the nodes' meta)
+
+
+def _searchable(coupling: Coupling) -> int:
+    return sum(g.width for g in coupling.groups if g.searchable)
+
+
+def _walk(st: CouplingState) -> CouplingState:
+    gm = st.gm
     for node in gm.graph.nodes:
         if VALUE not in node.meta:
             raise RuntimeError(f"node {node.name} has no shape: run trace.propagate_shapes first")
@@ -323,7 +358,7 @@ def couple(gm, examples=None) -> Coupling:
         elif node.op == "get_attr":
             v = node.meta[VALUE]
             if isinstance(v, TensorMeta):
-                target = st.tensor_name(node.target, _tensor_at(gm, node.target))
+                target = st.tensor_name(node.target, stored_tensor(gm, node.target))
                 st.param_users[target].append(node.name)
                 ctx.set(tuple(ParamVar(target, d, s) for d, s in enumerate(v.shape)))
             else:
@@ -333,14 +368,14 @@ def couple(gm, examples=None) -> Coupling:
                 ctx.sink(e, "output of the network")
         elif not node.all_input_nodes:
             ctx.set_fixed()
-        elif not _touches_tensors(node):
-            _python_value(ctx)
+        elif not touches_tensors(node):
+            python_value(ctx)
         else:
             spec = ops.lookup(node, st.modules)
             if spec is None:
                 ctx.barrier(f"touches unknown op `{ctx.op}`")
                 if node.op == "call_module":
-                    _hidden_tensors(ctx)
+                    hidden_tensors(ctx)
             else:
                 spec.couple(ctx)
                 if node not in st.entries:
@@ -355,46 +390,4 @@ def couple(gm, examples=None) -> Coupling:
         r = st.resolve(var)
         for s in r.segments if isinstance(r, Layout) else ():
             st.mixing[s.group].append(layer)
-    return finish(st)
-
-
-def _hidden_tensors(ctx: CoupleCtx) -> None:
-    """The tensors of a module widthc does not see into keep their width, also where another
-    layer shares them (a tied embedding inside a leaf)."""
-    module, prefix = ctx.module, ctx.node.target
-    found = (
-        *module.named_parameters(prefix=prefix, remove_duplicate=False),
-        *module.named_buffers(prefix=prefix, remove_duplicate=False),
-    )
-    why = f"a tensor of `{prefix}` ({ctx.op}), which widthc does not see into"
-    for name, t in found:
-        target = ctx.st.tensor_name(name, t)
-        for d, size in enumerate(t.shape):
-            ctx.sink(ParamVar(target, d, size), why)
-
-
-def _tensor_at(gm, target: str) -> torch.Tensor:
-    obj = gm.root if isinstance(gm, Traced) else gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _python_value(ctx: CoupleCtx) -> None:
-    """Python values: sizes keep their channels through indexing and tensor creation; any
-    other arithmetic on a channel count freezes those channels (it cannot follow them)."""
-    spec = ops.lookup(ctx.node, ctx.st.modules)
-    if spec is not None and spec.family in ops.SIZE_FAMILIES:
-        spec.couple(ctx)
-        return
-    for e in flat_entries(ctx.st.entries, list(ctx.node.all_input_nodes)):
-        ctx.sink(e, "channel count used in arithmetic")
-    ctx.set_fixed()
-
-
-def _touches_tensors(node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return True
-    return any(
-        isinstance(v, TensorMeta) for n in node.all_input_nodes for v in leaves(n.meta.get(VALUE))
-    )
+    return st

@@ -5,11 +5,12 @@ or None for a fixed dim), nested like the value's tuples, lists and dicts.
 
 from __future__ import annotations
 
+import torch
 from torch import fx
 
 from widthc.ir import Layout, TensorMeta
 from widthc.passes.atoms import ParamVar
-from widthc.trace import VALUE
+from widthc.trace import VALUE, Traced
 from widthc.tree import leaves
 
 
@@ -54,3 +55,20 @@ def fits(entries, value) -> bool:
     if isinstance(value, dict) and any(isinstance(v, TensorMeta) for v in leaves(value)):
         return isinstance(entries, dict) and all(fits(entries.get(k), v) for k, v in value.items())
     return True
+
+
+def stored_tensor(gm, target: str) -> torch.Tensor:
+    """The tensor a `get_attr` node reads."""
+    obj = gm.root if isinstance(gm, Traced) else gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def touches_tensors(node: fx.Node) -> bool:
+    """The node reads a tensor (else it computes a Python value: a size, an index)."""
+    if node.op == "call_module":
+        return True
+    return any(
+        isinstance(v, TensorMeta) for n in node.all_input_nodes for v in leaves(n.meta.get(VALUE))
+    )

@@ -45,6 +45,9 @@ GOLDEN = {
     # nn.MultiheadAttention computes head_dim from the query's width: the residual stream and
     # every block's heads are one group, counted in heads of 8 channels
     "mha": [(4, 8, "embed"), (24, 1, "blocks.0.mlp.fc1"), (24, 1, "blocks.1.mlp.fc1")],
+    # EfficientViT: a grouped conv with one group per q, k or v of a head keeps or removes whole
+    # groups, so that the rows of (q, k, v) of a head (4 heads of 3 x 8) follow the heads
+    "lite": [(16, 1, "embed"), (4, 24, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
 }
 
 
@@ -67,6 +70,24 @@ def test_golden_head_groups(attention):
     head = program.groups[-1]
     assert head.producers == ("head",) and any(r.why == OUT for r in head.frozen)
     assert all(g.searchable for g in program.groups[:-1]), [g.frozen for g in program.groups]
+
+
+def test_a_grouped_conv_per_q_k_v_of_a_head_keeps_or_removes_whole_groups():
+    """EfficientViT's aggregation conv (groups = 3 x heads) follows the heads: its groups shrink
+    with them, each group's head_dim channels stay; an ordinary grouped conv (ResNeXt) still
+    shrinks in equal blocks."""
+    program, model, inputs = _compile("lite")
+    heads = program.groups[1]
+    assert heads.producers == ("blocks.0.attn.qkv", "blocks.0.attn.aggreg.1")
+    assert (heads.n, heads.unit, heads.blocks) == (4, 24, 1)
+    weight = program.param_dims["blocks.0.attn.aggreg.1.weight"]
+    assert weight == {0: _lay((heads.id, 4, 24))}  # dim 1: a group's 8 input channels stay
+    choice = widthc.WidthChoice.of({heads.id: 3})
+    conv = widthc.slim(program, choice).get_submodule("blocks.0.attn.aggreg.1")
+    assert (conv.groups, conv.in_channels, conv.out_channels) == (9, 72, 72)
+    assert conv.weight.shape == (72, 8, 1)
+    grouped = widthc.compile(*zoo.small_model("grouped"))
+    assert sorted(g.blocks for g in grouped.searchable) == [1, 1, 4, 4]
 
 
 def test_fused_qkv_rows_are_three_pieces_of_the_same_heads():

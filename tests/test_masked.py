@@ -143,7 +143,10 @@ def _transformer(attention: str):
     return tz.model(tz.Config(attention=attention, dim=dim, mlp="gated"))
 
 
-@pytest.mark.parametrize("attention", [*tz.ATTENTIONS, "swin", "torchvision_swin"])
+# (EfficientViT's linear attention divides by a sum: masked execution refuses `truediv`)
+@pytest.mark.parametrize(
+    "attention", [*(a for a in tz.ATTENTIONS if a != "lite"), "swin", "torchvision_swin"]
+)
 def test_transformers_with_heads_searched_masked_equals_sliced(attention):
     """Issue 19's attention heads masked: a removed head's q, k and v are zero, and so is its
     output; weights read as attributes (a position embedding, GPT-2's Conv1D weight in

@@ -1,6 +1,7 @@
 """Small transformers written the ways the big libraries write them, for the tests of attention
 heads (tests/test_heads.py): timm's fused qkv, HuggingFace's separate projections with rotary
-embeddings and grouped-query attention, GPT-2's Conv1D (`torch.addmm`), nn.MultiheadAttention;
+embeddings and grouped-query attention, GPT-2's Conv1D (`torch.addmm`), nn.MultiheadAttention,
+EfficientViT's linear attention with a grouped conv per q, k or v of a head;
 LayerNorm or RMSNorm; a plain or a gated MLP. Every size is an argument, so that a property
 test can draw random architectures."""
 
@@ -14,7 +15,7 @@ from torch import nn
 
 ATTENTIONS = (
     "fused", "fused_matmul", "fused_width", "fused_bias", "split", "gqa", "gqa_sdpa", "conv1d",
-    "mha",
+    "mha", "lite",
 )  # fmt: skip
 SAME_WIDTH = ("fused_width", "mha")  # attention whose width must be the residual's (dim)
 
@@ -150,6 +151,32 @@ class MHAttention(nn.Module):
         return self.mha(x, x, x, need_weights=False)[0]
 
 
+class LiteAttention(nn.Module):
+    """EfficientViT's LiteMLA over tokens: a 1x1 qkv conv, a multi-scale aggregation (a
+    depthwise conv, then a grouped 1x1 conv with one group per q, k or v of a head), both read
+    as rows of (q, k, v) of one head, ReLU linear attention."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.head_dim, total = c.head_dim, c.heads * c.head_dim
+        self.qkv = nn.Conv1d(c.dim, 3 * total, 1, bias=False)
+        self.aggreg = nn.Sequential(
+            nn.Conv1d(3 * total, 3 * total, 3, padding=1, groups=3 * total, bias=False),
+            nn.Conv1d(3 * total, 3 * total, 1, groups=3 * c.heads, bias=False),
+        )
+        self.proj = nn.Conv1d(2 * total, c.dim, 1)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        qkv = self.qkv(x.transpose(1, 2))
+        qkv = torch.cat([qkv, self.aggreg(qkv)], 1).reshape(B, -1, 3 * self.head_dim, N)
+        q, k, v = qkv.transpose(-1, -2).chunk(3, dim=-1)
+        v = F.pad(v, (0, 1), mode="constant", value=1.0)
+        out = F.relu(q) @ (F.relu(k).transpose(-1, -2) @ v)
+        out = out[..., :-1] / (out[..., -1:] + 1.0)  # (EfficientViT's eps is 1e-5)
+        return self.proj(out.transpose(-1, -2).reshape(B, -1, N)).transpose(1, 2)
+
+
 def attention(c: Config) -> nn.Module:
     if c.attention.startswith("fused"):
         kind = c.attention
@@ -161,6 +188,8 @@ def attention(c: Config) -> nn.Module:
         return SplitAttention(c, kv_heads, sdpa=c.attention == "gqa_sdpa")
     if c.attention == "conv1d":
         return Conv1DAttention(c)
+    if c.attention == "lite":
+        return LiteAttention(c)
     return MHAttention(c)
 
 

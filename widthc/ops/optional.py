@@ -9,12 +9,14 @@ from widthc.ops.attention import (
     window_attention_flops,
 )
 from widthc.ops.common import broadcast_shape, run_on_meta, same_shape, spec
-from widthc.ops.elementwise import elementwise_rule, spatial
-from widthc.ops.layers import (
-    channel_norm_couple,
+from widthc.ops.conv import (
     conv_module_couple,
     conv_module_flops,
     conv_resize,
+)
+from widthc.ops.elementwise import elementwise_rule, spatial
+from widthc.ops.layers import (
+    channel_norm_couple,
     norm_resize,
 )
 from widthc.ops.pointwise import UNARY

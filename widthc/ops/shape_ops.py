@@ -11,6 +11,7 @@ from widthc import shapes
 from widthc.ir import Layout, TensorMeta
 from widthc.ops.common import first_input, from_shapes, shape_args
 from widthc.ops.elementwise import elementwise_rule
+from widthc.ops.heads import equal_pieces, heads_split, rows_split
 from widthc.ops.spans import MAX_SEGMENTS, merged, split_layout, taken
 
 
@@ -60,9 +61,9 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
                 laid[0] == x.ndim - 1 and big_dst[-1] == out.ndim - 1 and len(big_dst) == 2
             ):  # (n, heads, head_dim), or channels last (heads, head_dim)
                 heads_split(ctx, entry, [out.shape[d] for d in big_dst], big_dst, result)
-            elif len(big_dst) == 2 and (piece := equal_pieces(ctx, entry, out.shape[lead])):
-                result[big_dst[1]] = piece  # (n, C): n equal pieces of the channels
-            else:
+            elif len(big_dst) != 2 or not rows_split(
+                ctx, entry, [out.shape[d] for d in big_dst], big_dst, result
+            ):  # (n, m): n equal pieces of the channels, or n heads of m positions
                 ctx.sink(entry, why="reshape splits the channel dim")
         elif len(laid) == 1 and (
             moved := merged(ctx.resolve(lays[laid[0]]), x.shape, src, out.shape, dst, laid[0])
@@ -76,29 +77,6 @@ def reshape_couple(ctx, shape_from: int | None = None) -> tuple:
         size_args(ctx, shape_args(ctx, shape_from), result)
     ctx.set(tuple(result))
     return tuple(result)
-
-
-def heads_split(ctx, entry: Layout, sizes: list[int], dims: list[int], result: list) -> None:
-    """Channels last split as (..., n, heads, head_dim): attention heads. The unit of width is a
-    whole head (head_dim stays: the softmax scale and rotary embeddings depend on it); the
-    leading dims are n equal pieces that keep the same heads (q, k and v of a fused qkv)."""
-    n = math.prod(sizes[:-2])
-    piece = equal_pieces(ctx, entry, n) if n > 1 else entry
-    heads = ctx.coarsen(piece, sizes[-1]) if piece is not None else None
-    if heads is None:
-        return ctx.sink(entry, why="reshape splits the channel dim into heads it cannot follow")
-    result[dims[-2]] = heads
-
-
-def equal_pieces(ctx, entry: Layout, n: int) -> Layout | None:
-    """Channels cut into `n` equal consecutive pieces that keep the same channels (the heads
-    of a split attention, the groups of a channel shuffle): one piece, or None."""
-    size = entry.size // n
-    cut = ctx.cut(entry, range(size, entry.size, size))
-    pieces = split_layout(cut, [size] * n) if cut is not None else None
-    if pieces is None or len({p.shape_key() for p in pieces}) != 1:
-        return None
-    return ctx.unify(*pieces, why="equal pieces")
 
 
 def literal(ctx, raw):

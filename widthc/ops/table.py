@@ -28,6 +28,15 @@ from widthc.ops.common import (
     same_shape,
     spec,
 )
+from widthc.ops.conv import (
+    conv_fn_couple,
+    conv_fn_flops,
+    conv_fn_shape,
+    conv_module_couple,
+    conv_module_flops,
+    conv_resize,
+    conv_shape,
+)
 from widthc.ops.elementwise import (
     creation,
     extreme_rule,
@@ -54,13 +63,6 @@ from widthc.ops.layers import (
     addmm_flops,
     batch_norm_fn_couple,
     channel_norm_couple,
-    conv_fn_couple,
-    conv_fn_flops,
-    conv_fn_shape,
-    conv_module_couple,
-    conv_module_flops,
-    conv_resize,
-    conv_shape,
     embedding_couple,
     embedding_resize,
     embedding_shape,
