@@ -26,6 +26,8 @@ from networkx.utils import UnionFind
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment
 
+NETWORK_OUTPUT = "output of the network"  # the reason of the channels the network returns
+
 
 @dataclass(frozen=True)
 class ParamVar:
@@ -45,10 +47,9 @@ class Atoms:
         self.mixing: dict[int, list[str]] = defaultdict(list)
         self.ordered: dict[int, list[str]] = defaultdict(list)  # mixing that reads positions
         self.blocks: dict[int, int] = {}  # atom -> number of equal blocks it must shrink by
-        # atom -> layers that block it but could keep or remove whole blocks instead (a grouped
-        # conv); `wants_whole`: those whose blocks met a view in whole units (attention heads)
-        self.whole_ok: dict[int, list[str]] = defaultdict(list)
-        self.wants_whole: set[str] = set()
+        # atom -> layers that could read its channels a second way (a grouped conv: whole
+        # groups; a reshape: heads rather than equal pieces), should they end frozen
+        self.second: dict[int, list[str]] = defaultdict(list)
         self.parts: dict[int, tuple[int, ...]] = {}  # refined atom -> its consecutive parts
         self.unit: dict[int, int] = {}  # part of a coarsened atom -> channels of it per unit
         self._class: dict[int, list[int]] = {}  # union-find root -> the leaves of its class
@@ -176,7 +177,6 @@ class Atoms:
         members = self._class.pop(self.uf[a])
         if any(m in self.blocks for m in members):
             self._class[self.uf[a]] = members
-            self.wants_whole.update(x for m in members for x in self.whole_ok.get(m, ()))
             return None
         first = None
         for m in members:
@@ -200,6 +200,18 @@ class Atoms:
                 return None
             form[self.uf[s.group]] += s.inner * s.outer
         return dict(form)
+
+    def second_wanted(self) -> set[str]:
+        """Layers with a second reading of channels that ended frozen, other than at the
+        network's outputs (no reading changes those)."""
+        return {x for a, layers in self.second.items() if self._ends_frozen(a) for x in layers}
+
+    def _ends_frozen(self, a: int) -> bool:
+        for s in self.expand(Layout((Segment(a, self.atom_size[a]),))).segments:
+            for m in self._class.get(self.uf[s.group], (s.group,)):
+                if any(r.why != NETWORK_OUTPUT for r in self.frozen.get(m, ())):
+                    return True
+        return False
 
     # --- union ---------------------------------------------------------------------------------
 

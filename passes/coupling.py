@@ -24,7 +24,7 @@ from widthc import batch, ops
 from widthc.errors import Reason
 from widthc.ir import Layout, Segment, TensorMeta
 from widthc.ops.reparam import reparam, tensor_at
-from widthc.passes.atoms import ParamVar
+from widthc.passes.atoms import NETWORK_OUTPUT, ParamVar
 from widthc.passes.coupling_special import hidden_tensors, python_value
 from widthc.passes.coupling_state import CouplingState
 from widthc.passes.entries import (
@@ -287,11 +287,10 @@ class CoupleCtx(NodeView):
             )
         )
 
-    def blocked(self, entry, n_blocks: int, why: str, whole_ok: bool = False):
+    def blocked(self, entry, n_blocks: int, why: str):
         """Require the channels of `entry` to shrink alike in `n_blocks` equal blocks (a grouped
         conv). Returns one block as a layout (the per-group input of the conv), or None when
-        that cannot be expressed (then the channels are frozen). `whole_ok`: the op could keep
-        or remove whole blocks instead (`whole_blocks`), should a view need that."""
+        that cannot be expressed (then the channels are frozen)."""
         r = self.st.resolve(entry)
         if not isinstance(r, Layout):
             return None
@@ -300,14 +299,19 @@ class CoupleCtx(NodeView):
             self.st.freeze(r, self.reason(why))
             return None
         self.st.blocks[seg.group] = math.lcm(self.st.blocks.get(seg.group, 1), n_blocks)
-        if whole_ok:
-            self.st.whole_ok[seg.group].append(layer_name(self.node))
         return Layout((Segment(seg.group, seg.size // n_blocks, 1, 1, n_blocks),))
 
-    def whole_blocks(self) -> bool:
-        """This op keeps or removes whole blocks (its groups shrink, channels per group stay):
-        a first walk found its equal blocks read as whole units after it (`couple`)."""
-        return layer_name(self.node) in self.st.whole
+    def second_reading(self) -> bool:
+        """Read this op's channels the second way its rule knows (`offer_second`): a walk
+        before found them frozen the first way (`couple`)."""
+        return layer_name(self.node) in self.st.switched
+
+    def offer_second(self, entry) -> None:
+        """This op could read the channels of `entry` a second way (a grouped conv: whole
+        groups rather than equal blocks; a reshape: heads rather than equal pieces)."""
+        r = self.st.resolve(entry)
+        for s in r.segments if isinstance(r, Layout) else ():
+            self.st.second[s.group].append(layer_name(self.node))
 
     def rewrite(self, path: tuple, entry) -> None:
         """The literal at `path` follows `entry`'s width; an int: it is pinned to that value."""
@@ -328,19 +332,26 @@ class CoupleCtx(NodeView):
 def couple(gm, examples=None) -> Coupling:
     """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
     `examples`: the example inputs, to tell sizes that depend on the batch size from others.
-    A grouped op whose equal blocks met a view in whole units (the q, k and v of attention
-    heads after a grouped conv) is walked again keeping or removing whole blocks; the walk
-    that leaves more channels searchable is kept."""
+    Where channels that an op could read a second way end frozen (equal blocks of a grouped
+    conv that attention heads need whole, a view read as equal pieces that an attention
+    matmul needs as heads), the graph is walked again with those ops switched, at most
+    `SECOND_WALKS` times; the walk that leaves the most channels searchable is kept."""
     st = _walk(CouplingState(gm, examples))
     best, coupling = st, finish(st)
-    while st.wants_whole - st.whole:
-        nxt = CouplingState(gm, examples, whole=st.whole | st.wants_whole)
+    for _ in range(SECOND_WALKS):
+        wanted = st.second_wanted()
+        if wanted <= st.switched:
+            break
+        nxt = CouplingState(gm, examples, switched=st.switched | wanted)
         nxt.other = st.other  # the graph at another batch size, if the first walk ran it
         st = _walk(nxt)
         found = finish(st)
         if _searchable(found) > _searchable(coupling):
             best, coupling = st, found
     return coupling if best is st else finish(best)  # (finish writes the nodes' meta)
+
+
+SECOND_WALKS = 2
 
 
 def _searchable(coupling: Coupling) -> int:
@@ -365,7 +376,7 @@ def _walk(st: CouplingState) -> CouplingState:
                 ctx.set_fixed()
         elif node.op == "output":
             for e in flat_entries(st.entries, list(node.all_input_nodes)):
-                ctx.sink(e, "output of the network")
+                ctx.sink(e, NETWORK_OUTPUT)
         elif not node.all_input_nodes:
             ctx.set_fixed()
         elif not touches_tensors(node):

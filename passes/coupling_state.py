@@ -21,10 +21,10 @@ class CouplingState(Atoms):
     """The coupling walk's state: atoms and their unions (Atoms), the entry of every node,
     parameter dims bound to channels, tied weights, and the literal rewrites found."""
 
-    def __init__(self, gm, examples=None, whole: frozenset[str] | set[str] = frozenset()):
+    def __init__(self, gm, examples=None, switched: frozenset[str] | set[str] = frozenset()):
         super().__init__()
         self.gm = gm
-        self.whole = frozenset(whole)  # grouped layers that keep or remove whole blocks
+        self.switched = frozenset(switched)  # layers that read their channels the second way
         self.examples = examples  # the example inputs, where given: sizes at another batch
         self.other: ShapeProp | None = None
         self.modules = dict(gm.named_modules())

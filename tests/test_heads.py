@@ -48,6 +48,10 @@ GOLDEN = {
     # EfficientViT: a grouped conv with one group per q, k or v of a head keeps or removes whole
     # groups, so that the rows of (q, k, v) of a head (4 heads of 3 x 8) follow the heads
     "lite": [(16, 1, "embed"), (4, 24, "blocks.0.attn.qkv"), (24, 1, "blocks.0.mlp.fc1")],
+    # VOLO: the values' view (heads, C // heads, k x k) and the weights' (heads, k x k, k x k)
+    # are both read heads first, so the attention matmul joins their heads (the residual
+    # stream is cut in 4 equal pieces by `C // num_heads`, as in VOLO)
+    "outlook": [(8, 1, "embed"), (4, 8, "blocks.0.attn.v"), (24, 1, "blocks.0.mlp.fc1")],
 }
 
 
@@ -88,6 +92,18 @@ def test_a_grouped_conv_per_q_k_v_of_a_head_keeps_or_removes_whole_groups():
     assert conv.weight.shape == (72, 8, 1)
     grouped = widthc.compile(*zoo.small_model("grouped"))
     assert sorted(g.blocks for g in grouped.searchable) == [1, 1, 4, 4]
+
+
+def test_outlook_attention_weights_and_values_share_their_heads():
+    """VOLO's two views are read heads first (a second walk: read as a fused qkv's pieces, the
+    heads met at the attention matmul froze both): a head's k^4 weights and its values go."""
+    program, model, inputs = _compile("outlook")
+    heads = program.groups[1]
+    assert heads.producers == ("blocks.0.attn.v", "blocks.0.attn.attn") and heads.searchable
+    assert program.param_dims["blocks.0.attn.attn.weight"][0] == _lay((heads.id, 4, 81))
+    small = widthc.slim(program, widthc.WidthChoice.of({heads.id: 3}))
+    assert small.get_submodule("blocks.0.attn.attn").out_features == 3 * 81
+    assert small.get_submodule("blocks.0.attn.v").out_features == 3 * 8
 
 
 def test_fused_qkv_rows_are_three_pieces_of_the_same_heads():

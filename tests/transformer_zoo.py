@@ -1,7 +1,8 @@
 """Small transformers written the ways the big libraries write them, for the tests of attention
 heads (tests/test_heads.py): timm's fused qkv, HuggingFace's separate projections with rotary
 embeddings and grouped-query attention, GPT-2's Conv1D (`torch.addmm`), nn.MultiheadAttention,
-EfficientViT's linear attention with a grouped conv per q, k or v of a head;
+EfficientViT's linear attention with a grouped conv per q, k or v of a head, VOLO's outlook
+attention;
 LayerNorm or RMSNorm; a plain or a gated MLP. Every size is an argument, so that a property
 test can draw random architectures."""
 
@@ -15,9 +16,9 @@ from torch import nn
 
 ATTENTIONS = (
     "fused", "fused_matmul", "fused_width", "fused_bias", "split", "gqa", "gqa_sdpa", "conv1d",
-    "mha", "lite",
+    "mha", "lite", "outlook",
 )  # fmt: skip
-SAME_WIDTH = ("fused_width", "mha")  # attention whose width must be the residual's (dim)
+SAME_WIDTH = ("fused_width", "mha", "outlook")  # attention whose width must be the residual's (dim)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,32 @@ class LiteAttention(nn.Module):
         return self.proj(out.transpose(-1, -2).reshape(B, -1, N)).transpose(1, 2)
 
 
+class OutlookAttention(nn.Module):
+    """timm's VOLO outlook attention over the tokens as a 2 x (N / 2) grid: the values unfolded
+    by k x k windows and viewed as (heads, C // heads, k x k); per head (k x k)^2 weights from a
+    linear layer, viewed as (heads, k x k, k x k); folded back. C: the input's width."""
+
+    def __init__(self, c: Config, k: int = 3):
+        super().__init__()
+        self.num_heads, self.k = c.heads, k
+        self.scale = c.head_dim**-0.5
+        self.v = nn.Linear(c.dim, c.dim, bias=False)
+        self.attn = nn.Linear(c.dim, k**4 * c.heads)
+        self.proj = nn.Linear(c.dim, c.dim)
+        self.unfold = nn.Unfold(kernel_size=k, padding=k // 2)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        H, W, kk = 2, N // 2, self.k * self.k
+        v = self.v(x).transpose(1, 2).reshape(B, C, H, W)
+        v = self.unfold(v).reshape(B, self.num_heads, C // self.num_heads, kk, N)
+        attn = self.attn(x).reshape(B, N, self.num_heads, kk, kk).permute(0, 2, 1, 3, 4)
+        attn = (attn * self.scale).softmax(dim=-1)
+        x = (attn @ v.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2).reshape(B, C * kk, N)
+        x = F.fold(x, output_size=(H, W), kernel_size=self.k, padding=self.k // 2)
+        return self.proj(x.flatten(2).transpose(1, 2))
+
+
 def attention(c: Config) -> nn.Module:
     if c.attention.startswith("fused"):
         kind = c.attention
@@ -190,6 +217,8 @@ def attention(c: Config) -> nn.Module:
         return Conv1DAttention(c)
     if c.attention == "lite":
         return LiteAttention(c)
+    if c.attention == "outlook":
+        return OutlookAttention(c)
     return MHAttention(c)
 
 

@@ -29,14 +29,15 @@ def conv_couple(
         out = ctx.unify(w_lay[0], out, why="depthwise conv")
         if groups_at is not None:
             ctx.rewrite(groups_at, x_c)
-    elif not transposed and ctx.whole_blocks():  # whole groups kept or removed (heads)
+    elif not transposed and ctx.second_reading():  # whole groups kept or removed (heads)
         out = whole_groups(ctx, x_c, w_lay, groups, c_in, c_out, groups_at)
     elif not transposed:  # grouped: every group of the conv keeps the same positions
         why = f"grouped conv (groups={groups}) over channels that cannot shrink in equal blocks"
-        blocked = ctx.blocked(x_c, groups, why, whole_ok=True)
-        ctx.unify(blocked, w_lay[1], why="grouped conv input")
+        ctx.unify(ctx.blocked(x_c, groups, why), w_lay[1], why="grouped conv input")
         out = ctx.produce(w_lay[0], c_out)
-        ctx.blocked(out, groups, why, whole_ok=True)
+        ctx.blocked(out, groups, why)
+        ctx.offer_second(x_c)
+        ctx.offer_second(out)
     else:
         why = f"grouped transposed conv (groups={groups})"
         ctx.sink(x_c, why=why)
