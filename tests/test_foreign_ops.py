@@ -383,3 +383,35 @@ def test_slimmed_modules_state_their_new_sizes(tmp_path):
     widthc.save(small, tmp_path / "slim.pt")
     with torch.no_grad():
         assert torch.equal(widthc.load(tmp_path / "slim.pt")(ids), small(ids))
+
+
+# --- recurrent layers: known, counted, kept at their width (sequencer2d) ----------------------
+
+
+class _Sequencer(nn.Module):
+    """timm's Sequencer block: a bidirectional LSTM along the rows, then a linear layer."""
+
+    def __init__(self, rnn: str):
+        super().__init__()
+        self.embed = nn.Linear(5, 8)
+        kind = {"LSTM": nn.LSTM, "GRU": nn.GRU}[rnn]
+        self.rnn = kind(8, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3))
+
+    def forward(self, x):
+        x = self.embed(x)
+        return self.mlp(x + self.fc(self.rnn(x)[0])).mean(1)
+
+
+@pytest.mark.parametrize("rnn", ["LSTM", "GRU"])
+def test_recurrent_layers_keep_their_widths_with_a_reason_and_count_their_flops(rnn):
+    model, x = _Sequencer(rnn).eval(), torch.randn(2, 4, 5)
+    program = check_random_widths(model, x, seeds=(0,))
+    why = reasons(program, "embed")
+    assert any(f"recurrent layer `{rnn}`" in r and "_flat_weights" in r for r in why), why
+    assert searchable(program, "mlp.0")  # the MLP beside it is searched
+    gates = {"LSTM": 4, "GRU": 3}[rnn]  # per step and sample: every weight times a vector
+    macs = gates * 6 * (8 + 6) * 2 + gates * 6 * (12 + 6) * 2
+    rest = 5 * 8 + 12 * 8 + 8 * 16 + 16 * 3
+    assert program.flops() == 4 * (macs + rest)

@@ -87,6 +87,7 @@ from widthc.ops.layers import (
 )
 from widthc.ops.optional import register_optional
 from widthc.ops.pointwise import register_pointwise
+from widthc.ops.recurrent import recurrent_couple, recurrent_flops
 from widthc.ops.registry import Method, register
 from widthc.ops.shape_ops import (
     cat_couple,
@@ -347,5 +348,9 @@ register(
     F.scaled_dot_product_attention,
 )
 register(spec("einsum", run_on_meta, einsum_couple, einsum_flops, zeros=KEEPS), torch.einsum)
+register(
+    spec("recurrent", None, recurrent_couple, recurrent_flops, zeros=SHIFTS),
+    nn.LSTM, nn.GRU, nn.RNN,
+)  # fmt: skip
 
 register_optional()  # ops of torchvision and timm, where installed
