@@ -329,6 +329,9 @@ class CoupleCtx(NodeView):
         self.set_fixed()
 
 
+SECOND_WALKS = 2  # walks with more ops read the second way, after the first
+
+
 def couple(gm, examples=None) -> Coupling:
     """Run every node's channel rule; return the groups. Needs `trace.propagate_shapes` first.
     `examples`: the example inputs, to tell sizes that depend on the batch size from others.
@@ -342,20 +345,11 @@ def couple(gm, examples=None) -> Coupling:
         wanted = st.second_wanted()
         if wanted <= st.switched:
             break
-        nxt = CouplingState(gm, examples, switched=st.switched | wanted)
-        nxt.other = st.other  # the graph at another batch size, if the first walk ran it
-        st = _walk(nxt)
+        st = _walk(st.walk_again(wanted))
         found = finish(st)
-        if _searchable(found) > _searchable(coupling):
+        if found.searchable_width() > coupling.searchable_width():
             best, coupling = st, found
     return coupling if best is st else finish(best)  # (finish writes the nodes' meta)
-
-
-SECOND_WALKS = 2
-
-
-def _searchable(coupling: Coupling) -> int:
-    return sum(g.width for g in coupling.groups if g.searchable)
 
 
 def _walk(st: CouplingState) -> CouplingState:

@@ -45,6 +45,12 @@ class CouplingState(Atoms):
         # input channels): (dim, layer) - where they get channels, those channels are mixed
         self.mixed_vars: list[tuple[ParamVar, str]] = []
 
+    def walk_again(self, wanted: set[str]) -> CouplingState:
+        """A fresh state to walk the graph again with the `wanted` ops switched too."""
+        again = CouplingState(self.gm, self.examples, self.switched | wanted)
+        again.other = self.other  # the graph at another batch size, if this walk ran it
+        return again
+
     # --- entries ---------------------------------------------------------------------------------
 
     def resolve(self, e):

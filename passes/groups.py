@@ -54,6 +54,10 @@ class Coupling:
     groups: list[ChannelGroup]
     param_dims: dict[str, dict[int, Layout]] = field(default_factory=dict)
 
+    def searchable_width(self) -> int:
+        """Positions of searchable channels at their first producers."""
+        return sum(g.width for g in self.groups if g.searchable)
+
 
 def layer_name(node: fx.Node) -> str:
     """How the user's model names this layer: the module path, or the fx node name."""
