@@ -327,6 +327,9 @@ def protocol_main(args) -> None:
                   f"{r[f'{key} / plain']:.2f} |")  # fmt: skip
         print(f"\nr=1 f=0.25 / r=0: {r['r=1 f=0.25 / r=0']:.2f} (fp32), "
               f"{r['r=1 f=0.25 bf16+cl / r=0']:.2f} (bf16 + channels-last)")  # fmt: skip
+        print(f"candidates probed in one forward, chosen on the device, against one forward "
+              f"each and the host choosing: r=1 f=0.25 {r['r=1 f=0.25 batched / each']:.2f}, "
+              f"r=1 f=1.0 {r['r=1 f=1.0 batched / each']:.2f}")  # fmt: skip
         for label in ("fp32", "bf16+cl"):
             print(f"scoring a 50%-FLOPs width ({label}): {r[f'scoring {label} ms']:.1f} ms, the "
                   f"slimmed model {r[f'slim eval {label} ms']:.1f} ms, ratio "

@@ -6,7 +6,9 @@ it. Each configuration first runs `warmup` steps (>= 500 fresh widths: the stead
 `steps` steps are timed as one block between two `torch.cuda.synchronize()` calls (ms per
 step: what a training run sees). The unit is one training step of the plain full model (the
 model itself: forward, backward, fused SGD; warmed up for warmup/10 steps). Configurations:
-min-min r=0, r=1 f=0.25, r=1 f=1 (auto execution: masked on CUDA), r=0 sliced (the execution
+min-min r=0, r=1 f=0.25, r=1 f=1 (auto execution: masked on CUDA; auto probes: the candidates
+in one forward, chosen on the device), the same r=1 with one probe forward per candidate and
+the host choosing (`each`: the step before stacking; warmup/10 steps, steps/2 timed), r=0 sliced (the execution
 before masking: warmup/5 steps, steps/5 timed, not at its steady state), and r=0, r=1 f=0.25
 and the plain step again under --amp bf16 --channels-last.
 Scoring: `score_choice` of 50%-FLOPs candidates (5 calibration + 5 validation batches), each a
@@ -43,12 +45,13 @@ class _Loop:
 
 
 def minmin_step(
-    program, offset: int, fraction: float, execution: str, precision: Precision, lr: float = 0.01
-):
+    program, offset: int, fraction: float, execution: str, precision: Precision, lr: float = 0.01,
+    probes: str = "auto",
+):  # fmt: skip
     """step(x, y): one min-min training step (MinMinStep, then the fused SGD update)."""
     net = widthc.supernet(program, offset, execution=execution).to(precision.device).train()
     precision.module(net)
-    cfg = TrainConfig(lr=lr, select_batch_fraction=fraction)
+    cfg = TrainConfig(lr=lr, select_batch_fraction=fraction, probes=probes)
     opt, _ = optimizer(list(net.parameters()), cfg, 10**9)
     step = MinMinStep(net, net, cfg, cross_entropy())
     step.trainer = _Loop(opt, precision)
@@ -109,11 +112,22 @@ def cuda_costs(
     ]  # fmt: skip
     fp32, bf16 = Precision("off", False, device), Precision("bf16", True, device)
     few = max(warmup // 10, 1)  # the plain model has one width; sliced r=0 is the slow "before"
+    half = max(steps // 2, 1)
     configs = {  # name: (make the step, warm-up steps, timed steps)
         "plain": (lambda: plain_step(copy.deepcopy(program.gm), fp32), few, steps),
         "r=0 f=1.0": (lambda: minmin_step(program, 0, 1.0, execution, fp32), warmup, steps),
         "r=1 f=0.25": (lambda: minmin_step(program, 1, 0.25, execution, fp32), warmup, steps),
         "r=1 f=1.0": (lambda: minmin_step(program, 1, 1.0, execution, fp32), warmup, steps),
+        "r=1 f=0.25 each": (  # masked: static shapes, warm after a few steps (gpu_check's time)
+            lambda: minmin_step(program, 1, 0.25, execution, fp32, probes="each"),
+            few,
+            half,
+        ),
+        "r=1 f=1.0 each": (
+            lambda: minmin_step(program, 1, 1.0, execution, fp32, probes="each"),
+            few,
+            half,
+        ),
         "r=0 f=1.0 sliced": (
             lambda: minmin_step(program, 0, 1.0, "sliced", fp32),
             2 * few,
@@ -144,6 +158,8 @@ def cuda_costs(
         out[f"{key} / plain"] = out[key] / unit
     out["plain bf16+cl / plain fp32"] = out["plain bf16+cl"] / out["plain"]
     out["r=1 f=0.25 / r=0"] = out["r=1 f=0.25"] / out["r=0 f=1.0"]
+    for f in ("0.25", "1.0"):  # candidates probed in one forward, chosen on the device
+        out[f"r=1 f={f} batched / each"] = out[f"r=1 f={f}"] / out[f"r=1 f={f} each"]
     out["r=1 f=0.25 bf16+cl / r=0"] = out["r=1 f=0.25 bf16+cl"] / out["r=0 f=1.0 bf16+cl"]
     out.update(scoring_costs(program, batches, device, execution, widths))
     return out

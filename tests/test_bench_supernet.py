@@ -16,7 +16,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import supernet_cost  # noqa: E402
 
 CONFIGS = ["plain", "r=0 f=1.0", "r=1 f=0.25", "r=1 f=1.0", "r=0 f=1.0 sliced",
-           "plain bf16+cl", "r=0 f=1.0 bf16+cl", "r=1 f=0.25 bf16+cl"]  # fmt: skip
+           "plain bf16+cl", "r=0 f=1.0 bf16+cl", "r=1 f=0.25 bf16+cl",
+           "r=1 f=0.25 each", "r=1 f=1.0 each"]  # fmt: skip
 
 
 def _main(monkeypatch, *argv: str) -> None:
@@ -39,6 +40,9 @@ def test_gpu_protocol_measures_every_target_on_a_cpu(tmp_path, monkeypatch, caps
         assert r[f"{key} execution"] == "masked", key  # as asked, not the CPU's default
     assert r["r=0 f=1.0 sliced execution"] == "sliced"
     assert r["r=1 f=0.25 / r=0"] == pytest.approx(r["r=1 f=0.25"] / r["r=0 f=1.0"])
+    for f in ("0.25", "1.0"):  # the stacked probes against one forward each (the GPU's question)
+        ratio = r[f"r=1 f={f}"] / r[f"r=1 f={f} each"]
+        assert r[f"r=1 f={f} batched / each"] == pytest.approx(ratio)
     for label in ("fp32", "bf16+cl"):
         score, plain = r[f"scoring {label} ms"], r[f"slim eval {label} ms"]
         assert score > 0 and plain > 0

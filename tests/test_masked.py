@@ -118,43 +118,16 @@ def test_masked_equals_sliced(name):
         _check_gradients(program, choice, g_m, g_s, 1e-5)
 
 
-def _without_norms(model: nn.Module) -> nn.Module:
-    """Layer norms replaced by identities: a norm over the residual stream mixes its channels."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, (nn.LayerNorm, nn.RMSNorm)):
-                setattr(module, name, nn.Identity())
-    return model
-
-
-def _transformer(attention: str):
-    if attention == "swin":  # timm's way: torch.roll, windows, a position bias table, merging
-        torch.manual_seed(0)
-        return tz.randomize(tz.Swin()), (torch.randn(2, 3, 8, 8),)
-    if attention == "torchvision_swin":  # shifted_window_attention and _patch_merging_pad
-        from torchvision.models.swin_transformer import SwinTransformer
-
-        torch.manual_seed(0)
-        model = SwinTransformer(
-            [4, 4], 16, [1, 1], [2, 2], [4, 4], stochastic_depth_prob=0.0, num_classes=5
-        )
-        return model.eval(), (torch.randn(2, 3, 32, 32),)
-    dim = 32 if attention in tz.SAME_WIDTH else 16
-    return tz.model(tz.Config(attention=attention, dim=dim, mlp="gated"))
-
-
 # (EfficientViT's linear attention divides by a sum: masked execution refuses `truediv`)
-@pytest.mark.parametrize(
-    "attention", [*(a for a in tz.ATTENTIONS if a != "lite"), "swin", "torchvision_swin"]
-)
+@pytest.mark.parametrize("attention", [*tz.MASKABLE, "swin", "torchvision_swin"])
 def test_transformers_with_heads_searched_masked_equals_sliced(attention):
     """Issue 19's attention heads masked: a removed head's q, k and v are zero, and so is its
     output; weights read as attributes (a position embedding, GPT-2's Conv1D weight in
     `torch.addmm`) are masked too. With layer norms over the residual stream: refused."""
-    model, inputs = _transformer(attention)
+    model, inputs = tz.masked_model(attention)
     program = widthc.compile(model, inputs)
     assert "mixes the channels" in str(widthc.supernet(program).masking.reason)
-    program = widthc.compile(_without_norms(model), inputs)
+    program = widthc.compile(tz.without_norms(model), inputs)
     program = program.rebin(program.beta, uniform=2)  # a tiny model's bins: often one per group
     assert any(g.unit > 1 for g in program.searchable)  # heads are searched
     sliced, masked = _pair(program)

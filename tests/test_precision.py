@@ -162,11 +162,16 @@ def test_slim_end_to_end_masked_bf16_channels_last(tmp_path):
         ["slim", digits, "--data", "digits", "--flops", "50%", "--out", str(out),
          "--epochs", "1", "--population", "4", "--generations", "1", "--calib-batches", "2",
          "--retrain-epochs", "0", "--execution", "masked", "--amp", "bf16", "--channels-last",
-         "--log-every", "5"],
+         "--log-every", "5", "--probes", "batched"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "slimmed and proved" in res.output
     config = json.loads((out / CONFIG).read_text())
     assert (config["execution"], config["amp"], config["channels_last"]) == ("masked", "bf16", True)
-    steps = [json.loads(line)["step"] for line in (out / TRAIN_LOG).read_text().splitlines()]
+    assert config["probes"] == "batched"
+    lines = [json.loads(line) for line in (out / TRAIN_LOG).read_text().splitlines()]
+    steps = [r["step"] for r in lines]
     assert steps[: len(steps) - 1] == list(range(1, len(steps)))  # every step logged, in order
+    probed = [r for r in lines if r.get("candidates", 0) > 1]  # (bf16 on a CPU: one forward each)
+    assert probed and all(r["candidate"] in range(r["candidates"]) for r in probed)
+    assert all(len(r["candidate_losses"]) == r["candidates"] and r["flops"] > 0 for r in probed)

@@ -229,10 +229,10 @@ def test_plan_is_cached_per_choice():
     net = widthc.supernet(program)
     choice = program.random(0)
     device = torch.device("cpu")
-    first = net._applied(choice, device)
-    assert net._applied(choice, device) is first
+    first = net.applied(choice, device)
+    assert net.applied(choice, device) is first
     for seed in range(1, 80):
-        net._applied(program.random(seed), device)
+        net.applied(program.random(seed), device)
     assert len(net._cache) <= 64
 
 

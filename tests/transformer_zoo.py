@@ -18,6 +18,8 @@ ATTENTIONS = (
     "fused", "fused_matmul", "fused_width", "fused_bias", "split", "gqa", "gqa_sdpa", "conv1d",
     "mha", "lite", "outlook",
 )  # fmt: skip
+# EfficientViT's linear attention divides by a sum: masked execution refuses it
+MASKABLE = tuple(a for a in ATTENTIONS if a != "lite")
 SAME_WIDTH = ("fused_width", "mha", "outlook")  # attention whose width must be the residual's (dim)
 
 
@@ -355,3 +357,30 @@ class Swin(nn.Module):
         x = self.embed(x).permute(0, 2, 3, 1)  # B, H, W, C
         x = self.stage2(self.merge(self.stage1(x)))
         return self.head(x.mean((1, 2)))
+
+
+def without_norms(model: nn.Module) -> nn.Module:
+    """Layer norms replaced by identities: a norm over the residual stream mixes its channels."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, (nn.LayerNorm, nn.RMSNorm)):
+                setattr(module, name, nn.Identity())
+    return model
+
+
+def masked_model(attention: str):
+    """A transformer with attention `attention` (or a Swin) and its input, for the masked and
+    stacked execution tests (the norms over the residual stream: `without_norms`)."""
+    if attention == "swin":  # timm's way: torch.roll, windows, a position bias table, merging
+        torch.manual_seed(0)
+        return randomize(Swin()), (torch.randn(2, 3, 8, 8),)
+    if attention == "torchvision_swin":  # shifted_window_attention and _patch_merging_pad
+        from torchvision.models.swin_transformer import SwinTransformer
+
+        torch.manual_seed(0)
+        swin = SwinTransformer(
+            [4, 4], 16, [1, 1], [2, 2], [4, 4], stochastic_depth_prob=0.0, num_classes=5
+        )
+        return swin.eval(), (torch.randn(2, 3, 32, 32),)
+    dim = 32 if attention in SAME_WIDTH else 16
+    return model(Config(attention=attention, dim=dim, mlp="gated"))

@@ -20,6 +20,7 @@ from widthc.options import (
     DEFAULT_RUNTIME,
     EXECUTIONS,
     FP16_NEEDS_CUDA,
+    PROBES,
     RUNTIMES,
     SAMPLINGS,
     SCORES,
@@ -30,7 +31,7 @@ from widthc.options import (
 )  # fmt: skip
 
 __all__ = [
-    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "RetrainConfig",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "RetrainConfig",
     "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default", "flag_name", "option",
     "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
@@ -80,6 +81,10 @@ class TrainConfig:
         "auto (masked on CUDA where it equals sliced, sliced on CPU).",
         choices=EXECUTIONS,
     )
+    probes: str = option(
+        "auto", "Min-min probes: batched (one forward, chosen on the device; masked execution), "
+        "each (a forward per candidate), or auto (batched if masked on CUDA).", choices=PROBES,
+    )  # fmt: skip
     amp: str = option(
         "off", "Mixed precision of training, scoring, retraining (fp16: CUDA only).", choices=AMP
     )
@@ -108,7 +113,7 @@ class TrainConfig:
             raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
         if self.log_every < 0:
             raise _bad("log_every", "0 (automatic) or more", self.log_every)
-        for name, allowed in (("amp", AMP), ("execution", EXECUTIONS)):
+        for name, allowed in (("amp", AMP), ("execution", EXECUTIONS), ("probes", PROBES)):
             if getattr(self, name) not in allowed:
                 raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
         if self.sampling not in SAMPLINGS:

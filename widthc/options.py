@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import MISSING, field, fields
 
 __all__ = [
-    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "SAMPLINGS",
+    "SCORES",
     "default", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
@@ -35,6 +36,7 @@ def flag_name(name: str) -> str:
 
 
 EXECUTIONS = ("auto", "sliced", "masked")  # how a supernet runs (widthc/supernet.py)
+PROBES = ("auto", "batched", "each")  # how min-min probes its candidates (widthc/stacked.py)
 AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
 FP16_NEEDS_CUDA = (
     "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"

@@ -77,6 +77,7 @@ class Supernet(nn.Module):
         self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
         self._choice = program.full()
         self._probing = False
+        self._fixed: Applied | None = None  # `running`: tensors resolved by the caller
         self._batch_note = program.traced.batch_note  # the graph holds at this batch only
 
     # --- choosing a sub-network ------------------------------------------------------------------
@@ -93,6 +94,16 @@ class Supernet(nn.Module):
     def candidates(self, choice: WidthChoice) -> list[WidthChoice]:
         """The sub-networks of `choice`'s width under this supernet's offset (DESIGN §6)."""
         return self.program.candidates(choice, self.offset)
+
+    @contextlib.contextmanager
+    def running(self, applied: Applied) -> Iterator[None]:
+        """Forwards inside run `applied` (masked execution: a candidate chosen on the device,
+        widthc/stacked.py) instead of resolving the current choice, which only names the width."""
+        was, self._fixed = self._fixed, applied
+        try:
+            yield
+        finally:
+            self._fixed = was
 
     @contextlib.contextmanager
     def probing(self) -> Iterator[None]:
@@ -143,44 +154,13 @@ class Supernet(nn.Module):
         device = device_of(self.gm)
         mode = self.mode(device)
         gm = self.graph(mode)
-        applied = self._applied(self._choice, device, mode)
+        fixed = self._fixed if mode == "masked" else None
+        applied = fixed if fixed is not None else self.applied(self._choice, device, mode)
         keep = self._probing and self.training
         if applied is None and not keep:
             return gm(*inputs, **kwargs)
         with self._entered(applied, gm, private=keep, write_back=self.training and not keep):
             return gm(*inputs, **kwargs)
-
-    @torch.no_grad()
-    def decay_used(self, choices: list[WidthChoice], weight_decay: float) -> None:
-        """Add weight decay to the gradients of the positions that `choices` used, and only
-        those: a parameter no choice slices is decayed whole, a sliced one at its kept
-        positions (the union over `choices`). With the optimizer's own decay off, channels
-        outside the trained sub-networks then keep their values (without momentum)."""
-        device = device_of(self.gm)
-        masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
-        for choice in choices:
-            applied = self._applied(choice, device, self.mode(device))
-            sliced = {
-                (id(s.owner), s.attr): s
-                for s in (applied.swaps if applied is not None else ())
-                if not s.is_buffer and s.store == "_parameters"
-            }
-            for module in self.gm.modules():
-                for attr, param in module._parameters.items():
-                    if param is None or masks.get(id(param), True) is None:
-                        continue
-                    s = sliced.get((id(module), attr))
-                    if s is None:
-                        masks[id(param)] = None  # used whole
-                    else:
-                        kept = s.kept(param.shape, device)
-                        masks[id(param)] = masks[id(param)] | kept if id(param) in masks else kept
-        for param in self.parameters():
-            if param.grad is None or id(param) not in masks:
-                continue
-            mask = masks[id(param)]
-            decay = param if mask is None else param * mask
-            param.grad.add_(decay, alpha=weight_decay)
 
     @contextlib.contextmanager
     def isolated(
@@ -198,7 +178,7 @@ class Supernet(nn.Module):
         if mode == "masked" and self.masking.reason is not None:
             raise WidthcError(f"masked execution is not exact here ({self.masking.reason})")
         gm = self.graph(mode)
-        applied = self._applied(choice, device, mode)
+        applied = self.applied(choice, device, mode)
         was_training = self.training
         try:
             with torch.inference_mode(), self._entered(applied, gm, private=True, write_back=False):
@@ -253,9 +233,10 @@ class Supernet(nn.Module):
             if m._buffers.get(name) is not None and (id(m), name) not in covered
         )
 
-    def _applied(
+    def applied(
         self, choice: WidthChoice, device: torch.device, mode: str | None = None
     ) -> Applied | None:
+        """What running `choice` on `device` in `mode` changes (None: nothing), cached."""
         mode = mode or self.mode(device)
         key = (choice, device, mode)
         if key in self._cache:

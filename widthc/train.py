@@ -11,17 +11,18 @@ labels and the others on its outputs. The epoch-end validation measures the mode
 The loop, optimizer, checkpoints and log are `widthc.loop`'s, shared with retraining; under
 torchrun the supernet runs in DDP and every rank trains the same candidate.
 
-On an accelerator a step reads one thing back to the host: the probed losses, from which the
-host picks the candidate whose masks the trained forward uses (choosing on the device would
-combine every candidate's masks, about two kernels per mask: more launches than the one read
-saves; not measured). The trained losses stay tensors until the loop reads them
-(`--log-every`).
+With masked execution (accelerators) the candidates are probed in one forward and the
+min-loss one is chosen on the device (`--probes`, widthc/stacked.py): a step reads nothing back
+to the host; the chosen index, the probe and trained losses stay tensors until the loop reads
+them (`--log-every`), and `settle` then counts the candidate and checks the probes. Sliced
+execution (CPU) probes one candidate per forward and the host picks the candidate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -40,9 +41,13 @@ from widthc.precision import Precision
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
 from widthc.sampling import WidthSampler
+from widthc.stacked import Stacked
 from widthc.supernet import Supernet, device_of
+from widthc.swaps import Applied
 
-__all__ = ["CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "train_supernet"]
+__all__ = [
+    "CHECKPOINT", "LOG", "MinMinStep", "TrainConfig", "TrainResult", "decay_used", "train_supernet",
+]  # fmt: skip
 
 
 def train_supernet(
@@ -135,6 +140,18 @@ class MinMinStep:
         self.histogram: list[int] = []
         self.agree = [0, 0]  # [agreements, comparisons]
         self.trainer: loop.Trainer | None = None  # the loop that runs this step
+        device = device_of(net)
+        mode = net.mode(device)
+        if cfg.probes == "batched" and mode != "masked":
+            raise WidthcError(
+                f"--probes batched needs masked execution (this supernet runs {mode}): "
+                "use --execution masked or --probes auto"
+            )
+        # auto: batched on accelerators only (on a CPU no faster than `each`: 0.97-1.28x its
+        # step time, bench/step_counts.py); --measure-agreement reads every probe on the host
+        wanted = cfg.probes == "batched" or (cfg.probes == "auto" and device.type != "cpu")
+        self.batched = mode == "masked" and wanted and not cfg.measure_agreement
+        self.unbatched: str | None = None  # why stacked probes stopped (an op vmap cannot run)
 
     @property
     def precision(self) -> Precision:
@@ -160,13 +177,17 @@ class MinMinStep:
         width = self.widths(self.sampler)
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
-        probe: list[float] = []
+        probe: list[float] | torch.Tensor = []
+        n = max(min(len(y), 2), math.ceil(cfg.select_batch_fraction * len(y)))
+        stack = None
         if len(cands) == 1:
             j = 0
         elif done < cfg.minmin_start * total:
             j = int(torch.randint(len(cands), (1,), generator=self.sampler))
+        elif (found := self._batched_probe(cands, x[:n], y[:n])) is not None:
+            stack, probe = found
+            j = torch.argmin(probe)  # on the device (the first smallest, as the host's)
         else:
-            n = max(min(len(y), 2), math.ceil(cfg.select_batch_fraction * len(y)))
             probe = self._probe(cands, x[:n], y[:n]).tolist()  # the host picks the candidate
             bad = next((i for i, v in enumerate(probe) if not math.isfinite(v)), None)
             if bad is not None:
@@ -175,12 +196,13 @@ class MinMinStep:
             if cfg.measure_agreement and n < len(y):
                 self.agree[0] += _argmin(self._probe(cands, x, y).tolist()) == j
                 self.agree[1] += 1
-        trained = self._trained(cands[j])
+        trained = self._trained(cands[j] if stack is None else stack.chosen(j))
         losses, teacher = {}, None
         for i, (name, choice) in enumerate(trained):
-            net.set_choice(choice)
+            fixed = isinstance(choice, Applied)  # chosen on the device: the width's masks
+            net.set_choice(cands[0] if fixed else choice)
             sync = _no_sync(self.model) if i < len(trained) - 1 else contextlib.nullcontext()
-            with sync:
+            with sync, net.running(choice) if fixed else contextlib.nullcontext():
                 with self.precision.autocast():
                     out = self.model(x)
                     if teacher is not None:  # distillation: the largest width's outputs
@@ -192,24 +214,40 @@ class MinMinStep:
                 self.precision.backward(loss)
         if cfg.decay_used and cfg.weight_decay:
             self.precision.unscale(self.trainer.opt)
-            net.decay_used([choice for _, choice in trained], cfg.weight_decay)
-        self.histogram[j] += 1
+            decay_used(net, [choice for _, choice in trained], cfg.weight_decay)
         record = {
             "loss": losses["candidate"],
             "candidate": j,
             "candidates": len(cands),
             "candidate_losses": probe,
             "width": [k for _, k in width.ks()],
-            "flops": net.program.flops(cands[j]),
         }
+        if stack is None:
+            self.histogram[j] += 1
+            record["flops"] = net.program.flops(cands[j])
+        else:
+            record["chosen_from"] = cands  # a device index: counted by `settle`
         if len(losses) > 1:  # sandwich or distillation widths: read with the record
             record["trained_widths"] = list(losses)
             record["trained_losses"] = torch.stack(list(losses.values()))
         return record
 
     def settle(self, record: dict) -> None:
-        """Once the loop has read a record: the first non-finite loss of the widths trained
-        (in their order) stops training, naming that width."""
+        """Once the loop has read a record: a candidate chosen on the device is counted (or
+        its first non-finite probe stops training, as the host's choice would have), and the
+        first non-finite loss of the widths trained (in their order) stops training, naming
+        that width."""
+        cands = record.pop("chosen_from", None)
+        if cands is not None:
+            probe = record["candidate_losses"]
+            bad = next((i for i, v in enumerate(probe) if not math.isfinite(v)), None)
+            if bad is not None:
+                record["loss"], record["candidate"] = probe[bad], bad
+                record.pop("trained_widths", None), record.pop("trained_losses", None)
+                return
+            record["candidate"] = j = int(record["candidate"])
+            self.histogram[j] += 1
+            record["flops"] = self.net.program.flops(cands[j])
         names, values = record.pop("trained_widths", ()), record.pop("trained_losses", ())
         for name, value in zip(names, values):
             if not math.isfinite(value):
@@ -229,6 +267,22 @@ class MinMinStep:
             return [("candidate", cand), ("largest", program.full()), *smallest]
         return [("candidate", cand)]
 
+    def _batched_probe(self, cands: list[WidthChoice], x, y):
+        """(the stacked candidates, every candidate's loss) from one forward, or None: not
+        batched here, or an operator that vmap cannot run stacked (bf16 batch norms on a CPU;
+        out of memory), after which every step probes one forward per candidate."""
+        stack = Stacked.of(self.net, cands, x.device) if self.batched else None
+        if stack is None:
+            return None
+        try:
+            losses = stack.losses(x, y, self.loss_fn, self.precision.autocast())
+        except RuntimeError as e:  # the forward each below raises a fault of the model itself
+            self.batched, self.unbatched = False, f"{type(e).__name__}: {e}".splitlines()[0]
+            warnings.warn(f"min-min probes each candidate in its own forward from now on: the "
+                          f"stacked probe failed ({self.unbatched})", stacklevel=2)  # fmt: skip
+            return None
+        return stack, distributed.mean(losses)
+
     def _probe(self, cands: list[WidthChoice], x, y) -> torch.Tensor:
         """Every candidate's loss (averaged over ranks); no gradients, no statistics updates.
         Every candidate starts from the same random state (the same dropout masks, stochastic
@@ -242,6 +296,42 @@ class MinMinStep:
                 with torch.random.fork_rng(devices=devices):
                     losses.append(self.loss_fn(self.net(x), y).detach().float())
         return distributed.mean(torch.stack(losses))
+
+
+@torch.no_grad()
+def decay_used(net: Supernet, choices: list[WidthChoice | Applied], weight_decay: float) -> None:
+    """Add weight decay to the gradients of the positions that `choices` (or their resolved
+    tensors: a candidate chosen on the device) used, and only those: a parameter no choice
+    slices is decayed whole, a sliced one at its kept positions (the union over `choices`).
+    With the optimizer's own decay off, channels outside the trained sub-networks keep their
+    values (without momentum)."""
+    device = device_of(net.gm)
+    masks: dict[int, torch.Tensor | None] = {}  # id(param) -> kept positions; None: all
+    for choice in choices:
+        applied = choice
+        if not isinstance(choice, Applied):
+            applied = net.applied(choice, device, net.mode(device))
+        sliced = {
+            (id(s.owner), s.attr): s
+            for s in (applied.swaps if applied is not None else ())
+            if not s.is_buffer and s.store == "_parameters"
+        }
+        for module in net.gm.modules():
+            for attr, param in module.named_parameters(recurse=False):
+                if masks.get(id(param), True) is None:
+                    continue
+                s = sliced.get((id(module), attr))
+                if s is None:
+                    masks[id(param)] = None  # used whole
+                else:
+                    kept = s.kept(param.shape, device)
+                    masks[id(param)] = masks[id(param)] | kept if id(param) in masks else kept
+    for param in net.parameters():
+        if param.grad is None or id(param) not in masks:
+            continue
+        mask = masks[id(param)]
+        decay = param if mask is None else param * mask
+        param.grad.add_(decay, alpha=weight_decay)
 
 
 def _validator(net: Supernet, train_data, val_data, cfg: TrainConfig, metric: Metric | None):
