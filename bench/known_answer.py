@@ -66,19 +66,29 @@ TASKS = {  # task -> its model file
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
+X4 = ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)]
 LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "default": [],
     "budget-0.5": ["--budget-sampling", "0.5"],
     "budget-1": ["--budget-sampling", "1"],
     "extremes": ["--sampling", "extremes"],
     "flops": ["--sampling", "flops"],
+    "log": ["--sampling", "log"],
+    "uniform-bins-32": ["--uniform-bins", "32"],
+    "uniform-bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
+    "uniform-bins-32-log": ["--uniform-bins", "32", "--sampling", "log"],
+    # prototypes, bottleneck seed 0 only (issue 16's diagnosis of the narrow layer)
+    "log-x4": ["--sampling", "log", *X4],
+    "extremes-budget-0.5": ["--sampling", "extremes", "--budget-sampling", "0.5"],
+    "offset-0": ["--offset", "0"],
+    "offset-2": ["--offset", "2"],
     "distill": ["--distill"],
     "distill-sandwich": ["--distill", "--sandwich"],
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
-    "epochs-x4": ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
+    "epochs-x4": X4,
 }
 N_WIDTHS = 20
 
@@ -126,11 +136,30 @@ def scorer_of(ctx):
 # --- one run ----------------------------------------------------------------------------------------
 
 
-def budget_of(task: str) -> float:
-    """The FLOPs of the teacher's width in the student's bins: the task's budget."""
+def default_program(task: str):
+    """The student compiled with widthc's default bins."""
     t = DEFINED[task]
-    program = widthc.compile(t.model(), torch.randn(2, t.inputs))
-    return float(program.flops(oracle(program, t.teacher)))
+    return widthc.compile(t.model(), torch.randn(2, t.inputs))
+
+
+def budget_of(task: str) -> float:
+    """The FLOPs of the teacher's width in the student's (default) bins: the task's budget."""
+    program = default_program(task)
+    return float(program.flops(oracle(program, DEFINED[task].teacher)))
+
+
+def channels_of(program, choice) -> list[int]:
+    return [int(c) for c in program.space.searchable_counts(program.space.array(choice))[0]]
+
+
+def oracle_of(task: str, program):
+    """The oracle in `program`'s bins: the channels of the teacher's width in the default
+    bins (a lever with other bins, --uniform-bins, is compared at the same width; None if
+    its bins cannot keep exactly those channels)."""
+    default = default_program(task)
+    kept = channels_of(default, oracle(default, DEFINED[task].teacher))
+    target = oracle(program, tuple(kept))
+    return target if channels_of(program, target) == kept else None
 
 
 def run_one(task: str, lever: str, seed: int) -> dict:
@@ -156,7 +185,9 @@ def run_one(task: str, lever: str, seed: int) -> dict:
         for name, sub in (("widthc", folder), ("uniform", folder / UNIFORM))
     }
     program = ctx.program
-    target = oracle(program, DEFINED[task].teacher)
+    target = oracle_of(task, program)
+    if target is None:
+        return {"failed": "its bins cannot keep the oracle's channels", "command": " ".join(cmd)}
     cached = RESULTS / "oracle" / f"{task}-s{seed}.json"  # the same for every lever
     if cached.exists():
         oracle_metric = json.loads(cached.read_text())
@@ -164,15 +195,16 @@ def run_one(task: str, lever: str, seed: int) -> dict:
         oracle_metric = retrain_width(ctx, target, RUNS / "oracle" / f"{task}-s{seed}")
         _write(cached, oracle_metric)
     scorer = scorer_of(ctx)
-    widths = [*truth_widths(program, budget), target, program.uniform(flops=budget)]
-    scores = [scorer(program.validate(w)).value for w in widths]
+    scores = None  # a lever with other bins (--uniform-bins) cannot score the truth's widths
+    if program.binning == default_program(task).binning:
+        widths = [*truth_widths(program, budget), target, program.uniform(flops=budget)]
+        scores = [scorer(program.validate(w)).value for w in widths]
     return {
         "task": task, "lever": lever, "seed": seed, "budget": budget,
         "command": " ".join(["widthc", *[os.path.relpath(c, ROOT) if c.startswith("/") else c
                                          for c in cmd[1:]]]),
         "oracle": {**oracle_metric, "score": scorer(target).value,
-                   "channels": [int(c) for c in program.space.searchable_counts(
-                       program.space.array(target))[0]]},
+                   "channels": channels_of(program, target)},
         "uniform": {"val": val["uniform"], "test": metrics["test"]["uniform"],
                     "score": result["uniform"]["score"],
                     "channels": [w["channels"] for w in result["uniform"]["width"].values()]},
@@ -240,7 +272,7 @@ def row(lever: str, task: str) -> str | None:
     taus = []
     if per_seed:
         t = [statistics.mean(metrics) for metrics in zip(*per_seed)]
-        taus = [_tau(r["truth_scores"], t) for r in runs]
+        taus = [_tau(r["truth_scores"], t) for r in runs if r["truth_scores"] is not None]
     out = []
     for split in ("val", "test"):
         gap = [r["oracle"][split] - r["uniform"][split] for r in runs]

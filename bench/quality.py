@@ -122,6 +122,8 @@ VARIANTS = {
     "extremes": ["--sampling", "extremes"],
     "budget-0.5": ["--budget-sampling", "0.5"],
     "distill": ["--distill"],
+    "log": ["--sampling", "log"],
+    "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
 }
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",

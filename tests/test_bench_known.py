@@ -49,3 +49,22 @@ def test_the_data_is_the_tasks_and_the_run_seed_does_not_change_it():
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert np.allclose(y0.std(0).numpy(), 1.0, atol=0.1)  # standardised targets
     assert not torch.equal(t.split("val").tensors[0], t.split("test").tensors[0])
+
+
+@pytest.mark.parametrize("task", ["bottleneck", "double-bottleneck", "residual"])
+def test_with_32_equal_bins_the_oracle_keeps_the_same_channels_and_flops(task):
+    """The `uniform-bins-32*` levers compare with the others: in 32 equal bins per group the
+    oracle is the default bins' oracle (the same channels at the budget's FLOPs, so the cached
+    oracle retraining applies), not the teacher's width rounded up to the new bins (on
+    `residual` 32, 4, 96, 4: other FLOPs); the truth's widths are not widths of these bins."""
+    t = TASKS[task]
+    program = known_answer.default_program(task)
+    rebinned = program.rebin(program.beta, uniform=32)
+    assert rebinned.binning != program.binning
+    kept = known_answer.channels_of(program, known_answer.oracle(program, t.teacher))
+    target = known_answer.oracle_of(task, rebinned)
+    assert known_answer.channels_of(rebinned, target) == kept
+    assert rebinned.flops(target) == known_answer.budget_of(task)
+    assert known_answer.oracle_of(task, program) == known_answer.oracle(program, t.teacher)
+    rounded = known_answer.channels_of(rebinned, known_answer.oracle(rebinned, t.teacher))
+    assert (rounded != kept) == (task == "residual")

@@ -6,6 +6,7 @@ plus the candidate's loss against the largest width's outputs."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,38 @@ def test_extremes_draw_lopsided_widths_more_often(program):
     assert (share["extremes"] > 0).all() and (share["extremes"] <= 1).all()
 
 
+def test_log_law_draws_each_groups_bins_log_uniformly(program):
+    n = program.space.n_bins
+    draws = {law: _draws(program, 4000, law=law) for law in ("uniform", "log")}
+    k = draws["log"]
+    assert (k >= 1).all() and (k <= n).all() and (k == n).any(axis=0).all()
+    for i, ni in enumerate(n):  # P(k <= m) = log(m + 1) / log(n + 1): each octave alike
+        m = ni // 8
+        expected = np.log(m + 1) / np.log(ni + 1)
+        assert np.mean(k[:, i] <= m) == pytest.approx(expected, abs=0.03)
+        assert np.mean(draws["uniform"][:, i] <= m) == pytest.approx(m / ni, abs=0.03)
+    # the narrowest bin: log 2 / log(n + 1) of the draws (32 bins: 20%, uniform 3%)
+    assert np.mean(k[:, 1] == 1) == pytest.approx(np.log(2) / np.log(n[1] + 1), abs=0.03)
+
+
+def test_the_law_reaches_the_training_steps(program, tmp_path):
+    """--sampling log trains the widths its law draws (the step's generator, seeded by the
+    run's seed), not the default's."""
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(256, 8), torch.randint(0, 4, (256,)))
+    cfg = TrainConfig(epochs=1, batch_size=16, sampling="log", seed=0)
+    train_supernet(widthc.supernet(program, offset=1), data, config=cfg, run_dir=tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    trained = [r["width"] for r in records if "width" in r]
+    assert len(trained) == 16
+    gen = torch.Generator().manual_seed(0)
+    sampler = WidthSampler(program, law="log")
+    assert trained == [[k for _, k in sampler(gen).ks()] for _ in trained]
+    gen.manual_seed(0)
+    uniform = [[k for _, k in sample_width(program, gen).ks()] for _ in trained]
+    assert trained != uniform
+
+
 def test_flops_law_spreads_the_flops_evenly(program):
     lo, hi = program.flops_many(np.stack([program.space.smallest(), program.space.full()]))
     for law, expected in (("flops", 0.25), ("uniform", None)):
@@ -88,7 +121,7 @@ def test_budget_sampling_draws_inside_the_bands(program):
 def test_budget_sampling_needs_the_budgets(program):
     with pytest.raises(WidthcError, match="--budget-sampling needs the budgets"):
         WidthSampler(program, budget_share=0.5)
-    with pytest.raises(WidthcError, match="--sampling must be uniform or extremes or flops"):
+    with pytest.raises(WidthcError, match="--sampling must be uniform or extremes or flops or log"):
         TrainConfig(sampling="both ends").check()
 
 
@@ -138,3 +171,17 @@ def test_budget_sampling_without_budgets_is_refused_before_anything_is_written(t
     )
     assert res.exit_code == 2 and "--budget-sampling needs the budgets" in res.stderr
     assert not out.exists()
+
+
+def test_an_unknown_sampling_law_is_refused_in_one_sentence(tmp_path):
+    from click.testing import CliRunner
+
+    from widthc.cli import main
+
+    model = str(Path(__file__).resolve().parents[1] / "examples" / "mobilenet_digits.py")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        main, ["train", model, "--data", "digits", "--out", str(out), "--sampling", "logs"]
+    )
+    assert res.exit_code == 2 and not out.exists()
+    assert "'logs' is not one of 'uniform', 'extremes', 'flops', 'log'" in res.stderr

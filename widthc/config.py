@@ -64,7 +64,7 @@ class TrainConfig:
         False, "In-place distillation: the largest width learns the labels, the others its outputs."
     )
     sampling: str = option(
-        "uniform", "Width law per step: uniform (eq. 1), extremes or flops.", choices=SAMPLINGS,
+        "uniform", "Width law per step: uniform (eq. 1), extremes, flops or log.", choices=SAMPLINGS,
     )  # fmt: skip
     budget_sampling: float = option(
         0.0, "Share of steps whose width is drawn in a budget's FLOPs band (--budget-band)."

@@ -26,7 +26,7 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
     return field(default=default, metadata={"help": help, "group": group, "cli": cli})
 
 
-SAMPLINGS = ("uniform", "extremes", "flops")  # widthc.sampling's laws (no torch here)
+SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (no torch here)
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
 
 
