@@ -171,6 +171,8 @@ def table(rows: list[dict], split: str, stored: dict | None = None) -> str:
         for pair, runs in (stored or {}).items():
             cells[pair] = {s: v[text][split] for s, v in runs.items() if text in v}
         for pair, by_seed in cells.items():
+            if not by_seed:  # a cell not measured (at this rate)
+                continue
             deltas = []
             for ref in (cells[r] for r in REFERENCES.values()):
                 diffs = [v - ref[s] for s, v in by_seed.items() if s in ref]
