@@ -151,7 +151,10 @@ def importance_table(rows: list[dict]) -> str:
         cells = []
         for text in ("25%", "50%"):
             sel = [r for r in rows if r["method"] == method and r["budget"] == text]
-            cells += [_ms([r["val"] for r in sel]), _ms([r["val_finetuned"] for r in sel])]
+            cells += [
+                mean_std([r["val"] for r in sel]),
+                mean_std([r["val_finetuned"] for r in sel]),
+            ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -173,7 +176,9 @@ def settings_table(folders: dict[str, Path]) -> str:
             continue
         rows = [r["rows"]["widthc-pretrained"] for r in by_seed.values()]
         cells = [
-            _ms([r[b][k] for r in rows if b in r]) for k in ("val", "test") for b in ("25%", "50%")
+            mean_std([r[b][k] for r in rows if b in r])
+            for k in ("val", "test")
+            for b in ("25%", "50%")
         ]
         for k in ("val", "test"):
             for b in ("25%", "50%"):
@@ -181,9 +186,9 @@ def settings_table(folders: dict[str, Path]) -> str:
                     r["rows"]["widthc-pretrained"][b][k] - default[s]["rows"]["widthc-pretrained"][b][k]
                     for s, r in by_seed.items() if s in default
                 ]  # fmt: skip
-                cells.append("-" if by_seed is default else _ms(diffs))
+                cells.append("-" if by_seed is default else mean_std(diffs))
         largest = [r["supernet"]["val_acc_largest"] for r in by_seed.values() if r.get("supernet")]
-        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {_ms(largest)} |")
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {mean_std(largest)} |")
     return "\n".join(lines)
 
 
@@ -193,7 +198,7 @@ def _pretrained_runs(folder: Path) -> dict[int, dict]:
     return {r["seed"]: r for r in runs}
 
 
-def _ms(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     if not values:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -102,7 +102,7 @@ def run_seed(model_path: str, data: str, seed: int, recipe, budgets: dict, folde
     full = plain.train(ctx, ctx.source().model).cpu().eval()
     out = {"full": {"test": plain.accuracy(ctx, full, "test"), "val": plain.accuracy(ctx, full, "val"),
                     "flops": flops_of(full, example), "seconds": time.perf_counter() - t0}}  # fmt: skip
-    grad = [_batch(ctx, i) for i in range(recipe.calib_batches)]
+    grad = grad_batches(ctx, recipe.calib_batches)
     for criterion in CRITERIA:
         for text, budget in budgets.items():
             t0 = time.perf_counter()
@@ -123,11 +123,12 @@ def run_seed(model_path: str, data: str, seed: int, recipe, budgets: dict, folde
     return out
 
 
-def _batch(ctx, i: int):
+def grad_batches(ctx, count: int) -> list:
+    """The first `count` training batches of the run (Taylor importance reads their loss)."""
     from widthc.evaluate import batch
 
     n = ctx.config.train.batch_size
-    return batch(ctx.splits.train, torch.arange(i * n, (i + 1) * n))
+    return [batch(ctx.splits.train, torch.arange(i * n, (i + 1) * n)) for i in range(count)]
 
 
 def _classifier(net) -> torch.nn.Module:

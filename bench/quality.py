@@ -118,6 +118,7 @@ VARIANTS = {
     "share-0.4": ["--supernet-share", "0.4"],
     "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
     "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"],
+    "lr-0.01": ["--lr", "0.01"],  # all training after the trained model (Torch-Pruning: the cross)
     # issue 16's levers (bench/known_answer.py measures them where the answer is known)
     "extremes": ["--sampling", "extremes"],
     "budget-0.5": ["--budget-sampling", "0.5"],
