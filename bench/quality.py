@@ -105,27 +105,22 @@ METHODS = {
     "widthc-pretrained from supernet": (["--pretrained", "--finetune"], "widthc-pretrained", False),
     "torch-pruning": (None, None, False),
 }
-# levers (issue 10), each a variant of the widthc method alone, compared on the validation split
+# levers (issue 10), each a variant of the widthc method alone, compared on the validation split;
+# share / lr scale: widthc-pretrained's supernet (defaults 0.2 / 1); lr-0.01: all training after
+# the trained model (Torch-Pruning's cross); extremes to bins-32-extremes: issue 16's levers
+# (bench/known_answer.py measures them where the answer is known)
 VARIANTS = {
     "supernet-epochs-x2": ["--epochs", "{2E}", "--retrain-epochs", "{E}"],
-    "sandwich": ["--sandwich"],
-    "band-0.95": ["--budget-band", "0.95"],
-    "calib-20": ["--calib-batches", "20"],
-    "offset-2": ["--offset", "2"],
+    "sandwich": ["--sandwich"], "band-0.95": ["--budget-band", "0.95"],
+    "calib-20": ["--calib-batches", "20"], "offset-2": ["--offset", "2"],
     "decay-used": ["--decay-used"],
-    # widthc-pretrained: the supernet's share of --epochs (default 0.2) and lr scale (default 1)
-    "share-0.1": ["--supernet-share", "0.1"],
-    "share-0.4": ["--supernet-share", "0.4"],
+    "share-0.1": ["--supernet-share", "0.1"], "share-0.4": ["--supernet-share", "0.4"],
     "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
-    "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"],
-    "lr-0.01": ["--lr", "0.01"],  # all training after the trained model (Torch-Pruning: the cross)
-    # issue 16's levers (bench/known_answer.py measures them where the answer is known)
-    "extremes": ["--sampling", "extremes"],
-    "budget-0.5": ["--budget-sampling", "0.5"],
-    "distill": ["--distill"],
-    "log": ["--sampling", "log"],
+    "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"], "lr-0.01": ["--lr", "0.01"],
+    "extremes": ["--sampling", "extremes"], "budget-0.5": ["--budget-sampling", "0.5"],
+    "distill": ["--distill"], "log": ["--sampling", "log"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
-}
+}  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
         "tp-taylor-scratch", "tp-taylor-finetune", "widthc-pretrained", "uniform pretrained",
@@ -340,9 +335,7 @@ def run_all(todo: list[Task], data: str, args, out: Path, results: Path) -> None
             log = open(out / "logs" / f"{t.key}.log", "w")  # noqa: SIM115 - the child owns it
             cmd = [sys.executable, __file__, "--data", data, "--task", t.key,
                    "--out", str(out), "--results", str(results)]  # fmt: skip
-            cmd += (["--quick"] if args.quick else []) + (
-                ["--variant", args.variant] if args.variant else []
-            )
+            cmd += ["--quick"] * args.quick + ["--variant", args.variant] * bool(args.variant)
             running[t.key] = (t, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
             print(f"start {t.key}", flush=True)
         time.sleep(2)
@@ -373,8 +366,7 @@ def main() -> None:
     results = Path(args.results or ROOT / "bench" / "results" / kind / name)
     if args.levers:
         found = {"default": ROOT / "bench" / "results" / "quality" / args.data}
-        for v in VARIANTS:
-            found[v] = ROOT / "bench" / "results" / "levers" / v / args.data
+        found.update({v: ROOT / "bench" / "results" / "levers" / v / args.data for v in VARIANTS})
         given = "--seeds" in sys.argv  # only those seeds' runs (a lever run on fewer seeds)
         print(table.levers(found, {int(s) for s in args.seeds.split(",")} if given else None))
         return

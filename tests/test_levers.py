@@ -121,7 +121,9 @@ def test_budget_sampling_draws_inside_the_bands(program):
 def test_budget_sampling_needs_the_budgets(program):
     with pytest.raises(WidthcError, match="--budget-sampling needs the budgets"):
         WidthSampler(program, budget_share=0.5)
-    with pytest.raises(WidthcError, match="--sampling must be uniform or extremes or flops or log"):
+    with pytest.raises(
+        WidthcError, match="--sampling must be one of uniform, extremes, flops, log"
+    ):
         TrainConfig(sampling="both ends").check()
 
 

@@ -76,18 +76,14 @@ class TrainConfig:
     checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
     calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
     execution: str = option(
-        "auto",
-        "Supernet execution: sliced, masked (every width at full width: static shapes), or "
-        "auto (masked on CUDA where it equals sliced, sliced on CPU).",
-        choices=EXECUTIONS,
-    )
+        "auto", "Supernet execution: sliced, masked (every width at full width: static shapes), "
+        "or auto (masked on CUDA where it equals sliced, sliced on CPU).", choices=EXECUTIONS,
+    )  # fmt: skip
     probes: str = option(
         "auto", "Min-min probes: batched (one forward, chosen on the device; masked execution), "
         "each (a forward per candidate), or auto (batched if masked on CUDA).", choices=PROBES,
     )  # fmt: skip
-    amp: str = option(
-        "off", "Mixed precision of training, scoring, retraining (fp16: CUDA only).", choices=AMP
-    )
+    amp: str = option("off", "Mixed precision of every run (fp16: CUDA only).", choices=AMP)
     channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
     log_every: int = option(
         0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
@@ -105,21 +101,19 @@ class TrainConfig:
         for name in ("momentum", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise _bad(name, "in [0, 1)", getattr(self, name))
-        if not 0 <= self.minmin_start <= 1:
-            raise _bad("minmin_start", "between 0 and 1", self.minmin_start)
+        for name in ("minmin_start", "budget_sampling"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise _bad(name, "between 0 and 1", getattr(self, name))
         if not 0 < self.select_batch_fraction <= 1:
             raise _bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
         if self.log_every < 0:
             raise _bad("log_every", "0 (automatic) or more", self.log_every)
-        for name, allowed in (("amp", AMP), ("execution", EXECUTIONS), ("probes", PROBES)):
+        choices = (("amp", AMP), ("execution", EXECUTIONS), ("probes", PROBES))
+        for name, allowed in (*choices, ("sampling", SAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
-        if self.sampling not in SAMPLINGS:
-            raise _bad("sampling", " or ".join(SAMPLINGS), self.sampling)
-        if not 0 <= self.budget_sampling <= 1:
-            raise _bad("budget_sampling", "between 0 and 1", self.budget_sampling)
         return self
 
 
