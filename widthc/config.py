@@ -17,6 +17,7 @@ from typing import Any
 from widthc.errors import WidthcError
 from widthc.options import (
     AMP,
+    BATCHED_NEEDS_MASKED,
     DEFAULT_RUNTIME,
     EXECUTIONS,
     FP16_NEEDS_CUDA,
@@ -31,9 +32,9 @@ from widthc.options import (
 )  # fmt: skip
 
 __all__ = [
-    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "RetrainConfig",
-    "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default", "flag_name", "option",
-    "option_fields", "SAMPLINGS", "SCORES",
+    "AMP", "BATCHED_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES",
+    "RUNTIMES", "RetrainConfig", "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default",
+    "flag_name", "option", "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
 
 
@@ -195,11 +196,9 @@ class RunConfig:
     parts `train`, `search`, `retrain`."""
 
     model: str = option(
-        "",
-        "A model.py file, package.module:function, torchvision:NAME or timm:NAME.",
-        "model",
+        "", "A model.py file, package.module:function, torchvision:NAME or timm:NAME.", "model",
         argument=True,
-    )
+    )  # fmt: skip
     input_shape: str | None = option(
         None, "Example input shape, e.g. 1,3,224,224.", "model", metavar="SHAPE"
     )
@@ -239,9 +238,8 @@ class RunConfig:
     )  # fmt: skip
     offset: int = option(1, "Locally free offset r (0: fixed pattern).", "run")
     num_classes: int | None = option(
-        None, "Build the model with this many classes (default: the data's, for library models).",
-        "run",
-    )  # fmt: skip
+        None, "Build the model with this many classes (default: the data's; library models).", "run"
+    )
     device: str = option("cpu", "Device to train and score on.", "run", choices=("cpu", "cuda"))
     distributed: bool = option(
         False, "DDP under torchrun (automatic under torchrun).", "run", flag_only=True
@@ -347,6 +345,9 @@ class RunConfig:
             )
         if self.train.amp == "fp16" and self.device != "cuda":
             raise WidthcError(FP16_NEEDS_CUDA)
+        if self.train.probes == "batched" and self.train.execution != "masked":
+            if self.train.execution == "sliced" or self.device == "cpu":  # auto: sliced on a CPU
+                raise WidthcError(BATCHED_NEEDS_MASKED.format("sliced"))
         return self
 
     def schedule(self) -> Schedule:

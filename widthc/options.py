@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import MISSING, field, fields
 
 __all__ = [
-    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "SAMPLINGS",
+    "AMP", "BATCHED_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "SAMPLINGS",
     "SCORES",
     "default", "flag_name", "option", "option_fields",
 ]  # fmt: skip
@@ -40,6 +40,10 @@ PROBES = ("auto", "batched", "each")  # how min-min probes its candidates (width
 AMP = ("off", "bf16", "fp16")  # autocast dtypes (widthc/precision.py)
 FP16_NEEDS_CUDA = (
     "--amp fp16 needs --device cuda: CPUs have no fast fp16 arithmetic (use --amp bf16)"
+)
+BATCHED_NEEDS_MASKED = (  # .format(mode): how the supernet runs
+    "--probes batched needs masked execution (this supernet runs {}): use --execution masked or "
+    "--probes auto"
 )
 
 

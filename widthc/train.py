@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from widthc import distributed, loop, sampling
-from widthc.config import TrainConfig
+from widthc.config import BATCHED_NEEDS_MASKED, TrainConfig
 from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
@@ -143,10 +143,7 @@ class MinMinStep:
         device = device_of(net)
         mode = net.mode(device)
         if cfg.probes == "batched" and mode != "masked":
-            raise WidthcError(
-                f"--probes batched needs masked execution (this supernet runs {mode}): "
-                "use --execution masked or --probes auto"
-            )
+            raise WidthcError(BATCHED_NEEDS_MASKED.format(mode))
         # auto: batched on accelerators only (on a CPU no faster than `each`: 0.97-1.28x its
         # step time, bench/step_counts.py); --measure-agreement reads every probe on the host
         wanted = cfg.probes == "batched" or (cfg.probes == "auto" and device.type != "cpu")
