@@ -21,11 +21,12 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from mean_std import mean_std  # noqa: E402  (bench/)
 
 from widthc import run as run_files  # noqa: E402
 
@@ -83,11 +84,7 @@ def table() -> None:
 
 
 def _ms(rows, key, scale=100, digits=2) -> str:
-    values = [scale * r[key] for r in rows if r.get(key) is not None]
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+    return mean_std([r[key] for r in rows if r.get(key) is not None], scale, digits)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ from widthc.stages.retrain import fresh, measure, train
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "known"))
 import ranking  # noqa: E402
+from mean_std import mean_std  # noqa: E402
 from plain import Recipe  # noqa: E402
 from quality import WIDTHC, Search  # noqa: E402
 from tasks import TASKS as DEFINED  # noqa: E402  (bench/known/tasks.py)
@@ -258,10 +259,7 @@ def summaries(lever: str, task: str) -> list[dict]:
 
 
 def _ms(xs: list[float], digits: int = 4) -> str:
-    if not xs:
-        return "-"
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
+    return mean_std(xs, digits=digits)
 
 
 def row(lever: str, task: str) -> str | None:

@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
+from mean_std import mean_std  # noqa: E402
 from quality import DATASETS  # noqa: E402
 
 from widthc import run as run_files  # noqa: E402
@@ -171,11 +172,7 @@ def _spread(values: list[float]) -> str:
 
 
 def _ms(rows, key, scale, unit="", digits=2) -> str:
-    values = [scale * r[key] for r in rows if r.get(key) is not None]
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}{unit}"
+    return mean_std([r[key] for r in rows if r.get(key) is not None], scale, digits, unit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,12 +32,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json
-import statistics
 import time
 from pathlib import Path
 
 import plain
 import torch
+from mean_std import mean_std
 
 import widthc
 from widthc.evaluate import recalibrate
@@ -152,8 +152,8 @@ def importance_table(rows: list[dict]) -> str:
         for text in ("25%", "50%"):
             sel = [r for r in rows if r["method"] == method and r["budget"] == text]
             cells += [
-                mean_std([r["val"] for r in sel]),
-                mean_std([r["val_finetuned"] for r in sel]),
+                percent([r["val"] for r in sel]),
+                percent([r["val_finetuned"] for r in sel]),
             ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -176,7 +176,7 @@ def settings_table(folders: dict[str, Path]) -> str:
             continue
         rows = [r["rows"]["widthc-pretrained"] for r in by_seed.values()]
         cells = [
-            mean_std([r[b][k] for r in rows if b in r])
+            percent([r[b][k] for r in rows if b in r])
             for k in ("val", "test")
             for b in ("25%", "50%")
         ]
@@ -186,9 +186,9 @@ def settings_table(folders: dict[str, Path]) -> str:
                     r["rows"]["widthc-pretrained"][b][k] - default[s]["rows"]["widthc-pretrained"][b][k]
                     for s, r in by_seed.items() if s in default
                 ]  # fmt: skip
-                cells.append("-" if by_seed is default else mean_std(diffs))
+                cells.append("-" if by_seed is default else percent(diffs))
         largest = [r["supernet"]["val_acc_largest"] for r in by_seed.values() if r.get("supernet")]
-        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {mean_std(largest)} |")
+        lines.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {percent(largest)} |")
     return "\n".join(lines)
 
 
@@ -198,11 +198,9 @@ def _pretrained_runs(folder: Path) -> dict[int, dict]:
     return {r["seed"]: r for r in runs}
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
+def percent(values: list[float]) -> str:
+    """Accuracies (fractions) as percent, mean ± std."""
+    return mean_std(values, 100)
 
 
 def main() -> None:

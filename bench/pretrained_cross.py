@@ -176,9 +176,9 @@ def table(rows: list[dict], split: str, stored: dict | None = None) -> str:
             deltas = []
             for ref in (cells[r] for r in REFERENCES.values()):
                 diffs = [v - ref[s] for s, v in by_seed.items() if s in ref]
-                deltas.append("-" if by_seed is ref else pretrained.mean_std(diffs))
+                deltas.append("-" if by_seed is ref else pretrained.percent(diffs))
             lines.append(f"| {text} | {pair[0]} | {pair[1]} | {len(by_seed)} | "
-                         f"{pretrained.mean_std(list(by_seed.values()))} | {' | '.join(deltas)} |")  # fmt: skip
+                         f"{pretrained.percent(list(by_seed.values()))} | {' | '.join(deltas)} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+from mean_std import mean_std
+
 BUDGETS = ("25%", "50%")
 ORDER = ["full", "widthc", "uniform", "fixed pattern", "random candidate", "uniform bins",
          "widthc finetune", "uniform finetune",
@@ -84,10 +86,7 @@ def uniform_consistency(runs: list[dict]) -> float | None:
 
 
 def _ms(values: list[float]) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
+    return mean_std(values, 100)
 
 
 def table(folder: Path, split: str = "test") -> str:
