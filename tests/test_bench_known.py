@@ -68,3 +68,42 @@ def test_with_32_equal_bins_the_oracle_keeps_the_same_channels_and_flops(task):
     assert known_answer.oracle_of(task, program) == known_answer.oracle(program, t.teacher)
     rounded = known_answer.channels_of(rebinned, known_answer.oracle(rebinned, t.teacher))
     assert (rounded != kept) == (task == "residual")
+
+
+def test_bottleneck_6s_narrow_width_falls_between_32_equal_bins():
+    """`bottleneck-6` asks whether `--uniform-bins 32` gains only where the teacher's narrow
+    width is one of its bins: its 6 channels are kept exactly by the default bins (the budget
+    is 2 channels × (96 in + 96 out) above `bottleneck`'s) and by no width of 32 equal bins,
+    whose nearest width above keeps 8."""
+    t = TASKS["bottleneck-6"]
+    assert t.teacher == (96, 6, 96) and t.student == TASKS["bottleneck"].student
+    program = known_answer.default_program("bottleneck-6")
+    assert known_answer.channels_of(program, known_answer.oracle(program, t.teacher)) == [96, 6, 96]
+    budget = known_answer.budget_of("bottleneck-6")
+    assert budget == known_answer.budget_of("bottleneck") + 2 * (96 + 96)
+    rebinned = program.rebin(program.beta, uniform=32)
+    assert known_answer.oracle_of("bottleneck-6", rebinned) is None
+    rounded = known_answer.channels_of(rebinned, known_answer.oracle(rebinned, t.teacher))
+    assert rounded == [96, 8, 96]
+
+
+def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp_path, monkeypatch):
+    """Its oracle score is None (not a width of its bins): the ranking counts only the scored
+    runs, the seed-0 scores show '-' for the oracle, the recovered gap still counts it."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_answer, "_truth", lambda task: None)
+
+    def run(seed, oracle_score):
+        side = {"val": -0.5, "test": -0.5, "score": -0.3, "channels": [1]}
+        return {"seed": seed, "seconds": 1.0, "supernet": {}, "truth_scores": None,
+                "oracle": {"val": -0.1, "test": -0.1, "score": oracle_score, "channels": None},
+                "uniform": side, "widthc": {**side, "val": -0.3, "test": -0.3}}  # fmt: skip
+
+    for lever, scores in (("default", (-0.2, -0.4)), ("lever", (None, None))):
+        for seed, score in enumerate(scores):
+            known_answer._write(tmp_path / lever / f"bottleneck-6-s{seed}.json", run(seed, score))
+    default = known_answer.row("default", "bottleneck-6").split(" | ")
+    lever = known_answer.row("lever", "bottleneck-6").split(" | ")
+    assert default[3 + 2] == lever[3 + 2] == "50%"  # recovered, val: 0.2 of 0.4
+    assert default[11] == "1/2" and lever[11] == "-"
+    assert default[13].startswith("-0.2000 / ") and lever[13].startswith("- / ")

@@ -104,6 +104,8 @@ TASKS = {
     for t in (
         # a narrow middle layer between two wide ones (regression)
         Task("bottleneck", teacher=(96, 4, 96), student=(128, 128, 128), classify=False),
+        # the same, its narrow width between bins of 4 (32 equal bins of 128 cannot keep it)
+        Task("bottleneck-6", teacher=(96, 6, 96), student=(128, 128, 128), classify=False),
         # the same shape of answer, labels instead of targets (classification)
         Task("bottleneck-cls", teacher=(96, 4, 96), student=(128, 128, 128), classify=True),
         # two narrow layers, each between wide ones (regression)
