@@ -8,8 +8,9 @@ evolutionary search 16 x 10, 30 retraining epochs) with the budgets of today's d
 (`--latency 85%,75%`, bins at `--align auto`) and of the demo before it (`--flops 50%,25%`, the
 paper's bins), the same recipe, per seed. The digits test split has 270 images: one image is
 0.37 points, so one run's accuracy says little; the spread over seeds is what a difference
-between the two demos has to beat. One JSON per seed and demo under bench/results/demo-seeds/;
-runs under runs/bench/demo/.
+between the two demos has to beat. `--demos latency-bins-32-extremes`: today's demo with issue
+16's lever (`--uniform-bins 32 --sampling extremes`). One JSON per seed and demo under
+bench/results/demo-seeds/; runs under runs/bench/demo/.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ OUT = ROOT / "runs" / "bench" / "demo"
 RESULTS = ROOT / "bench" / "results" / "demo-seeds"
 RECIPE = ["--data", "digits", "--epochs", "30", "--retrain-epochs", "30", "--population", "16",
           "--generations", "10", "--calib-batches", "4"]  # fmt: skip
-DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"]}
+DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
+         "latency-bins-32-extremes": ["--latency", "85%,75%", "--uniform-bins", "32",
+                                      "--sampling", "extremes"]}  # fmt: skip
 
 
 def run_demo(demo: str, seed: int) -> dict:
