@@ -88,6 +88,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
+    "refine-5": ["--refine-epochs", "5"],  # 4 finalists per budget + uniform, 5 more epochs
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
@@ -213,10 +214,17 @@ def run_one(task: str, lever: str, seed: int) -> dict:
                    "score": result["score"], "flops": result["flops"],
                    "channels": [w["channels"] for w in result["width"].values()]},
         "truth_scores": scores,
+        "oracle_refined": _refined(result, program.space.array(target)),
         "supernet": _supernet_validation(out),
         "seconds": round(slim_seconds, 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
+
+
+def _refined(result: dict, oracle: np.ndarray) -> bool | None:
+    """With --refine-epochs: whether the oracle width was one of the widths refined."""
+    trained = result.get("refined", {}).get("trained")
+    return None if trained is None else oracle.tolist() in trained
 
 
 def _supernet_validation(run: Path) -> dict:

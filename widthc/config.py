@@ -134,6 +134,8 @@ class SearchConfig:
     score: str = option(
         "metric", "What max-max maximises: metric (the model's) or loss (minus).", choices=SCORES
     )
+    refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
+    refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -143,7 +145,7 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        for name, low in lows.items():
+        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1}.items():
             if getattr(self, name) < low:
                 raise _bad(name, f"at least {low}", getattr(self, name))
         if self.max_evals is not None and self.max_evals < 1:
@@ -319,13 +321,13 @@ class RunConfig:
             raise WidthcError(
                 f"--runtime {self.runtime} is not a runtime: choose one of {', '.join(RUNTIMES)}"
             )
-        for name in ("runtime_threads", "runtime_batch"):
-            if getattr(self, name) < 1:
-                raise _bad(name, "at least 1", getattr(self, name))
+        for name, low in (("runtime_threads", 1), ("runtime_batch", 1), ("latency_samples", 8)):
+            if getattr(self, name) < low:
+                raise _bad(name, f"at least {low}", getattr(self, name))
         if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
-        if self.latency_samples < 8:
-            raise _bad("latency_samples", "at least 8", self.latency_samples)
+        if self.search.refine_epochs and (self.search.stages > 1 or self.latency):
+            raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 
