@@ -89,6 +89,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
     "refine-5": ["--refine-epochs", "5"],  # 4 finalists per budget + uniform, 5 more epochs
+    "refine-5-band": ["--refine-epochs", "5", "--refine-widths", "band"],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
@@ -222,9 +223,10 @@ def run_one(task: str, lever: str, seed: int) -> dict:
 
 
 def _refined(result: dict, oracle: np.ndarray) -> bool | None:
-    """With --refine-epochs: whether the oracle width was one of the widths refined."""
+    """With --refine-epochs: whether the oracle width was one of the widths refined (None:
+    not refined, or refined in the band)."""
     trained = result.get("refined", {}).get("trained")
-    return None if trained is None else oracle.tolist() in trained
+    return oracle.tolist() in trained if isinstance(trained, list) else None
 
 
 def _supernet_validation(run: Path) -> dict:

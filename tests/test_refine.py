@@ -144,3 +144,39 @@ def test_a_search_run_again_refines_its_own_finalists_afresh_and_a_rerun_resumes
     assert (run / "refine" / "train.jsonl").read_text().splitlines() == log
     (again,) = json.loads((run / SEARCH).read_text())["results"]
     assert {**again, "seconds": 0} == {**result, "seconds": 0}  # the search's time aside
+
+
+def test_band_refinement_trains_inside_the_budgets_band_and_searches_again(refined, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(refined, run)
+    argv = ["search", str(run), "--flops", "50%", "--refine-epochs", "1", "--refine-widths", "band"]
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 0, res.output
+    ctx = Context.open(run, progress=False)
+    (result,) = ctx.run.read_search()["results"]
+    assert result["refined"]["trained"] == "band"
+    low, high = ctx.bands()[0]
+    log = [json.loads(line) for line in (run / "refine" / "train.jsonl").read_text().split("\n")
+           if line]  # fmt: skip
+    flops = ctx.program.flops_many(np.array([r["width"] for r in log]))
+    assert len(log) == 6 and all(low <= f <= high for f in flops), (low, high, flops)
+    # searched again on the refined supernet: every width of the history scored there
+    net = ctx.supernet(trained=True)
+    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=0)
+    for h in result["history"][:3]:
+        assert scorer(ctx.program.space.choice(np.array(h["width"]))).value == pytest.approx(
+            h["score"], abs=1e-6
+        )
+    assert result["score"] == max(h["score"] for h in result["history"] if h["load"] >= 0.9)
+
+
+def test_an_unknown_set_of_widths_to_refine_is_refused_in_one_sentence(tmp_path):
+    out = tmp_path / "run"
+    argv = ["slim", str(tmp_path / "model.py"), "--flops", "50%", "--out", str(out),
+            "--refine-epochs", "2", "--refine-widths", "all"]  # fmt: skip
+    (tmp_path / "model.py").write_text(REGRESSION)
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 2 and not out.exists()
+    assert "'all' is not one of 'finalists', 'band'" in res.stderr

@@ -16,7 +16,11 @@ in 3 of 3 supernets). Here, after the search of every budget (stages/search.py):
 3. each budget's finalists and uniform width are scored again on the refined supernet; the
    budget's width is the finalist that scores best now (the first-pass order breaks ties).
 
-search.json keeps the first pass's history (scores of the unrefined supernet); each result's
+`--refine-widths band` instead draws the refinement's widths inside the budgets' FLOPs bands
+(as `--budget-sampling 1` would, in the shape of `--sampling`'s law) and then searches every
+budget again, from scratch, on the refined supernet (a FLOPs budget's band is needed).
+
+With finalists, search.json keeps the first pass's history (scores of the unrefined supernet); each result's
 width, candidate and score, and its uniform baseline, are the refined supernet's, and
 `refined` lists every finalist's score before and after. A resumed run continues the refinement
 of the same finalists and options; other ones (a search run again) start it afresh.
@@ -25,6 +29,7 @@ of the same finalists and options; other ones (a search run again) start it afre
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -34,8 +39,8 @@ from widthc.context import Context
 from widthc.evaluate import MaxMax
 from widthc.precision import Precision
 from widthc.run import FINALISTS, SUPERNET
-from widthc.sampling import WidthSet
-from widthc.stages.search import describe, write
+from widthc.sampling import WidthSampler, WidthSet
+from widthc.stages.search import describe, result_json, write
 from widthc.train import train_supernet
 
 REFINE_LR_SCALE = 0.1  # the refinement's learning rate, a share of the supernet's (--lr)
@@ -45,6 +50,8 @@ def run(ctx: Context) -> None:
     """Refine every budget's result of search.json (see the module docstring)."""
     cfg, program = ctx.config.search, ctx.program
     results = ctx.run.read_search()["results"]
+    if cfg.refine_widths == "band":
+        return _band(ctx, results)
     finals = {r["text"]: finalists(r, program.space.ids, cfg.refine_top, cfg.budget_band)
               for r in results}  # fmt: skip
     uniforms = {r["text"]: bins_of(r["uniform"], program.space.ids) for r in results}
@@ -105,15 +112,53 @@ def bins_of(entry: dict, ids) -> tuple[int, ...]:
     return tuple(int(entry["width"][str(int(g))]["bins"]) for g in ids)
 
 
-def refined_supernet(ctx: Context, widths: list[tuple[int, ...]]):
+def _band(ctx: Context, results: list[dict]) -> None:
+    """`--refine-widths band`: the refinement draws widths in the budgets' FLOPs bands, then
+    every budget is searched again on the refined supernet."""
+    cfg, program = ctx.config.search, ctx.program
+    net = refined_supernet(ctx, "band")
+    scorer = MaxMax(
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
+        precision=Precision.of(ctx.config.train, ctx.device),
+    )  # fmt: skip
+
+    def score(width: np.ndarray) -> tuple[float, int]:
+        s = scorer(program.space.choice(width))
+        return s.value, s.candidate
+
+    refined = []
+    for r in results:
+        t0 = time.perf_counter()
+        found = searchers.search(
+            program.space, program.flops_many, score, ctx.budgets[r["text"]], cfg.search,
+            seed=ctx.config.seed, band=(cfg.budget_band, 1.0), max_evals=cfg.max_evals,
+            population=cfg.population, generations=cfg.generations, samples=cfg.samples,
+        )  # fmt: skip
+        entry = result_json(program, net, scorer, found, r["text"], time.perf_counter() - t0)
+        before = {k: r[k] for k in ("width", "score")}
+        entry["refined"] = {"epochs": cfg.refine_epochs, "trained": "band", "searched_before":
+                            before, "uniform_score_before": r["uniform"]["score"]}  # fmt: skip
+        refined.append(entry)
+        ctx.echo(
+            f"budget {r['text']}: refined in the band for {cfg.refine_epochs} epochs, searched "
+            f"again: {found.best.score:.4f} (was {r['score']:.4f}), uniform "
+            f"{found.uniform.score:.4f} (was {r['uniform']['score']:.4f})"
+        )
+    write(ctx, program, refined, complete=True)
+
+
+def refined_supernet(ctx: Context, widths: list[tuple[int, ...]] | str):
     """The trained supernet after `--refine-epochs` more epochs of min-min steps that train
-    only `widths` (resumed from RUN_DIR/refine/ when it holds the same widths and options)."""
+    only `widths`, or widths drawn in the budgets' FLOPs bands ("band"); resumed from
+    RUN_DIR/refine/ when it holds the same widths and options."""
     c, program = ctx.config, ctx.program
     base = c.supernet_training()
     cfg = replace(base, epochs=c.search.refine_epochs, lr=REFINE_LR_SCALE * base.lr)
     folder = ctx.run.refine_dir()
     record = folder.relative_to(ctx.run.path) / FINALISTS
-    listed = {"widths": [list(w) for w in widths], "options": asdict(cfg)}
+    band = widths == "band"
+    listed = {"widths": widths if band else [list(w) for w in widths], "options": asdict(cfg),
+              **({"bands": [list(b) for b in ctx.bands()]} if band else {})}  # fmt: skip
     resume = (folder / SUPERNET).exists() and ctx.run.read_json(record) == listed
     if not resume and folder.exists():  # another search's finalists, or other options
         shutil.rmtree(folder)
@@ -124,7 +169,8 @@ def refined_supernet(ctx: Context, widths: list[tuple[int, ...]]):
     train_supernet(
         net, ctx.splits.train, None, cfg, folder, resume=resume, progress=ctx.progress,
         loss_fn=None if ctx.model_source.loss is None else ctx.loss, metric=ctx.metric,
-        widths=WidthSet([program.space.choice(np.array(w)) for w in widths]),
+        widths=WidthSampler(program, cfg.sampling, 1.0, ctx.bands()) if band
+        else WidthSet([program.space.choice(np.array(w)) for w in widths]),
     )  # fmt: skip
     return net
 
