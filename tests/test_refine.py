@@ -127,14 +127,20 @@ def test_chosen_keeps_the_first_pass_order_on_ties():
     assert refine.chosen([0.9, 0.9]) == 0
 
 
-def test_a_search_run_again_refines_its_own_finalists_afresh_and_a_rerun_resumes(refined, tmp_path):
+def _searched_again(refined, tmp_path, *options: str):
+    """A copy of the refined run, its search stage run again with `options`; its argv."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(refined, run)
-    argv = ["search", str(run), "--flops", "50%", "--refine-epochs", "2", "--refine-top", "2"]
+    argv = ["search", str(run), "--flops", "50%", *options]
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 0, res.output
+    return run, argv
+
+
+def test_a_search_run_again_refines_its_own_finalists_afresh_and_a_rerun_resumes(refined, tmp_path):
+    run, argv = _searched_again(refined, tmp_path, "--refine-epochs", "2", "--refine-top", "2")
     (result,) = json.loads((run / SEARCH).read_text())["results"]
     assert len(result["refined"]["finalists"]) == 2
     log = (run / "refine" / "train.jsonl").read_text().splitlines()
@@ -147,13 +153,7 @@ def test_a_search_run_again_refines_its_own_finalists_afresh_and_a_rerun_resumes
 
 
 def test_band_refinement_trains_inside_the_budgets_band_and_searches_again(refined, tmp_path):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(refined, run)
-    argv = ["search", str(run), "--flops", "50%", "--refine-epochs", "1", "--refine-widths", "band"]
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
+    run, _ = _searched_again(refined, tmp_path, "--refine-epochs", "1", "--refine-widths", "band")
     ctx = Context.open(run, progress=False)
     (result,) = ctx.run.read_search()["results"]
     assert result["refined"]["trained"] == "band"

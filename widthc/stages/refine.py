@@ -58,10 +58,7 @@ def run(ctx: Context) -> None:
     trained = list(dict.fromkeys([w for r in results for w in finals[r["text"]]]
                                  + list(uniforms.values())))  # fmt: skip
     net = refined_supernet(ctx, trained)
-    scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
-        precision=Precision.of(ctx.config.train, ctx.device),
-    )  # fmt: skip
+    scorer = _scorer(ctx, net)
     refined = []
     for r in results:
         before = {tuple(h["width"]): h for h in r["history"]}
@@ -117,10 +114,7 @@ def _band(ctx: Context, results: list[dict]) -> None:
     every budget is searched again on the refined supernet."""
     cfg, program = ctx.config.search, ctx.program
     net = refined_supernet(ctx, "band")
-    scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
-        precision=Precision.of(ctx.config.train, ctx.device),
-    )  # fmt: skip
+    scorer = _scorer(ctx, net)
 
     def score(width: np.ndarray) -> tuple[float, int]:
         s = scorer(program.space.choice(width))
@@ -173,6 +167,14 @@ def refined_supernet(ctx: Context, widths: list[tuple[int, ...]] | str):
         else WidthSet([program.space.choice(np.array(w)) for w in widths]),
     )  # fmt: skip
     return net
+
+
+def _scorer(ctx: Context, net) -> MaxMax:
+    """Max-max on the refined supernet, as the search scores (stages/search.py)."""
+    return MaxMax(
+        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
+        precision=Precision.of(ctx.config.train, ctx.device),
+    )  # fmt: skip
 
 
 def _evaluation(program, width: tuple[int, ...], score, load: float) -> searchers.Evaluation:
