@@ -94,6 +94,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "epochs-x4": X4,
 }
 N_WIDTHS = 20
+TABLE_SEEDS: set[int] | None = None  # --table --seeds: the table of those seeds' runs only
 
 
 # --- the oracle and the widths of the truth --------------------------------------------------------
@@ -265,7 +266,9 @@ def _write(path: Path, data) -> None:
 
 
 def summaries(lever: str, task: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / lever).glob(f"{task}-s*.json"))]
+    """The runs of `lever` on `task` (only the table's `--seeds`, if given)."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / lever).glob(f"{task}-s*.json"))]
+    return [r for r in runs if TABLE_SEEDS is None or r["seed"] in TABLE_SEEDS]
 
 
 def _ms(xs: list[float], digits: int = 4) -> str:
@@ -368,6 +371,8 @@ def main() -> None:
     args = p.parse_args()
     levers = args.levers.split(",")
     if args.table:
+        global TABLE_SEEDS  # --seeds given: the table of those seeds' runs only
+        TABLE_SEEDS = {int(s) for s in args.seeds.split(",")} if "--seeds" in sys.argv else None
         print(table([lv for lv in LEVERS if (RESULTS / lv).is_dir()]))
         print(agreement())
         return
