@@ -67,6 +67,7 @@ TASKS = {  # task -> its model file
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
+B32X, R5 = ["--uniform-bins", "32", "--sampling", "extremes"], ["--refine-epochs", "5"]
 X4 = ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)]
 LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "default": [],
@@ -76,7 +77,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "flops": ["--sampling", "flops"],
     "log": ["--sampling", "log"],
     "uniform-bins-32": ["--uniform-bins", "32"],
-    "uniform-bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
+    "uniform-bins-32-extremes": B32X,
     "uniform-bins-32-log": ["--uniform-bins", "32", "--sampling", "log"],
     # prototypes, bottleneck seed 0 only (issue 16's diagnosis of the narrow layer)
     "log-x4": ["--sampling", "log", *X4],
@@ -88,8 +89,9 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
-    "refine-5": ["--refine-epochs", "5"],  # 4 finalists per budget + uniform, 5 more epochs
-    "refine-5-band": ["--refine-epochs", "5", "--refine-widths", "band"],
+    "refine-5": R5,
+    "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
+    "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
@@ -224,8 +226,7 @@ def run_one(task: str, lever: str, seed: int) -> dict:
 
 
 def _refined(result: dict, oracle: np.ndarray) -> bool | None:
-    """With --refine-epochs: whether the oracle width was one of the widths refined (None:
-    not refined, or refined in the band)."""
+    """Whether the oracle width was refined (None: no --refine-epochs, or in the band)."""
     trained = result.get("refined", {}).get("trained")
     return oracle.tolist() in trained if isinstance(trained, list) else None
 
