@@ -20,10 +20,11 @@ in 3 of 3 supernets). Here, after the search of every budget (stages/search.py):
 (as `--budget-sampling 1` would, in the shape of `--sampling`'s law) and then searches every
 budget again, from scratch, on the refined supernet (a FLOPs budget's band is needed).
 
-With finalists, search.json keeps the first pass's history (scores of the unrefined supernet); each result's
-width, candidate and score, and its uniform baseline, are the refined supernet's, and
-`refined` lists every finalist's score before and after. A resumed run continues the refinement
-of the same finalists and options; other ones (a search run again) start it afresh.
+With finalists, search.json keeps the first pass's history (scores of the unrefined
+supernet); each result's width, candidate and score, and its uniform baseline, are the refined
+supernet's, and `refined` lists every finalist's score before and after. A resumed run
+continues the refinement of the same widths and options; other ones (a search run again) start
+it afresh.
 """
 
 from __future__ import annotations
