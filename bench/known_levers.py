@@ -11,6 +11,8 @@ teacher's width lies inside it (else the last stage's supernet cannot score it).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever refine-5
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever refine-5-band
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever uniform-bins-32-extremes-refine-5 \
+        --base uniform-bins-32-extremes
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --last-stage stages-3
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --cost stages-3,refine-5,refine-5-band
 """
@@ -29,9 +31,9 @@ from widthc.context import Context  # noqa: E402
 from widthc.run import SEARCH, STAGES_FILE  # noqa: E402
 
 
-def describe(lever: str, task: str, seed: int) -> str | None:
+def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> str | None:
     path = ka.RESULTS / lever / f"{task}-s{seed}.json"
-    base = ka.RESULTS / "default" / f"{task}-s{seed}.json"
+    base = ka.RESULTS / base_lever / f"{task}-s{seed}.json"
     if not path.exists() or not base.exists():
         return None
     run, default = json.loads(path.read_text()), json.loads(base.read_text())
@@ -43,6 +45,7 @@ def describe(lever: str, task: str, seed: int) -> str | None:
     o, u = run["oracle"]["score"], run["uniform"]["score"]
     o0, u0 = default["oracle"]["score"], default["uniform"]["score"]
     ranks = f"oracle above uniform {'yes' if o0 > u0 else 'no'}→{'yes' if o > u else 'no'}"
+    ranks += f"; widthc val {default['widthc']['val']:.4f}→{run['widthc']['val']:.4f}"
     if info["trained"] == "band":
         before = info["searched_before"]
         return (
@@ -104,6 +107,7 @@ def main() -> None:
     p.add_argument("--lever", default="refine-5")
     p.add_argument("--tasks", default="bottleneck,double-bottleneck,residual")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--base", default="default", help="the lever trained alike before refining")
     p.add_argument("--last-stage", help="a --stages lever: its last stages' spaces instead")
     p.add_argument("--cost", help="comma-separated levers: their stages' mean seconds instead")
     args = p.parse_args()
@@ -119,7 +123,7 @@ def main() -> None:
         return
     for task in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
-            line = describe(args.lever, task, seed)
+            line = describe(args.lever, task, seed, args.base)
             if line:
                 print(line)
 
