@@ -218,14 +218,14 @@ def run_one(task: str, lever: str, seed: int) -> dict:
                    "score": result["score"], "flops": result["flops"],
                    "channels": [w["channels"] for w in result["width"].values()]},
         "truth_scores": scores,
-        "oracle_refined": _refined(result, program.space.array(target)),
+        "oracle_refined": oracle_refined(result, program.space.array(target)),
         "supernet": _supernet_validation(out),
         "seconds": round(slim_seconds, 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
 
 
-def _refined(result: dict, oracle: np.ndarray) -> bool | None:
+def oracle_refined(result: dict, oracle: np.ndarray) -> bool | None:
     """Whether the oracle width was refined (None: no --refine-epochs, or in the band)."""
     trained = result.get("refined", {}).get("trained")
     return oracle.tolist() in trained if isinstance(trained, list) else None
