@@ -180,3 +180,95 @@ def test_an_unknown_set_of_widths_to_refine_is_refused_in_one_sentence(tmp_path)
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 2 and not out.exists()
     assert "'all' is not one of 'finalists', 'band'" in res.stderr
+
+
+def _four_layers():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                          nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))  # fmt: skip
+    return widthc.compile(model, torch.randn(2, 4))
+
+
+def test_corners_starve_one_group_and_scale_the_others_alike_to_fill_the_band():
+    from widthc.space import uniform
+
+    program = _four_layers()
+    space, flops = program.space, program.flops_many
+    budget = 0.3 * float(flops(space.full()[None])[0])
+    load = lambda w: flops(np.atleast_2d(w)) / budget  # noqa: E731
+    searched = uniform(space, flops, budget)  # a width in the band, as a search's result is
+    found = refine.corners(space, load, searched, 0.9)
+    rows, kept = np.arange(space.size), space.channels[np.arange(space.size), searched]
+    # the middle layer starved, the outer two at full width stay below the band: left out
+    middle = np.where(rows == 1, 1, space.full())
+    assert load(middle)[0] < 0.9 and {g for g, _ in found} == {0, 2} and len(found) == 6
+    for g, width in found:
+        i = int(np.flatnonzero(space.ids == g)[0])
+        w = np.array(width)
+        assert 0.9 <= load(w)[0] <= 1.0, (width, load(w))
+        # the starved group at a narrow bin: nearest 1, 2 or 4 x its narrowest bin's channels
+        cum = space.channels[i, 1 : space.n_bins[i] + 1]
+        narrow = {int(np.abs(cum - m * cum[0]).argmin()) + 1 for m in (1, 2, 4)}
+        assert w[i] in narrow and w[i] < searched[i]
+        # the others: one common scale s >= 1 of the searched channels, the largest that fits
+        others = rows != i
+        assert np.all(w[others] >= searched[others])
+        scales = np.linspace(1.0, 8.0, 3501)
+        fits = [s for s in scales if load(_scaled(space, w, kept, i, s))[0] <= 1.0]
+        assert np.array_equal(_scaled(space, w, kept, i, max(fits)), w)
+    # the cap: one group, of those with corners the one whose narrowest bin frees the most FLOPs
+    (g, _), *rest = refine.corners(space, load, searched, 0.9, groups=1)
+    freed = {int(space.ids[i]): load(searched)[0] - load(np.where(rows == i, 1, searched))[0]
+             for i in rows}  # fmt: skip
+    assert freed[1] > max(freed[0], freed[2])  # the middle layer's frees most, but has none
+    assert g == max((0, 2), key=freed.get) and all(h == g for h, _ in rest) and len(rest) == 2
+
+
+def _scaled(space, width, kept, starved, s):
+    """Brute force of the corner's rule: every group but `starved` at the bin nearest s x kept."""
+    out = np.array(width)
+    for j in range(space.size):
+        if j != starved:
+            cum = space.channels[j, 1 : space.n_bins[j] + 1]
+            out[j] = int(np.abs(cum - s * kept[j]).argmin()) + 1
+    return out
+
+
+def test_corner_refinement_trains_the_corners_and_takes_the_best_rescored_width(tmp_path):
+    deeper = "nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))"
+    (tmp_path / "model.py").write_text(REGRESSION.replace("nn.Linear(16, 3))", deeper))
+    run = tmp_path / "run"  # three hidden layers: two can be starved and the others fill 30%
+    argv = ["slim", str(tmp_path / "model.py"), "--flops", "30%", "--out", str(run), *TINY,
+            "--refine-epochs", "1", "--refine-top", "2", "--refine-widths", "corners"]  # fmt: skip
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 0, res.output
+    ctx = Context.open(run, progress=False)
+    data = ctx.run.read_search()
+    (result,) = data["results"]
+    info = result["refined"]
+    searched = np.array(info["finalists"][0]["width"])  # the first pass's searched width
+    budget = ctx.budgets[result["text"]]
+    expected = [(g, w) for g, w in refine.corners(ctx.program.space, budget.load,
+                                                  searched, 0.9)
+                if list(w) not in [f["width"] for f in info["finalists"]]]  # fmt: skip
+    assert expected and [(c["group"], tuple(c["width"])) for c in info["corners"]] == expected
+    corners = [c["width"] for c in info["corners"]]
+    assert all(0.9 <= budget.load(np.array(w))[0] <= 1.0 for w in corners)
+    trained = set(map(tuple, info["trained"]))
+    assert set(map(tuple, corners)) <= trained
+    log = [json.loads(line) for line in (run / "refine" / "train.jsonl").read_text().split("\n")
+           if line]  # fmt: skip
+    assert {tuple(r["width"]) for r in log} <= trained and len(log) == 6
+    # every candidate re-scored on the refined supernet; the budget's width is the best of all
+    net = ctx.supernet(trained=True)
+    scorer = MaxMax(net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=0)
+    candidates = info["finalists"] + info["corners"]
+    for c in candidates:
+        assert scorer(ctx.program.space.choice(np.array(c["width"]))).value == pytest.approx(
+            c["score"], abs=1e-6
+        )
+    best = max(candidates, key=lambda c: c["score"])
+    assert [result["width"][str(g)]["bins"] for g in data["groups"]] == best["width"]
+    assert result["score"] == best["score"]

@@ -135,7 +135,7 @@ class SearchConfig:
     )
     refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
     refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
-    refine_widths: str = option("finalists", "Refine: finalists, or band.", choices=REFINES)
+    refine_widths: str = option("finalists", "Refine: finalists, corners or band.", choices=REFINES)
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips

@@ -30,7 +30,7 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
 
 SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (no torch here)
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
-REFINES = ("finalists", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
+REFINES = ("finalists", "corners", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
 
 
 def check_choices(config) -> None:

@@ -16,6 +16,10 @@ in 3 of 3 supernets). Here, after the search of every budget (stages/search.py):
 3. each budget's finalists and uniform width are scored again on the refined supernet; the
    budget's width is the finalist that scores best now (the first-pass order breaks ties).
 
+`--refine-widths corners` adds, per budget, the "one group starved" corners (`corners`): the
+widths a first search ranks low because their narrow layer was seldom trained, and which no
+finalist reaches. They are trained, scored and chosen among alike with the finalists.
+
 `--refine-widths band` instead draws the refinement's widths inside the budgets' FLOPs bands
 (as `--budget-sampling 1` would, in the shape of `--sampling`'s law) and then searches every
 budget again, from scratch, on the refined supernet (a FLOPs budget's band is needed).
@@ -45,6 +49,8 @@ from widthc.stages.search import describe, result_json, write
 from widthc.train import train_supernet
 
 REFINE_LR_SCALE = 0.1  # the refinement's learning rate, a share of the supernet's (--lr)
+CORNER_GROUPS = 8  # --refine-widths corners: groups starved per budget, at most
+CORNER_LEVELS = (1, 2, 4)  # a starved group's channels: these multiples of its narrowest bin's
 
 
 def run(ctx: Context) -> None:
@@ -53,39 +59,51 @@ def run(ctx: Context) -> None:
     results = ctx.run.read_search()["results"]
     if cfg.refine_widths == "band":
         return _band(ctx, results)
-    finals = {r["text"]: finalists(r, program.space.ids, cfg.refine_top, cfg.budget_band)
-              for r in results}  # fmt: skip
-    uniforms = {r["text"]: bins_of(r["uniform"], program.space.ids) for r in results}
+    ids, budgets = program.space.ids, ctx.budgets
+    finals = {r["text"]: finalists(r, ids, cfg.refine_top, cfg.budget_band) for r in results}
+    starved = {r["text"]: _new_corners(ctx, r, finals[r["text"]]) for r in results}
+    uniforms = {r["text"]: bins_of(r["uniform"], ids) for r in results}
     trained = list(dict.fromkeys([w for r in results for w in finals[r["text"]]]
+                                 + [w for r in results for _, w in starved[r["text"]]]
                                  + list(uniforms.values())))  # fmt: skip
     net = refined_supernet(ctx, trained)
     scorer = _scorer(ctx, net)
     refined = []
     for r in results:
         before = {tuple(h["width"]): h for h in r["history"]}
-        scored = [(w, scorer(program.space.choice(np.array(w)))) for w in finals[r["text"]]]
+        candidates = finals[r["text"]] + [w for _, w in starved[r["text"]]]
+        scored = [(w, scorer(program.space.choice(np.array(w)))) for w in candidates]
         best = chosen([s.value for _, s in scored])
         width, score = scored[best]
         base = uniforms[r["text"]]
         base_score = scorer(program.space.choice(np.array(base)))
-        e = _evaluation(program, width, score, before[width]["load"])
+        load = float(budgets[r["text"]].load(np.array(width))[0])
+        e = _evaluation(program, width, score, load)
         u = _evaluation(program, base, base_score, r["uniform"]["load"])
         entry = {**r, **describe(program, net, e), "uniform": describe(program, net, u)}
+        n = len(finals[r["text"]])
         entry["refined"] = {
             "epochs": cfg.refine_epochs,
             "trained": [list(w) for w in trained],
             "finalists": [
                 {"width": list(w), "score_before": before[w]["score"], "score": s.value}
-                for w, s in scored
+                for w, s in scored[:n]
             ],
             "uniform_score_before": r["uniform"]["score"],
         }
+        if cfg.refine_widths == "corners":
+            entry["refined"]["corners"] = [
+                {"width": list(w), "group": int(g), "score": s.value,
+                 "score_before": before[w]["score"] if w in before else None}
+                for (g, _), (w, s) in zip(starved[r["text"]], scored[n:])
+            ]  # fmt: skip
         refined.append(entry)
+        winner = f"finalist {best + 1} of {n}" if best < n else f"corner {best - n + 1}"
         ctx.echo(
             f"budget {r['text']}: refined {len(trained)} widths for {cfg.refine_epochs} epochs; "
-            f"finalist {best + 1} of {len(scored)} scores best ({score.value:.4f}; the searched "
-            f"width {scored[0][1].value:.4f}, was {r['score']:.4f}), uniform "
-            f"{base_score.value:.4f} (was {r['uniform']['score']:.4f})"
+            f"{winner} scores best "
+            f"({score.value:.4f}; the searched width {scored[0][1].value:.4f}, was "
+            f"{r['score']:.4f}), uniform {base_score.value:.4f} (was {r['uniform']['score']:.4f})"
         )
     write(ctx, program, refined, complete=True)
 
@@ -97,6 +115,73 @@ def finalists(result: dict, ids, top: int, band: float) -> list[tuple[int, ...]]
     pool = [h for h in result["history"] if band <= h["load"] <= 1.0]
     ranked = [tuple(h["width"]) for h in sorted(pool, key=lambda h: -h["score"])]
     return list(dict.fromkeys([best, *ranked]))[:top]
+
+
+def corners(space, load, width, band: float, groups: int = CORNER_GROUPS) -> list[tuple]:
+    """One budget's "one group starved" corners, as (group id, width) pairs: for a searchable
+    group g, the searched `width` with g at a few narrow bins (those whose channels come closest
+    to `CORNER_LEVELS` x its narrowest bin's, narrower than the searched width) and every other
+    group scaled up alike from the searched width (channels x s, to the nearest bin, s as large
+    as the budget allows) until the load fills the budget. Corners whose load stays below
+    `band` (the other groups at full width cannot fill it) are left out, so are duplicates. At
+    most `groups` groups are starved: of those with a corner in the band, the ones whose
+    narrowest bin frees the most load from the searched width (graph order on ties). No
+    knowledge of the task: any model's space."""
+    width = np.asarray(width, dtype=np.int64)
+    rows = np.arange(space.size)
+    free = [float(load(width)[0] - load(np.where(rows == i, 1, width))[0]) for i in rows]
+    kept = space.channels[rows, width]
+    out, starved = {}, 0
+    for i in sorted(rows, key=lambda i: -free[i]):
+        fits = [c for c in (_filled(space, load, np.where(rows == i, level, width), kept, i)
+                            for level in _narrow_bins(space, i, int(width[i])))
+                if band <= load(c)[0] <= 1.0]  # fmt: skip
+        for corner in fits:
+            out.setdefault(tuple(int(k) for k in corner), int(space.ids[i]))
+        starved += bool(fits)
+        if starved == groups:
+            break
+    return [(g, w) for w, g in out.items()]
+
+
+def _new_corners(ctx: Context, result: dict, finals: list) -> list[tuple]:
+    """`--refine-widths corners`: the budget's corners that are not finalists ([] otherwise)."""
+    cfg, space = ctx.config.search, ctx.program.space
+    if cfg.refine_widths != "corners":
+        return []
+    load = ctx.budgets[result["text"]].load
+    found = corners(space, load, bins_of(result, space.ids), cfg.budget_band)
+    return [(g, w) for g, w in found if w not in finals]
+
+
+def _narrow_bins(space, i: int, searched: int) -> list[int]:
+    """Group i's starved bin counts: closest to CORNER_LEVELS x its narrowest bin's channels,
+    distinct, below `searched`."""
+    cum = space.channels[i, 1 : space.n_bins[i] + 1]
+    levels = [int(np.abs(cum - m * cum[0]).argmin()) + 1 for m in CORNER_LEVELS]
+    return [k for k in dict.fromkeys(levels) if k < searched]
+
+
+def _filled(space, load, width: np.ndarray, kept: np.ndarray, starved: int) -> np.ndarray:
+    """`width` with every group but `starved` at the nearest bin to `kept` x s channels, for
+    the largest s >= 1 (bisection) whose load is at most 1."""
+    cum = space.channels[:, 1:]
+    valid = np.arange(cum.shape[1]) < space.n_bins[:, None]
+
+    def at(s: float) -> np.ndarray:
+        dist = np.where(valid, np.abs(cum - s * kept[:, None]), np.inf)
+        out = dist.argmin(axis=1) + 1
+        out[starved] = width[starved]
+        return out
+
+    top = float(np.max(space.channels[np.arange(space.size), space.n_bins] / kept))
+    if load(at(top))[0] <= 1.0:
+        return at(top)
+    lo, hi = 1.0, top
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if load(at(mid))[0] <= 1.0 else (lo, mid)
+    return at(lo)
 
 
 def chosen(scores: list[float]) -> int:
