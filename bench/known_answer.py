@@ -50,8 +50,8 @@ from widthc.stages.retrain import fresh, measure, train
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "known"))
 import ranking  # noqa: E402
+from levers import LEVERS, RECIPE  # noqa: E402  (bench/known/levers.py)
 from mean_std import mean_std  # noqa: E402
-from plain import Recipe  # noqa: E402
 from quality import WIDTHC, Search  # noqa: E402
 from tasks import TASKS as DEFINED  # noqa: E402  (bench/known/tasks.py)
 
@@ -66,36 +66,7 @@ TASKS = {  # task -> its model file
     "residual": "bench/known/residual.py",
 }
 SEEDS = (0, 1, 2)
-RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
-B32X, R5 = ["--uniform-bins", "32", "--sampling", "extremes"], ["--refine-epochs", "5"]
-X4 = ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)]
-LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
-    "default": [],
-    "budget-0.5": ["--budget-sampling", "0.5"],
-    "budget-1": ["--budget-sampling", "1"],
-    "extremes": ["--sampling", "extremes"],
-    "flops": ["--sampling", "flops"],
-    "log": ["--sampling", "log"],
-    "uniform-bins-32": ["--uniform-bins", "32"],
-    "uniform-bins-32-extremes": B32X,
-    "uniform-bins-32-log": ["--uniform-bins", "32", "--sampling", "log"],
-    # prototypes, bottleneck seed 0 only (issue 16's diagnosis of the narrow layer)
-    "log-x4": ["--sampling", "log", *X4],
-    "extremes-budget-0.5": ["--sampling", "extremes", "--budget-sampling", "0.5"],
-    "offset-0": ["--offset", "0"],
-    "offset-2": ["--offset", "2"],
-    "distill": ["--distill"],
-    "distill-sandwich": ["--distill", "--sandwich"],
-    "sandwich": ["--sandwich"],
-    "score-loss": ["--score", "loss"],
-    "stages-3": ["--stages", "3", "--alpha", "2"],
-    "refine-5": R5,
-    "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
-    "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
-    "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
-    "epochs-x4": X4,
-}
 N_WIDTHS = 20
 TABLE_SEEDS: set[int] | None = None  # --table --seeds: the table of those seeds' runs only
 

@@ -2,7 +2,8 @@
 bench/known_answer.py.
 
 A refine lever (`--refine-epochs`): which widths it refined (was the oracle one of them?), each
-finalist's max-max score before and after, which finalist won (`--refine-widths band`: the
+finalist's max-max score before and after, which finalist won (`--refine-widths corners`: the
+corners, the winner, the trained width nearest the oracle; `--refine-widths band`: the
 searched width before and after its second search), the oracle's and the uniform width's scores
 before (the default lever's run of the same seed: the same supernet before refining) and after,
 and the seconds of the train and the search stage (the search stage holds the refinement).
@@ -11,6 +12,8 @@ teacher's width lies inside it (else the last stage's supernet cannot score it).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever refine-5
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever refine-5-band
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever refine-5-corners \
+        --tasks bottleneck,double-bottleneck,residual,bottleneck-6
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever uniform-bins-32-extremes-refine-5 \
         --base uniform-bins-32-extremes
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --last-stage stages-3
@@ -23,6 +26,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import known_answer as ka  # noqa: E402
@@ -56,6 +61,8 @@ def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> s
         )
     finalists = info["finalists"]
     won = max(range(len(finalists)), key=lambda i: finalists[i]["score"])
+    if "corners" in info:
+        return f"{describe_corners(task, info, finalists[won])}; {ranks}{cost}"
     scores = ", ".join(f"{f['score_before']:.3f}→{f['score']:.3f}" for f in finalists)
     return (
         f"{task} s{seed}: {len(info['trained'])} widths refined (oracle among them: "
@@ -64,6 +71,37 @@ def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> s
         f"{info['uniform_score_before']:.3f}→{u:.3f}: {ranks}{cost} (of which the first "
         f"search {result['seconds']:.1f})"
     )
+
+
+def describe_corners(task: str, info: dict, finalist: dict) -> str:
+    """A `--refine-widths corners` run: its corners (channels, score), which width won (the
+    best finalist or a corner), and the trained width nearest to the oracle (the channels it
+    differs by, a share of the oracle's)."""
+    program = ka.default_program(task)
+    space = program.space
+
+    def channels(width) -> list[int]:
+        return [int(c) for c in space.searchable_counts(np.array(width))[0]]
+
+    oracle = ka.channels_of(program, ka.oracle(program, ka.DEFINED[task].teacher))
+    corners = info["corners"]
+    best = max(corners, key=lambda c: c["score"], default=None)
+    won = best if best and best["score"] > finalist["score"] else finalist
+    kind = "a corner" if won is best else "a finalist"
+    near = min(info["trained"], key=lambda w: _apart(channels(w), oracle))
+    listed = "; ".join(f"{','.join(map(str, channels(c['width'])))} {c['score']:.3f}"
+                       for c in corners)  # fmt: skip
+    return (
+        f"{task}: {len(info['trained'])} widths refined, {len(corners)} corners ({listed}); "
+        f"{kind} won ({','.join(map(str, channels(won['width'])))} {won['score']:.3f}); the "
+        f"nearest trained width to the oracle {','.join(map(str, oracle))}: "
+        f"{','.join(map(str, channels(near)))} ({_apart(channels(near), oracle):.0%} apart)"
+    )
+
+
+def _apart(channels: list[int], oracle: list[int]) -> float:
+    """Channels by which a width differs from the oracle, a share of the oracle's channels."""
+    return sum(abs(a - b) for a, b in zip(channels, oracle)) / sum(oracle)
 
 
 def _channels(entry: dict) -> str:

@@ -1,0 +1,37 @@
+"""The known-answer benchmark's recipe and levers (bench/known_answer.py): each lever is the
+`widthc slim` options it adds to the recipe (widthc's defaults otherwise)."""
+
+from __future__ import annotations
+
+from plain import Recipe  # bench/plain.py (bench/ is on the path)
+
+RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
+B32X, R5 = ["--uniform-bins", "32", "--sampling", "extremes"], ["--refine-epochs", "5"]
+X4 = ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)]
+LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
+    "default": [],
+    "budget-0.5": ["--budget-sampling", "0.5"],
+    "budget-1": ["--budget-sampling", "1"],
+    "extremes": ["--sampling", "extremes"],
+    "flops": ["--sampling", "flops"],
+    "log": ["--sampling", "log"],
+    "uniform-bins-32": ["--uniform-bins", "32"],
+    "uniform-bins-32-extremes": B32X,
+    "uniform-bins-32-log": ["--uniform-bins", "32", "--sampling", "log"],
+    # prototypes, bottleneck seed 0 only (issue 16's diagnosis of the narrow layer)
+    "log-x4": ["--sampling", "log", *X4],
+    "extremes-budget-0.5": ["--sampling", "extremes", "--budget-sampling", "0.5"],
+    "offset-0": ["--offset", "0"],
+    "offset-2": ["--offset", "2"],
+    "distill": ["--distill"],
+    "distill-sandwich": ["--distill", "--sandwich"],
+    "sandwich": ["--sandwich"],
+    "score-loss": ["--score", "loss"],
+    "stages-3": ["--stages", "3", "--alpha", "2"],
+    "refine-5": R5,
+    "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
+    "refine-5-corners": [*R5, "--refine-widths", "corners"],
+    "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
+    "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
+    "epochs-x4": X4,
+}
