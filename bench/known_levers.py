@@ -62,7 +62,8 @@ def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> s
     finalists = info["finalists"]
     won = max(range(len(finalists)), key=lambda i: finalists[i]["score"])
     if "corners" in info:
-        return f"{describe_corners(task, info, finalists[won])}; {ranks}{cost}"
+        scores = f"oracle {o0:.3f}→{o:.3f}, uniform {info['uniform_score_before']:.3f}→{u:.3f}"
+        return f"{task} s{seed}: {describe_corners(task, info, finalists[won])}; {scores}: {ranks}{cost}"
     scores = ", ".join(f"{f['score_before']:.3f}→{f['score']:.3f}" for f in finalists)
     return (
         f"{task} s{seed}: {len(info['trained'])} widths refined (oracle among them: "
@@ -92,7 +93,7 @@ def describe_corners(task: str, info: dict, finalist: dict) -> str:
     listed = "; ".join(f"{','.join(map(str, channels(c['width'])))} {c['score']:.3f}"
                        for c in corners)  # fmt: skip
     return (
-        f"{task}: {len(info['trained'])} widths refined, {len(corners)} corners ({listed}); "
+        f"{len(info['trained'])} widths refined, {len(corners)} corners ({listed}); "
         f"{kind} won ({','.join(map(str, channels(won['width'])))} {won['score']:.3f}); the "
         f"nearest trained width to the oracle {','.join(map(str, oracle))}: "
         f"{','.join(map(str, channels(near)))} ({_apart(channels(near), oracle):.0%} apart)"

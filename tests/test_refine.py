@@ -179,7 +179,7 @@ def test_an_unknown_set_of_widths_to_refine_is_refused_in_one_sentence(tmp_path)
     (tmp_path / "model.py").write_text(REGRESSION)
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 2 and not out.exists()
-    assert "'all' is not one of 'finalists', 'band'" in res.stderr
+    assert "'all' is not one of 'finalists', 'corners', 'band'" in res.stderr
 
 
 def _four_layers():
