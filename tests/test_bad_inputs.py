@@ -95,6 +95,7 @@ CASES = [
     ("a supernet learning-rate scale outside (0, 1]", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-lr-scale", "2", "--out", "OUT"], "--supernet-lr-scale must be in (0, 1]"),
     ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
     ("batched probes on a sliced supernet", ["train", DIGITS, "--data", "digits", "--probes", "batched", "--out", "OUT"], "--probes batched needs masked execution"),
+    ("--compile on a sliced supernet", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--compile", "--out", "OUT"], "--compile needs masked execution"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run
     "@no-onnxruntime": lambda mp: mp.setitem(sys.modules, "onnxruntime", None),
