@@ -31,7 +31,7 @@ from torch.func import functional_call
 from torch.utils._pytree import tree_map
 
 from widthc.passes.masking import MASKS
-from widthc.swaps import Applied, product
+from widthc.swaps import Applied, product, store_of
 
 __all__ = ["CaptureReady", "compile_options"]
 
@@ -55,16 +55,14 @@ class CaptureReady:
             for prefix, m in net.named_modules(remove_duplicate=False)
             for attr in (*m._parameters, *m._buffers, *m.__dict__)
         }
-        own = {n for n, _ in gm.named_parameters()} | {n for n, _ in gm.named_buffers()}
-        self.sites = tuple(n for n in sorted(own) if n.startswith(f"{MASKS}.m"))
-        self.sites = tuple(sorted(self.sites, key=lambda n: int(n.rpartition(".m")[2])))
+        n_sites = len(gm.get_submodule(MASKS).values)
+        self.sites = tuple(f"{MASKS}.m{i}" for i in range(n_sites))  # rewrite_masks' buffers
         self.buffers = [(n, b) for n, b in gm.named_buffers() if not n.startswith(f"{MASKS}.")]
         self.run = _forward(gm, self.sites)
         self.cuda = device.type == "cuda"
         if compile:
-            for _, t in (*gm.named_parameters(), *self.buffers):
-                if self.cuda:  # updated in place: CUDA graphs need not copy them per replay
-                    torch._dynamo.mark_static_address(t)
+            for _, t in (*gm.named_parameters(), *self.buffers) if self.cuda else ():
+                torch._dynamo.mark_static_address(t)  # updated in place: not copied per replay
             self.run_compiled = torch.compile(_own_code(self.run), **compile_options(device))
 
     def __call__(self, applied: Applied, args, kwargs, private: bool, write_back: bool):
@@ -81,7 +79,7 @@ class CaptureReady:
             tuple(n for n, _ in others),
             write_back,
         )
-        fulls = [_store(s)[s.attr] for s in swaps]
+        fulls = [store_of(s.owner, s.attr)[1] for s in swaps]
         keeps = [s.keep for s in swaps]
         scales = [s.scale for s in swaps]
         inputs = (layout, fulls, keeps, scales, list(applied.sites), [b for _, b in others])
@@ -98,10 +96,6 @@ def _own_code(fn):
     (guarded, at most `recompile_limit` of them), so every supernet gets its own."""
     code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_{next(_SERIAL)}")
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-
-
-def _store(s) -> dict:
-    return getattr(s.owner, s.store) if s.store != "__dict__" else s.owner.__dict__
 
 
 def _forward(gm: nn.Module, sites: tuple[str, ...]):
