@@ -67,6 +67,7 @@ TASKS = {  # task -> its model file
 SEEDS = (0, 1, 2)
 RECIPE = Recipe(20, 0.1, 64, 5e-4, 10)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
+B32X, R5 = ["--uniform-bins", "32", "--sampling", "extremes"], ["--refine-epochs", "5"]
 X4 = ["--epochs", str(4 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)]
 LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "default": [],
@@ -76,7 +77,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "flops": ["--sampling", "flops"],
     "log": ["--sampling", "log"],
     "uniform-bins-32": ["--uniform-bins", "32"],
-    "uniform-bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
+    "uniform-bins-32-extremes": B32X,
     "uniform-bins-32-log": ["--uniform-bins", "32", "--sampling", "log"],
     # prototypes, bottleneck seed 0 only (issue 16's diagnosis of the narrow layer)
     "log-x4": ["--sampling", "log", *X4],
@@ -88,10 +89,14 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sandwich": ["--sandwich"],
     "score-loss": ["--score", "loss"],
     "stages-3": ["--stages", "3", "--alpha", "2"],
+    "refine-5": R5,
+    "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
+    "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
 N_WIDTHS = 20
+TABLE_SEEDS: set[int] | None = None  # --table --seeds: the table of those seeds' runs only
 
 
 # --- the oracle and the widths of the truth --------------------------------------------------------
@@ -213,10 +218,17 @@ def run_one(task: str, lever: str, seed: int) -> dict:
                    "score": result["score"], "flops": result["flops"],
                    "channels": [w["channels"] for w in result["width"].values()]},
         "truth_scores": scores,
+        "oracle_refined": oracle_refined(result, program.space.array(target)),
         "supernet": _supernet_validation(out),
         "seconds": round(slim_seconds, 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
+
+
+def oracle_refined(result: dict, oracle: np.ndarray) -> bool | None:
+    """Whether the oracle width was refined (None: no --refine-epochs, or in the band)."""
+    trained = result.get("refined", {}).get("trained")
+    return oracle.tolist() in trained if isinstance(trained, list) else None
 
 
 def _supernet_validation(run: Path) -> dict:
@@ -255,7 +267,9 @@ def _write(path: Path, data) -> None:
 
 
 def summaries(lever: str, task: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / lever).glob(f"{task}-s*.json"))]
+    """The runs of `lever` on `task` (only the table's `--seeds`, if given)."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / lever).glob(f"{task}-s*.json"))]
+    return [r for r in runs if TABLE_SEEDS is None or r["seed"] in TABLE_SEEDS]
 
 
 def _ms(xs: list[float], digits: int = 4) -> str:
@@ -358,6 +372,8 @@ def main() -> None:
     args = p.parse_args()
     levers = args.levers.split(",")
     if args.table:
+        global TABLE_SEEDS  # --seeds given: the table of those seeds' runs only
+        TABLE_SEEDS = {int(s) for s in args.seeds.split(",")} if "--seeds" in sys.argv else None
         print(table([lv for lv in LEVERS if (RESULTS / lv).is_dir()]))
         print(agreement())
         return

@@ -118,7 +118,7 @@ VARIANTS = {
     "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
     "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"], "lr-0.01": ["--lr", "0.01"],
     "extremes": ["--sampling", "extremes"], "budget-0.5": ["--budget-sampling", "0.5"],
-    "distill": ["--distill"], "log": ["--sampling", "log"],
+    "distill": ["--distill"], "log": ["--sampling", "log"], "refine-5": ["--refine-epochs", "5"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",

@@ -68,3 +68,24 @@ def test_with_32_equal_bins_the_oracle_keeps_the_same_channels_and_flops(task):
     assert known_answer.oracle_of(task, program) == known_answer.oracle(program, t.teacher)
     rounded = known_answer.channels_of(rebinned, known_answer.oracle(rebinned, t.teacher))
     assert (rounded != kept) == (task == "residual")
+
+
+def test_the_table_of_some_seeds_reads_only_their_runs(tmp_path, monkeypatch):
+    """`--table --seeds`: the rows of those seeds' runs only; the refine levers say whether the
+    oracle was one of the widths refined (None in the band)."""
+    import json
+
+    for seed in (0, 1, 2):
+        folder = tmp_path / "lever"
+        folder.mkdir(exist_ok=True)
+        (folder / f"bottleneck-s{seed}.json").write_text(json.dumps({"seed": seed}))
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_answer, "TABLE_SEEDS", {0, 2})
+    assert [r["seed"] for r in known_answer.summaries("lever", "bottleneck")] == [0, 2]
+    monkeypatch.setattr(known_answer, "TABLE_SEEDS", None)
+    assert len(known_answer.summaries("lever", "bottleneck")) == 3
+    oracle = np.array([24, 1, 24])
+    assert known_answer.oracle_refined({"refined": {"trained": [[24, 1, 24], [8, 8, 8]]}}, oracle)
+    assert known_answer.oracle_refined({"refined": {"trained": [[8, 8, 8]]}}, oracle) is False
+    assert known_answer.oracle_refined({"refined": {"trained": "band"}}, oracle) is None
+    assert known_answer.oracle_refined({}, oracle) is None

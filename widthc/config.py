@@ -21,9 +21,11 @@ from widthc.options import (
     EXECUTIONS,
     FP16_NEEDS_CUDA,
     PROBES,
+    REFINES,
     RUNTIMES,
     SAMPLINGS,
     SCORES,
+    check_choices,
     default,
     device_refusal,
     flag_name,
@@ -32,8 +34,8 @@ from widthc.options import (
 )  # fmt: skip
 
 __all__ = [
-    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES",
-    "RUNTIMES", "RetrainConfig", "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES",
+    "RetrainConfig", "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default",
     "flag_name", "option", "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
 
@@ -114,10 +116,7 @@ class TrainConfig:
             raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
         if self.log_every < 0:
             raise _bad("log_every", "0 (automatic) or more", self.log_every)
-        choices = (("amp", AMP), ("execution", EXECUTIONS), ("probes", PROBES))
-        for name, allowed in (*choices, ("sampling", SAMPLINGS)):
-            if getattr(self, name) not in allowed:
-                raise _bad(name, f"one of {', '.join(allowed)}", getattr(self, name))
+        check_choices(self)  # amp, execution, probes, sampling
         return self
 
 
@@ -137,6 +136,9 @@ class SearchConfig:
     score: str = option(
         "metric", "What max-max maximises: metric (the model's) or loss (minus).", choices=SCORES
     )
+    refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
+    refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
+    refine_widths: str = option("finalists", "Refine: finalists, or band.", choices=REFINES)
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -146,7 +148,7 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        for name, low in lows.items():
+        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1}.items():
             if getattr(self, name) < low:
                 raise _bad(name, f"at least {low}", getattr(self, name))
         if self.max_evals is not None and self.max_evals < 1:
@@ -155,8 +157,7 @@ class SearchConfig:
             raise _bad("budget_band", "in (0, 1]", self.budget_band)
         if not self.alpha > 0:
             raise _bad("alpha", "positive", self.alpha)
-        if self.score not in SCORES:
-            raise _bad("score", " or ".join(SCORES), self.score)
+        check_choices(self)  # score, refine_widths
         return self
 
 
@@ -322,13 +323,14 @@ class RunConfig:
             raise WidthcError(
                 f"--runtime {self.runtime} is not a runtime: choose one of {', '.join(RUNTIMES)}"
             )
-        for name in ("runtime_threads", "runtime_batch"):
-            if getattr(self, name) < 1:
-                raise _bad(name, "at least 1", getattr(self, name))
+        for name, low in (("runtime_threads", 1), ("runtime_batch", 1), ("latency_samples", 8)):
+            if getattr(self, name) < low:
+                raise _bad(name, f"at least {low}", getattr(self, name))
         if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
-        if self.latency_samples < 8:
-            raise _bad("latency_samples", "at least 8", self.latency_samples)
+        band = self.search.refine_widths == "band" and not self.flops  # a band needs FLOPs
+        if self.search.refine_epochs and (self.search.stages > 1 or self.latency or band):
+            raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 

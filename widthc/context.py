@@ -234,12 +234,18 @@ class Context:
 
     # --- the supernet -------------------------------------------------------------------------
 
-    def supernet(self, trained: bool = True, device: torch.device | None = None) -> Supernet:
-        """The run's supernet (with the trained weights of supernet.pt)."""
+    def supernet(
+        self, trained: bool = True, device: torch.device | None = None, refined: bool = True
+    ) -> Supernet:
+        """The run's supernet with the trained weights of supernet.pt, or, with --refine-epochs
+        once refined (and `refined`), those the search chose with (refine/supernet.pt)."""
         if not trained:
             net = widthc.supernet(self.start, self.config.offset, self.config.train.execution)
             return net.to(device or self.device)
-        return self.trained_supernet(self.program, self.run.file(SUPERNET), device)
+        path = self.run.refine_dir() / SUPERNET
+        if not (refined and self.config.search.refine_epochs and path.exists()):
+            path = self.run.file(SUPERNET)
+        return self.trained_supernet(self.program, path, device)
 
     def trained_supernet(self, program: Program, path, device=None) -> Supernet:
         """The supernet of `program` with the weights of the checkpoint at `path`, which must

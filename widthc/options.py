@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import MISSING, field, fields
 
+from widthc.errors import WidthcError
+
 __all__ = [
-    "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "RUNTIMES", "SAMPLINGS",
-    "SCORES",
-    "default", "device_refusal", "flag_name", "option", "option_fields",
+    "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
+    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
 # the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
@@ -28,6 +30,17 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
 
 SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (no torch here)
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
+REFINES = ("finalists", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
+
+
+def check_choices(config) -> None:
+    """Every field of `config` whose option takes `choices` holds one of them (one sentence)."""
+    for f in fields(config):
+        allowed, value = f.metadata.get("cli", {}).get("choices"), getattr(config, f.name)
+        if allowed and value not in allowed:
+            raise WidthcError(
+                f"{flag_name(f.name)} must be one of {', '.join(allowed)}, got {value}"
+            )
 
 
 def flag_name(name: str) -> str:

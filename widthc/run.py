@@ -16,6 +16,8 @@ This module is the one owner of a run directory's layout. Nothing else spells a 
                                baseline, alike)
     RUN_DIR/report.md, *.png   the report
     RUN_DIR/stage-<t>/         multi-stage search: stage t's supernet.pt and train.jsonl
+    RUN_DIR/refine/            --refine-epochs: finalists.json (the widths it trains), the
+                               refined supernet.pt and train.jsonl
 
 It also holds the run's stages in order (`STAGES`; widthc/pipeline.py maps each to its body),
 and the readers and writers of run files that more than one stage needs.
@@ -53,6 +55,7 @@ SEARCH = "search.json"
 ORIGINAL_ONNX = "original.onnx"
 PRETRAINED = "pretrained.json"  # --pretrained: the model as given, measured; its channel order
 REPORT = "report.md"
+FINALISTS = "finalists.json"  # RUN_DIR/refine/: the widths --refine-epochs trains
 SLIM, SLIM_ONNX, WIDTHS, METRICS = "slim.pt", "slim.onnx", "widths.json", "metrics.json"
 RETRAIN, RETRAIN_LOG = "retrain.pt", "retrain.jsonl"
 # the report's figures
@@ -182,6 +185,10 @@ class Run:
     def stage_dir(self, stage: int) -> Path:
         """The folder of stage `stage` (2, 3, ...) of a multi-stage search."""
         return self.path / f"stage-{stage}"
+
+    def refine_dir(self) -> Path:
+        """The folder of the --refine-epochs training (its finalists and supernet)."""
+        return self.path / "refine"
 
     def read_search(self) -> dict:
         """search.json, which the stages after the search read."""

@@ -18,6 +18,9 @@ samples, so the sampling law decides which widths it can rank.
 [band, 1] x budget, the budgets known before training): a FLOPs target uniform in the band of
 one budget (chosen uniformly), then a width of the sampling law's shape moved to it. Each draw
 uses the step's torch generator only, so a resumed run draws the same widths.
+
+`WidthSet` draws one of a given set of widths, uniformly: the steps of `--refine-epochs`,
+which train only the budgets' finalists after a first search (widthc/stages/refine.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from widthc.config import SAMPLINGS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
 
-__all__ = ["SAMPLINGS", "WidthSampler", "sample_width"]
+__all__ = ["SAMPLINGS", "WidthSampler", "WidthSet", "sample_width"]
 
 
 def sample_width(program, gen: torch.Generator) -> WidthChoice:
@@ -100,3 +103,15 @@ class WidthSampler:
         if flops(width[None])[0] < lo:
             width = sp.repair(self.space, flops, width, max(hi, floor), rng)
         return self.space.choice(width)
+
+
+class WidthSet:
+    """`sampler(gen) -> WidthChoice`: one of `widths` (distinct, in order), uniformly."""
+
+    def __init__(self, widths: Sequence[WidthChoice]):
+        self.widths = list(dict.fromkeys(widths))
+        if not self.widths:
+            raise WidthcError("a width set to train needs at least one width")
+
+    def __call__(self, gen: torch.Generator) -> WidthChoice:
+        return self.widths[int(torch.randint(len(self.widths), (), generator=gen))]

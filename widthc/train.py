@@ -63,12 +63,14 @@ def train_supernet(
     loss_fn: Callable | None = None,
     metric: Metric | None = None,
     bands: Sequence[tuple[float, float]] = (),
+    widths: Callable[[torch.Generator], WidthChoice] | None = None,
 ) -> TrainResult:
     """Train `net` with min-min (see module docstring). With `run_dir`, checkpoints go to
     run_dir/supernet.pt and one JSON line per step to run_dir/train.jsonl; `resume` continues
     from the checkpoint. `max_steps` stops early (after a checkpoint). `loss_fn` and `metric`
     default to cross-entropy and top-1 accuracy; `bands` are the budgets' FLOPs bands (low,
-    high) that `budget_sampling` draws widths in."""
+    high) that `budget_sampling` draws widths in; `widths` draws each step's width instead of
+    the config's law (e.g. a `sampling.WidthSet`: only those widths train)."""
     cfg = (config or TrainConfig()).check()
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
@@ -78,7 +80,7 @@ def train_supernet(
         net.capture_ready(compile=True)  # masked execution only (one sentence otherwise)
     # distillation targets: the largest width's class probabilities, or its outputs as targets
     distill_fn = soft_cross_entropy if classifier else loss_fn
-    widths = WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
+    widths = widths or WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
     step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn, widths, distill_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
     params = [p for p in net.parameters() if p.requires_grad]

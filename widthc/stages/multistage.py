@@ -9,7 +9,8 @@ each stage is reported (table 17). The result of the last stage is the budget's 
 `chain` (each earlier stage's winning candidate and beta) rebuilds the last stage's model from
 the original one, for slimming the trained weights or retraining from scratch.
 
-With `--stages 1` (the default) this is the plain search stage (stages/search.py).
+With `--stages 1` (the default) this is the plain search stage (stages/search.py), followed by
+the refinement of its finalists with `--refine-epochs` (stages/refine.py).
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
-from widthc.stages import search
+from widthc.stages import refine, search
 from widthc.train import train_supernet
 
 
 def run(ctx: Context) -> None:
-    """The search stage: one stage (stages/search.py), or `--stages T` of them."""
+    """The search stage: one stage (stages/search.py, then stages/refine.py with
+    --refine-epochs), or `--stages T` of them."""
     cfg = ctx.config.search
     if cfg.stages == 1:
-        return search.run(ctx)
+        search.run(ctx)
+        if cfg.refine_epochs:
+            refine.run(ctx)
+        return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config
     schedule = stage_schedule(1.0, 0.0, cfg.stages, c.beta, cfg.alpha)  # (1 - fraction, beta)

@@ -34,7 +34,7 @@ FINALISTS = 8  # widths measured at the end of a search under a latency limit (o
 def run(ctx: Context) -> None:
     """Every budget searched on the trained supernet (one stage; see stages/multistage.py)."""
     cfg, program = ctx.config.search, ctx.program
-    net = ctx.supernet(trained=True)
+    net = ctx.supernet(trained=True, refined=False)  # --refine-epochs refines after this
     precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
     scorer = MaxMax(
         net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
@@ -151,27 +151,6 @@ def result_json(
 ) -> dict:
     """One budget's entry of search.json (latency: predicted, where the run models it)."""
     space = program.space
-
-    def described(e: searchers.Evaluation) -> dict:
-        choice = space.choice(e.width)
-        cand = net.candidates(choice)[e.candidate]
-        return {
-            "width": {
-                str(g.id): {"channels": choice.channels(g), "bins": w.k}
-                for g in program.searchable
-                if (w := choice.width(g.id)) is not None
-            },
-            "candidate": e.candidate,
-            "candidate_choice": cand.to_json(),
-            "width_flops": e.flops,
-            "flops": program.flops(cand),
-            "params": program.params(cand),
-            **({"latency": latency.latency(cand)} if latency else {}),
-            **({"latency_by_layer": latency.per_layer(cand)} if latency else {}),
-            "load": e.load,
-            "score": e.score,
-        }
-
     return {
         "budget": result.budget.value("flops"),
         "limits": result.budget.to_json(),
@@ -179,8 +158,8 @@ def result_json(
         "searcher": result.searcher,
         "seed": result.seed,
         "options": result.options,
-        **described(result.best),
-        "uniform": described(result.uniform),
+        **describe(program, net, result.best, latency),
+        "uniform": describe(program, net, result.uniform, latency),
         "evaluations": len(result.history),
         "seconds": round(seconds, 3),
         "history": [
@@ -189,6 +168,29 @@ def result_json(
             for e in result.history
         ],
     }  # fmt: skip
+
+
+def describe(program, net, e: searchers.Evaluation, latency=None) -> dict:
+    """One scored width as search.json describes it: its channels and bins per group, the
+    winning candidate (its choice, FLOPs, params, predicted latency), its load and score."""
+    choice = program.space.choice(e.width)
+    cand = net.candidates(choice)[e.candidate]
+    return {
+        "width": {
+            str(g.id): {"channels": choice.channels(g), "bins": w.k}
+            for g in program.searchable
+            if (w := choice.width(g.id)) is not None
+        },
+        "candidate": e.candidate,
+        "candidate_choice": cand.to_json(),
+        "width_flops": e.flops,
+        "flops": program.flops(cand),
+        "params": program.params(cand),
+        **({"latency": latency.latency(cand)} if latency else {}),
+        **({"latency_by_layer": latency.per_layer(cand)} if latency else {}),
+        "load": e.load,
+        "score": e.score,
+    }
 
 
 def write(ctx: Context, program, results: list[dict], complete: bool, latency=None) -> None:
