@@ -26,6 +26,7 @@ import copy
 import operator
 from dataclasses import dataclass
 
+import torch
 from torch import fx, nn
 
 from widthc import ops
@@ -172,32 +173,46 @@ def _in_place(node: fx.Node, module: nn.Module | None) -> bool:
 
 
 class Masks(nn.Module):
-    """Holds the zeroing masks of the current choice (None: nothing removed), read by the graph."""
+    """Holds the zeroing masks of the current choice (None: nothing removed), read by the graph.
+    Capture-ready graphs read buffer `m{i}` instead (True where removed; replaced on every
+    forward by the width's mask, widthc/capture.py): a tensor input, not Python state."""
 
-    def __init__(self, n: int):
+    def __init__(self, sites: tuple[Site, ...], capture: bool):
         super().__init__()
-        self.values: list = [None] * n
+        self.values: list = [None] * len(sites)
+        for i, site in enumerate(sites if capture else ()):
+            shape = [1 if lay is None else lay.size for lay in site.layouts]
+            self.register_buffer(f"m{i}", torch.zeros(shape, dtype=torch.bool), persistent=False)
 
 
-def rewrite_masks(src: fx.GraphModule, sites: tuple[Site, ...]) -> fx.GraphModule:
+def rewrite_masks(
+    src: fx.GraphModule, sites: tuple[Site, ...], capture: bool = False
+) -> fx.GraphModule:
     """A GraphModule sharing `src`'s modules in which the value of every site is zeroed at the
     removed channels right after its node (`widthc_masks.values[i]`: True where removed).
     Every attribute the graph reads (`get_attr`: a position embedding, GPT-2's Conv1D weight)
     is read through `src` itself: fx would copy it into containers of the new module's own,
-    where the tensors the supernet swaps into `src` (its masked weights) are not seen."""
+    where the tensors the supernet swaps into `src` (its masked weights) are not seen.
+    `capture`: every site is zeroed by `masked_fill` with buffer `widthc_masks.m{i}`, and
+    attributes keep their names: the graph runs under `torch.func.functional_call`, which
+    replaces tensors by name."""
     gm = fx.GraphModule(src, copy.deepcopy(src.graph), src.__class__.__name__)
-    gm.__dict__[SOURCE] = src  # a plain attribute: not a submodule, its weights not counted twice
-    for node in gm.graph.nodes:
-        if node.op == "get_attr":
-            node.target = f"{SOURCE}.{node.target}"
-    gm.add_submodule(MASKS, Masks(len(sites)))
+    if not capture:
+        gm.__dict__[SOURCE] = src  # a plain attribute: not a submodule, weights not counted twice
+        for node in gm.graph.nodes:
+            if node.op == "get_attr":
+                node.target = f"{SOURCE}.{node.target}"
+    gm.add_submodule(MASKS, Masks(sites, capture))
     nodes = {n.name: n for n in gm.graph.nodes}
     for i, site in enumerate(sites):
         node = nodes[site.node]
         with gm.graph.inserting_after(node):
-            holder = gm.graph.get_attr(MASKS)
+            holder = gm.graph.get_attr(f"{MASKS}.m{i}" if capture else MASKS)
         with gm.graph.inserting_after(holder):
-            zeroed = gm.graph.call_function(_zeroed, (holder, i, node))
+            if capture:
+                zeroed = gm.graph.call_method("masked_fill", (node, holder, 0))
+            else:
+                zeroed = gm.graph.call_function(_zeroed, (holder, i, node))
         zeroed.meta = dict(node.meta)
         node.replace_all_uses_with(zeroed, delete_user_cb=lambda user, z=zeroed: user is not z)
     gm.recompile()

@@ -95,6 +95,7 @@ CASES = [
     ("a supernet learning-rate scale outside (0, 1]", ["train", DIGITS, "--data", "digits", "--pretrained", "--supernet-lr-scale", "2", "--out", "OUT"], "--supernet-lr-scale must be in (0, 1]"),
     ("--amp fp16 on a CPU", ["train", DIGITS, "--data", "digits", "--amp", "fp16", "--out", "OUT"], "--amp fp16 needs --device cuda"),
     ("batched probes on a sliced supernet", ["train", DIGITS, "--data", "digits", "--probes", "batched", "--out", "OUT"], "--probes batched needs masked execution"),
+    ("--compile on a sliced supernet", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--compile", "--out", "OUT"], "--compile needs masked execution"),
     ("a negative number of refinement epochs", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "-1", "--out", "OUT"], "--refine-epochs must be at least 0"),
     ("no finalists to refine", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--refine-top", "0", "--out", "OUT"], "--refine-top must be at least 1"),
     ("refining a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--stages", "2", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),

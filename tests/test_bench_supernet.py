@@ -13,7 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import supernet_compile  # noqa: E402
 import supernet_cost  # noqa: E402
+
+import widthc.capture  # noqa: E402
 
 CONFIGS = ["plain", "r=0 f=1.0", "r=1 f=0.25", "r=1 f=1.0", "r=0 f=1.0 sliced",
            "plain bf16+cl", "r=0 f=1.0 bf16+cl", "r=1 f=0.25 bf16+cl",
@@ -65,3 +68,51 @@ def test_shape_count_masked_is_one_shape_per_convolution(tmp_path, monkeypatch, 
     assert masked["forward"] <= 2 * convs  # and the probes' sub-batch
     assert sliced["forward"] > masked["forward"] and sliced["backward"] > masked["backward"]
     assert f"| resnet18 | {convs} |" in capsys.readouterr().out
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile without code generation (AOTAutograd only): the same tracing and graph
+    counts as inductor, in a fraction of the time."""
+    options = widthc.capture.compile_options
+    monkeypatch.setattr(
+        widthc.capture, "compile_options", lambda d: {**options(d), "backend": "aot_eager"}
+    )
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # the GPU script's path in make test
+    ids=["cuda-protocol", "cpu-side-by-side"],
+)
+def test_compile_bench_counts_graphs_and_checks_the_compiled_step(
+    protocol, tmp_path, monkeypatch, capsys, aot_eager
+):
+    """bench/supernet_compile.py, tiny: every configuration timed, the graphs each compiled
+    (the trained forward once for r=0 and r=1: one supernet; the probes once; nothing for a
+    new width), and the first compiled step equal to the eager one."""
+    out = tmp_path / "compile.json"
+    argv = ["--device", "cpu", "--models", "resnet18", "--batch", "2", "--warmup", "2",
+            "--steps", "2", "--json", str(out), *(["--protocol"] if protocol else [])]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["supernet_compile.py", *argv])
+    supernet_compile.main()
+    (r,) = json.loads(out.read_text())
+    configs = list(supernet_compile.CONFIGS)
+    timed = configs if protocol else configs[:4]
+    for key in timed:
+        assert r[key] > 0 and math.isfinite(r[key]), key
+    graphs = {key: r[f"{key} graphs"] for key in timed}
+    assert graphs["r=0 f=1.0 eager"] == graphs["r=1 f=0.25 eager"] == [0, 0]
+    assert graphs["r=0 f=1.0 compiled"] == [1, 0]  # the trained forward
+    assert graphs["r=1 f=0.25 compiled each"] == [1, 0]  # the probes (no gradients)
+    assert r["check r=0"] <= 1e-5 and r["check r=1"] <= 1e-5
+    if protocol:
+        assert graphs["r=1 f=0.25 compiled auto"] == [0, 0]  # a CPU's auto: each
+        assert r["r=0 f=1.0 compiled / eager"] == pytest.approx(
+            r["r=0 f=1.0 compiled"] / r["r=0 f=1.0 eager"]
+        )
+        assert r["plain"] > 0
+    else:
+        assert r["r=0 f=1.0 compiled / eager"] > 0 and r["r=1 f=0.25 compiled each / eager"] > 0
+    text = capsys.readouterr().out
+    assert "### resnet18" in text and "| r=0 f=1.0 compiled |" in text

@@ -17,7 +17,6 @@ from typing import Any
 from widthc.errors import WidthcError
 from widthc.options import (
     AMP,
-    BATCHED_NEEDS_MASKED,
     DEFAULT_RUNTIME,
     EXECUTIONS,
     FP16_NEEDS_CUDA,
@@ -28,15 +27,16 @@ from widthc.options import (
     SCORES,
     check_choices,
     default,
+    device_refusal,
     flag_name,
     option,
     option_fields,
 )  # fmt: skip
 
 __all__ = [
-    "AMP", "BATCHED_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES",
-    "REFINES", "RUNTIMES", "RetrainConfig", "RunConfig", "Schedule", "SearchConfig",
-    "TrainConfig", "default", "flag_name", "option", "option_fields", "SAMPLINGS", "SCORES",
+    "AMP", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES",
+    "RetrainConfig", "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default",
+    "flag_name", "option", "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
 
 
@@ -86,6 +86,9 @@ class TrainConfig:
         "auto", "Min-min probes: batched (one forward, chosen on the device; masked execution), "
         "each (a forward per candidate), or auto (batched if masked on CUDA).", choices=PROBES,
     )  # fmt: skip
+    compile: bool = option(
+        False, "Train through torch.compile, traced once for all widths (masked; CUDA graphs)."
+    )
     amp: str = option("off", "Mixed precision of every run (fp16: CUDA only).", choices=AMP)
     channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
     log_every: int = option(
@@ -345,11 +348,8 @@ class RunConfig:
             raise WidthcError(
                 "--sync-bn needs --device cuda: torch's SyncBatchNorm runs on GPUs only"
             )
-        if self.train.amp == "fp16" and self.device != "cuda":
-            raise WidthcError(FP16_NEEDS_CUDA)
-        if self.train.probes == "batched" and self.train.execution != "masked":
-            if self.train.execution == "sliced" or self.device == "cpu":  # auto: sliced on a CPU
-                raise WidthcError(BATCHED_NEEDS_MASKED.format("sliced"))
+        if why := device_refusal(self.train, self.device):
+            raise WidthcError(why)
         return self
 
     def schedule(self) -> Schedule:

@@ -9,9 +9,9 @@ from dataclasses import MISSING, field, fields
 from widthc.errors import WidthcError
 
 __all__ = [
-    "AMP", "BATCHED_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES",
-    "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
-    "check_choices", "default", "flag_name", "option", "option_fields",
+    "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
+    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
 # the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
@@ -58,6 +58,25 @@ BATCHED_NEEDS_MASKED = (  # .format(mode): how the supernet runs
     "--probes batched needs masked execution (this supernet runs {}): use --execution masked or "
     "--probes auto"
 )
+
+COMPILE_NEEDS_MASKED = (  # .format(mode): how the supernet runs
+    "--compile needs masked execution (this supernet runs {}): use --execution masked, or "
+    "--device cuda where --execution auto runs masked"
+)
+
+
+def device_refusal(train, device: str) -> str | None:
+    """The sentence refusing a training option (of a TrainConfig) that cannot apply on
+    `device`: fp16 off CUDA, `--probes batched` or `--compile` where the supernet will run
+    sliced (`--execution sliced`, or auto on a CPU); None where every one can."""
+    if train.amp == "fp16" and device != "cuda":
+        return FP16_NEEDS_CUDA
+    if train.execution == "sliced" or (train.execution == "auto" and device == "cpu"):
+        if train.probes == "batched":
+            return BATCHED_NEEDS_MASKED.format("sliced")
+        if train.compile:
+            return COMPILE_NEEDS_MASKED.format("sliced")
+    return None
 
 
 def option_fields(cls, group: str | None = None) -> list:

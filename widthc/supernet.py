@@ -20,7 +20,8 @@ Masked execution (`execution="masked"`, the default on accelerators) keeps every
 width, so every width presents the same shapes: each tensor the plan shrinks is multiplied by
 its keep-mask, and values made non-zero at removed channels are zeroed again where
 passes/masking.py says. Outputs and gradients equal sliced execution's; a model where they
-would not runs sliced, and `masking.reason` says why.
+would not runs sliced, and `masking.reason` says why. `capture_ready`: every searchable tensor
+masked every step, in one function of the masks (widthc/capture.py: for torch.compile).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import torch
 from torch import fx, nn
 
 from widthc import swaps as sw
+from widthc.capture import CaptureReady
 from widthc.config import EXECUTIONS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
+from widthc.options import COMPILE_NEEDS_MASKED
 from widthc.passes.masking import MASKS, mask_plan, rewrite_masks
 from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
@@ -62,8 +65,7 @@ class Supernet(nn.Module):
             )
         self.execution = execution
         self._graphs: dict[str, fx.GraphModule] = {}  # masked graph, built on first use
-        self.program = program
-        self.offset = offset
+        self.program, self.offset = program, offset
         self.gm, self._slots = rewrite_literals(program.gm)
         self._full_sizes = tuple(getattr(self.gm, SIZES).values)
         self._src_nodes = {n.name: n for n in program.gm.graph.nodes}
@@ -72,12 +74,11 @@ class Supernet(nn.Module):
         self._targets = sw.targets(self.gm, program.param_dims)
         self._resizable = sw.resizable(program.gm, self._src_modules, program.param_dims)
         self._n_bins = {g.id: len(g.bins) for g in program.searchable}
-        self._cache_size = cache_size
-        self._cache: OrderedDict = OrderedDict()  # choice -> Applied, least recently used out
+        self._cache_size, self._cache = cache_size, OrderedDict()  # choice -> Applied, LRU
         self._parts: dict = {}  # (part, widths of the groups it depends on) -> resolved part
-        self._choice = program.full()
-        self._probing = False
+        self._choice, self._probing = program.full(), False
         self._fixed: Applied | None = None  # `running`: tensors resolved by the caller
+        self._capture: CaptureReady | None = None  # `capture_ready`
         self._batch_note = program.traced.batch_note  # the graph holds at this batch only
 
     # --- choosing a sub-network ------------------------------------------------------------------
@@ -105,6 +106,16 @@ class Supernet(nn.Module):
         finally:
             self._fixed = was
 
+    def capture_ready(self, compile: bool = False) -> Supernet:
+        """Forwards from now on capture-ready (widthc/capture.py), `compile`d or not; needs
+        masked execution on the supernet's device (a device running sliced ignores it)."""
+        device = device_of(self.gm)
+        if (mode := self.mode(device)) != "masked":
+            raise WidthcError(COMPILE_NEEDS_MASKED.format(mode))
+        self._capture = CaptureReady(self.gm, self.graph("capture"), device, compile)
+        self._cache.clear()  # resolved again with every tensor
+        return self
+
     @contextlib.contextmanager
     def probing(self) -> Iterator[None]:
         """Forwards inside leave every buffer untouched (min-min's candidate evaluation): running
@@ -129,7 +140,8 @@ class Supernet(nn.Module):
         if mode == "sliced":
             return self.gm
         if mode not in self._graphs:  # a plain dict: not a submodule, not in the state dict
-            self._graphs[mode] = rewrite_masks(self.gm, self.masking.sites)  # reads its tensors
+            sites, capture = self.masking.sites, mode == "capture"
+            self._graphs[mode] = rewrite_masks(self.gm, sites, capture)  # reads its tensors
             self._graphs[mode].train(self.training)
         return self._graphs[mode]
 
@@ -157,6 +169,8 @@ class Supernet(nn.Module):
         fixed = self._fixed if mode == "masked" else None
         applied = fixed if fixed is not None else self.applied(self._choice, device, mode)
         keep = self._probing and self.training
+        if self._capture is not None and mode == "masked":
+            return self._capture(applied, inputs, kwargs, keep, self.training and not keep)
         if applied is None and not keep:
             return gm(*inputs, **kwargs)
         with self._entered(applied, gm, private=keep, write_back=self.training and not keep):
@@ -250,11 +264,12 @@ class Supernet(nn.Module):
             self._cache.popitem(last=False)
         return applied
 
-    def _started(self, choice: WidthChoice):
-        """(widths, the groups `choice` shrinks, its plan built on first use); None: full."""
+    def _started(self, choice: WidthChoice, every: bool = False):
+        """(widths, the groups `choice` shrinks, its plan built on first use); None: full
+        (`every`: resolved all the same, capture-ready)."""
         widths = dict(choice.widths)
         shrunk = {g for g, w in widths.items() if w.k < self._n_bins[g]}
-        if not shrunk:
+        if not shrunk and not every:
             return None
         if len(self._parts) > 100_000:
             self._parts.clear()
@@ -317,29 +332,33 @@ class Supernet(nn.Module):
     def _resolve_masked(self, choice: WidthChoice, device: torch.device) -> Applied | None:
         """Masked execution's plan of `choice`: every tensor the plan shrinks with its keep-mask,
         every zeroing site with its mask of removed channels (cached by group widths, as in
-        `_resolve`); no attribute or literal changes: every shape stays the full one."""
-        if (started := self._started(choice)) is None:
+        `_resolve`); no attribute or literal changes: every shape stays the full one.
+        Capture-ready: every searchable tensor and site, whatever the width."""
+        every = self._capture is not None
+        if (started := self._started(choice, every)) is None:
             return None
         widths, shrunk, the_plan = started
 
         def keep(lay, dtype=torch.bool) -> torch.Tensor | None:
             """Kept positions along a dim of layout `lay`, as a vector of `dtype` (cached)."""
-            key = ("keep", lay, device, dtype, tuple(widths.get(g) for g in lay.groups))
+            key = ("keep", lay, device, dtype, every, tuple(widths.get(g) for g in lay.groups))
             if key not in self._parts:
                 if dtype != torch.bool:
                     vec = keep(lay)
                     self._parts[key] = None if vec is None else vec.to(dtype)
                     return self._parts[key]
-                idx = the_plan().positions(lay)
+                idx = None if shrunk.isdisjoint(lay.groups) else the_plan().positions(lay)
+                if idx is None and every:  # one vector per layout: inputs alias alike
+                    idx = torch.arange(lay.size)
                 self._parts[key] = None if idx is None else sw.keep_vector(idx, lay.size, device)
             return self._parts[key]
 
         swaps = []
         for i, t in enumerate(self._targets):
-            if shrunk.isdisjoint(t.groups):
+            if shrunk.isdisjoint(t.groups) and not every:
                 continue
             dtype = sw.store_of(t.owner, t.attr)[1].dtype
-            key = ("mask", i, device, dtype, tuple(widths.get(g) for g in t.groups))
+            key = ("mask", i, device, dtype, every, tuple(widths.get(g) for g in t.groups))
             if key not in self._parts:  # views of cached vectors: no kernel in a steady state
                 found = [(dim, keep(lay), keep(lay, dtype)) for dim, lay in t.dims]
                 self._parts[key] = sw.mask_swap(t, found)
@@ -348,8 +367,8 @@ class Supernet(nn.Module):
         sites = []
         for i, site in enumerate(self.masking.sites):
             removed = None
-            if not shrunk.isdisjoint(site.groups):
-                key = ("site", i, device, tuple(widths.get(g) for g in site.groups))
+            if not shrunk.isdisjoint(site.groups) or every:
+                key = ("site", i, device, every, tuple(widths.get(g) for g in site.groups))
                 if key not in self._parts:
                     found = [
                         (d, keep(lay)) for d, lay in enumerate(site.layouts) if lay is not None

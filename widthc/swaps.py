@@ -39,8 +39,8 @@ class Swap:
         copies, and without autograd sliced parameters are gathered contiguous, once."""
         if self.keep is not None:
             if self.is_buffer:
-                return torch.where(_product(self.keep), full, 0)
-            return full * _product(self.scale)  # the small product first (k x k convs)
+                return torch.where(product(self.keep), full, 0)
+            return full * product(self.scale)  # the small product first (k x k convs)
         if not self.slices:
             return full.clone()  # a private copy
         t = self.apply(full)
@@ -52,14 +52,14 @@ class Swap:
     def write_back(self, full: torch.Tensor, taken: torch.Tensor) -> None:
         """Put the kept positions of a buffer a training forward updated back into `full`."""
         if self.keep is not None:
-            full.copy_(torch.where(_product(self.keep), taken, full))
+            full.copy_(torch.where(product(self.keep), taken, full))
         elif self.slices:
             index_copy(full, self.slices, taken)
 
     def kept(self, shape, device) -> torch.Tensor:
         """A boolean tensor of the full `shape`, true at the kept positions."""
         if self.keep is not None:
-            return _product(self.keep).expand(shape)
+            return product(self.keep).expand(shape)
         return kept_mask(shape, self.slices, device)
 
     def apply(self, full: torch.Tensor) -> torch.Tensor:
@@ -214,10 +214,11 @@ def mask_swap(t: Target, found) -> Swap:
 def removed_mask(ndim: int, found) -> torch.Tensor | None:
     """True where a value of `ndim` dims is removed (broadcastable), from [(dim, keep vector)]."""
     keep = broadcast_keep(ndim, found)
-    return None if keep is None else ~_product(keep)
+    return None if keep is None else ~product(keep)
 
 
-def _product(factors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def product(factors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The mask of a tensor from its broadcastable factors (boolean: and; else: times)."""
     out = factors[0]
     for f in factors[1:]:
         out = out & f if out.dtype == torch.bool else out * f

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from widthc import distributed, loop, sampling
-from widthc.config import BATCHED_NEEDS_MASKED, TrainConfig
+from widthc.config import TrainConfig
 from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
+from widthc.options import BATCHED_NEEDS_MASKED
 from widthc.precision import Precision
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
@@ -75,6 +76,8 @@ def train_supernet(
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     precision = Precision.of(cfg, device_of(net))
     precision.module(net)  # before DDP wraps it: the buckets see the final memory format
+    if cfg.compile:
+        net.capture_ready(compile=True)  # masked execution only (one sentence otherwise)
     # distillation targets: the largest width's class probabilities, or its outputs as targets
     distill_fn = soft_cross_entropy if classifier else loss_fn
     widths = widths or WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
