@@ -100,7 +100,7 @@ CASES = [
     ("no finalists to refine", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--refine-top", "0", "--out", "OUT"], "--refine-top must be at least 1"),
     ("refining a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--stages", "2", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),
     ("refining a latency search", ["slim", DIGITS, "--data", "digits", "--latency", "50%", "--refine-epochs", "2", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),
-    ("refining a params search in the band", ["slim", DIGITS, "--data", "digits", "--params", "50%", "--refine-epochs", "2", "--refine-widths", "band", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),
+    ("refining a params search in the band", ["slim", DIGITS, "--data", "digits", "--params", "50%", "--refine-epochs", "2", "--refine-widths", "band", "--out", "OUT"], "--refine-widths band draws widths in FLOPs bands: give --flops"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run
     "@no-onnxruntime": lambda mp: mp.setitem(sys.modules, "onnxruntime", None),

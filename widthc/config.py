@@ -133,9 +133,7 @@ class SearchConfig:
     calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
     stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
     alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
-    score: str = option(
-        "metric", "What max-max maximises: metric (the model's) or loss (minus).", choices=SCORES
-    )
+    score: str = option("metric", "What max-max maximises: metric or minus loss.", choices=SCORES)
     refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
     refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
     refine_widths: str = option("finalists", "Refine: finalists, corners or band.", choices=REFINES)
@@ -310,9 +308,8 @@ class RunConfig:
 
     def check(self) -> RunConfig:
         """Every option in range (one sentence for the first that is not)."""
-        self.train.check()
-        self.search.check()
-        self.retrain.check()
+        for part in (self.train, self.search, self.retrain):
+            part.check()
         if self.offset < 0:
             raise _bad("offset", "0 or more", self.offset)
         if not self.beta > 0:
@@ -320,17 +317,18 @@ class RunConfig:
         if self.align_text != "auto" and not (self.align_text.isdigit() and int(self.align_text)):
             raise _bad("align", "a whole number of channels, 1 or more, or auto", self.align)
         if self.runtime_name not in RUNTIMES:
-            raise WidthcError(
-                f"--runtime {self.runtime} is not a runtime: choose one of {', '.join(RUNTIMES)}"
-            )
+            names = ", ".join(RUNTIMES)
+            raise WidthcError(f"--runtime {self.runtime} is not a runtime: choose one of {names}")
         for name, low in (("runtime_threads", 1), ("runtime_batch", 1), ("latency_samples", 8)):
             if getattr(self, name) < low:
                 raise _bad(name, f"at least {low}", getattr(self, name))
         if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
-        band = self.search.refine_widths == "band" and not self.flops  # a band needs FLOPs
-        if self.search.refine_epochs and (self.search.stages > 1 or self.latency or band):
+        s = self.search
+        if s.refine_epochs and (s.stages > 1 or self.latency):
             raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
+        if s.refine_epochs and s.refine_widths == "band" and not self.flops:
+            raise WidthcError("--refine-widths band draws widths in FLOPs bands: give --flops")
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 
