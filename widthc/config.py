@@ -2,9 +2,9 @@
 
 `RunConfig` is what `widthc slim` (and `train`, `search`, `export`, `retrain`) runs: its own
 fields (the model, how it is traced and binned, the data, the device, the budgets) and three
-parts, `TrainConfig`, `SearchConfig` and `RetrainConfig`. Every field carries its CLI help
-(`option`): the CLI's options are generated from these classes, and config.json is their flat
-JSON (`RunConfig.to_json` / `from_json`; the option names are unique across the parts).
+parts, `TrainConfig`, `SearchConfig` and `RetrainConfig` (widthc/config_parts.py). Every
+field carries its CLI help (`option`): the CLI's options are generated from these classes, and
+config.json is their flat JSON (`RunConfig.to_json` / `from_json`; the option names are unique across the parts).
 
 This module imports nothing heavy (no torch, no numpy): `widthc --help` reads it.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from widthc.config_parts import RetrainConfig, SearchConfig, TrainConfig, bad
 from widthc.errors import WidthcError
 from widthc.options import (
     AMP,
@@ -25,7 +26,6 @@ from widthc.options import (
     RUNTIMES,
     SAMPLINGS,
     SCORES,
-    check_choices,
     default,
     device_refusal,
     flag_name,
@@ -38,144 +38,6 @@ __all__ = [
     "RetrainConfig", "RunConfig", "Schedule", "SearchConfig", "TrainConfig", "default",
     "flag_name", "option", "option_fields", "SAMPLINGS", "SCORES",
 ]  # fmt: skip
-
-
-def _bad(name: str, rule: str, value) -> WidthcError:
-    return WidthcError(f"{flag_name(name)} must be {rule}, got {value}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run (supernet training and retraining)."""
-
-    epochs: int = option(1, "Training epochs.")
-    batch_size: int = option(64, "Batch size per process.")
-    lr: float = option(0.1, "Initial learning rate (cosine to --min-lr).")
-    min_lr: float = option(1e-5, "The cosine schedule's floor (paper A.2: 0.1 -> 1e-5).")
-    momentum: float = option(0.9, "SGD momentum.")
-    weight_decay: float = option(1e-4, "SGD weight decay.")
-    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
-    minmin_start: float = option(0.0, "Fraction of steps that train a random candidate (fig. 2b).")
-    select_batch_fraction: float = option(
-        1.0, "Choose the min-loss candidate on this part of a batch."
-    )
-    measure_agreement: bool = option(
-        False, "Count how often that choice agrees with the full batch's."
-    )
-    sandwich: bool = option(False, "Also train the largest and smallest width every step.")
-    distill: bool = option(
-        False, "In-place distillation: the largest width learns the labels, the others its outputs."
-    )
-    sampling: str = option(
-        "uniform", "Width law per step: uniform (eq. 1), extremes, flops or log.", choices=SAMPLINGS,
-    )  # fmt: skip
-    budget_sampling: float = option(
-        0.0, "Share of steps whose width is drawn in a budget's FLOPs band (--budget-band)."
-    )
-    decay_used: bool = option(
-        False, "Weight decay only on the channels the trained sub-network used."
-    )
-    seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
-    checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
-    calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
-    execution: str = option(
-        "auto", "Supernet execution: sliced, masked (every width at full width: static shapes), "
-        "or auto (masked on CUDA where it equals sliced, sliced on CPU).", choices=EXECUTIONS,
-    )  # fmt: skip
-    probes: str = option(
-        "auto", "Min-min probes: batched (one forward, chosen on the device; masked execution), "
-        "each (a forward per candidate), or auto (batched if masked on CUDA).", choices=PROBES,
-    )  # fmt: skip
-    compile: bool = option(
-        False, "Train through torch.compile, traced once for all widths (masked; CUDA graphs)."
-    )
-    amp: str = option("off", "Mixed precision of every run (fp16: CUDA only).", choices=AMP)
-    channels_last: bool = option(False, "Channels-last memory format for 4-D weights and inputs.")
-    log_every: int = option(
-        0, "Steps between the host's reads of the losses (0: 1 on CPU, 25 on CUDA); all logged."
-    )
-
-    def check(self) -> TrainConfig:
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise _bad(name, "at least 1", getattr(self, name))
-        if not self.lr > 0:
-            raise _bad("lr", "positive", self.lr)
-        for name in ("min_lr", "weight_decay", "calibration_batches"):
-            if getattr(self, name) < 0:
-                raise _bad(name, "0 or more", getattr(self, name))
-        for name in ("momentum", "label_smoothing"):
-            if not 0 <= getattr(self, name) < 1:
-                raise _bad(name, "in [0, 1)", getattr(self, name))
-        for name in ("minmin_start", "budget_sampling"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise _bad(name, "between 0 and 1", getattr(self, name))
-        if not 0 < self.select_batch_fraction <= 1:
-            raise _bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
-        if self.checkpoint_every < 0:
-            raise _bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
-        if self.log_every < 0:
-            raise _bad("log_every", "0 (automatic) or more", self.log_every)
-        check_choices(self)  # amp, execution, probes, sampling
-        return self
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Options of the search stage (paper A.2: population 40, 50 generations, 2,000 samples)."""
-
-    search: str = option("evolutionary", "evolutionary, random, greedy or uniform.")
-    population: int = option(40, "Evolutionary: population (paper A.2).")
-    generations: int = option(50, "Evolutionary: generations (paper A.2).")
-    samples: int = option(2000, "Random search: widths sampled (paper A.2).")
-    max_evals: int | None = option(None, "Cap on widths scored per budget.")
-    budget_band: float = option(0.9, "Only widths with FLOPs in [band, 1] x budget compete.")
-    calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
-    stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
-    alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
-    score: str = option("metric", "What max-max maximises: metric or minus loss.", choices=SCORES)
-    refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
-    refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
-    refine_widths: str = option("finalists", "Refine: finalists, corners or band.", choices=REFINES)
-
-    def check(self) -> SearchConfig:
-        # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
-        from widthc.search.registry import SEARCHERS
-
-        if self.search not in SEARCHERS:
-            names = ", ".join(sorted(SEARCHERS))
-            raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
-        lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1}.items():
-            if getattr(self, name) < low:
-                raise _bad(name, f"at least {low}", getattr(self, name))
-        if self.max_evals is not None and self.max_evals < 1:
-            raise _bad("max_evals", "at least 1", self.max_evals)
-        if not 0 < self.budget_band <= 1:
-            raise _bad("budget_band", "in (0, 1]", self.budget_band)
-        if not self.alpha > 0:
-            raise _bad("alpha", "positive", self.alpha)
-        check_choices(self)  # score, refine_widths
-        return self
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """Options of the retrain stage."""
-
-    retrain_epochs: int | None = option(
-        None, "Epochs of retraining each searched width from scratch (default: --epochs; 0 skips)."
-    )
-    finetune: bool = option(
-        False, "Retrain from the supernet's weights instead of the model's own (its initial "
-        "weights: from scratch; with --pretrained, its trained ones, channels sorted).",
-        off="--from-scratch",
-    )  # fmt: skip
-
-    def check(self) -> RetrainConfig:
-        if self.retrain_epochs is not None and self.retrain_epochs < 0:
-            raise _bad("retrain_epochs", "0 or more", self.retrain_epochs)
-        return self
 
 
 @dataclass(frozen=True)
@@ -311,17 +173,17 @@ class RunConfig:
         for part in (self.train, self.search, self.retrain):
             part.check()
         if self.offset < 0:
-            raise _bad("offset", "0 or more", self.offset)
+            raise bad("offset", "0 or more", self.offset)
         if not self.beta > 0:
-            raise _bad("beta", "positive", self.beta)
+            raise bad("beta", "positive", self.beta)
         if self.align_text != "auto" and not (self.align_text.isdigit() and int(self.align_text)):
-            raise _bad("align", "a whole number of channels, 1 or more, or auto", self.align)
+            raise bad("align", "a whole number of channels, 1 or more, or auto", self.align)
         if self.runtime_name not in RUNTIMES:
             names = ", ".join(RUNTIMES)
             raise WidthcError(f"--runtime {self.runtime} is not a runtime: choose one of {names}")
         for name, low in (("runtime_threads", 1), ("runtime_batch", 1), ("latency_samples", 8)):
             if getattr(self, name) < low:
-                raise _bad(name, f"at least {low}", getattr(self, name))
+                raise bad(name, f"at least {low}", getattr(self, name))
         if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
         s = self.search
@@ -335,9 +197,9 @@ class RunConfig:
         if self.order_by not in METHODS:
             raise WidthcError(f"--order-by {self.order_by} is not one of {', '.join(METHODS)}")
         if not 0 < self.supernet_share < 1:
-            raise _bad("supernet_share", "in (0, 1)", self.supernet_share)
+            raise bad("supernet_share", "in (0, 1)", self.supernet_share)
         if not 0 < self.supernet_lr_scale <= 1:
-            raise _bad("supernet_lr_scale", "in (0, 1]", self.supernet_lr_scale)
+            raise bad("supernet_lr_scale", "in (0, 1]", self.supernet_lr_scale)
         if self.train.budget_sampling and not self.flops:
             raise WidthcError(
                 "--budget-sampling needs the budgets: give them with --flops (widthc slim)"
