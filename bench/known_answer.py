@@ -104,11 +104,9 @@ def retrain_width(ctx, choice, folder: Path) -> dict:
 
 
 def scorer_of(ctx):
-    """The run's max-max scorer, as its search built it (metric or minus the loss)."""
-    from widthc.evaluate import MaxMax
-
-    net = ctx.supernet(trained=True).eval()
-    return MaxMax(net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed)
+    """The run's max-max scorer, as its search built it (metric or minus the loss, and
+    --score-steps' fine-tuning)."""
+    return ctx.scorer(ctx.supernet(trained=True).eval())
 
 
 # --- one run ----------------------------------------------------------------------------------------

@@ -121,6 +121,12 @@ class SearchConfig:
     refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
     refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
     refine_widths: str = option("finalists", "Refine: finalists, corners or band.", choices=REFINES)
+    score_steps: int = option(
+        0, "SGD steps that fine-tune a private copy of each scored width before it is scored."
+    )
+    score_lr: float | None = option(
+        None, "--score-steps: the fine-tuning's learning rate (default --lr; cosine to --min-lr)."
+    )
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -130,7 +136,7 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1}.items():
+        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1, "score_steps": 0}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
         if self.max_evals is not None and self.max_evals < 1:
@@ -139,6 +145,8 @@ class SearchConfig:
             raise bad("budget_band", "in (0, 1]", self.budget_band)
         if not self.alpha > 0:
             raise bad("alpha", "positive", self.alpha)
+        if self.score_lr is not None and not self.score_lr > 0:
+            raise bad("score_lr", "positive", self.score_lr)
         check_choices(self)  # score, refine_widths
         return self
 

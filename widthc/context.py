@@ -23,6 +23,7 @@ from widthc.config import RunConfig
 from widthc.errors import WidthcError
 from widthc.evaluate import (
     Chance,
+    MaxMax,
     accuracy,
     against_chance,
     batches,
@@ -37,10 +38,12 @@ from widthc.latency.align import channel_block
 from widthc.latency.measure import Measurer
 from widthc.latency.model import LatencyModel
 from widthc.ordering import Ordering, order_channels
+from widthc.precision import Precision
 from widthc.program import Program
 from widthc.run import ANALYSIS, SUPERNET, Run
 from widthc.supernet import Supernet
 from widthc.train import cross_entropy
+from widthc.tuning import Tuning
 
 __all__ = ["NO_DATA", "Context", "compile_source"]
 
@@ -278,6 +281,30 @@ class Context:
     def validation(self) -> list:
         data = self.splits.val
         return batches(data, torch.arange(len(data)), 256)
+
+    def scorer(self, net: Supernet, precision: Precision | None = None) -> MaxMax:
+        """Max-max on `net` as this run scores: the calibration and validation batches, the
+        score's metric and seed, and --score-steps' fine-tuning. Every stage (and benchmark)
+        that scores widths builds its scorer here, so all of them score alike."""
+        return MaxMax(
+            net, self.calibration(), self.validation(), self.score_metric,
+            seed=self.config.seed, precision=precision, tuning=self.tuning(),
+        )  # fmt: skip
+
+    def tuning(self) -> Tuning | None:
+        """--score-steps: how every scored width is fine-tuned alone first (None: off). The
+        same whole training batches for every width, in a seeded order of their own, with the
+        run's momentum, weight decay and --min-lr, from --score-lr (default --lr)."""
+        s, t = self.config.search, self.config.train
+        if not s.score_steps:
+            return None
+        data, n = self.splits.train, t.batch_size
+        count = min(s.score_steps, max(len(data) // n, 1))  # cycled when fewer than the steps
+        order = loop.epoch_order(len(data), self.config.seed, -2)[: count * n]
+        return Tuning(
+            s.score_steps, s.score_lr or t.lr, batches(data, order, n), self.loss,
+            t.momentum, t.weight_decay, t.min_lr,
+        )  # fmt: skip
 
     # --- a trained model (--pretrained) ------------------------------------------------------
 

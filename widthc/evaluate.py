@@ -9,6 +9,10 @@ so the supernet is bit-for-bit unchanged by any number of scorings, and the rand
 (calibration may run dropout: it runs under a fixed seed, so a score does not depend on when it
 was computed).
 
+With a `Tuning` (`--score-steps`, widthc/tuning.py) each sub-network is scored once it has its
+own weights: a private copy of it (widthc.slim) is trained a few SGD steps, the same steps for
+every width, before the recalibration; the supernet is unchanged all the same.
+
 A width's score is the best of its candidates' (max-max); the winning candidate is the one that
 is exported. `MaxMax` caches scores by width (bin counts), across budgets and searchers, and
 scores every width with one `Precision` (autocast, memory format): the same way in every
@@ -18,6 +22,7 @@ width) and the metric stays on the device until the width's score is complete.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from torch.utils.data import default_collate as _collate
 from widthc.ir import WidthChoice
 from widthc.precision import Precision
 from widthc.supernet import Supernet, device_of
+from widthc.tuning import Tuning
 
 __all__ = [
     "Chance",
@@ -158,10 +164,12 @@ def score_choice(
     clock: dict | None = None,
     timer=time.perf_counter,
     precision: Precision | None = None,
+    tuning: Tuning | None = None,
 ) -> float:
     """The metric of one sub-network on `val` ((input, target) batches), after re-estimating its
-    batch-norm statistics on the `calibration` input batches. The supernet is unchanged.
-    `clock` accumulates the seconds (of `timer`) spent in "calibration" and "validation"."""
+    batch-norm statistics on the `calibration` input batches (and, with `tuning`, after training
+    a private copy of it). The supernet is unchanged. `clock` accumulates the seconds (of
+    `timer`) spent in "tuning", "calibration" and "validation"."""
     metric = metric or accuracy
     device = device_of(net)
     clock = clock if clock is not None else {}
@@ -172,7 +180,8 @@ def score_choice(
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        with net.isolated(choice) as gm, precision.autocast():
+        tuned = timer()
+        with _network(net, choice, tuning) as gm, precision.autocast():
             t0 = timer()
             if calibration:
                 recalibrate(gm, [moved(x) for x in calibration])
@@ -185,16 +194,31 @@ def score_choice(
                 n += len(y)
             total = float(total)
             t2 = timer()
+    if tuning is not None:
+        clock["tuning"] = clock.get("tuning", 0.0) + t0 - tuned
     clock["calibration"] = clock.get("calibration", 0.0) + t1 - t0
     clock["validation"] = clock.get("validation", 0.0) + t2 - t1
     return total / max(n, 1)
+
+
+@contextlib.contextmanager
+def _network(net: Supernet, choice: WidthChoice, tuning: Tuning | None):
+    """The sub-network to score: the supernet's own (isolated), or a fine-tuned private copy."""
+    if tuning is None:
+        with net.isolated(choice) as gm:
+            yield gm
+        return
+    small = tuning.tuned(net, choice)
+    with torch.inference_mode():
+        yield small
 
 
 class MaxMax:
     """score(width) -> Score: every candidate sub-network of the width (the supernet's offset)
     is recalibrated and measured; the width scores as its best candidate (eq. 13). Cached by
     the width's bin counts. `calibration`: input batches; `val`: (input, target) batches, a list
-    or anything iterable more than once (a DataLoader)."""
+    or anything iterable more than once (a DataLoader); `tuning`: fine-tune each sub-network
+    alone before it is scored (widthc/tuning.py)."""
 
     def __init__(
         self,
@@ -205,8 +229,10 @@ class MaxMax:
         seed: int = 0,
         timer=time.perf_counter,
         precision: Precision | None = None,
+        tuning: Tuning | None = None,
     ):
         self.net, self.calibration, self.val = net, list(calibration), val
+        self.tuning = tuning
         self.metric, self.seed, self.timer = metric, seed, timer
         self.precision = precision or Precision()
         self.cache: dict[tuple, Score] = {}
@@ -237,7 +263,7 @@ class MaxMax:
         self.scored += 1
         return score_choice(
             self.net, choice, self.calibration, self.val, self.metric, self.seed, self.clock,
-            self.timer, self.precision,
+            self.timer, self.precision, self.tuning,
         )  # fmt: skip
 
     def preload(self, widths: Iterable[tuple[WidthChoice, Score]]) -> None:

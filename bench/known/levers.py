@@ -32,6 +32,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
     "refine-5-corners": [*R5, "--refine-widths", "corners"],
     "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
+    "score-steps-64": ["--score-steps", "64"],  # each scored width fine-tuned alone ~1 epoch
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }

@@ -19,7 +19,6 @@ import widthc
 from widthc import search as searchers
 from widthc import space as sp
 from widthc.context import Context
-from widthc.evaluate import MaxMax
 from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
@@ -46,7 +45,6 @@ def run(ctx: Context) -> None:
     latency = ctx.latency if ctx.measures_latency else None
     program, net = ctx.program, ctx.supernet(trained=True)
     chain, stages = [], []
-    calib, val = ctx.calibration(), ctx.validation()
     uniform = None
     for t, (rest, beta) in enumerate(schedule, 1):
         if t > 1:
@@ -64,7 +62,7 @@ def run(ctx: Context) -> None:
                 bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
         precision = Precision.of(c.train, ctx.device)  # every stage scores alike
-        scorer = MaxMax(net, calib, val, ctx.score_metric, seed=c.seed, precision=precision)
+        scorer = ctx.scorer(net, precision)
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )

@@ -257,10 +257,7 @@ def refined_supernet(ctx: Context, widths: list[tuple[int, ...]] | str):
 
 def _scorer(ctx: Context, net) -> MaxMax:
     """Max-max on the refined supernet, as the search scores (stages/search.py)."""
-    return MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
-        precision=Precision.of(ctx.config.train, ctx.device),
-    )  # fmt: skip
+    return ctx.scorer(net, Precision.of(ctx.config.train, ctx.device))
 
 
 def _evaluation(program, width: tuple[int, ...], score, load: float) -> searchers.Evaluation:

@@ -3,8 +3,9 @@ supernet, written to search.json.
 
 Scores are max-max over each width's candidates (widthc.evaluate.MaxMax), cached across
 budgets. search.json is rewritten atomically every few seconds while a search runs, with the
-widths scored so far; a search that is killed and resumed preloads them, and since searchers
-are deterministic for a seed, it replays the same steps without scoring them again.
+widths scored so far; a search that is killed and resumed preloads them (when they were scored
+the same way: --score, --score-steps), and since searchers are deterministic for a seed, it
+replays the same steps without scoring them again.
 """
 
 from __future__ import annotations
@@ -36,11 +37,8 @@ def run(ctx: Context) -> None:
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True, refined=False)  # --refine-epochs refines after this
     precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
-    scorer = MaxMax(
-        net, ctx.calibration(), ctx.validation(), ctx.score_metric, seed=ctx.config.seed,
-        precision=precision,
-    )  # fmt: skip
-    preload(scorer, program, ctx.run.read_json(SEARCH))
+    scorer = ctx.scorer(net, precision)
+    preload(scorer, program, ctx.run.read_json(SEARCH), scoring(ctx))
     results = []
     latency = ctx.latency if ctx.measures_latency else None
     for text, budget in ctx.budgets.items():
@@ -207,7 +205,7 @@ def write(ctx: Context, program, results: list[dict], complete: bool, latency=No
             "binning": program.binning,
             "offset": ctx.config.offset,
             "metric": ctx.metric_name,
-            "score": ctx.score_name,
+            **scoring(ctx),
             "results": results,
             "front": [
                 {"width": list(e.width), "flops": e.flops, "score": e.score}
@@ -228,10 +226,22 @@ def _described(latency: LatencyModel) -> dict:
     }
 
 
-def preload(scorer: MaxMax, program, previous: dict | None) -> int:
-    """Scores of an earlier (interrupted) search of this supernet: not computed again."""
+def scoring(ctx: Context) -> dict:
+    """How this run scores widths, as search.json records it: what max-max maximises and, with
+    --score-steps, the fine-tuning before each score (steps, learning rate)."""
+    s = ctx.config.search
+    tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
+    return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
+
+
+def preload(scorer: MaxMax, program, previous: dict | None, scored: dict) -> int:
+    """Scores of an earlier (interrupted) search of this supernet, scored the same way
+    (`scored`: `scoring`'s record): not computed again."""
     if not previous or previous.get("binning") != program.binning:
         return 0
+    same = previous.get("score", scored["score"]) == scored["score"]  # older files: no "score"
+    if not same or previous.get("score_tuning") != scored.get("score_tuning"):
+        return 0  # scored another way (--score, --score-steps, --score-lr): scored again
     if previous.get("groups") != [int(g) for g in program.space.ids]:
         raise WidthcError(
             "search.json describes other groups than this model's: start over with --force"
