@@ -100,6 +100,8 @@ CASES = [
     ("no finalists to refine", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--refine-top", "0", "--out", "OUT"], "--refine-top must be at least 1"),
     ("refining a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--refine-epochs", "2", "--stages", "2", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),
     ("refining a latency search", ["slim", DIGITS, "--data", "digits", "--latency", "50%", "--refine-epochs", "2", "--out", "OUT"], "--refine-epochs refines one-stage FLOPs or params searches only"),
+    ("a negative number of scoring steps", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "-1", "--out", "OUT"], "--score-steps must be at least 0"),
+    ("a scoring learning rate of 0", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-lr", "0", "--out", "OUT"], "--score-lr must be positive"),
     ("refining a params search in the band", ["slim", DIGITS, "--data", "digits", "--params", "50%", "--refine-epochs", "2", "--refine-widths", "band", "--out", "OUT"], "--refine-widths band draws widths in FLOPs bands: give --flops"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run

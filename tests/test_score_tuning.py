@@ -24,6 +24,7 @@ from test_tasks import REGRESSION, TINY  # the tiny regression model file
 
 import widthc
 from widthc.cli import main
+from widthc.config import SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
 from widthc.evaluate import MaxMax, recalibrate, score_choice
@@ -111,7 +112,7 @@ def test_score_steps_0_scores_as_before(tuned_run):
     ctx.config = dataclasses.replace(
         ctx.config, search=dataclasses.replace(ctx.config.search, score_steps=0)
     )
-    assert ctx.tuning() is None
+    assert ctx.tuning() is None and SearchConfig().score_steps == 0  # off by default
     net = ctx.supernet(trained=True)
     scorer = ctx.scorer(net)
     assert scorer.tuning is None and "score_tuning" not in search.scoring(ctx)
@@ -180,8 +181,6 @@ def test_a_resumed_search_reuses_the_same_steps_scores_only(tuned_run, tmp_path,
 
 
 def test_bad_score_steps_are_refused_and_a_diverging_tuning_says_so():
-    from widthc.config import SearchConfig
-
     with pytest.raises(WidthcError, match="--score-steps must be at least 0"):
         SearchConfig(score_steps=-1).check()
     with pytest.raises(WidthcError, match="--score-lr must be positive"):
