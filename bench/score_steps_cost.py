@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from widthc.context import Context
-from widthc.run import SEARCH
+from widthc.run import BUDGET_PREFIXES, SEARCH
 from widthc.stages import search
 
 
@@ -36,7 +36,9 @@ def timed_search(run: Path, steps: int) -> dict:
     and candidates scored, and the scorer's clock."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
-        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("flops-*", "refine"))
+        shutil.copytree(
+            run, copy, ignore=shutil.ignore_patterns(*(f"{p}*" for p in BUDGET_PREFIXES), "refine")
+        )
         (copy / SEARCH).unlink(missing_ok=True)
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
