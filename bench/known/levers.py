@@ -34,4 +34,6 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
+    # batch norms' scale and shift private to each width (switchable batch norm)
+    "private-bn": ["--private-bn"],
 }
