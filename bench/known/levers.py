@@ -36,4 +36,5 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "epochs-x4": X4,
     # batch norms' scale and shift private to each width (switchable batch norm)
     "private-bn": ["--private-bn"],
+    "uniform-bins-32-extremes-private-bn": [*B32X, "--private-bn"],
 }
