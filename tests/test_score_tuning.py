@@ -180,6 +180,20 @@ def test_a_resumed_search_reuses_the_same_steps_scores_only(tuned_run, tmp_path,
     assert other["results"][0]["uniform"]["score"] != result["uniform"]["score"]
 
 
+def test_a_private_bn_supernet_is_tuned_from_its_widths_own_rows():
+    from test_private_bn import _net, _out, _randomise, _width
+
+    program, net = _net()
+    _randomise(net)  # every width's batch-norm rows differ from the shared parameters
+    x = torch.randn(16, 8)
+    choice = _width(program, 5, 7)
+    tuning = Tuning(1, 1e-30, [(x, torch.randn(16, 4))], torch.nn.functional.mse_loss)
+    small = tuning.tuned(net, choice)  # one step at a negligible rate: the copy as taken
+    net.train()  # both on the batch's statistics (the step moved the copy's running ones)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), _out(net, choice, x), rtol=1e-5, atol=1e-5)
+
+
 def test_bad_score_steps_are_refused_and_a_diverging_tuning_says_so():
     with pytest.raises(WidthcError, match="--score-steps must be at least 0"):
         SearchConfig(score_steps=-1).check()

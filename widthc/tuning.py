@@ -4,7 +4,8 @@ In a weight-shared supernet a narrow width runs on weights that every other widt
 towards a compromise, so its max-max score says how well the width does on shared weights,
 not how well it does once trained. With `Tuning`, every scored sub-network is first copied out
 of the supernet (`widthc.slim` of the supernet's program: the physically smaller model, the
-same weights, proved equal to the supernet at that width by the slim stage), trained alone for
+same weights, with --private-bn the width's own batch-norm rows, proved equal to the supernet at
+that width by the slim stage), trained alone for
 a few SGD steps, and only then recalibrated and measured as usual (widthc.evaluate). The
 supernet is never changed: the copy shares no tensor with it.
 
@@ -26,6 +27,7 @@ from torch import fx
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
 from widthc.passes.slim import slim
+from widthc.private_rows import rows_of
 from widthc.supernet import device_of
 
 __all__ = ["Tuning"]
@@ -58,7 +60,8 @@ class Tuning:
         """A private copy of the supernet `net` at `choice`, trained `steps` steps (train mode
         on return; the caller seeds the random state). `net` is unchanged."""
         with torch.inference_mode(False), torch.enable_grad():
-            small = slim(net.program, choice).train()
+            with rows_of(net.private, choice, written=True):  # --private-bn: the width's own
+                small = slim(net.program, choice).train()
             device = device_of(net)
             params = [p for p in small.parameters() if p.requires_grad]
             opt = torch.optim.SGD(
