@@ -76,6 +76,7 @@ CASES = [
     ("data the model rejects", ["train", ("FILE", WRONG_DATA), "--out", "OUT", "--batch-size", "16"], "which layer `0` rejects"),
     ("a dict output without loss() and metric()", ["train", ("FILE", DICT_OUTPUT), "--data", "digits", "--out", "OUT"], "loss(output, target)"),
     ("a negative offset", ["train", DIGITS, "--data", "digits", "--offset", "-1", "--out", "OUT"], "--offset must be 0 or more"),
+    ("a negative sort interval", ["train", DIGITS, "--data", "digits", "--sort-every", "-1", "--out", "OUT"], "--sort-every must be 0 (never) or more, got -1"),
     ("zero epochs", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--epochs", "0", "--out", "OUT"], "--epochs must be at least 1"),
     ("an unknown searcher", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--search", "annealing", "--out", "OUT"], "not a searcher"),
     ("an output folder that cannot be written", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--out", "BLOCKED/run"], "cannot write to --out"),

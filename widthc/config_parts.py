@@ -16,6 +16,7 @@ from widthc.options import (
     REFINES,
     SAMPLINGS,
     SCORES,
+    SORTS,
     check_choices,
     flag_name,
     option,
@@ -55,6 +56,12 @@ class TrainConfig:
     )  # fmt: skip
     budget_sampling: float = option(
         0.0, "Share of steps whose width is drawn in a budget's FLOPs band (--budget-band)."
+    )
+    sort_every: int = option(
+        0, "Sort each group's channels by importance every this many epochs (0: never)."
+    )
+    sort_by: str = option(
+        "l1", "--sort-every: the channel importance (l1, l2 or bn).", choices=SORTS
     )
     decay_used: bool = option(
         False, "Weight decay only on the channels the trained sub-network used."
@@ -98,6 +105,8 @@ class TrainConfig:
             raise bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.sort_every < 0:
+            raise bad("sort_every", "0 (never) or more", self.sort_every)
         if self.log_every < 0:
             raise bad("log_every", "0 (automatic) or more", self.log_every)
         check_choices(self)  # amp, execution, probes, sampling

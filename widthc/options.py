@@ -10,7 +10,7 @@ from widthc.errors import WidthcError
 
 __all__ = [
     "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
-    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES", "SORTS",
     "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
 ]  # fmt: skip
 
@@ -31,6 +31,7 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
 SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (no torch here)
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
 REFINES = ("finalists", "corners", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
+SORTS = ("l1", "l2", "bn")  # --sort-by: passes/order.py's importances that read no data
 
 
 def check_choices(config) -> None:

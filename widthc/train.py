@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from widthc import distributed, loop, sampling
+from widthc import distributed, loop, sampling, sorting
 from widthc.config import TrainConfig
 from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
@@ -169,6 +169,10 @@ class MinMinStep:
     def load_state(self, state: dict) -> None:
         self.sampler.set_state(state["sampler"])
         self.histogram, self.agree = list(state["histogram"]), list(state["agree"])
+
+    def epoch_end(self, epoch: int) -> dict | None:
+        """`--sort-every`: the supernet's channels (and momentum) sorted at this epoch's end."""
+        return sorting.at_epoch_end(self.net, self.trainer.opt, self.cfg, epoch)
 
     def fmt(self, record: dict) -> str:
         return f"loss {record['loss']:.4f} candidates {'/'.join(map(str, self.histogram))}"

@@ -32,6 +32,8 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
     "refine-5-corners": [*R5, "--refine-widths", "corners"],
     "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
+    "sort-1": ["--sort-every", "1"],  # channels sorted by L1 importance every epoch (OFA)
+    "sort-5": ["--sort-every", "5"],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
