@@ -202,3 +202,28 @@ def test_bad_sort_options_are_one_sentence():
         TrainConfig(sort_every=-1).check()
     with pytest.raises(widthc.WidthcError, match="--sort-by must be one of l1, l2, bn, got taylor"):
         TrainConfig(sort_by="taylor").check()
+
+
+def test_slim_sorts_proves_and_reuses_the_sorted_supernet(tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from widthc.cli import main
+
+    digits = str(Path(__file__).resolve().parents[1] / "examples" / "mobilenet_digits.py")
+    tiny = ["--population", "4", "--generations", "1", "--calib-batches", "2"]
+    out = tmp_path / "sorted"
+    res = CliRunner().invoke(main, ["slim", digits, "--data", "digits", "--flops", "50%",
+                                    "--epochs", "2", "--sort-every", "1", "--sort-by", "l2",
+                                    "--retrain-epochs", "0", "--out", str(out), *tiny])  # fmt: skip
+    assert res.exit_code == 0, res.output  # slimmed and proved equal to the sorted supernet
+    log = [json.loads(s) for s in (out / "train.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["sorted"]) for r in log if "sorted" in r] == [(0, "l2")]
+    again = tmp_path / "again"
+    res = CliRunner().invoke(main, ["slim", digits, "--from", str(out), "--flops", "30%",
+                                    "--retrain-epochs", "0", "--out", str(again), *tiny])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (again / "supernet.pt").read_bytes() == (out / "supernet.pt").read_bytes()
+    assert json.loads((again / "config.json").read_text())["sort_every"] == 1
+    assert (again / "flops-30pct" / "slim.pt").is_file()
