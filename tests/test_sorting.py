@@ -163,9 +163,11 @@ def replace_cfg(**kw) -> TrainConfig:
     return replace(CFG, **kw)
 
 
-@pytest.mark.parametrize("stop", [5, 8, 16])  # mid-epoch, an epoch end (sorted), after 2 sorts
-def test_a_resumed_run_sorts_as_the_straight_run(tmp_path, stop):
-    cfg = replace_cfg(sort_every=1, sort_by="bn")
+@pytest.mark.parametrize(  # mid-epoch, an epoch end (sorted), after 2 sorts; in a warm-up
+    ("stop", "warmup"), [(5, 0), (8, 0), (16, 0), (5, 1)]
+)
+def test_a_resumed_run_sorts_as_the_straight_run(tmp_path, stop, warmup):
+    cfg = replace_cfg(sort_every=1, sort_by="bn", sort_warmup=warmup)
     straight = _net()
     full = train_supernet(straight, DATA, DATA, cfg, tmp_path / "a")
     train_supernet(_net(), DATA, DATA, cfg, tmp_path / "b", max_steps=stop)
@@ -177,6 +179,20 @@ def test_a_resumed_run_sorts_as_the_straight_run(tmp_path, stop):
     assert (tmp_path / "a" / "train.jsonl").read_text() == (
         tmp_path / "b" / "train.jsonl"
     ).read_text()
+
+
+def test_a_warmup_trains_the_full_width_alone_then_sorts(tmp_path):
+    net = _net()
+    full_bins = [len(g.bins) for g in net.program.searchable]
+    train_supernet(net, DATA, DATA, replace_cfg(sort_warmup=1), tmp_path)
+    lines = [json.loads(s) for s in (tmp_path / "train.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "loss" in r]
+    warm, rest = steps[:8], steps[8:]
+    assert all(r["width"] == full_bins and r["candidates"] == 1 for r in warm)
+    assert sum(r["width"] != full_bins for r in rest) >= 8  # then min-min over all widths
+    assert [r["epoch"] for r in lines if "sorted" in r] == [0]  # once, at the warm-up's end
+    with pytest.raises(widthc.WidthcError, match="--sort-warmup must be .* fewer than the su"):
+        replace_cfg(sort_warmup=3).check()
 
 
 def test_off_is_bit_identical_to_training_without_the_hook(tmp_path, monkeypatch):

@@ -18,6 +18,9 @@ width's candidates stay the windows one or more bins to the right of the left-mo
 a sort they hold the next most important channels, which is what the offset was for (a narrow
 width may move off channels the wide widths load most).
 
+`--sort-warmup W` is Once-for-All's order: the first W epochs train the full width alone (one
+candidate, no probes), their end sorts the channels, and min-min over all widths follows.
+
 A sort reads no random state and depends only on the weights, so a resumed run sorts where
 and as the uninterrupted run did; it runs at an epoch end, before that epoch's checkpoint.
 """
@@ -51,16 +54,18 @@ class Sorted:
                 "error": self.error}  # fmt: skip
 
 
-def due(epoch: int, every: int, epochs: int) -> bool:
-    """Whether the end of `epoch` (0-based) sorts: every `every` epochs, never after the last
-    (its narrow widths would then keep channels they were never trained on)."""
-    return every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs
+def due(epoch: int, every: int, epochs: int, warmup: int = 0) -> bool:
+    """Whether the end of `epoch` (0-based) sorts: every `every` epochs and at the end of a
+    `warmup` of that many epochs; never after the last (its narrow widths would then keep
+    channels they were never trained on)."""
+    periodic = every > 0 and (epoch + 1) % every == 0
+    return (periodic or epoch + 1 == warmup) and epoch + 1 < epochs
 
 
 def at_epoch_end(net, opt: torch.optim.Optimizer, cfg, epoch: int) -> dict | None:
-    """Sort `net` by `cfg.sort_by` at the end of `epoch` if `cfg.sort_every` says so (every
-    random state left as it was); the sort's record, or None."""
-    if not due(epoch, cfg.sort_every, cfg.epochs):
+    """Sort `net` by `cfg.sort_by` at the end of `epoch` if `cfg.sort_every` or
+    `cfg.sort_warmup` says so (every random state left as it was); the sort's record, or None."""
+    if not due(epoch, cfg.sort_every, cfg.epochs, cfg.sort_warmup):
         return None
     device = next(net.parameters(), torch.empty(0)).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

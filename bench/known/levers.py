@@ -34,6 +34,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
     "sort-1": ["--sort-every", "1"],  # channels sorted by L1 importance every epoch (OFA)
     "sort-5": ["--sort-every", "5"],
+    "sort-warmup-2": ["--sort-warmup", "2"],  # OFA: 2 epochs at full width alone, one sort
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
