@@ -180,8 +180,8 @@ class MinMinStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg, net = self.cfg, self.net
         done, total = self.trainer.step, self.trainer.total_steps
-        warm = done < cfg.sort_warmup * self.trainer.steps_per_epoch  # OFA: the full width first
-        width = net.program.full() if warm else self.widths(self.sampler)
+        warm = cfg.sort_warmup and done < cfg.sort_warmup * self.trainer.steps_per_epoch
+        width = net.program.full() if warm else self.widths(self.sampler)  # OFA: full first
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
         probe: list[float] | torch.Tensor = []
