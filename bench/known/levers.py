@@ -35,6 +35,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sort-1": ["--sort-every", "1"],  # channels sorted by L1 importance every epoch (OFA)
     "sort-5": ["--sort-every", "5"],
     "sort-warmup-2": ["--sort-warmup", "2"],  # OFA: 2 epochs at full width alone, one sort
+    "uniform-bins-32-extremes-sort-1": [*B32X, "--sort-every", "1"],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
 }
