@@ -191,7 +191,7 @@ def run_one(task: str, lever: str, seed: int) -> dict:
                    "score": result["score"], "flops": result["flops"],
                    "channels": [w["channels"] for w in result["width"].values()]},
         "truth_scores": scores,
-        "oracle_refined": None if target is None  # not a width of these bins
+        "oracle_refined": None if target is None
         else oracle_refined(result, program.space.array(target)),
         "supernet": _supernet_validation(out),
         "seconds": round(slim_seconds, 1),

@@ -121,6 +121,7 @@ VARIANTS = {
     "distill": ["--distill"], "log": ["--sampling", "log"], "refine-5": ["--refine-epochs", "5"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
     "sort-1": ["--sort-every", "1"],
+    "private-bn": ["--private-bn"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",

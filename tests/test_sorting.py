@@ -218,6 +218,9 @@ def test_bad_sort_options_are_one_sentence():
         TrainConfig(sort_every=-1).check()
     with pytest.raises(widthc.WidthcError, match="--sort-by must be one of l1, l2, bn, got taylor"):
         TrainConfig(sort_by="taylor").check()
+    for flag in ("sort_every", "sort_warmup"):  # the private rows would not follow a sort
+        with pytest.raises(widthc.WidthcError, match="--private-bn does not run with --sort-"):
+            TrainConfig(epochs=3, private_bn=True, **{flag: 1}).check()
 
 
 def test_slim_sorts_proves_and_reuses_the_sorted_supernet(tmp_path):

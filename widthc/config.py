@@ -31,6 +31,7 @@ from widthc.options import (
     flag_name,
     option,
     option_fields,
+    private_bn_refusal,
 )  # fmt: skip
 
 __all__ = [
@@ -187,6 +188,8 @@ class RunConfig:
         if self.search.stages > 1 and max(map(len, self.budgets.values()), default=1) != 1:
             raise WidthcError("--stages above 1 searches one budget per run: give one budget")
         s = self.search
+        if self.train.private_bn and s.stages > 1:
+            raise WidthcError(private_bn_refusal("stages"))
         if s.refine_epochs and (s.stages > 1 or self.latency):
             raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
         if s.refine_epochs and s.refine_widths == "band" and not self.flops:

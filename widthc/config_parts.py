@@ -20,6 +20,7 @@ from widthc.options import (
     check_choices,
     flag_name,
     option,
+    private_bn_refusal,
 )  # fmt: skip
 
 __all__ = ["RetrainConfig", "SearchConfig", "TrainConfig", "bad"]
@@ -69,6 +70,9 @@ class TrainConfig:
     decay_used: bool = option(
         False, "Weight decay only on the channels the trained sub-network used."
     )
+    private_bn: bool = option(
+        False, "Batch norms own a scale and shift per width of their group (switchable BN)."
+    )
     seed: int = option(0, "Random seed (widths, data order, initialisation, splits).")
     checkpoint_every: int = option(100, "Steps between checkpoints (and every epoch end).")
     calibration_batches: int = option(4, "Batch-norm recalibration batches before each validation.")
@@ -116,6 +120,9 @@ class TrainConfig:
         if self.log_every < 0:
             raise bad("log_every", "0 (automatic) or more", self.log_every)
         check_choices(self)  # amp, execution, probes, sampling
+        for name in ("compile", "decay_used", "sort_every", "sort_warmup"):
+            if self.private_bn and getattr(self, name):
+                raise WidthcError(private_bn_refusal(name))
         return self
 
 

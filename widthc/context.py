@@ -240,18 +240,22 @@ class Context:
         """The run's supernet with the trained weights of supernet.pt, or, with --refine-epochs
         once refined (and `refined`), those the search chose with (refine/supernet.pt)."""
         if not trained:
-            net = widthc.supernet(self.start, self.config.offset, self.config.train.execution)
-            return net.to(device or self.device)
+            return self.new_supernet(self.start).to(device or self.device)
         path = self.run.refine_dir() / SUPERNET
         if not (refined and self.config.search.refine_epochs and path.exists()):
             path = self.run.file(SUPERNET)
         return self.trained_supernet(self.program, path, device)
 
+    def new_supernet(self, program: Program) -> Supernet:
+        """A supernet of `program` as the run configures it (offset, execution, private BN)."""
+        t = self.config.train
+        return widthc.supernet(program, self.config.offset, t.execution, t.private_bn)
+
     def trained_supernet(self, program: Program, path, device=None) -> Supernet:
         """The supernet of `program` with the weights of the checkpoint at `path`, which must
         have been trained for the same groups."""
         device = device or self.device
-        net = widthc.supernet(program, self.config.offset, self.config.train.execution).to(device)
+        net = self.new_supernet(program).to(device)
         ckpt = checkpoint.load(path, map_location=device)
         checkpoint.check_groups(path, ckpt.get("groups"), program)
         try:

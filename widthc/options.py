@@ -12,6 +12,7 @@ __all__ = [
     "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
     "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES", "SORTS",
     "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
+    "private_bn_refusal",
 ]  # fmt: skip
 
 # the runtimes a latency is measured on (widthc/latency/runtimes.py runs them)
@@ -64,6 +65,22 @@ COMPILE_NEEDS_MASKED = (  # .format(mode): how the supernet runs
     "--compile needs masked execution (this supernet runs {}): use --execution masked, or "
     "--device cuda where --execution auto runs masked"
 )
+
+# --private-bn with an option that reads or updates the model's own batch-norm parameters
+PRIVATE_BN_WHY = {
+    "compile": "the compiled forward reads each batch norm's own scale and shift",
+    "decay_used": "its decay follows each batch norm's own scale and shift",
+    "stages": "a later stage's model is slimmed without the widths' private rows",
+    "distributed": "DDP needs every parameter used in every step, and a width's rows are not",
+    "sort_every": "a sort permutes each batch norm's own scale and shift, not the widths' rows",
+    "sort_warmup": "a sort permutes each batch norm's own scale and shift, not the widths' rows",
+}
+
+
+def private_bn_refusal(option: str) -> str:
+    """The sentence refusing `--private-bn` beside `option` (a PRIVATE_BN_WHY key)."""
+    what = {"distributed": "torchrun", "stages": "--stages above 1"}.get(option, flag_name(option))
+    return f"--private-bn does not run with {what} ({PRIVATE_BN_WHY[option]}): drop one of them"
 
 
 def device_refusal(train, device: str) -> str | None:

@@ -15,6 +15,7 @@
 
 The plan (passes/slicing.py) is the one `slim` reads too, so the two cannot disagree. Sliced,
 a sub-network at 50% FLOPs costs about 50% of the full network's compute: the choice on a CPU.
+`private_bn`: each batch norm's scale and shift is its row for the width (private_rows.py).
 
 Masked execution (`execution="masked"`, the default on accelerators) keeps every tensor at full
 width, so every width presents the same shapes: each tensor the plan shrinks is multiplied by
@@ -38,10 +39,11 @@ from widthc.capture import CaptureReady
 from widthc.config import EXECUTIONS
 from widthc.errors import WidthcError
 from widthc.ir import WidthChoice
-from widthc.options import COMPILE_NEEDS_MASKED
+from widthc.options import COMPILE_NEEDS_MASKED, private_bn_refusal
 from widthc.passes.masking import MASKS, mask_plan, rewrite_masks
 from widthc.passes.rewrite import SIZES, at, rewrite_literals
 from widthc.passes.slicing import SlicePlan, make_plan
+from widthc.private_rows import PrivateRows, rows_of
 from widthc.swaps import Applied, Swap, Target
 
 __all__ = ["Supernet", "device_of", "supernet"]
@@ -49,9 +51,10 @@ __all__ = ["Supernet", "device_of", "supernet"]
 
 class Supernet(nn.Module):
     """The CafeNet supernet of a program: `set_choice(choice)`, then call it like the model.
-    `execution`: "sliced", "masked", or "auto" (masked on accelerators where exact, else sliced)."""
+    `execution`: "sliced", "masked", or "auto" (masked on accelerators where exact, else sliced).
+    `private_bn`: batch norms own a scale and shift per width (widthc/private_rows.py)."""
 
-    def __init__(self, program, offset: int = 1, cache_size: int = 64, execution: str = "auto"):
+    def __init__(self, program, offset=1, cache_size=64, execution="auto", private_bn=False):
         super().__init__()
         if offset < 0:
             raise WidthcError(f"the offset r must be 0 or more, got {offset}")
@@ -80,6 +83,7 @@ class Supernet(nn.Module):
         self._fixed: Applied | None = None  # `running`: tensors resolved by the caller
         self._capture: CaptureReady | None = None  # `capture_ready`
         self._batch_note = program.traced.batch_note  # the graph holds at this batch only
+        self.private = PrivateRows(program, self.gm) if private_bn else None
 
     # --- choosing a sub-network ------------------------------------------------------------------
 
@@ -112,6 +116,8 @@ class Supernet(nn.Module):
         device = device_of(self.gm)
         if (mode := self.mode(device)) != "masked":
             raise WidthcError(COMPILE_NEEDS_MASKED.format(mode))
+        if self.private is not None:
+            raise WidthcError(private_bn_refusal("compile"))
         self._capture = CaptureReady(self.gm, self.graph("capture"), device, compile)
         self._cache.clear()  # resolved again with every tensor
         return self
@@ -173,7 +179,8 @@ class Supernet(nn.Module):
             return self._capture(applied, inputs, kwargs, keep, self.training and not keep)
         if applied is None and not keep:
             return gm(*inputs, **kwargs)
-        with self._entered(applied, gm, private=keep, write_back=self.training and not keep):
+        rows = rows_of(self.private, self._choice)
+        with rows, self._entered(applied, gm, private=keep, write_back=self.training and not keep):
             return gm(*inputs, **kwargs)
 
     @contextlib.contextmanager
@@ -195,8 +202,9 @@ class Supernet(nn.Module):
         applied = self.applied(choice, device, mode)
         was_training = self.training
         try:
-            with torch.inference_mode(), self._entered(applied, gm, private=True, write_back=False):
-                yield gm
+            with torch.inference_mode(), rows_of(self.private, choice):
+                with self._entered(applied, gm, private=True, write_back=False):
+                    yield gm
         finally:
             self.train(was_training)
 
@@ -209,7 +217,7 @@ class Supernet(nn.Module):
         (training)."""
         swaps = applied.swaps if applied is not None else ()
         if private:
-            swaps = swaps + self._untouched_buffers(swaps)
+            swaps = swaps + sw.untouched_buffers(self._buffer_slots, swaps)
         holder = getattr(gm, MASKS, None)
         originals = []
         try:
@@ -237,15 +245,6 @@ class Supernet(nn.Module):
                 getattr(self.gm, SIZES).values[:] = self._full_sizes
                 if holder is not None:
                     holder.values[:] = [None] * len(holder.values)
-
-    def _untouched_buffers(self, swaps) -> tuple[Swap, ...]:
-        """Every buffer no swap covers, as a swap that only copies it (for probing)."""
-        covered = {(id(s.owner), s.attr) for s in swaps}
-        return tuple(
-            Swap(m, "_buffers", name, (), True, ())
-            for m, name in self._buffer_slots
-            if m._buffers.get(name) is not None and (id(m), name) not in covered
-        )
 
     def applied(
         self, choice: WidthChoice, device: torch.device, mode: str | None = None
@@ -390,9 +389,10 @@ class Supernet(nn.Module):
         return sw.make_swap(t, found)
 
 
-def supernet(program, offset: int = 1, execution: str = "auto") -> Supernet:
-    """The CafeNet supernet of `program`, locally free offset `offset` (DESIGN §6)."""
-    return Supernet(program, offset, execution=execution)
+def supernet(program, offset: int = 1, execution: str = "auto", private_bn=False) -> Supernet:
+    """The CafeNet supernet of `program`, locally free offset `offset` (DESIGN §6); with
+    `private_bn`, batch norms own a scale and shift per width (`Supernet.private`)."""
+    return Supernet(program, offset, execution=execution, private_bn=private_bn)
 
 
 def device_of(module: nn.Module) -> torch.device:

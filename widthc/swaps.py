@@ -99,6 +99,17 @@ class Applied:
     sites: tuple = ()  # masked execution: per zeroing site, True where removed (or None)
 
 
+def untouched_buffers(slots, swaps) -> tuple[Swap, ...]:
+    """Every buffer of `slots` [(module, name)] that no swap covers, as a swap that only copies
+    it (probing: every buffer a private copy)."""
+    covered = {(id(s.owner), s.attr) for s in swaps}
+    return tuple(
+        Swap(m, "_buffers", name, (), True, ())
+        for m, name in slots
+        if m._buffers.get(name) is not None and (id(m), name) not in covered
+    )
+
+
 def store_of(owner: nn.Module, attr: str) -> tuple[str, torch.Tensor]:
     for store in ("_parameters", "_buffers"):
         d = getattr(owner, store)

@@ -37,7 +37,7 @@ from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
 from widthc.ir import WidthChoice
 from widthc.loop import TrainResult
-from widthc.options import BATCHED_NEEDS_MASKED
+from widthc.options import BATCHED_NEEDS_MASKED, private_bn_refusal
 from widthc.precision import Precision
 from widthc.run import SUPERNET as CHECKPOINT
 from widthc.run import TRAIN_LOG as LOG
@@ -72,6 +72,8 @@ def train_supernet(
     high) that `budget_sampling` draws widths in; `widths` draws each step's width instead of
     the config's law (e.g. a `sampling.WidthSet`: only those widths train)."""
     cfg = (config or TrainConfig()).check()
+    if net.private is not None and (cfg.decay_used or distributed.active()):
+        raise WidthcError(private_bn_refusal("decay_used" if cfg.decay_used else "distributed"))
     classifier = loss_fn is None  # a model file's own loss may take any output
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
     precision = Precision.of(cfg, device_of(net))
@@ -219,6 +221,8 @@ class MinMinStep:
                         teacher = out.detach() if cfg.distill else None
                 losses[name] = distributed.mean(loss.detach().float())  # read by the loop
                 self.precision.backward(loss)
+        if net.private is not None:  # other widths' rows: zero gradients, as unused channels
+            net.private.fill_grads(net)
         if cfg.decay_used and cfg.weight_decay:
             self.precision.unscale(self.trainer.opt)
             decay_used(net, [choice for _, choice in trained], cfg.weight_decay)

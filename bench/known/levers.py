@@ -38,4 +38,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "uniform-bins-32-extremes-sort-1": [*B32X, "--sort-every", "1"],
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
+    # batch norms' scale and shift private to each width (switchable batch norm)
+    "private-bn": ["--private-bn"],
+    "uniform-bins-32-extremes-private-bn": [*B32X, "--private-bn"],
 }

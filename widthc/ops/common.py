@@ -62,8 +62,10 @@ def run_on_meta(ctx):
     return ctx.run_meta()
 
 
-def spec(family, shape, couple, flops=None, resize=None, zeros=None, scale=None) -> OpSpec:
-    return OpSpec(family, shape, couple, flops, resize, zeros, scale)
+def spec(
+    family, shape, couple, flops=None, resize=None, zeros=None, scale=None, private=()
+) -> OpSpec:
+    return OpSpec(family, shape, couple, flops, resize, zeros, scale, private)
 
 
 def shape_args(ctx, first: int):

@@ -25,6 +25,7 @@ class OpSpec:
     resize: Callable[[nn.Module, dict, list], dict] | None = None
     zeros: str | Callable[[Any], str] | None = None  # None: unknown, masked execution refused
     scale: str | None = None  # a module's parameter that scales each channel (a norm's gamma)
+    private: tuple[str, ...] = ()  # per-channel affine parameters each width may own privately
 
 
 @dataclass(frozen=True)

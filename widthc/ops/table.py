@@ -159,10 +159,17 @@ register(
 )
 # norms: per-channel statistics of a zero channel are 0 (its parameters and running statistics
 # are masked too); statistics over the channels are mixing (ChannelGroup.mixing)
+# a batch norm's scale and shift may be private to each width (--private-bn: switchable batch
+# norm, slimmable networks): its statistics differ per width, and so may its affine
+register(
+    spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize, zeros=KEEPS,
+         scale="weight", private=("weight", "bias")),
+    nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm,
+)  # fmt: skip
 register(
     spec("batch norm", norm_shape, channel_norm_couple, resize=norm_resize, zeros=KEEPS,
          scale="weight"),
-    nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.modules.instancenorm._InstanceNorm,
 )  # fmt: skip
 _LAYER_NORM = spec(
     "layer norm", same_shape, layer_norm_couple, resize=layer_norm_resize, zeros=SHIFTS,

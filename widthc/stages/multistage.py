@@ -15,7 +15,6 @@ the refinement of its finalists with `--refine-epochs` (stages/refine.py).
 
 from __future__ import annotations
 
-import widthc
 from widthc import search as searchers
 from widthc import space as sp
 from widthc.context import Context
@@ -54,7 +53,7 @@ def run(ctx: Context) -> None:
         stage_latency = latency.for_program(program) if latency else None
         budget = target.toward(starts, 1.0 - rest, _costs(program, stage_latency))
         if t > 1:
-            net = widthc.supernet(program, c.offset, c.train.execution).to(ctx.device)
+            net = ctx.new_supernet(program).to(ctx.device)
             folder = ctx.run.stage_dir(t)
             flops = budget.value("flops")
             train_supernet(

@@ -19,6 +19,7 @@ from widthc.context import Context
 from widthc.evaluate import recalibrate
 from widthc.files import staged_write
 from widthc.ir import WidthChoice
+from widthc.private_rows import rows_of
 from widthc.run import INHERITED, SLIM, UNIFORM, WIDTHS, widths_record
 from widthc.verify import verify
 
@@ -44,7 +45,8 @@ def slim_one(ctx, program, net, calib, entry: dict, folder: Path, result: dict, 
     that description and the checks."""
     seed = ctx.config.seed
     cand = program.validate(WidthChoice.from_json(entry["candidate_choice"]))
-    small = widthc.slim(program, cand)
+    with rows_of(net.private, cand, written=True):  # --private-bn: the width's own scale, shift
+        small = widthc.slim(program, cand)
     if calib:
         recalibrate(small, calib, seed)
     small.eval()
