@@ -104,6 +104,7 @@ CASES = [
     ("refining a params search in the band", ["slim", DIGITS, "--data", "digits", "--params", "50%", "--refine-epochs", "2", "--refine-widths", "band", "--out", "OUT"], "--refine-widths band draws widths in FLOPs bands: give --flops"),
     ("private batch norms with --decay-used", ["train", DIGITS, "--data", "digits", "--private-bn", "--decay-used", "--out", "OUT"], "--private-bn does not run with --decay-used"),
     ("private batch norms with --compile", ["train", DIGITS, "--data", "digits", "--private-bn", "--compile", "--execution", "masked", "--out", "OUT"], "--private-bn does not run with --compile"),
+    ("private batch norms with sorted channels", ["train", DIGITS, "--data", "digits", "--private-bn", "--sort-every", "1", "--out", "OUT"], "--private-bn does not run with --sort-every"),
     ("private batch norms in a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--private-bn", "--stages", "2", "--out", "OUT"], "--private-bn does not run with --stages above 1"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run
