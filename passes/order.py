@@ -37,7 +37,7 @@ from widthc.ops.reparam import recompute, tensor_at
 from widthc.passes.slicing import SlicePlan
 from widthc.passes.slim import copy_module, sliced_tensors
 
-__all__ = ["METHODS", "importance", "left_alone", "orders_of", "permuted"]
+__all__ = ["METHODS", "importance", "left_alone", "orders_of", "permuted", "permuted_tensors"]
 
 METHODS = ("l1", "l2", "bn", "taylor")
 
@@ -91,15 +91,29 @@ def permuted(program, orders: Mapping[int, torch.Tensor]) -> fx.GraphModule:
     """A copy of the program's model whose channels of each group `g` of `orders` come in the
     order `orders[g]` (the old index at each new position, within one block). The program and
     its model are left untouched."""
+    gm = copy_module(program.gm, sliced_tensors(program.gm, _plan(program, orders)))
+    for module in gm.modules():
+        recompute(module)  # weights an old-style weight-norm hook keeps, from their sources
+    return gm
+
+
+def permuted_tensors(
+    program, orders: Mapping[int, torch.Tensor], tensors: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`tensors`, each keyed by the parameter or buffer of the program's model it is laid out
+    like (its value, or an optimizer's state of it: momentum), with the channels of each group
+    `g` of `orders` in the order `orders[g]`, exactly as `permuted` moves that parameter."""
+    plan = _plan(program, orders)
+    return {target: plan.slice_param(target, t) for target, t in tensors.items()}
+
+
+def _plan(program, orders: Mapping[int, torch.Tensor]) -> SlicePlan:
+    """The slicing plan that keeps every channel, each group of `orders` in its order."""
     counts = {g.id: g.block_size for g in program.groups}
     for gid, order in orders.items():
         if sorted(order.tolist()) != list(range(counts[gid])):
             raise WidthcError(f"the order of group {gid} is not a permutation of its channels")
-    plan = SlicePlan({g: o.long() for g, o in orders.items()}, counts, program.param_dims)
-    gm = copy_module(program.gm, sliced_tensors(program.gm, plan))
-    for module in gm.modules():
-        recompute(module)  # weights an old-style weight-norm hook keeps, from their sources
-    return gm
+    return SlicePlan({g: o.long() for g, o in orders.items()}, counts, program.param_dims)
 
 
 # --- the scores ------------------------------------------------------------------------------

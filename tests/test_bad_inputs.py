@@ -76,6 +76,7 @@ CASES = [
     ("data the model rejects", ["train", ("FILE", WRONG_DATA), "--out", "OUT", "--batch-size", "16"], "which layer `0` rejects"),
     ("a dict output without loss() and metric()", ["train", ("FILE", DICT_OUTPUT), "--data", "digits", "--out", "OUT"], "loss(output, target)"),
     ("a negative offset", ["train", DIGITS, "--data", "digits", "--offset", "-1", "--out", "OUT"], "--offset must be 0 or more"),
+    ("a negative sort interval", ["train", DIGITS, "--data", "digits", "--sort-every", "-1", "--out", "OUT"], "--sort-every must be 0 (never) or more, got -1"),
     ("zero epochs", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--epochs", "0", "--out", "OUT"], "--epochs must be at least 1"),
     ("an unknown searcher", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--search", "annealing", "--out", "OUT"], "not a searcher"),
     ("an output folder that cannot be written", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--out", "BLOCKED/run"], "cannot write to --out"),
@@ -105,6 +106,7 @@ CASES = [
     ("refining a params search in the band", ["slim", DIGITS, "--data", "digits", "--params", "50%", "--refine-epochs", "2", "--refine-widths", "band", "--out", "OUT"], "--refine-widths band draws widths in FLOPs bands: give --flops"),
     ("private batch norms with --decay-used", ["train", DIGITS, "--data", "digits", "--private-bn", "--decay-used", "--out", "OUT"], "--private-bn does not run with --decay-used"),
     ("private batch norms with --compile", ["train", DIGITS, "--data", "digits", "--private-bn", "--compile", "--execution", "masked", "--out", "OUT"], "--private-bn does not run with --compile"),
+    ("private batch norms with sorted channels", ["train", DIGITS, "--data", "digits", "--private-bn", "--sort-every", "1", "--out", "OUT"], "--private-bn does not run with --sort-every"),
     ("private batch norms in a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--private-bn", "--stages", "2", "--out", "OUT"], "--private-bn does not run with --stages above 1"),
 ]  # fmt: skip
 PATCHES = {  # what a case's `@name` changes for its run

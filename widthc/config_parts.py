@@ -16,6 +16,7 @@ from widthc.options import (
     REFINES,
     SAMPLINGS,
     SCORES,
+    SORTS,
     check_choices,
     flag_name,
     option,
@@ -56,6 +57,15 @@ class TrainConfig:
     )  # fmt: skip
     budget_sampling: float = option(
         0.0, "Share of steps whose width is drawn in a budget's FLOPs band (--budget-band)."
+    )
+    sort_every: int = option(
+        0, "Sort each group's channels by importance every this many epochs (0: never)."
+    )
+    sort_by: str = option(
+        "l1", "--sort-every/--sort-warmup: the channel importance (l1, l2 or bn).", choices=SORTS
+    )
+    sort_warmup: int = option(
+        0, "Train the full width alone for this many epochs, then sort (Once-for-All)."
     )
     decay_used: bool = option(
         False, "Weight decay only on the channels the trained sub-network used."
@@ -102,10 +112,15 @@ class TrainConfig:
             raise bad("select_batch_fraction", "in (0, 1]", self.select_batch_fraction)
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "0 (epoch ends only) or more", self.checkpoint_every)
+        if self.sort_every < 0:
+            raise bad("sort_every", "0 (never) or more", self.sort_every)
+        if not 0 <= self.sort_warmup < self.epochs:
+            fewer = f"fewer than the supernet's {self.epochs} epochs"
+            raise bad("sort_warmup", f"0 (none) or more, {fewer}", self.sort_warmup)
         if self.log_every < 0:
             raise bad("log_every", "0 (automatic) or more", self.log_every)
         check_choices(self)  # amp, execution, probes, sampling
-        for name in ("compile", "decay_used"):
+        for name in ("compile", "decay_used", "sort_every", "sort_warmup"):
             if self.private_bn and getattr(self, name):
                 raise WidthcError(private_bn_refusal(name))
         return self

@@ -5,7 +5,8 @@ fixes the data order of an epoch by seed, `Trainer` runs a step function over th
 checkpoints, resume, a JSON-lines log, a validation hook and a progress bar. A step function
 takes a batch and returns the step's record (`loss` at least); it owns whatever else it needs
 (the min-min candidate choice, a width sampler) and exposes its resumable state; its `trainer`
-attribute is set to the loop that runs it (the step count, the precision).
+attribute is set to the loop that runs it (the step count, the precision); an `epoch_end(epoch)`
+method, if it has one, runs after each epoch's validation.
 
 A record's values may be tensors on the device: the loop reads them every `log_every` steps
 (and before a checkpoint, a validation, the end), all of them in one copy, so that a GPU is not
@@ -219,6 +220,8 @@ class Trainer:
                         result = {"epoch": epoch, "step": self.step, **result}
                         self.validation.append(result)
                         self.log(result)
+                if epoch_end and (note := _epoch_end(self.step_fn, epoch)) is not None:
+                    self.log({"epoch": epoch, "step": self.step, **note})  # before the save
                 every = self.cfg.checkpoint_every
                 stopping = interrupt.requested()  # Ctrl-C: save this step, then stop
                 if epoch_end or (every and self.step % every == 0) or self.step == stop or stopping:
@@ -303,6 +306,13 @@ class PlainStep:
 
     def load_state(self, state: dict) -> None:
         pass
+
+
+def _epoch_end(step, epoch: int) -> dict | None:
+    """The step function's work at the end of `epoch` (a supernet's channel sort), if it has
+    any: it changes the weights the epoch's checkpoint then holds; its record is logged."""
+    hook = getattr(step, "epoch_end", None)
+    return hook(epoch) if hook is not None else None
 
 
 AUTO_LOG_EVERY = 25  # steps between host reads of the losses on an accelerator (log_every 0)

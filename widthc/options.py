@@ -10,7 +10,7 @@ from widthc.errors import WidthcError
 
 __all__ = [
     "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
-    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES", "SORTS",
     "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
     "private_bn_refusal",
 ]  # fmt: skip
@@ -32,6 +32,7 @@ def option(default, help: str, group: str = "", **cli):  # noqa: A002 - click's 
 SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (no torch here)
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
 REFINES = ("finalists", "corners", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
+SORTS = ("l1", "l2", "bn")  # --sort-by: passes/order.py's importances that read no data
 
 
 def check_choices(config) -> None:
@@ -71,6 +72,8 @@ PRIVATE_BN_WHY = {
     "decay_used": "its decay follows each batch norm's own scale and shift",
     "stages": "a later stage's model is slimmed without the widths' private rows",
     "distributed": "DDP needs every parameter used in every step, and a width's rows are not",
+    "sort_every": "a sort permutes each batch norm's own scale and shift, not the widths' rows",
+    "sort_warmup": "a sort permutes each batch norm's own scale and shift, not the widths' rows",
 }
 
 

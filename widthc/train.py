@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from widthc import distributed, loop, sampling
+from widthc import distributed, loop, sampling, sorting
 from widthc.config import TrainConfig
 from widthc.errors import WidthcError
 from widthc.evaluate import Metric, batch, evaluate, metric_name
@@ -172,13 +172,18 @@ class MinMinStep:
         self.sampler.set_state(state["sampler"])
         self.histogram, self.agree = list(state["histogram"]), list(state["agree"])
 
+    def epoch_end(self, epoch: int) -> dict | None:
+        """`--sort-every`: the supernet's channels (and momentum) sorted at this epoch's end."""
+        return sorting.at_epoch_end(self.net, self.trainer.opt, self.cfg, epoch)
+
     def fmt(self, record: dict) -> str:
         return f"loss {record['loss']:.4f} candidates {'/'.join(map(str, self.histogram))}"
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg, net = self.cfg, self.net
         done, total = self.trainer.step, self.trainer.total_steps
-        width = self.widths(self.sampler)
+        warm = cfg.sort_warmup and done < cfg.sort_warmup * self.trainer.steps_per_epoch
+        width = net.program.full() if warm else self.widths(self.sampler)  # OFA: full first
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
         probe: list[float] | torch.Tensor = []

@@ -32,6 +32,10 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "refine-5-band": [*R5, "--refine-widths", "band"],  # 5 more epochs
     "refine-5-corners": [*R5, "--refine-widths", "corners"],
     "uniform-bins-32-extremes-refine-5": [*B32X, *R5],
+    "sort-1": ["--sort-every", "1"],  # channels sorted by L1 importance every epoch (OFA)
+    "sort-5": ["--sort-every", "5"],
+    "sort-warmup-2": ["--sort-warmup", "2"],  # OFA: 2 epochs at full width alone, one sort
+    "uniform-bins-32-extremes-sort-1": [*B32X, "--sort-every", "1"],
     "score-steps-64": ["--score-steps", "64"],  # each scored width fine-tuned alone ~1 epoch
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,

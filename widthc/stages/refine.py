@@ -233,7 +233,8 @@ def refined_supernet(ctx: Context, widths: list[tuple[int, ...]] | str):
     RUN_DIR/refine/ when it holds the same widths and options."""
     c, program = ctx.config, ctx.program
     base = c.supernet_training()
-    cfg = replace(base, epochs=c.search.refine_epochs, lr=REFINE_LR_SCALE * base.lr)
+    lr = REFINE_LR_SCALE * base.lr  # the channel order stays: no sort while refining
+    cfg = replace(base, epochs=c.search.refine_epochs, lr=lr, sort_every=0, sort_warmup=0)
     folder = ctx.run.refine_dir()
     record = folder.relative_to(ctx.run.path) / FINALISTS
     band = widths == "band"
