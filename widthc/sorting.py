@@ -36,7 +36,9 @@ from widthc.options import SORTS
 from widthc.ordering import order_channels
 from widthc.passes import order
 
-__all__ = ["SORTS", "Sorted", "at_epoch_end", "due", "permute_supernet", "sort_supernet"]
+__all__ = [
+    "SORTS", "Sorted", "at_epoch_end", "due", "permute_supernet", "sort_supernet", "warmup_width",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ def due(epoch: int, every: int, epochs: int, warmup: int = 0) -> bool:
     channels they were never trained on)."""
     periodic = every > 0 and (epoch + 1) % every == 0
     return (periodic or epoch + 1 == warmup) and epoch + 1 < epochs
+
+
+def warmup_width(net, cfg, trainer):
+    """`--sort-warmup W` (Once-for-All): the full width while the first W epochs train, else None."""
+    warm = cfg.sort_warmup and trainer.step < cfg.sort_warmup * trainer.steps_per_epoch
+    return net.program.full() if warm else None
 
 
 def at_epoch_end(net, opt: torch.optim.Optimizer, cfg, epoch: int) -> dict | None:

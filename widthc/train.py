@@ -11,11 +11,11 @@ labels and the others on its outputs. The epoch-end validation measures the mode
 The loop, optimizer, checkpoints and log are `widthc.loop`'s, shared with retraining; under
 torchrun the supernet runs in DDP and every rank trains the same candidate.
 
-With masked execution (accelerators) the candidates are probed in one forward and the
-min-loss one is chosen on the device (`--probes`, widthc/stacked.py): a step reads nothing back
-to the host; the chosen index, the probe and trained losses stay tensors until the loop reads
-them (`--log-every`), and `settle` then counts the candidate and checks the probes. Sliced
-execution (CPU) probes one candidate per forward and the host picks the candidate.
+With masked execution (accelerators) the candidates are probed in one forward and the min-loss
+one is chosen on the device (`--probes`, widthc/stacked.py): a step reads nothing back to the
+host; the chosen index, the probe and trained losses stay tensors until the loop reads them
+(`--log-every`), and `settle` then counts the candidate and checks the probes. Sliced execution
+(CPU) probes one candidate per forward and the host picks the candidate.
 """
 
 from __future__ import annotations
@@ -80,14 +80,12 @@ def train_supernet(
     precision.module(net)  # before DDP wraps it: the buckets see the final memory format
     if cfg.compile:
         net.capture_ready(compile=True)  # masked execution only (one sentence otherwise)
-    # distillation targets: the largest width's class probabilities, or its outputs as targets
-    distill_fn = soft_cross_entropy if classifier else loss_fn
+    distill_fn = soft_cross_entropy if classifier else loss_fn  # the largest width's outputs
     widths = widths or WidthSampler(net.program, cfg.sampling, cfg.budget_sampling, bands)
     step = MinMinStep(net, distributed.wrap(net), cfg, loss_fn, widths, distill_fn)
     n_steps = cfg.epochs * (len(train_data) // max(cfg.batch_size * distributed.world_size(), 1))
     params = [p for p in net.parameters() if p.requires_grad]
-    # with --decay-used the step adds the decay to the used positions' gradients itself
-    opt_cfg = replace(cfg, weight_decay=0.0) if cfg.decay_used else cfg
+    opt_cfg = replace(cfg, weight_decay=0.0) if cfg.decay_used else cfg  # --decay-used: the step's
     opt, schedule = loop.optimizer(params, opt_cfg, n_steps)
     files = (Path(run_dir) / CHECKPOINT, Path(run_dir) / LOG) if run_dir is not None else None
     validate = _validator(net, train_data, val_data, cfg, metric) if val_data is not None else None
@@ -162,11 +160,7 @@ class MinMinStep:
         return self.trainer.precision if self.trainer is not None else Precision()
 
     def state(self) -> dict:
-        return {
-            "sampler": self.sampler.get_state(),
-            "histogram": self.histogram,
-            "agree": self.agree,
-        }
+        return dict(sampler=self.sampler.get_state(), histogram=self.histogram, agree=self.agree)
 
     def load_state(self, state: dict) -> None:
         self.sampler.set_state(state["sampler"])
@@ -182,8 +176,7 @@ class MinMinStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         cfg, net = self.cfg, self.net
         done, total = self.trainer.step, self.trainer.total_steps
-        warm = cfg.sort_warmup and done < cfg.sort_warmup * self.trainer.steps_per_epoch
-        width = net.program.full() if warm else self.widths(self.sampler)  # OFA: full first
+        width = sorting.warmup_width(net, cfg, self.trainer) or self.widths(self.sampler)
         cands = net.candidates(width)
         self.histogram += [0] * (len(cands) - len(self.histogram))
         probe: list[float] | torch.Tensor = []
