@@ -107,21 +107,18 @@ METHODS = {
 }
 # levers (issue 10), each a variant of the widthc method alone, compared on the validation split;
 # share / lr scale: widthc-pretrained's supernet (defaults 0.2 / 1); lr-0.01: all training after
-# the trained model (Torch-Pruning's cross); extremes to bins-32-extremes: issue 16's levers
-# (bench/known_answer.py measures them where the answer is known)
+# the trained model (Torch-Pruning's cross); from extremes on: issue 16's (bench/known_answer.py)
 VARIANTS = {
     "supernet-epochs-x2": ["--epochs", "{2E}", "--retrain-epochs", "{E}"],
     "sandwich": ["--sandwich"], "band-0.95": ["--budget-band", "0.95"],
     "calib-20": ["--calib-batches", "20"], "offset-2": ["--offset", "2"],
-    "decay-used": ["--decay-used"],
-    "share-0.1": ["--supernet-share", "0.1"], "share-0.4": ["--supernet-share", "0.4"],
-    "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
+    "decay-used": ["--decay-used"], "share-0.1": ["--supernet-share", "0.1"],
+    "share-0.4": ["--supernet-share", "0.4"], "supernet-lr-0.1": ["--supernet-lr-scale", "0.1"],
     "supernet-lr-0.3": ["--supernet-lr-scale", "0.3"], "lr-0.01": ["--lr", "0.01"],
     "extremes": ["--sampling", "extremes"], "budget-0.5": ["--budget-sampling", "0.5"],
     "distill": ["--distill"], "log": ["--sampling", "log"], "refine-5": ["--refine-epochs", "5"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
-    "sort-1": ["--sort-every", "1"],
-    "private-bn": ["--private-bn"],
+    "sort-1": ["--sort-every", "1"], "private-bn": ["--private-bn"],
     "score-steps-64": ["--score-steps", "64"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
