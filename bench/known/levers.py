@@ -37,6 +37,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "sort-warmup-2": ["--sort-warmup", "2"],  # OFA: 2 epochs at full width alone, one sort
     "uniform-bins-32-extremes-sort-1": [*B32X, "--sort-every", "1"],
     "score-steps-64": ["--score-steps", "64"],  # each scored width fine-tuned alone ~1 epoch
+    "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],  # scored by val loss
     "epochs-x2": ["--epochs", str(2 * RECIPE.epochs), "--retrain-epochs", str(RECIPE.epochs)],
     "epochs-x4": X4,
     # batch norms' scale and shift private to each width (switchable batch norm)
