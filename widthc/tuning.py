@@ -5,9 +5,9 @@ towards a compromise, so its max-max score says how well the width does on share
 not how well it does once trained. With `Tuning`, every scored sub-network is first copied out
 of the supernet (`widthc.slim` of the supernet's program: the physically smaller model, the
 same weights, with --private-bn the width's own batch-norm rows, proved equal to the supernet at
-that width by the slim stage), trained alone for
-a few SGD steps, and only then recalibrated and measured as usual (widthc.evaluate). The
-supernet is never changed: the copy shares no tensor with it.
+that width by the slim stage), trained alone for a few SGD steps, and only then recalibrated
+and measured as usual (widthc.evaluate). The supernet is never changed: the copy shares no
+tensor with it.
 
 The steps are the same for every width, so scores stay comparable: the same training batches
 in the same order (cycled when there are fewer batches than steps), the same learning rate
