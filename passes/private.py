@@ -6,9 +6,10 @@ Max-max already re-estimates a batch norm's running statistics for every width i
 every width still shares is the norm's affine parameters (the op registry's `private` names: a
 batch norm's weight and bias). A norm owns one row of them for each width its group can take
 below full, `k = 1 .. n - 1` bins of the group's `n`, added to its own parameters (full width
-keeps the model's own, so that it trains and exports as before). A row covers all the norm's channels: under
-a locally free offset every candidate pattern of `k` bins reads its channels from row `k`, as
-the candidates of one width already share its running statistics after recalibration.
+keeps the model's own, so that it trains and exports as before). A row covers all the norm's
+channels: under a locally free offset every candidate pattern of `k` bins reads its channels
+from row `k`, as the candidates of one width already share its running statistics after
+recalibration.
 
 Covered: a norm module whose channels are exactly one searchable group. Not covered, with the
 reason: a norm over the channels of several groups (a concatenation: a row per combination of

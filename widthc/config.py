@@ -2,9 +2,10 @@
 
 `RunConfig` is what `widthc slim` (and `train`, `search`, `export`, `retrain`) runs: its own
 fields (the model, how it is traced and binned, the data, the device, the budgets) and three
-parts, `TrainConfig`, `SearchConfig` and `RetrainConfig` (widthc/config_parts.py). Every
-field carries its CLI help (`option`): the CLI's options are generated from these classes, and
-config.json is their flat JSON (`RunConfig.to_json` / `from_json`; the option names are unique across the parts).
+parts, `TrainConfig`, `SearchConfig` and `RetrainConfig` (widthc/config_parts.py). Every field
+carries its CLI help (`option`): the CLI's options are generated from these classes, and
+config.json is their flat JSON (`RunConfig.to_json` / `from_json`; the option names are unique
+across the parts).
 
 This module imports nothing heavy (no torch, no numpy): `widthc --help` reads it.
 """

@@ -65,7 +65,7 @@ def due(epoch: int, every: int, epochs: int, warmup: int = 0) -> bool:
 
 
 def warmup_width(net, cfg, trainer):
-    """`--sort-warmup W` (Once-for-All): the full width while the first W epochs train, else None."""
+    """`--sort-warmup W` (Once-for-All): the full width during the first W epochs, else None."""
     warm = cfg.sort_warmup and trainer.step < cfg.sort_warmup * trainer.steps_per_epoch
     return net.program.full() if warm else None
 
