@@ -43,4 +43,9 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     # batch norms' scale and shift private to each width (switchable batch norm)
     "private-bn": ["--private-bn"],
     "uniform-bins-32-extremes-private-bn": [*B32X, "--private-bn"],
+    # the tuned score's curve in N (scored by val loss, as score-steps-64-loss): a quarter
+    # epoch and 4 epochs alone, each 4x from 64; and 64 steps at a fine-tuning rate 1/5 of --lr
+    "score-steps-16-loss": ["--score-steps", "16", "--score", "loss"],
+    "score-steps-256-loss": ["--score-steps", "256", "--score", "loss"],
+    "score-steps-64-lr-0.02-loss": ["--score-steps", "64", "--score-lr", "0.02", "--score", "loss"],
 }
