@@ -112,7 +112,7 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     """Its oracle score is None (not a width of its bins): the ranking counts only the scored
     runs, the seed-0 scores show '-' for the oracle, the recovered gap still counts it."""
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    monkeypatch.setattr(known_answer, "_truth", lambda task: None)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: None)
 
     def run(seed, oracle_score):
         side = {"val": -0.5, "test": -0.5, "score": -0.3, "channels": [1]}
@@ -128,3 +128,46 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     assert default[3 + 2] == lever[3 + 2] == "50%"  # recovered, val: 0.2 of 0.4
     assert default[11] == "1/2" and lever[11] == "-"
     assert default[13].startswith("-0.2000 / ") and lever[13].startswith("- / ")
+
+
+def test_the_tuning_curve_counts_rankings_margins_and_the_truths_own_agreement(
+    tmp_path, monkeypatch
+):
+    """bench/known_curve.py: a lever's row counts the supernets whose score ranks the oracle
+    above uniform, the recovered gap, mean / std of widthc − uniform, tau against the truth's
+    seed mean, and the search stage's seconds; the ceiling's "seed / mean of the others"
+    compares each retraining seed with the mean of the other two."""
+    import known_curve
+
+    truth = [[1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0]]
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(known_answer, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda t: truth)
+    monkeypatch.setattr(known_curve, "ORDER", ("bottleneck",))
+    right, wrong = [0, 2, 1, 3], [3, 2, 1, 0]  # the truth's seed mean orders 0 < 2 < 1 < 3
+    for seed, oracle_score, won, scores in ((0, 0.1, 0.1, right), (1, -0.1, 0.3, wrong),
+                                            (2, 0.2, 0.2, right)):  # fmt: skip
+        known_answer._write(
+            tmp_path / "results" / "score-steps-64" / f"bottleneck-s{seed}.json",
+            {"seed": seed, "truth_scores": scores, "widthc": {"val": won},
+             "oracle": {"val": 0.4, "score": oracle_score}, "uniform": {"val": 0.0, "score": 0.0}},
+        )  # fmt: skip
+    stages = {"train": {"seconds": 10.0}, "search": {"seconds": 40.0}}
+    known_answer._write(
+        tmp_path / "runs" / "score-steps-64" / "bottleneck-s1" / "stages.json", stages
+    )
+    lines = known_curve.curve(["score-steps-64", "default"], {0, 1, 2}, []).splitlines()
+    assert len(lines) == 3  # the header, its rule, one row: "default" has no runs here
+    cells = lines[2].split(" | ")
+    assert cells[0] == "| 64" and cells[2] == "3"
+    assert cells[3] == "2 (2 of 3)"  # seeds 0 and 2 rank the oracle above uniform
+    mean = [2.0, 8 / 3, 7 / 3, 3.0]
+    tau = (2 * known_answer.kendall_tau(right, mean) + known_answer.kendall_tau(wrong, mean)) / 3
+    assert cells[4] == f"{tau:.2f}" and tau > 0  # the mean over runs
+    assert cells[5] == "50%"  # won 0.2 of the gap 0.4
+    assert cells[6] == "2.0"  # 0.2 / std(0.1, 0.3, 0.2) = 0.2 / 0.1
+    assert cells[7] == "40 (4.0×) |"  # seed 1's stages.json only
+    rest = [known_answer.kendall_tau(truth[0], [2.5, 3.0, 2.0, 2.5]),
+            known_answer.kendall_tau(truth[2], [1.0, 2.5, 2.5, 4.0])]  # fmt: skip
+    assert f"seed/mean of the others {rest[0]:.2f} " in known_curve.ceiling()
+    assert f" {rest[1]:.2f} (mean" in known_curve.ceiling()
