@@ -43,4 +43,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     # batch norms' scale and shift private to each width (switchable batch norm)
     "private-bn": ["--private-bn"],
     "uniform-bins-32-extremes-private-bn": [*B32X, "--private-bn"],
+    # a shared-weight search, then only each budget's 16 best widths and uniform tuned (rescore)
+    "score-top-16-steps-64-loss": ["--score-top", "16", "--score-steps", "64", "--score", "loss"],
+    "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
 }
