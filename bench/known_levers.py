@@ -89,9 +89,10 @@ def describe_rescored(task: str, seed: int, run: dict, base: dict, result: dict)
     info, program = result["rescored"], ka.default_program(task)
     rows, won = info["scores"], info["chosen"]
     oracle = ka.oracle(program, ka.DEFINED[task].teacher)
-    finalist = [int(k) for k in program.space.array(oracle)] in [r["width"] for r in rows[:-1]]
-    kind = ("the searched width" if won == 0 else "the uniform width" if won == len(rows) - 1
-            else f"finalist {won + 1}")  # fmt: skip
+    uniform = _channels(result["uniform"])
+    finalist = [int(k) for k in program.space.array(oracle)] in [r["width"] for r in rows]
+    kind = ("the searched width" if won == 0 else "the uniform width"
+            if _channels(result) == uniform else f"finalist {won + 1}")  # fmt: skip
     o, u = run["oracle"]["score"], run["uniform"]["score"]
     return (
         f"{task} s{seed}: {len(rows)} widths tuned; {kind} won (shared "
@@ -115,9 +116,9 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
     won = []
     for r, _ in pairs:
         path = ka.RUNS / lever / f"{task}-s{r['seed']}" / SEARCH
-        info = json.loads(path.read_text())["results"][0]["rescored"]
-        last = len(info["scores"]) - 1
-        won.append("s" if info["chosen"] == 0 else "u" if info["chosen"] == last else "f")
+        (result,) = json.loads(path.read_text())["results"]
+        chosen, uniform = result["rescored"]["chosen"], _channels(result["uniform"])
+        won.append("s" if chosen == 0 else "u" if _channels(result) == uniform else "f")
     return (
         f"{task}: {lever} − {base_lever}, widthc val {mean_std(paired['val'], digits=4)}, test "
         f"{mean_std(paired['test'], digits=4)} ({len(pairs)} seeds); won: the searched width "

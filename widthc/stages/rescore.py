@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from widthc import interrupt
 from widthc.context import Context
 from widthc.evaluate import Score
 from widthc.precision import Precision
@@ -69,6 +70,7 @@ def run(ctx: Context, known: list[dict]) -> None:
                     for v, s in scores]  # fmt: skip
             out[i] = {**r, "rescored": {**record, "scores": rows}}
             write(ctx, program, out, complete=False)  # a snapshot: resumed, not scored again
+            interrupt.check()  # Ctrl-C: the tuned scores so far are saved
         best = chosen([s.value for _, s in scores])
         width, score = scores[best]
         load = float(ctx.budgets[r["text"]].load(np.array(width))[0])
