@@ -113,17 +113,30 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
     if not pairs:
         return None
     paired = {k: [r["widthc"][k] - b["widthc"][k] for r, b in pairs] for k in ("val", "test")}
-    won = []
+    won, ranks = [], []
     for r, _ in pairs:
-        path = ka.RUNS / lever / f"{task}-s{r['seed']}" / SEARCH
-        (result,) = json.loads(path.read_text())["results"]
+        (result,) = _results(lever, task, r["seed"])
         chosen, uniform = result["rescored"]["chosen"], _channels(result["uniform"])
         won.append("s" if chosen == 0 else "u" if _channels(result) == uniform else "f")
+        if not (ka.RUNS / base_lever / f"{task}-s{r['seed']}" / SEARCH).exists():
+            ranks.append("no run")
+            continue
+        (base,) = _results(base_lever, task, r["seed"])  # its width among this search's
+        band = sorted((h for h in result["history"] if 0.9 <= h["load"] <= 1), key=lambda h:
+                      -h["score"])  # fmt: skip
+        seen = [h["width"] for h in band]
+        width = [base["width"][str(g)]["bins"] for g in result["width"]]
+        ranks.append(f"{seen.index(width) + 1} of {len(seen)}" if width in seen else "unseen")
     return (
         f"{task}: {lever} − {base_lever}, widthc val {mean_std(paired['val'], digits=4)}, test "
         f"{mean_std(paired['test'], digits=4)} ({len(pairs)} seeds); won: the searched width "
-        f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}"
+        f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}; "
+        f"{base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
     )
+
+
+def _results(lever: str, task: str, seed: int) -> list[dict]:
+    return json.loads((ka.RUNS / lever / f"{task}-s{seed}" / SEARCH).read_text())["results"]
 
 
 def describe_corners(task: str, info: dict, finalist: dict) -> str:
