@@ -118,8 +118,9 @@ VARIANTS = {
     "extremes": ["--sampling", "extremes"], "budget-0.5": ["--budget-sampling", "0.5"],
     "distill": ["--distill"], "log": ["--sampling", "log"], "refine-5": ["--refine-epochs", "5"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
-    "sort-1": ["--sort-every", "1"], "private-bn": ["--private-bn"],
-    "score-steps-64": ["--score-steps", "64"],
+    "sort-1": ["--sort-every", "1"],
+    "private-bn": ["--private-bn"], "score-steps-64": ["--score-steps", "64"],
+    "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
