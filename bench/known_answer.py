@@ -252,7 +252,7 @@ def row(lever: str, task: str) -> str | None:
     runs = summaries(lever, task)
     if not runs:
         return None
-    per_seed = truth_per_seed(task)
+    per_seed = truth_metrics(task)
     taus = []
     if per_seed:
         t = [statistics.mean(metrics) for metrics in zip(*per_seed)]
@@ -290,7 +290,7 @@ def _failed(lever: str, task: str) -> str:
     )
 
 
-def truth_per_seed(task: str) -> list[list[float]] | None:
+def truth_metrics(task: str) -> list[list[float]] | None:
     """The truth's test metric of the 22 widths per retraining seed, if every one is done."""
     path = RESULTS / "truth" / f"{task}.json"
     done = json.loads(path.read_text()) if path.exists() else {}
@@ -309,11 +309,11 @@ def agreement() -> str:
     """How well the truth agrees with itself: Kendall tau between two retraining seeds."""
     lines = []
     for task in TASKS:
-        per_seed = truth_per_seed(task)
+        per_seed = truth_metrics(task)
         if per_seed:
             pairs = [(a, b) for a in range(len(SEEDS)) for b in range(a + 1, len(SEEDS))]
-            tau = [kendall_tau(per_seed[a], per_seed[b]) for a, b in pairs]
-            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {t:.2f}" for (a, b), t in zip(pairs, tau))
+            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {kendall_tau(per_seed[a], per_seed[b]):.2f}"
+                             for a, b in pairs)  # fmt: skip
             lines.append(f"truth {task}: Kendall τ between retraining seeds: {taus}")
     return "\n".join(lines)
 

@@ -39,7 +39,7 @@ def measures(lever: str, task: str) -> dict | None:
     spread = statistics.stdev(won) if len(won) > 1 else 0.0
     scored = [r for r in runs if r["oracle"]["score"] is not None]
     above = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in scored)
-    truth, taus = ka.truth_per_seed(task), []
+    truth, taus = ka.truth_metrics(task), []
     if truth:
         mean_truth = [statistics.mean(m) for m in zip(*truth)]
         taus = [ka.kendall_tau(r["truth_scores"], mean_truth) for r in runs if r["truth_scores"]]

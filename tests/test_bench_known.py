@@ -112,7 +112,7 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     """Its oracle score is None (not a width of its bins): the ranking counts only the scored
     runs, the seed-0 scores show '-' for the oracle, the recovered gap still counts it."""
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    monkeypatch.setattr(known_answer, "truth_per_seed", lambda task: None)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: None)
 
     def run(seed, oracle_score):
         side = {"val": -0.5, "test": -0.5, "score": -0.3, "channels": [1]}
@@ -128,34 +128,3 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     assert default[3 + 2] == lever[3 + 2] == "50%"  # recovered, val: 0.2 of 0.4
     assert default[11] == "1/2" and lever[11] == "-"
     assert default[13].startswith("-0.2000 / ") and lever[13].startswith("- / ")
-
-
-def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, monkeypatch):
-    """bench/known_targets.py: recovered = mean won / mean gap, won over its seed std, the share
-    of scored runs ranking the oracle above uniform, τ against the truth's mean; `*` marks a
-    met target, levers with fewer runs than --min-seeds are left out."""
-    import known_targets
-
-    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    truth = [[0.1, 0.2, 0.3], [0.1, 0.3, 0.2]]  # two retraining seeds of three widths
-    monkeypatch.setattr(known_answer, "truth_per_seed", lambda task: truth)
-
-    def run(seed, won, oracle_score, scores):
-        side = {"val": 0.0, "test": 0.0, "score": 0.5, "channels": [1]}
-        return {"seed": seed, "seconds": 1.0, "supernet": {}, "truth_scores": scores,
-                "oracle": {"val": 0.1, "test": 0.1, "score": oracle_score, "channels": [1]},
-                "uniform": side, "widthc": {**side, "val": won}}  # fmt: skip
-
-    for seed, (won, score) in enumerate([(0.09, 0.6), (0.10, 0.6), (0.11, 0.4)]):
-        known_answer._write(tmp_path / "default" / f"bottleneck-s{seed}.json",
-                            run(seed, won, score, [1.0, 2.0, 3.0]))  # fmt: skip
-    known_answer._write(tmp_path / "sandwich" / "bottleneck-s0.json", run(0, 0.0, 0.6, None))
-    m = known_targets.measures("default", "bottleneck")
-    assert m["seeds"] == 3 and m["recovered"] == pytest.approx(1.0)
-    assert m["stds"] == pytest.approx(0.10 / 0.01) and m["ranks"] == pytest.approx(2 / 3)
-    assert m["tau"] == pytest.approx(known_answer.kendall_tau([1, 2, 3], [0.1, 0.25, 0.25]))
-    rows = known_targets.board(min_seeds=3)
-    assert list(rows) == ["default"] and list(rows["default"]) == ["bottleneck"]
-    text = known_targets.table(rows)
-    assert "| default | 100%* (3) |" in text and "| default | 67% (3) |" in text
-    assert "sandwich" in known_targets.table(known_targets.board(min_seeds=1))
