@@ -252,11 +252,11 @@ def row(lever: str, task: str) -> str | None:
     runs = summaries(lever, task)
     if not runs:
         return None
-    per_seed = _truth(task)
+    per_seed = truth_metrics(task)
     taus = []
     if per_seed:
         t = [statistics.mean(metrics) for metrics in zip(*per_seed)]
-        taus = [_tau(r["truth_scores"], t) for r in runs if r["truth_scores"] is not None]
+        taus = [kendall_tau(r["truth_scores"], t) for r in runs if r["truth_scores"] is not None]
     out = []
     for split in ("val", "test"):
         gap = [r["oracle"][split] - r["uniform"][split] for r in runs]
@@ -290,7 +290,7 @@ def _failed(lever: str, task: str) -> str:
     )
 
 
-def _truth(task: str) -> list[list[float]] | None:
+def truth_metrics(task: str) -> list[list[float]] | None:
     """The truth's test metric of the 22 widths per retraining seed, if every one is done."""
     path = RESULTS / "truth" / f"{task}.json"
     done = json.loads(path.read_text()) if path.exists() else {}
@@ -299,7 +299,7 @@ def _truth(task: str) -> list[list[float]] | None:
     return [[done[f"{i}-s{s}"] for i in range(N_WIDTHS + 2)] for s in SEEDS]
 
 
-def _tau(a: list[float], b: list[float]) -> float:
+def kendall_tau(a: list[float], b: list[float]) -> float:
     from scipy import stats
 
     return float(stats.kendalltau(a, b).statistic)
@@ -309,10 +309,10 @@ def agreement() -> str:
     """How well the truth agrees with itself: Kendall tau between two retraining seeds."""
     lines = []
     for task in TASKS:
-        per_seed = _truth(task)
+        per_seed = truth_metrics(task)
         if per_seed:
             pairs = [(a, b) for a in range(len(SEEDS)) for b in range(a + 1, len(SEEDS))]
-            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {_tau(per_seed[a], per_seed[b]):.2f}"
+            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {kendall_tau(per_seed[a], per_seed[b]):.2f}"
                              for a, b in pairs)  # fmt: skip
             lines.append(f"truth {task}: Kendall τ between retraining seeds: {taus}")
     return "\n".join(lines)

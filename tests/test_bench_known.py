@@ -112,7 +112,7 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     """Its oracle score is None (not a width of its bins): the ranking counts only the scored
     runs, the seed-0 scores show '-' for the oracle, the recovered gap still counts it."""
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    monkeypatch.setattr(known_answer, "_truth", lambda task: None)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: None)
 
     def run(seed, oracle_score):
         side = {"val": -0.5, "test": -0.5, "score": -0.3, "channels": [1]}
