@@ -1,7 +1,9 @@
 """What the refine and multi-stage levers did on the known-answer tasks (issue 16), per run of
 bench/known_answer.py.
 
-A refine lever (`--refine-epochs`): which widths it refined (was the oracle one of them?), each
+A `--score-top` lever (stages/rescore.py): the widths it tuned, which won, whether the oracle
+was a finalist, and with `--rescored` its searched width paired with `--base`'s per task. A
+refine lever (`--refine-epochs`): which widths it refined (was the oracle one of them?), each
 finalist's max-max score before and after, which finalist won (`--refine-widths corners`: the
 corners, the winner, the trained width nearest the oracle; `--refine-widths band`: the
 searched width before and after its second search), the oracle's and the uniform width's scores
@@ -18,6 +20,9 @@ teacher's width lies inside it (else the last stage's supernet cannot score it).
         --base uniform-bins-32-extremes
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --last-stage stages-3
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --cost stages-3,refine-5,refine-5-band
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_levers.py --lever score-top-16-steps-64-loss \
+        --tasks bottleneck,bottleneck-6,bottleneck-cls,double-bottleneck,residual --rescored \
+        --base score-steps-64-loss
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import known_answer as ka  # noqa: E402
+from mean_std import mean_std  # noqa: E402
 
 from widthc.context import Context  # noqa: E402
 from widthc.run import SEARCH, STAGES_FILE  # noqa: E402
@@ -43,10 +49,12 @@ def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> s
         return None
     run, default = json.loads(path.read_text()), json.loads(base.read_text())
     (result,) = json.loads((ka.RUNS / lever / f"{task}-s{seed}" / SEARCH).read_text())["results"]
-    info = result["refined"]
     stages = json.loads((ka.RUNS / lever / f"{task}-s{seed}" / STAGES_FILE).read_text())
     train, search = stages["train"]["seconds"], stages["search"]["seconds"]
     cost = f"; stage seconds: train {train:.1f}, search {search:.1f}"
+    if "rescored" in result:
+        return describe_rescored(task, seed, run, default, result) + cost
+    info = result["refined"]
     o, u = run["oracle"]["score"], run["uniform"]["score"]
     o0, u0 = default["oracle"]["score"], default["uniform"]["score"]
     ranks = f"oracle above uniform {'yes' if o0 > u0 else 'no'}→{'yes' if o > u else 'no'}"
@@ -72,6 +80,63 @@ def describe(lever: str, task: str, seed: int, base_lever: str = "default") -> s
         f"{info['uniform_score_before']:.3f}→{u:.3f}: {ranks}{cost} (of which the first "
         f"search {result['seconds']:.1f})"
     )
+
+
+def describe_rescored(task: str, seed: int, run: dict, base: dict, result: dict) -> str:
+    """A `--score-top` run: the widths tuned, which one won (its shared-weight and tuned
+    scores), whether the oracle was a finalist, the oracle's and uniform's tuned scores, and
+    the searched width's validation metric against the `--base` lever's of the same seed."""
+    info, program = result["rescored"], ka.default_program(task)
+    rows, won = info["scores"], info["chosen"]
+    oracle = ka.oracle(program, ka.DEFINED[task].teacher)
+    uniform = _channels(result["uniform"])
+    finalist = [int(k) for k in program.space.array(oracle)] in [r["width"] for r in rows]
+    kind = ("the searched width" if won == 0 else "the uniform width"
+            if _channels(result) == uniform else f"finalist {won + 1}")  # fmt: skip
+    o, u = run["oracle"]["score"], run["uniform"]["score"]
+    return (
+        f"{task} s{seed}: {len(rows)} widths tuned; {kind} won (shared "
+        f"{rows[won]['score_before']:.3f}, tuned {rows[won]['score']:.3f}; the searched width "
+        f"tuned {rows[0]['score']:.3f}) {_channels(info['searched_before'])} → "
+        f"{_channels(result)}; oracle a finalist: {'yes' if finalist else 'no'}; tuned oracle "
+        f"{o:.3f}, uniform {u:.3f}; widthc val {base['widthc']['val']:.4f} (base) → "
+        f"{run['widthc']['val']:.4f}"
+    )
+
+
+def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -> str | None:
+    """Per task, a `--score-top` lever against `--base`: the searched width's validation and
+    test metric paired by seed (mean ± std), and which width won how often."""
+    runs = {s: ka.RESULTS / lever / f"{task}-s{s}.json" for s in seeds}
+    pairs = [(json.loads(p.read_text()), json.loads(b.read_text())) for s, p in runs.items()
+             if p.exists() and (b := ka.RESULTS / base_lever / f"{task}-s{s}.json").exists()]  # fmt: skip
+    if not pairs:
+        return None
+    paired = {k: [r["widthc"][k] - b["widthc"][k] for r, b in pairs] for k in ("val", "test")}
+    won, ranks = [], []
+    for r, _ in pairs:
+        (result,) = _results(lever, task, r["seed"])
+        chosen, uniform = result["rescored"]["chosen"], _channels(result["uniform"])
+        won.append("s" if chosen == 0 else "u" if _channels(result) == uniform else "f")
+        if not (ka.RUNS / base_lever / f"{task}-s{r['seed']}" / SEARCH).exists():
+            ranks.append("no run")
+            continue
+        (base,) = _results(base_lever, task, r["seed"])  # its width among this search's
+        band = sorted((h for h in result["history"] if 0.9 <= h["load"] <= 1), key=lambda h:
+                      -h["score"])  # fmt: skip
+        seen = [h["width"] for h in band]
+        width = [base["width"][str(g)]["bins"] for g in result["width"]]
+        ranks.append(f"{seen.index(width) + 1} of {len(seen)}" if width in seen else "unseen")
+    return (
+        f"{task}: {lever} − {base_lever}, widthc val {mean_std(paired['val'], digits=4)}, test "
+        f"{mean_std(paired['test'], digits=4)} ({len(pairs)} seeds); won: the searched width "
+        f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}; "
+        f"{base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
+    )
+
+
+def _results(lever: str, task: str, seed: int) -> list[dict]:
+    return json.loads((ka.RUNS / lever / f"{task}-s{seed}" / SEARCH).read_text())["results"]
 
 
 def describe_corners(task: str, info: dict, finalist: dict) -> str:
@@ -149,6 +214,7 @@ def main() -> None:
     p.add_argument("--base", default="default", help="the lever trained alike before refining")
     p.add_argument("--last-stage", help="a --stages lever: its last stages' spaces instead")
     p.add_argument("--cost", help="comma-separated levers: their stages' mean seconds instead")
+    p.add_argument("--rescored", action="store_true", help="a --score-top lever: paired summary")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.last_stage:
@@ -165,6 +231,9 @@ def main() -> None:
             line = describe(args.lever, task, seed, args.base)
             if line:
                 print(line)
+    if args.rescored:  # a --score-top lever: paired with --base per task
+        lines = [rescored_summary(args.lever, t, seeds, args.base) for t in args.tasks.split(",")]
+        print("\n".join(line for line in lines if line))
 
 
 if __name__ == "__main__":

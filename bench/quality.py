@@ -25,8 +25,7 @@ and one search effort for all (the constants below, chosen once: BENCHMARKS.md s
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --variant sandwich   # a lever (widthc)
     OMP_NUM_THREADS=1 .venv/bin/python bench/quality.py --levers     # the levers' table
 
-One JSON summary per run under bench/results/quality/<data>/ (a finished run is not run again);
-run directories under runs/bench/quality/ (git-ignored).
+Summaries: bench/results/quality/<data>/ (a finished run is skipped); runs: runs/bench/quality/.
 """
 
 from __future__ import annotations
@@ -120,6 +119,7 @@ VARIANTS = {
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
     "sort-1": ["--sort-every", "1"], "private-bn": ["--private-bn"],
     "score-steps-64": ["--score-steps", "64"],
+    "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",

@@ -149,6 +149,10 @@ class SearchConfig:
     score_lr: float | None = option(
         None, "--score-steps: the fine-tuning's learning rate (default --lr; cosine to --min-lr)."
     )
+    score_top: int = option(
+        0, "--score-steps: search on shared weights, then fine-tune only each budget's K best "
+        "widths and its uniform one (0: every scored width).",
+    )  # fmt: skip
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -158,7 +162,8 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        for name, low in {**lows, "refine_epochs": 0, "refine_top": 1, "score_steps": 0}.items():
+        more = {"refine_epochs": 0, "refine_top": 1, "score_steps": 0, "score_top": 0}
+        for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
         if self.max_evals is not None and self.max_evals < 1:
@@ -169,6 +174,8 @@ class SearchConfig:
             raise bad("alpha", "positive", self.alpha)
         if self.score_lr is not None and not self.score_lr > 0:
             raise bad("score_lr", "positive", self.score_lr)
+        if self.score_top and not self.score_steps:
+            raise WidthcError("--score-top K fine-tunes the finalists: give --score-steps N too")
         check_choices(self)  # score, refine_widths
         return self
 

@@ -286,13 +286,16 @@ class Context:
         data = self.splits.val
         return batches(data, torch.arange(len(data)), 256)
 
-    def scorer(self, net: Supernet, precision: Precision | None = None) -> MaxMax:
+    def scorer(
+        self, net: Supernet, precision: Precision | None = None, tuned: bool = True
+    ) -> MaxMax:
         """Max-max on `net` as this run scores: the calibration and validation batches, the
-        score's metric and seed, and --score-steps' fine-tuning. Every stage (and benchmark)
-        that scores widths builds its scorer here, so all of them score alike."""
+        score's metric and seed, and --score-steps' fine-tuning (not if `tuned` is False: the
+        shared-weight search of --score-top). Every stage (and benchmark) that scores widths
+        builds its scorer here, so all of them score alike."""
         return MaxMax(
             net, self.calibration(), self.validation(), self.score_metric,
-            seed=self.config.seed, precision=precision, tuning=self.tuning(),
+            seed=self.config.seed, precision=precision, tuning=self.tuning() if tuned else None,
         )  # fmt: skip
 
     def tuning(self) -> Tuning | None:

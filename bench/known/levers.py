@@ -48,4 +48,7 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "score-steps-16-loss": ["--score-steps", "16", "--score", "loss"],
     "score-steps-256-loss": ["--score-steps", "256", "--score", "loss"],
     "score-steps-64-lr-0.02-loss": ["--score-steps", "64", "--score-lr", "0.02", "--score", "loss"],
+    # a shared-weight search, then only each budget's 16 best widths and uniform tuned (rescore)
+    "score-top-16-steps-64-loss": ["--score-top", "16", "--score-steps", "64", "--score", "loss"],
+    "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
 }

@@ -10,7 +10,8 @@ each stage is reported (table 17). The result of the last stage is the budget's 
 the original one, for slimming the trained weights or retraining from scratch.
 
 With `--stages 1` (the default) this is the plain search stage (stages/search.py), followed by
-the refinement of its finalists with `--refine-epochs` (stages/refine.py).
+the refinement of its finalists with `--refine-epochs` (stages/refine.py) or their tuned
+scoring with `--score-top` (stages/rescore.py).
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
-from widthc.stages import refine, search
+from widthc.stages import refine, rescore, search
 from widthc.train import train_supernet
 
 
 def run(ctx: Context) -> None:
     """The search stage: one stage (stages/search.py, then stages/refine.py with
-    --refine-epochs), or `--stages T` of them."""
+    --refine-epochs or stages/rescore.py with --score-top), or `--stages T` of them."""
     cfg = ctx.config.search
     if cfg.stages == 1:
+        known = rescore.scored_before(ctx) if cfg.score_top else []  # before search.run writes
         search.run(ctx)
         if cfg.refine_epochs:
             refine.run(ctx)
+        if cfg.score_top:
+            rescore.run(ctx, known)
         return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config

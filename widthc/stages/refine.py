@@ -78,8 +78,8 @@ def run(ctx: Context) -> None:
         base = uniforms[r["text"]]
         base_score = scorer(program.space.choice(np.array(base)))
         load = float(budgets[r["text"]].load(np.array(width))[0])
-        e = _evaluation(program, width, score, load)
-        u = _evaluation(program, base, base_score, r["uniform"]["load"])
+        e = evaluation(program, width, score, load)
+        u = evaluation(program, base, base_score, r["uniform"]["load"])
         entry = {**r, **describe(program, net, e), "uniform": describe(program, net, u)}
         n = len(finals[r["text"]])
         entry["refined"] = {
@@ -261,6 +261,7 @@ def _scorer(ctx: Context, net) -> MaxMax:
     return ctx.scorer(net, Precision.of(ctx.config.train, ctx.device))
 
 
-def _evaluation(program, width: tuple[int, ...], score, load: float) -> searchers.Evaluation:
+def evaluation(program, width: tuple[int, ...], score, load: float) -> searchers.Evaluation:
+    """A width scored again (`score`: its Score) as the searchers' Evaluation of it."""
     flops = float(program.flops_many(np.array(width, dtype=np.int64)[None])[0])
     return searchers.Evaluation(width, flops, score.value, score.candidate, load)

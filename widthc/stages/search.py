@@ -37,7 +37,7 @@ def run(ctx: Context) -> None:
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True, refined=False)  # --refine-epochs refines after this
     precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
-    scorer = ctx.scorer(net, precision)
+    scorer = ctx.scorer(net, precision, tuned=not cfg.score_top)  # --score-top: tuned later
     preload(scorer, program, ctx.run.read_json(SEARCH), scoring(ctx))
     results = []
     latency = ctx.latency if ctx.measures_latency else None
@@ -228,9 +228,12 @@ def _described(latency: LatencyModel) -> dict:
 
 def scoring(ctx: Context) -> dict:
     """How this run scores widths, as search.json records it: what max-max maximises and, with
-    --score-steps, the fine-tuning before each score (steps, learning rate)."""
+    --score-steps, the fine-tuning before each score (steps, learning rate), or with
+    --score-top only before each finalist's (`finalist_tuning`: the search's own are shared)."""
     s = ctx.config.search
     tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
+    if s.score_top:
+        return {"score": ctx.score_name, "finalist_tuning": {**tuning, "top": s.score_top}}
     return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
 
 

@@ -1,0 +1,131 @@
+"""Issue 16's targets, lever by lever, from bench/known_answer.py's stored runs: per task, the
+share of the oracle gap the searched width recovers on validation (target >= 90%), widthc −
+uniform on validation over its seed std (> 3), the supernets whose max-max score ranks the
+oracle above uniform (>= 5 of 6, so >= 83%) and Kendall τ between the scores of 22 widths and
+their retrained test metric (>= 0.6). The same numbers as `known_answer.py --table`, one
+target at a time, for the levers with at least `--min-seeds` runs of a task.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --plot bench/results/known-targets.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import known_answer as ka  # noqa: E402
+
+# target -> (its column's title, the value that meets it, how a value prints)
+TARGETS = {
+    "recovered": ("recovered of the gap, val (≥ 90%)", 0.9, lambda v: f"{100 * v:.0f}%"),
+    "stds": ("widthc − uniform over its seed std, val (> 3)", 3.0, lambda v: f"{v:.1f}"),
+    "ranks": ("score ranks oracle above uniform (≥ 5 of 6)", 5 / 6, lambda v: f"{100 * v:.0f}%"),
+    "tau": ("Kendall τ, 22 widths (≥ 0.6)", 0.6, lambda v: f"{v:.2f}"),
+}
+
+
+def measures(lever: str, task: str) -> dict | None:
+    """The four targets' values of `lever` on `task` (a value is None where it cannot be
+    measured: τ without truth widths, a zero gap or spread), with the number of seeds."""
+    runs = ka.summaries(lever, task)
+    if not runs:
+        return None
+    gap = statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs)
+    won = [r["widthc"]["val"] - r["uniform"]["val"] for r in runs]
+    spread = statistics.stdev(won) if len(won) > 1 else 0.0
+    scored = [r for r in runs if r["oracle"]["score"] is not None]
+    above = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in scored)
+    truth, taus = ka.truth_metrics(task), []
+    if truth:
+        mean_truth = [statistics.mean(m) for m in zip(*truth)]
+        taus = [ka.kendall_tau(r["truth_scores"], mean_truth) for r in runs if r["truth_scores"]]
+    return {
+        "seeds": len(runs),
+        "recovered": statistics.mean(won) / gap if gap else None,
+        "stds": statistics.mean(won) / spread if spread else None,
+        "ranks": above / len(scored) if scored else None,
+        "tau": statistics.mean(taus) if taus else None,
+    }
+
+
+def board(min_seeds: int) -> dict[str, dict[str, dict]]:
+    """lever -> task -> measures, for the levers with >= `min_seeds` runs of some task."""
+    out = {}
+    for lever in ka.LEVERS:
+        found = {task: ka.summaries(lever, task) for task in ka.TASKS}
+        cells = {t: measures(lever, t) for t, runs in found.items() if len(runs) >= min_seeds}
+        if cells:
+            out[lever] = cells
+    return out
+
+
+def met(target: str, value: float | None) -> bool:
+    return value is not None and value >= TARGETS[target][1]
+
+
+def table(rows: dict[str, dict[str, dict]]) -> str:
+    """One markdown table per target: levers down, tasks across, `*` where the target is met,
+    the seeds in brackets; the last column counts the tasks that meet it."""
+    tasks = list(ka.TASKS)
+    out = []
+    for target, (title, _, fmt) in TARGETS.items():
+        out += [f"{title}:", "", f"| lever | {' | '.join(tasks)} | met |",
+                "|---|" + "---:|" * (len(tasks) + 1)]  # fmt: skip
+        for lever, cells in rows.items():
+            texts, hits = [], 0
+            for task in tasks:
+                cell = cells.get(task)
+                value = cell[target] if cell else None
+                hits += met(target, value)
+                text = "-" if value is None else fmt(value) + ("*" if met(target, value) else "")
+                texts.append(f"{text} ({cell['seeds']})" if cell else "")
+            out.append(f"| {lever} | {' | '.join(texts)} | {hits} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
+    """The tables as four heatmaps: green where a target is met, red where it is missed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks, levers = list(ka.TASKS), list(rows)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.32 * len(levers) + 2), sharey=True)
+    for ax, (target, (title, goal, fmt)) in zip(axes, TARGETS.items()):
+        values = [[(rows[lv].get(t) or {}).get(target) for t in tasks] for lv in levers]
+        shade = np.array([[np.nan if v is None else min(v / goal, 1.5) for v in r] for r in values])
+        ax.imshow(shade, cmap="RdYlGn", vmin=0.4, vmax=1.4, aspect="auto")  # the goal: green
+        for i, (lever, r) in enumerate(zip(levers, values)):
+            for j, v in enumerate(r):
+                text = "" if tasks[j] not in rows[lever] else "-" if v is None else fmt(v)
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(levers)), levers, fontsize=8)
+    fig.suptitle("Issue 16's targets on the known-answer tasks (bench/known_targets.py; "
+                 "validation, the levers' runs of every seed stored)")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--min-seeds", type=int, default=5, help="runs of a task a lever needs")
+    p.add_argument("--plot", type=Path, help="also draw the four heatmaps into this PNG")
+    args = p.parse_args()
+    rows = board(args.min_seeds)
+    print(table(rows))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

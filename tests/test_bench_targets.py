@@ -1,0 +1,45 @@
+"""bench/known_targets.py: issue 16's four targets per lever and task, from the stored
+known-answer runs (bench/known_answer.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "known"))
+
+import known_answer  # noqa: E402
+import known_targets  # noqa: E402
+
+
+def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, monkeypatch):
+    """bench/known_targets.py: recovered = mean won / mean gap, won over its seed std, the share
+    of scored runs ranking the oracle above uniform, τ against the truth's mean; `*` marks a
+    met target, levers with fewer runs than --min-seeds are left out."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    truth = [[0.1, 0.2, 0.3], [0.1, 0.3, 0.2]]  # two retraining seeds of three widths
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: truth)
+
+    def run(seed, won, oracle_score, scores):
+        side = {"val": 0.0, "test": 0.0, "score": 0.5, "channels": [1]}
+        return {"seed": seed, "seconds": 1.0, "supernet": {}, "truth_scores": scores,
+                "oracle": {"val": 0.1, "test": 0.1, "score": oracle_score, "channels": [1]},
+                "uniform": side, "widthc": {**side, "val": won}}  # fmt: skip
+
+    for seed, (won, score) in enumerate([(0.09, 0.6), (0.10, 0.6), (0.11, 0.4)]):
+        known_answer._write(tmp_path / "default" / f"bottleneck-s{seed}.json",
+                            run(seed, won, score, [1.0, 2.0, 3.0]))  # fmt: skip
+    known_answer._write(tmp_path / "sandwich" / "bottleneck-s0.json", run(0, 0.0, 0.6, None))
+    m = known_targets.measures("default", "bottleneck")
+    assert m["seeds"] == 3 and m["recovered"] == pytest.approx(1.0)
+    assert m["stds"] == pytest.approx(0.10 / 0.01) and m["ranks"] == pytest.approx(2 / 3)
+    assert m["tau"] == pytest.approx(known_answer.kendall_tau([1, 2, 3], [0.1, 0.25, 0.25]))
+    rows = known_targets.board(min_seeds=3)
+    assert list(rows) == ["default"] and list(rows["default"]) == ["bottleneck"]
+    text = known_targets.table(rows)
+    assert "| default | 100%* (3) |" in text and "| default | 67% (3) |" in text
+    assert "sandwich" in known_targets.table(known_targets.board(min_seeds=1))
