@@ -104,9 +104,8 @@ METHODS = {
     "widthc-pretrained from supernet": (["--pretrained", "--finetune"], "widthc-pretrained", False),
     "torch-pruning": (None, None, False),
 }
-# levers (issue 10), each a variant of the widthc method alone, compared on the validation split;
-# share / lr scale: widthc-pretrained's supernet (defaults 0.2 / 1); lr-0.01: all training after
-# the trained model (Torch-Pruning's cross); from extremes on: issue 16's (bench/known_answer.py)
+# levers (issue 10): the widthc method changed, judged on validation; share / lr scale: of
+# widthc-pretrained's supernet; lr-0.01: after the trained model; from extremes on: issue 16's
 VARIANTS = {
     "supernet-epochs-x2": ["--epochs", "{2E}", "--retrain-epochs", "{E}"],
     "sandwich": ["--sandwich"], "band-0.95": ["--budget-band", "0.95"],
@@ -120,6 +119,7 @@ VARIANTS = {
     "sort-1": ["--sort-every", "1"], "private-bn": ["--private-bn"],
     "score-steps-64": ["--score-steps", "64"],
     "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],
+    "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
