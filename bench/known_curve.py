@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import known_answer as ka  # noqa: E402
+import known_targets as kt  # noqa: E402
 
 from widthc.run import STAGES_FILE  # noqa: E402
 
@@ -42,24 +43,8 @@ def runs_of(lever: str, task: str, seeds: set[int]) -> list[dict]:
     return [r for r in ka.summaries(lever, task) if r["seed"] in seeds]
 
 
-def tau(runs: list[dict], task: str) -> str:
-    per_seed = ka.truth_metrics(task)
-    if not per_seed or not runs:
-        return "–"
-    truth = [statistics.mean(metrics) for metrics in zip(*per_seed)]
-    return f"{statistics.mean(ka.kendall_tau(r['truth_scores'], truth) for r in runs):.2f}"
-
-
-def recovered(runs: list[dict]) -> str:
-    gap = statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs)
-    won = statistics.mean(r["widthc"]["val"] - r["uniform"]["val"] for r in runs)
-    return f"{100 * won / gap:.0f}%"
-
-
-def margin(runs: list[dict]) -> str:
-    """mean / std of widthc − uniform on validation over the runs (the 3-std target)."""
-    won = [r["widthc"]["val"] - r["uniform"]["val"] for r in runs]
-    return f"{statistics.mean(won) / statistics.stdev(won):.1f}" if len(won) > 1 else "–"
+def shown(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
 
 
 def stage_seconds(lever: str, task: str, seeds: set[int], roots: list[Path]) -> str:
@@ -86,15 +71,14 @@ def curve(levers: list[str], seeds: set[int], roots: list[Path]) -> str:
         if not any(per_task.values()):
             continue
         n = sorted({len(runs) for runs in per_task.values()})
-        ranks = [sum(r["oracle"]["score"] > r["uniform"]["score"] for r in runs)
-                 for runs in per_task.values()]  # fmt: skip
-        counted = sum(len(runs) for runs in per_task.values())
-        taus = [tau(per_task[t], t) for t in ORDER if t != "bottleneck-6"]
+        m = {t: kt.measures(runs, t) or {} for t, runs in per_task.items()}  # known_targets'
+        ranks = [m[t].get("above", 0) for t in ORDER]
+        counted = sum(m[t].get("scored", 0) for t in ORDER)
         cells = [
             " / ".join(f"{k}" for k in ranks) + f" ({sum(ranks)} of {counted})",
-            " / ".join(taus),
-            " / ".join(recovered(runs) if runs else "–" for runs in per_task.values()),
-            " / ".join(margin(runs) for runs in per_task.values()),
+            " / ".join(shown(m[t].get("tau"), ".2f") for t in ORDER if t != "bottleneck-6"),
+            " / ".join(shown(m[t].get("recovered"), ".0%") for t in ORDER),
+            " / ".join(shown(m[t].get("stds"), ".1f") for t in ORDER),
             " / ".join(stage_seconds(lever, t, seeds, roots) for t in ORDER),
         ]
         rows.append(f"| {steps_of(lever)} | {lever} | {'/'.join(map(str, n))} | "

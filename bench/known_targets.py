@@ -28,10 +28,11 @@ TARGETS = {
 }
 
 
-def measures(lever: str, task: str) -> dict | None:
-    """The four targets' values of `lever` on `task` (a value is None where it cannot be
-    measured: τ without truth widths, a zero gap or spread), with the number of seeds."""
-    runs = ka.summaries(lever, task)
+def measures(runs: list[dict], task: str) -> dict | None:
+    """The four targets' values over `runs` (known_answer.py summaries of one lever on `task`;
+    a value is None where it cannot be measured: τ without truth widths, a zero gap or
+    spread), with the number of seeds and of runs whose score ranks the oracle above uniform
+    (`above`) among those that score it (`scored`)."""
     if not runs:
         return None
     gap = statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs)
@@ -49,6 +50,8 @@ def measures(lever: str, task: str) -> dict | None:
         "stds": statistics.mean(won) / spread if spread else None,
         "ranks": above / len(scored) if scored else None,
         "tau": statistics.mean(taus) if taus else None,
+        "above": above,
+        "scored": len(scored),
     }
 
 
@@ -57,7 +60,7 @@ def board(min_seeds: int) -> dict[str, dict[str, dict]]:
     out = {}
     for lever in ka.LEVERS:
         found = {task: ka.summaries(lever, task) for task in ka.TASKS}
-        cells = {t: measures(lever, t) for t, runs in found.items() if len(runs) >= min_seeds}
+        cells = {t: measures(runs, t) for t, runs in found.items() if len(runs) >= min_seeds}
         if cells:
             out[lever] = cells
     return out

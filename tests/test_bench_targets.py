@@ -34,10 +34,11 @@ def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, m
         known_answer._write(tmp_path / "default" / f"bottleneck-s{seed}.json",
                             run(seed, won, score, [1.0, 2.0, 3.0]))  # fmt: skip
     known_answer._write(tmp_path / "sandwich" / "bottleneck-s0.json", run(0, 0.0, 0.6, None))
-    m = known_targets.measures("default", "bottleneck")
+    m = known_targets.measures(known_answer.summaries("default", "bottleneck"), "bottleneck")
     assert m["seeds"] == 3 and m["recovered"] == pytest.approx(1.0)
     assert m["stds"] == pytest.approx(0.10 / 0.01) and m["ranks"] == pytest.approx(2 / 3)
     assert m["tau"] == pytest.approx(known_answer.kendall_tau([1, 2, 3], [0.1, 0.25, 0.25]))
+    assert (m["above"], m["scored"]) == (2, 3)
     rows = known_targets.board(min_seeds=3)
     assert list(rows) == ["default"] and list(rows["default"]) == ["bottleneck"]
     text = known_targets.table(rows)
