@@ -39,7 +39,9 @@ RECIPE = ["--data", "digits", "--epochs", "30", "--retrain-epochs", "30", "--pop
           "--generations", "10", "--calib-batches", "4"]  # fmt: skip
 DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
          "latency-bins-32-extremes": ["--latency", "85%,75%", "--uniform-bins", "32",
-                                      "--sampling", "extremes"]}  # fmt: skip
+                                      "--sampling", "extremes"],
+         "flops-score-top-16-steps-256-loss": ["--flops", "50%,25%", "--score-top", "16",
+                                               "--score-steps", "256", "--score", "loss"]}  # fmt: skip
 
 
 def run_demo(demo: str, seed: int) -> dict:
@@ -49,6 +51,13 @@ def run_demo(demo: str, seed: int) -> dict:
     print("$", " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = round(time.perf_counter() - t0)
+    return {"demo": demo, "seed": seed, **summary(out), "wall_seconds": wall,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
+def summary(out: Path) -> dict:
+    """A finished demo run's budgets (searched widths, scores, test accuracies) and stages."""
     run = run_files.Run(out)
     rows = []
     for r in run.read_search()["results"]:
@@ -58,9 +67,11 @@ def run_demo(demo: str, seed: int) -> dict:
             "text": r["text"], "test": metrics["test"]["widthc"],
             "uniform_test": metrics["test"]["uniform"], "score": r["score"], "flops": r["flops"],
             "measured_ratio": ms["widthc"] / ms["original"] if ms else None,
+            "channels": [w["channels"] for w in r["width"].values()],
+            "uniform_score": r["uniform"]["score"],
         })  # fmt: skip
-    return {"demo": demo, "seed": seed, "budgets": rows, "wall_seconds": round(time.perf_counter() - t0),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    stages = {k: v["seconds"] for k, v in run.timings().items()}  # each stage's wall seconds
+    return {"budgets": rows, "stages": stages}
 
 
 def table() -> None:
@@ -84,6 +95,17 @@ def table() -> None:
         if every:
             print(f"{demo}: every searched width's test accuracy: "
                   f"{', '.join(f'{v:.1f}' for v in every)}")  # fmt: skip
+        timed = [r for r in mine if "stages" in r]
+        if timed:
+            print(f"{demo}: wall s per seed (seed: whole run = train + search + retrain + rest): "
+                  + "; ".join(_stages(r) for r in timed))  # fmt: skip
+
+
+def _stages(r: dict) -> str:
+    st = r["stages"]
+    rest = sum(st.values()) - st["train"] - st["search"] - st["retrain"]
+    return (f"s{r['seed']}: {r['wall_seconds']} = {st['train']:.0f} + {st['search']:.0f} + "
+            f"{st['retrain']:.0f} + {rest:.0f}")  # fmt: skip
 
 
 def _ms(rows, key, scale=100, digits=2) -> str:

@@ -1,18 +1,28 @@
-"""What `--score-steps N` costs the search stage (issue 16): the search stage of a finished
-known-answer run (bench/known_answer.py) run again in this process, scoring plainly (steps 0,
-the default) and with N fine-tuning steps per scored candidate, alternately, `--rounds` times;
-with `--top K` also a third way, `--score-top K` (a shared-weight search, then only each
-budget's K best widths and its uniform one tuned: stages/rescore.py).
+"""What `--score-steps N` (and `--score-top K`, `--score loss`) costs the search stage (issue
+16): the search stage of a finished run, run again in this process in several ways ("ways"),
+alternately, `--rounds` times. Any finished run directory works (`--run DIR`, repeatable: e.g.
+a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
+(bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-Per task: the search stage's CPU seconds (this process's `time.process_time`: one thread, so it
-is the compute itself, not what other processes on a shared machine take from it), median of the
-rounds, for each setting and their ratio; the widths and candidates scored; the seconds per
-scored width; and the tuned search's split into fine-tuning, calibration and validation.
+A way is `STEPS[-top-K][-loss|-metric]`: `--score-steps STEPS`, `--score-top K` (a shared-weight
+search, then only each budget's K best widths and its uniform one tuned: stages/rescore.py) and
+`--score`; what a way does not say is the run's own configuration. The default ways are
+`0,N` (and `N-top-K` with `--top K`), as this script timed before `--ways` existed.
+
+Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
+thread, so it is the compute itself, not what other processes on a shared machine take from it),
+median of the rounds, and its ratio to the first way; the widths and candidates scored, and of
+them tuned; the seconds per scored width; the split into fine-tuning, calibration and
+validation (the last round's scorers' clocks); each budget's score. Below each run's rows, the
+stages the run itself took when it was made (stages.json: wall seconds, under whatever load
+there was then), so the search's cost can be set against a whole `widthc slim`.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --steps 64 --rounds 3 \
         --runs runs/bench/known/score-steps-64 --tasks bottleneck,residual
     OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --steps 64 --top 16 --rounds 2 \
         --runs runs/bench/known/score-steps-64-loss
+    OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --rounds 2 \
+        --ways 0-metric,0-loss,256-top-16-loss --run runs/bench/demo/flops-s0
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import dataclasses
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -31,13 +42,28 @@ import time
 from pathlib import Path
 
 from widthc.context import Context
-from widthc.run import BUDGET_PREFIXES, SEARCH
+from widthc.run import BUDGET_PREFIXES, SEARCH, STAGES_FILE
 from widthc.stages import multistage
 
+CLOCKS = ("tuning", "calibration", "validation")
+WAY = re.compile(r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-(?P<score>loss|metric))?")
 
-def timed_search(run: Path, steps: int, top: int = 0) -> dict:
-    """The search stage of (a copy of) `run` with --score-steps `steps` (--score-top `top`):
-    CPU seconds, widths and candidates scored (and of them tuned), and the scorers' clock."""
+
+def parse_way(text: str) -> dict:
+    """`STEPS[-top-K][-loss|-metric]` as search options: {"score_steps", "score_top"[, "score"]}."""
+    m = WAY.fullmatch(text.strip())
+    if not m:
+        raise SystemExit(
+            f"--ways: {text!r} is not STEPS[-top-K][-loss|-metric] (e.g. 256-top-16-loss)"
+        )
+    way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
+    return way | ({"score": m["score"]} if m["score"] else {})
+
+
+def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
+    """The search stage of (a copy of) `run` with --score-steps `steps` (--score-top `top`, and
+    any other search option in `search`, e.g. score="loss"): CPU seconds, widths and candidates
+    scored (and of them tuned), the scorers' clock and each budget's score."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
         shutil.copytree(
@@ -46,9 +72,8 @@ def timed_search(run: Path, steps: int, top: int = 0) -> dict:
         (copy / SEARCH).unlink(missing_ok=True)
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
-        ctx.config = dataclasses.replace(
-            cfg, search=dataclasses.replace(cfg.search, score_steps=steps, score_top=top)
-        )
+        options = {"score_steps": steps, "score_top": top, **search}
+        ctx.config = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **options))
         scorers = []
         made = ctx.scorer
 
@@ -62,60 +87,82 @@ def timed_search(run: Path, steps: int, top: int = 0) -> dict:
         t0 = time.process_time()
         multistage.run(ctx)  # the search (and with `top`, the rescoring)
         seconds = time.process_time() - t0
-        (result,) = json.loads((copy / SEARCH).read_text())["results"]
+        results = json.loads((copy / SEARCH).read_text())["results"]
     tuned = [s for s in scorers if s.tuning is not None]
-    clock = {k: sum(s.clock.get(k, 0.0) for s in scorers) for k in ("tuning", "calibration",
-                                                                     "validation")}  # fmt: skip
+    clock = {k: sum(s.clock.get(k, 0.0) for s in scorers) for k in CLOCKS}
     return {"seconds": seconds, "widths": len(scorers[0].cache),
             "candidates": sum(s.scored for s in scorers), "clock": clock,
             "tuned_widths": sum(len(s.cache) for s in tuned),
-            "tuned_candidates": sum(s.scored for s in tuned), "score": result["score"]}  # fmt: skip
+            "tuned_candidates": sum(s.scored for s in tuned),
+            "scores": {r["text"]: r["score"] for r in results}, "score": ctx.score_name}  # fmt: skip
 
 
-def main() -> None:
+def measure(run: Path, ways: list[str], rounds: int) -> dict[str, list[dict]]:
+    """Every way's search of `run`, alternately, `rounds` times: {way: [one dict per round]}."""
+    out = {w: [] for w in ways}
+    for _ in range(rounds):
+        for w in ways:
+            out[w].append(timed_search(run, **parse_way(w)))
+    return out
+
+
+def rows(name: str, measured: dict[str, list[dict]]) -> list[str]:
+    """The table's rows of one run: one per way, the first way the ratios' base."""
+    base = statistics.median(r["seconds"] for r in next(iter(measured.values())))
+    out = []
+    for w, rs in measured.items():
+        med, last = statistics.median(r["seconds"] for r in rs), rs[-1]
+        clock = " / ".join(f"{last['clock'][k]:.1f}" for k in CLOCKS)
+        scores = ", ".join(f"{t} {v:.4f}" for t, v in last["scores"].items())
+        out.append(
+            f"| {name} | {w} | {med:.1f} | {med / base:.1f}x | {last['widths']} "
+            f"({last['candidates']}) | {last['tuned_widths']} ({last['tuned_candidates']}) | "
+            f"{med / last['widths']:.3f} | {clock} | {scores} |"
+        )
+    return out
+
+
+def stage_seconds(run: Path) -> dict[str, float]:
+    """The wall seconds of each stage the run took when it was made (its stages.json)."""
+    path = run / STAGES_FILE
+    stages = json.loads(path.read_text()) if path.exists() else {}
+    return {k: v["seconds"] for k, v in stages.items() if "seconds" in v}
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", action="append", default=[], help="a finished run dir (repeatable)")
     p.add_argument("--runs", default="runs/bench/known/score-steps-64")
     p.add_argument("--tasks", default="bottleneck,double-bottleneck,residual,bottleneck-6,"
                    "bottleneck-cls")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
+    p.add_argument("--ways", default=None, help="STEPS[-top-K][-loss|-metric], comma-separated")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
-    args = p.parse_args()
-    print("| task | search s, steps 0 | search s, steps N | ratio | widths scored (candidates) "
-          "| s per scored width, 0 / N | steps N: tuning / calibration / validation s |"
-          + (" search s, top K | ratio to steps 0 | widths tuned (candidates) |" if args.top
-             else ""))  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---|" + ("---:|---:|---:|" if args.top else ""))
+    args = p.parse_args(argv)
+    ways = args.ways or f"0,{args.steps}" + (f",{args.steps}-top-{args.top}" if args.top else "")
+    ways = [w.strip() for w in ways.split(",")]
+    for w in ways:
+        parse_way(w)  # a bad way stops before any search runs
+    runs = [Path(r) for r in args.run] or [
+        Path(args.runs) / f"{task}-s{args.seed}" for task in args.tasks.split(",")
+    ]
+    print(f"CPU seconds of the search stage, median of {args.rounds} rounds, one thread")
+    print(
+        "| run | way | search s | x first way | widths scored (candidates) | widths tuned "
+        "(candidates) | s per scored width | tuning / calibration / validation s | score |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---|---|")
     out = {}
-    for task in args.tasks.split(","):
-        run = Path(args.runs) / f"{task}-s{args.seed}"
-        ways = {"0": (0, 0), str(args.steps): (args.steps, 0)}
-        if args.top:
-            ways[f"{args.steps}-top-{args.top}"] = (args.steps, args.top)
-        rounds = {w: [] for w in ways}
-        for _ in range(args.rounds):
-            for w, (steps, top) in ways.items():
-                rounds[w].append(timed_search(run, steps, top))
-        med = {w: statistics.median(r["seconds"] for r in rounds[w]) for w in ways}
-        plain, tuned = med["0"], med[str(args.steps)]
-        first, last = rounds["0"][-1], rounds[str(args.steps)][-1]
-        per = [plain / first["widths"], tuned / last["widths"]]
-        clock = " / ".join(f"{last['clock'].get(k, 0):.1f}"
-                           for k in ("tuning", "calibration", "validation"))  # fmt: skip
-        row = (
-            f"| {task} | {plain:.1f} | {tuned:.1f} | {tuned / plain:.1f}x | "
-            f"{first['widths']} ({first['candidates']}) / {last['widths']} "
-            f"({last['candidates']}) | {per[0]:.3f} / {per[1]:.3f} | {clock} |"
-        )
-        if args.top:
-            w = f"{args.steps}-top-{args.top}"
-            t = rounds[w][-1]
-            row += (f" {med[w]:.1f} | {med[w] / plain:.1f}x | {t['tuned_widths']} "
-                    f"({t['tuned_candidates']}) |")  # fmt: skip
-        print(row, flush=True)
-        out[task] = {w: r for w, r in rounds.items()}
+    for run in runs:
+        measured = measure(run, ways, args.rounds)
+        print("\n".join(rows(run.name, measured)), flush=True)
+        out[run.name] = {"ways": measured, "stages": stage_seconds(run)}
+    for name, o in out.items():
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in o["stages"].items())
+        print(f"{name}: its own stages, wall s: {stages} (total {sum(o['stages'].values()):.0f})")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

@@ -1,0 +1,90 @@
+"""bench/score_steps_cost.py (issue 16): the search stage of any finished run timed in several
+ways side by side — a run with two budgets (the known-answer runs have one), `--ways` with
+`--score-top` and `--score`, and the known-answer layout (`--runs/<task>-s<seed>`) as before."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_tasks import REGRESSION, TINY  # the tiny regression model file
+
+from widthc.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import score_steps_cost  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny run with two FLOPs budgets, named as a known-answer run is."""
+    root = tmp_path_factory.mktemp("cost")
+    (root / "model.py").write_text(REGRESSION)
+    out = root / "runs" / "tiny-s0"
+    argv = ["slim", str(root / "model.py"), "--flops", "50%,25%", "--out", str(out), *TINY]
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_a_way_is_steps_top_and_score():
+    assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0}
+    assert score_steps_cost.parse_way("256-top-16-loss") == {
+        "score_steps": 256, "score_top": 16, "score": "loss"}  # fmt: skip
+    assert score_steps_cost.parse_way("4-metric") == {
+        "score_steps": 4, "score_top": 0, "score": "metric"}  # fmt: skip
+    with pytest.raises(SystemExit, match="top-16-loss"):
+        score_steps_cost.parse_way("top-16")
+
+
+def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, tmp_path, capsys):
+    out = tmp_path / "cost.json"
+    argv = ["--run", str(finished), "--ways", "0-metric,3-top-1-loss", "--rounds", "1"]
+    score_steps_cost.main([*argv, "--json", str(out)])
+    data = json.loads(out.read_text())["tiny-s0"]
+    plain, top = data["ways"]["0-metric"][0], data["ways"]["3-top-1-loss"][0]
+    assert plain["tuned_widths"] == 0 and plain["clock"]["tuning"] == 0
+    # per budget: its best width and its uniform one (fewer if they coincide), each tuned once
+    assert 2 <= top["tuned_widths"] <= 4 and top["clock"]["tuning"] > 0
+    assert plain["widths"] > 0 and plain["candidates"] >= plain["widths"]
+    assert set(plain["scores"]) == set(top["scores"]) == {"50%", "25%"}
+    assert top["score"] == "minus the validation loss" != plain["score"]
+    assert {"train", "search", "retrain"} <= set(data["stages"])
+    printed = capsys.readouterr().out
+    assert "| tiny-s0 | 0-metric |" in printed and "| tiny-s0 | 3-top-1-loss |" in printed
+    assert "tiny-s0: its own stages, wall s: " in printed
+
+
+def test_the_known_answer_layout_times_steps_0_n_and_top_k(finished, tmp_path):
+    out = tmp_path / "cost.json"
+    argv = ["--runs", str(finished.parent), "--tasks", "tiny", "--steps", "2", "--top", "1"]
+    score_steps_cost.main([*argv, "--rounds", "2", "--json", str(out)])
+    ways = json.loads(out.read_text())["tiny-s0"]["ways"]
+    assert list(ways) == ["0", "2", "2-top-1"] and all(len(r) == 2 for r in ways.values())
+    assert ways["2"][0]["tuned_widths"] == ways["2"][0]["widths"]  # every width tuned
+    assert ways["0"][0]["widths"] == ways["2-top-1"][0]["widths"]  # the same first search
+
+
+def test_a_demo_runs_summary_has_its_widths_scores_and_stage_seconds(
+    finished, tmp_path, monkeypatch, capsys
+):
+    import demo_seeds
+
+    got = demo_seeds.summary(finished)
+    assert [b["text"] for b in got["budgets"]] == ["50%", "25%"]
+    search = json.loads((finished / "search.json").read_text())["results"]
+    for b, r in zip(got["budgets"], search, strict=True):
+        assert b["channels"] == [w["channels"] for w in r["width"].values()]
+        assert b["score"] == r["score"] and b["uniform_score"] == r["uniform"]["score"]
+    assert {"train", "search", "retrain"} <= set(got["stages"])
+    monkeypatch.setattr(demo_seeds, "RESULTS", tmp_path)
+    stages = {"analyze": 1.0, "train": 60.0, "search": 100.0, "retrain": 30.0, "report": 4.0}
+    row = {**got, "demo": "flops", "seed": 3, "wall_seconds": 200, "stages": stages}
+    (tmp_path / "flops-s3.json").write_text(json.dumps(row))
+    demo_seeds.table()
+    assert "flops: wall s per seed (seed: whole run = train + search + retrain + rest): " \
+        "s3: 200 = 60 + 100 + 30 + 5" in capsys.readouterr().out  # fmt: skip
