@@ -9,8 +9,10 @@ evolutionary search 16 x 10, 30 retraining epochs) with the budgets of today's d
 paper's bins), the same recipe, per seed. The digits test split has 270 images: one image is
 0.37 points, so one run's accuracy says little; the spread over seeds is what a difference
 between the two demos has to beat. `--demos latency-bins-32-extremes`: today's demo with issue
-16's lever (`--uniform-bins 32 --sampling extremes`). One JSON per seed and demo under
-bench/results/demo-seeds/; runs under runs/bench/demo/.
+16's lever (`--uniform-bins 32 --sampling extremes`); `--demos score-top-16-steps-256-loss`:
+the FLOPs demo with stop 27's tuned scoring (`--score-top 16 --score-steps 256 --score loss`).
+Each seed's JSON has its searched channels, scores and stage seconds (those run since). One JSON
+per seed and demo under bench/results/demo-seeds/; runs under runs/bench/demo/.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ RECIPE = ["--data", "digits", "--epochs", "30", "--retrain-epochs", "30", "--pop
 DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
          "latency-bins-32-extremes": ["--latency", "85%,75%", "--uniform-bins", "32",
                                       "--sampling", "extremes"],
-         "flops-score-top-16-steps-256-loss": ["--flops", "50%,25%", "--score-top", "16",
+         "score-top-16-steps-256-loss": ["--flops", "50%,25%", "--score-top", "16",
                                                "--score-steps", "256", "--score", "loss"]}  # fmt: skip
 
 

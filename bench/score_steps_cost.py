@@ -13,7 +13,8 @@ Per run and way: the search stage's CPU seconds (this process's `time.process_ti
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
 median of the rounds, and its ratio to the first way; the widths and candidates scored, and of
 them tuned; the seconds per scored width; the split into fine-tuning, calibration and
-validation (the last round's scorers' clocks); each budget's score. Below each run's rows, the
+validation (the last round's scorers' clocks: wall seconds, so on a busy machine they add up to
+more than the CPU seconds); each budget's score. Below each run's rows, the
 stages the run itself took when it was made (stages.json: wall seconds, under whatever load
 there was then), so the search's cost can be set against a whole `widthc slim`.
 
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in o["stages"].items())
         print(f"{name}: its own stages, wall s: {stages} (total {sum(o['stages'].values()):.0f})")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
 
 
