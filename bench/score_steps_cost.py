@@ -2,7 +2,8 @@
 known-answer run (bench/known_answer.py) run again in this process, scoring plainly (steps 0,
 the default) and with N fine-tuning steps per scored candidate, alternately, `--rounds` times;
 with `--top K` also a third way, `--score-top K` (a shared-weight search, then only each
-budget's K best widths and its uniform one tuned: stages/rescore.py).
+budget's K best widths and its uniform one tuned: stages/rescore.py); with `--climb M` only
+steps 0, `--score-top K` and `--score-top K --score-climb M` (stages/climb.py).
 
 Per task: the search stage's CPU seconds (this process's `time.process_time`: one thread, so it
 is the compute itself, not what other processes on a shared machine take from it), median of the
@@ -13,6 +14,8 @@ scored width; and the tuned search's split into fine-tuning, calibration and val
         --runs runs/bench/known/score-steps-64 --tasks bottleneck,residual
     OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --steps 64 --top 16 --rounds 2 \
         --runs runs/bench/known/score-steps-64-loss
+    OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --steps 256 --top 16 \
+        --climb 16 --rounds 1 --runs runs/bench/known/score-top-16-steps-256-loss-climb-16
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ from widthc.run import BUDGET_PREFIXES, SEARCH
 from widthc.stages import multistage
 
 
-def timed_search(run: Path, steps: int, top: int = 0) -> dict:
-    """The search stage of (a copy of) `run` with --score-steps `steps` (--score-top `top`):
+def timed_search(run: Path, steps: int, top: int = 0, climb: int = 0) -> dict:
+    """The search stage of (a copy of) `run` with --score-steps `steps` (--score-top `top`,
+    --score-climb `climb`):
     CPU seconds, widths and candidates scored (and of them tuned), and the scorers' clock."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
@@ -47,7 +51,10 @@ def timed_search(run: Path, steps: int, top: int = 0) -> dict:
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
         ctx.config = dataclasses.replace(
-            cfg, search=dataclasses.replace(cfg.search, score_steps=steps, score_top=top)
+            cfg,
+            search=dataclasses.replace(
+                cfg.search, score_steps=steps, score_top=top, score_climb=climb
+            ),
         )
         scorers = []
         made = ctx.scorer
@@ -80,9 +87,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
+    p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
+                   "and --score-top K --score-climb M only (0: not)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.climb:
+        return climb_rows(args)
     print("| task | search s, steps 0 | search s, steps N | ratio | widths scored (candidates) "
           "| s per scored width, 0 / N | steps N: tuning / calibration / validation s |"
           + (" search s, top K | ratio to steps 0 | widths tuned (candidates) |" if args.top
@@ -116,6 +127,34 @@ def main() -> None:
                     f"({t['tuned_candidates']}) |")  # fmt: skip
         print(row, flush=True)
         out[task] = {w: r for w, r in rounds.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+def climb_rows(args) -> None:
+    """`--climb M`: per task, the search stage with steps 0, with --score-top K and with
+    --score-top K --score-climb M, alternately, `--rounds` times (medians; every width tuned
+    is left out: 38-54x steps 0 at 256 steps, BENCHMARKS.md)."""
+    ways = {"0": (0, 0, 0), "top": (args.steps, args.top, 0),
+            "climb": (args.steps, args.top, args.climb)}  # fmt: skip
+    print(f"| task | search s, steps 0 | top {args.top} | ratio | top {args.top} + climb "
+          f"{args.climb} | ratio | climb / top | widths tuned, top / climb |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    out = {}
+    for task in args.tasks.split(","):
+        run = Path(args.runs) / f"{task}-s{args.seed}"
+        rounds = {w: [] for w in ways}
+        for _ in range(args.rounds):
+            for w, way in ways.items():
+                rounds[w].append(timed_search(run, *way))
+        s = {w: statistics.median(r["seconds"] for r in rounds[w]) for w in ways}
+        print(
+            f"| {task} | {s['0']:.1f} | {s['top']:.1f} | {s['top'] / s['0']:.1f}x | "
+            f"{s['climb']:.1f} | {s['climb'] / s['0']:.1f}x | {s['climb'] / s['top']:.2f}x | "
+            f"{rounds['top'][-1]['tuned_widths']} / {rounds['climb'][-1]['tuned_widths']} |",
+            flush=True,
+        )
+        out[task] = rounds
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 
