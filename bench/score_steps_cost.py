@@ -138,7 +138,7 @@ def climb_rows(args) -> None:
     ways = {"0": (0, 0, 0), "top": (args.steps, args.top, 0),
             "climb": (args.steps, args.top, args.climb)}  # fmt: skip
     print(f"| task | search s, steps 0 | top {args.top} | ratio | top {args.top} + climb "
-          f"{args.climb} | ratio | climb / top | widths tuned, top / climb |")  # fmt: skip
+          f"{args.climb} | ratio | climb / top | candidates tuned, top / climb |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     out = {}
     for task in args.tasks.split(","):
@@ -151,7 +151,7 @@ def climb_rows(args) -> None:
         print(
             f"| {task} | {s['0']:.1f} | {s['top']:.1f} | {s['top'] / s['0']:.1f}x | "
             f"{s['climb']:.1f} | {s['climb'] / s['0']:.1f}x | {s['climb'] / s['top']:.2f}x | "
-            f"{rounds['top'][-1]['tuned_widths']} / {rounds['climb'][-1]['tuned_widths']} |",
+            f"{rounds['top'][-1]['tuned_candidates']} / {rounds['climb'][-1]['tuned_candidates']} |",
             flush=True,
         )
         out[task] = rounds
