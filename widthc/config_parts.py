@@ -166,8 +166,7 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        more = {"refine_epochs": 0, "refine_top": 1, "score_steps": 0, "score_top": 0,
-                "score_climb": 0}
+        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0)
         for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
