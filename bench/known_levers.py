@@ -94,19 +94,33 @@ def describe_rescored(task: str, seed: int, run: dict, base: dict, result: dict)
     kind = ("the searched width" if won == 0 else "the uniform width"
             if _channels(result) == uniform else f"finalist {won + 1}")  # fmt: skip
     o, u = run["oracle"]["score"], run["uniform"]["score"]
+    climb = info.get("climb")  # --score-climb: the hill climb on the tuned scores
+    climbed = ""
+    if climb is not None:
+        target = ka.channels_of(program, oracle)
+        near = min((ka.channels_of(program, program.space.choice(np.array(r["width"])))
+                    for r in climb["scores"]), key=lambda c: _apart(c, target))  # fmt: skip
+        k = climb["chosen"]
+        climbed = (f"; climbed {len(climb['scores'])}: "
+                   + (f"climbed width {k + 1} won (tuned {climb['scores'][k]['score']:.3f})"
+                      if k is not None else "none won")
+                   + f", the nearest climbed width to the oracle {','.join(map(str, near))} "
+                   f"({_apart(near, target):.0%} apart)")  # fmt: skip
     return (
-        f"{task} s{seed}: {len(rows)} widths tuned; {kind} won (shared "
+        f"{task} s{seed}: {len(rows)} widths tuned; {kind} "
+        f"{'won' if climb is None or climb['chosen'] is None else 'best finalist'} (shared "
         f"{rows[won]['score_before']:.3f}, tuned {rows[won]['score']:.3f}; the searched width "
         f"tuned {rows[0]['score']:.3f}) {_channels(info['searched_before'])} → "
-        f"{_channels(result)}; oracle a finalist: {'yes' if finalist else 'no'}; tuned oracle "
-        f"{o:.3f}, uniform {u:.3f}; widthc val {base['widthc']['val']:.4f} (base) → "
+        f"{_channels(result)}; oracle a finalist: {'yes' if finalist else 'no'}{climbed}; tuned "
+        f"oracle {o:.3f}, uniform {u:.3f}; widthc val {base['widthc']['val']:.4f} (base) → "
         f"{run['widthc']['val']:.4f}"
     )
 
 
 def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -> str | None:
     """Per task, a `--score-top` lever against `--base`: the searched width's validation and
-    test metric paired by seed (mean ± std), and which width won how often."""
+    test metric paired by seed (mean ± std), which width won how often, and how often the
+    chosen width's tuned score beats the oracle's (the tuned scorer prefers it)."""
     runs = {s: ka.RESULTS / lever / f"{task}-s{s}.json" for s in seeds}
     pairs = [(json.loads(p.read_text()), json.loads(b.read_text())) for s, p in runs.items()
              if p.exists() and (b := ka.RESULTS / base_lever / f"{task}-s{s}.json").exists()]  # fmt: skip
@@ -114,10 +128,14 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
         return None
     paired = {k: [r["widthc"][k] - b["widthc"][k] for r, b in pairs] for k in ("val", "test")}
     won, ranks = [], []
+    over = sum(r["widthc"]["score"] > r["oracle"]["score"] for r, _ in pairs)
+    over_base = sum(b["widthc"]["score"] > b["oracle"]["score"] for _, b in pairs)
     for r, _ in pairs:
         (result,) = _results(lever, task, r["seed"])
         chosen, uniform = result["rescored"]["chosen"], _channels(result["uniform"])
-        won.append("s" if chosen == 0 else "u" if _channels(result) == uniform else "f")
+        climbed = result["rescored"].get("climb", {}).get("chosen") is not None
+        won.append("c" if climbed else "s" if chosen == 0 else "u" if _channels(result) == uniform
+                   else "f")  # fmt: skip
         if not (ka.RUNS / base_lever / f"{task}-s{r['seed']}" / SEARCH).exists():
             ranks.append("no run")
             continue
@@ -130,8 +148,11 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
     return (
         f"{task}: {lever} − {base_lever}, widthc val {mean_std(paired['val'], digits=4)}, test "
         f"{mean_std(paired['test'], digits=4)} ({len(pairs)} seeds); won: the searched width "
-        f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}; "
-        f"{base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
+        f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}"
+        + (f", a climbed width {won.count('c')}" if "c" in won else "")
+        + f"; {base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
+        + f"; the chosen width's tuned score above the oracle's: {over} of {len(pairs)} ("
+        f"{base_lever}: {over_base})"
     )
 
 

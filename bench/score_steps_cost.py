@@ -4,10 +4,11 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-loss|-metric]`: `--score-steps STEPS`, `--score-top K` (a shared-weight
-search, then only each budget's K best widths and its uniform one tuned: stages/rescore.py) and
-`--score`; what a way does not say is the run's own configuration. The default ways are
-`0,N` (and `N-top-K` with `--top K`), as this script timed before `--ways` existed.
+A way is `STEPS[-top-K][-climb-M][-loss|-metric]`: `--score-steps STEPS`, `--score-top K` (a
+shared-weight search, then only each budget's K best widths and its uniform one tuned:
+stages/rescore.py), `--score-climb M` (stages/climb.py) and `--score`; what a way does not say
+is the run's own configuration. The default ways are `0,N` (and `N-top-K` with `--top K`), as
+this script timed before `--ways` existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
 
 Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
@@ -24,6 +25,8 @@ there was then), so the search's cost can be set against a whole `widthc slim`.
         --runs runs/bench/known/score-steps-64-loss
     OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --rounds 2 \
         --ways 0-metric,0-loss,256-top-16-loss --run runs/bench/demo/flops-s0
+    OMP_NUM_THREADS=1 .venv/bin/python bench/score_steps_cost.py --steps 256 --top 16 \
+        --climb 16 --rounds 1 --runs runs/bench/known/score-top-16-steps-256-loss-climb-16
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ from widthc.run import BUDGET_PREFIXES, SEARCH, STAGES_FILE
 from widthc.stages import multistage
 
 CLOCKS = ("tuning", "calibration", "validation")
-WAY = re.compile(r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-(?P<score>loss|metric))?")
+WAY = re.compile(
+    r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
+)
 
 
 def parse_way(text: str) -> dict:
@@ -55,9 +60,10 @@ def parse_way(text: str) -> dict:
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
-            f"--ways: {text!r} is not STEPS[-top-K][-loss|-metric] (e.g. 256-top-16-loss)"
+            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric] (e.g. 256-top-16-loss)"
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
+    way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
     return way | ({"score": m["score"]} if m["score"] else {})
 
 
@@ -139,11 +145,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
+    p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
+                   "and --score-top K --score-climb M only (0: not)")  # fmt: skip
     p.add_argument("--ways", default=None, help="STEPS[-top-K][-loss|-metric], comma-separated")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    ways = args.ways or f"0,{args.steps}" + (f",{args.steps}-top-{args.top}" if args.top else "")
+    top = f"{args.steps}-top-{args.top}"
+    default = (
+        f"0,{top},{top}-climb-{args.climb}"
+        if args.climb
+        else f"0,{args.steps}" + (f",{top}" if args.top else "")
+    )
+    ways = args.ways or default
     ways = [w.strip() for w in ways.split(",")]
     for w in ways:
         parse_way(w)  # a bad way stops before any search runs

@@ -37,6 +37,8 @@ def test_a_way_is_steps_top_and_score():
         "score_steps": 256, "score_top": 16, "score": "loss"}  # fmt: skip
     assert score_steps_cost.parse_way("4-metric") == {
         "score_steps": 4, "score_top": 0, "score": "metric"}  # fmt: skip
+    assert score_steps_cost.parse_way("8-top-4-climb-2-loss") == {
+        "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss"}  # fmt: skip
     with pytest.raises(SystemExit, match="top-16-loss"):
         score_steps_cost.parse_way("top-16")
 

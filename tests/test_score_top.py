@@ -35,18 +35,24 @@ from widthc.tuning import Tuning
 STEPS, TOP = 5, 2
 
 
-@pytest.fixture(scope="module")
-def top_run(tmp_path_factory):
-    """A tiny regression run: shared-weight search, then 2 finalists + uniform tuned 5 steps."""
-    root = tmp_path_factory.mktemp("score_top")
+def tuned_run(root, *options: str):
+    """A tiny regression run in `root`, its search scored on shared weights, then 2 finalists +
+    uniform tuned 5 steps (and `options`): its folder and the CLI's output."""
     (root / "model.py").write_text(REGRESSION)
     out = root / "run"
     argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--score-steps", str(STEPS), "--score-lr", "0.05", "--score-top", str(TOP)]  # fmt: skip
+            "--score-steps", str(STEPS), "--score-lr", "0.05", "--score-top", str(TOP),
+            *options]  # fmt: skip
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 0, res.output
     assert "fine-tuned 5 steps and scored again" in res.output
-    return out
+    return out, res.output
+
+
+@pytest.fixture(scope="module")
+def top_run(tmp_path_factory):
+    """A tiny regression run: shared-weight search, then 2 finalists + uniform tuned 5 steps."""
+    return tuned_run(tmp_path_factory.mktemp("score_top"))[0]
 
 
 def _with(ctx, **search_options):
@@ -72,6 +78,18 @@ def _search_stage(ctx, monkeypatch) -> tuple[int, int]:
     monkeypatch.setattr(Tuning, "tuned", counted_tuning)
     multistage.run(ctx)
     return scored[0], tuned[0]
+
+
+def searched_again(source, tmp_path, monkeypatch):
+    """A copy of the run `source` whose search stage runs again from nothing: its context,
+    search.json before and after, the sub-networks scored and of them fine-tuned."""
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    stored = json.loads((run / SEARCH).read_text())
+    (run / SEARCH).unlink()
+    ctx = Context.open(run, progress=False)
+    scored, tuned = _search_stage(ctx, monkeypatch)
+    return ctx, stored, json.loads((run / SEARCH).read_text()), scored, tuned
 
 
 def _bins(program, widths) -> int:
@@ -123,13 +141,8 @@ def test_the_budget_takes_the_best_tuned_of_its_finalists_and_uniform(top_run):
 def test_only_the_finalists_and_uniform_are_tuned_after_a_shared_weight_search(
     top_run, tmp_path, monkeypatch
 ):
-    run = tmp_path / "run"
-    shutil.copytree(top_run, run)
-    stored = json.loads((run / SEARCH).read_text())
-    (run / SEARCH).unlink()
-    ctx = Context.open(run, progress=False)
-    scored, tuned = _search_stage(ctx, monkeypatch)
-    again = json.loads((run / SEARCH).read_text())
+    ctx, stored, again, scored, tuned = searched_again(top_run, tmp_path, monkeypatch)
+    run = ctx.run.path
     (result,) = again["results"]
     widths = {tuple(h["width"]) for h in result["history"]}
     rescored = [tuple(r["width"]) for r in result["rescored"]["scores"]]

@@ -153,6 +153,10 @@ class SearchConfig:
         0, "--score-steps: search on shared weights, then fine-tune only each budget's K best "
         "widths and its uniform one (0: every scored width).",
     )  # fmt: skip
+    score_climb: int = option(
+        0, "--score-top: then per budget up to M more widths, neighbours of the best tuned one, "
+        "tuned and scored (a hill climb on tuned scores; 0: none).",
+    )  # fmt: skip
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -162,7 +166,7 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        more = {"refine_epochs": 0, "refine_top": 1, "score_steps": 0, "score_top": 0}
+        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0)
         for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
@@ -176,6 +180,8 @@ class SearchConfig:
             raise bad("score_lr", "positive", self.score_lr)
         if self.score_top and not self.score_steps:
             raise WidthcError("--score-top K fine-tunes the finalists: give --score-steps N too")
+        if self.score_climb and not self.score_top:
+            raise WidthcError("--score-climb M climbs from tuned finalists: give --score-top K too")
         check_choices(self)  # score, refine_widths
         return self
 

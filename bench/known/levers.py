@@ -52,3 +52,10 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "score-top-16-steps-64-loss": ["--score-top", "16", "--score-steps", "64", "--score", "loss"],
     "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
 }
+# a hill climb on the tuned scores from the best finalist (stages/climb.py): 16 more tuned widths
+# per budget, as many as the finalists, so the tuned part of the search stage about doubles
+LEVERS["score-top-16-steps-256-loss-climb-16"] = [
+    *LEVERS["score-top-16-steps-256-loss"],
+    "--score-climb",
+    "16",
+]

@@ -11,7 +11,8 @@ the original one, for slimming the trained weights or retraining from scratch.
 
 With `--stages 1` (the default) this is the plain search stage (stages/search.py), followed by
 the refinement of its finalists with `--refine-epochs` (stages/refine.py) or their tuned
-scoring with `--score-top` (stages/rescore.py).
+scoring with `--score-top` (stages/rescore.py), then `--score-climb`'s hill climb on the tuned
+scores (stages/climb.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
-from widthc.stages import refine, rescore, search
+from widthc.stages import climb, refine, rescore, search
 from widthc.train import train_supernet
 
 
@@ -38,6 +39,8 @@ def run(ctx: Context) -> None:
             refine.run(ctx)
         if cfg.score_top:
             rescore.run(ctx, known)
+        if cfg.score_climb:
+            climb.run(ctx, known)  # --score-climb: a hill climb on the tuned scores
         return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config

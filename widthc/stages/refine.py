@@ -133,7 +133,7 @@ def corners(space, load, width, band: float, groups: int = CORNER_GROUPS) -> lis
     kept = space.channels[rows, width]
     out, starved = {}, 0
     for i in sorted(rows, key=lambda i: -free[i]):
-        fits = [c for c in (_filled(space, load, np.where(rows == i, level, width), kept, i)
+        fits = [c for c in (filled(space, load, np.where(rows == i, level, width), kept, i)
                             for level in _narrow_bins(space, i, int(width[i])))
                 if band <= load(c)[0] <= 1.0]  # fmt: skip
         for corner in fits:
@@ -162,9 +162,11 @@ def _narrow_bins(space, i: int, searched: int) -> list[int]:
     return [k for k in dict.fromkeys(levels) if k < searched]
 
 
-def _filled(space, load, width: np.ndarray, kept: np.ndarray, starved: int) -> np.ndarray:
+def filled(
+    space, load, width: np.ndarray, kept: np.ndarray, starved: int, low: float = 1.0
+) -> np.ndarray:
     """`width` with every group but `starved` at the nearest bin to `kept` x s channels, for
-    the largest s >= 1 (bisection) whose load is at most 1."""
+    the largest s >= `low` (bisection) whose load is at most 1 (s = `low` if none is)."""
     cum = space.channels[:, 1:]
     valid = np.arange(cum.shape[1]) < space.n_bins[:, None]
 
@@ -177,7 +179,7 @@ def _filled(space, load, width: np.ndarray, kept: np.ndarray, starved: int) -> n
     top = float(np.max(space.channels[np.arange(space.size), space.n_bins] / kept))
     if load(at(top))[0] <= 1.0:
         return at(top)
-    lo, hi = 1.0, top
+    lo, hi = low, top
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if load(at(mid))[0] <= 1.0 else (lo, mid)

@@ -37,14 +37,17 @@ def scored_before(ctx: Context) -> list[dict]:
     """The tuned finalist scores an earlier (interrupted) run of this search wrote, if it
     tuned the same way; read before the search rewrites search.json."""
     data, program = ctx.run.read_json(SEARCH), ctx.program
-    same = lambda t: {k: v for k, v in (t or {}).items() if k != "top"}  # noqa: E731
+    same = lambda t: {k: v for k, v in (t or {}).items() if k not in ("top", "climb")}  # noqa: E731
     if not data or data.get("binning") != program.binning or data.get("score") != ctx.score_name:
         return []
     if data.get("groups") != [int(g) for g in program.space.ids]:
         return []
     if same(data.get("finalist_tuning")) != same(scoring(ctx)["finalist_tuning"]):
         return []
-    return [s for r in data.get("results", []) for s in r.get("rescored", {}).get("scores", [])]
+    rescored = [r.get("rescored", {}) for r in data.get("results", [])]
+    return [
+        s for r in rescored for s in [*r.get("scores", []), *r.get("climb", {}).get("scores", [])]
+    ]
 
 
 def run(ctx: Context, known: list[dict]) -> None:

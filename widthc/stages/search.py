@@ -229,11 +229,13 @@ def _described(latency: LatencyModel) -> dict:
 def scoring(ctx: Context) -> dict:
     """How this run scores widths, as search.json records it: what max-max maximises and, with
     --score-steps, the fine-tuning before each score (steps, learning rate), or with
-    --score-top only before each finalist's (`finalist_tuning`: the search's own are shared)."""
+    --score-top only before each finalist's (`finalist_tuning`: the search's own are shared;
+    with --score-climb, its M)."""
     s = ctx.config.search
     tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
     if s.score_top:
-        return {"score": ctx.score_name, "finalist_tuning": {**tuning, "top": s.score_top}}
+        climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M
+        return {"score": ctx.score_name, "finalist_tuning": {**tuning, "top": s.score_top, **climb}}
     return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
 
 
