@@ -195,12 +195,6 @@ class RunConfig:
             raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
         if s.refine_epochs and s.refine_widths == "band" and not self.flops:
             raise WidthcError("--refine-widths band draws widths in FLOPs bands: give --flops")
-        if s.score_top and (s.stages > 1 or self.latency):
-            raise WidthcError("--score-top rescores one-stage FLOPs or params searches only")
-        if s.score_top and s.refine_epochs:
-            raise WidthcError(
-                "--score-top and --refine-epochs both score the finalists again: drop one of them"
-            )
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 
