@@ -9,8 +9,11 @@ evolutionary search 16 x 10, 30 retraining epochs) with the budgets of today's d
 paper's bins), the same recipe, per seed. The digits test split has 270 images: one image is
 0.37 points, so one run's accuracy says little; the spread over seeds is what a difference
 between the two demos has to beat. `--demos latency-bins-32-extremes`: today's demo with issue
-16's lever (`--uniform-bins 32 --sampling extremes`). One JSON per seed and demo under
-bench/results/demo-seeds/; runs under runs/bench/demo/.
+16's lever (`--uniform-bins 32 --sampling extremes`); `--demos latency-score-top-16-steps-256-loss`:
+today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score loss`). One JSON
+per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
+the run's wall and CPU seconds, whole and per stage from stages.json); runs under
+runs/bench/demo/. `--again` runs the stored ones again (for timings side by side).
 """
 
 from __future__ import annotations

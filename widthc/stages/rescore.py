@@ -156,10 +156,11 @@ def rescored(ctx: Context, r: dict, at: Scoring, base_at: Scoring, save) -> dict
         entry["chain"] = []  # the uniform width of the original model: no earlier stage
     won = "the uniform width" if best == u else f"finalist {best + 1} of {len(kept)}"
     dropped = f" ({len(over)} finalists measure over the latency limit)" if over else ""
+    searched = f"{scores[0].value:.4f}" if kept[0] == finals[0] else "over the limit"
     ctx.echo(
         f"budget {r['text']}: {len(places)} widths fine-tuned {record['steps']} steps and "
         f"scored again{dropped}: {won} scores best ({score.value:.4f}; the searched width "
-        f"{scores[0].value:.4f}, was {r['score']:.4f}), uniform {scores[u].value:.4f} "
+        f"{searched}, was {r['score']:.4f}), uniform {scores[u].value:.4f} "
         f"(was {r['uniform']['score']:.4f})"
     )
     return entry
