@@ -13,7 +13,8 @@ between the two demos has to beat. `--demos latency-bins-32-extremes`: today's d
 today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score loss`). One JSON
 per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
 the run's wall and CPU seconds, whole and per stage from stages.json); runs under
-runs/bench/demo/. `--again` runs the stored ones again (for timings side by side).
+runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (for
+timings side by side; the stored ones stay as the published tables printed them).
 """
 
 from __future__ import annotations
@@ -122,13 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--demos", default="latency,flops")
     parser.add_argument("--table", action="store_true", help="only print the table")
-    parser.add_argument("--again", action="store_true", help="run again the stored ones too")
+    parser.add_argument("--again", action="store_true", help="run again into RESULTS/again/")
     args = parser.parse_args(argv)
     if not args.table:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for seed in map(int, args.seeds.split(",")):
             for demo in args.demos.split(","):
                 path = RESULTS / f"{demo}-s{seed}.json"
+                if args.again:  # beside the stored one, which the published tables print
+                    path = RESULTS / "again" / path.name
+                    path.parent.mkdir(exist_ok=True)
                 if args.again or not path.exists():
                     path.write_text(json.dumps(run_demo(demo, seed), indent=1))
     table()
