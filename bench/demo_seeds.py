@@ -9,10 +9,14 @@ evolutionary search 16 x 10, 30 retraining epochs) with the budgets of today's d
 paper's bins), the same recipe, per seed. The digits test split has 270 images: one image is
 0.37 points, so one run's accuracy says little; the spread over seeds is what a difference
 between the two demos has to beat. `--demos latency-bins-32-extremes`: today's demo with issue
-16's lever (`--uniform-bins 32 --sampling extremes`); `--demos score-top-16-steps-256-loss`:
-the FLOPs demo with stop 27's tuned scoring (`--score-top 16 --score-steps 256 --score loss`).
-Each seed's JSON has its searched channels, scores and stage seconds (those run since). One JSON
-per seed and demo under bench/results/demo-seeds/; runs under runs/bench/demo/.
+16's lever (`--uniform-bins 32 --sampling extremes`); `--demos latency-score-top-16-steps-256-loss`:
+today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score loss`);
+`--demos score-top-16-steps-256-loss`: the FLOPs demo with them (its seed-0 JSON has each
+budget's channels and flat stage seconds, as cost16's branch wrote them). One JSON
+per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
+the run's wall and CPU seconds, whole and per stage from stages.json); runs under
+runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (for
+timings side by side; the stored ones stay as the published tables printed them).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,8 +47,10 @@ RECIPE = ["--data", "digits", "--epochs", "30", "--retrain-epochs", "30", "--pop
 DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
          "latency-bins-32-extremes": ["--latency", "85%,75%", "--uniform-bins", "32",
                                       "--sampling", "extremes"],
+         "latency-score-top-16-steps-256-loss": ["--latency", "85%,75%", "--score-top", "16",
+                                                 "--score-steps", "256", "--score", "loss"],
          "score-top-16-steps-256-loss": ["--flops", "50%,25%", "--score-top", "16",
-                                               "--score-steps", "256", "--score", "loss"]}  # fmt: skip
+                                         "--score-steps", "256", "--score", "loss"]}  # fmt: skip
 
 
 def run_demo(demo: str, seed: int) -> dict:
@@ -51,15 +58,9 @@ def run_demo(demo: str, seed: int) -> dict:
     cmd = [WIDTHC, "slim", "examples/mobilenet_digits.py", *DEMOS[demo], *RECIPE,
            "--seed", str(seed), "--out", str(out), "--force"]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True, cwd=ROOT)
-    wall = round(time.perf_counter() - t0)
-    return {"demo": demo, "seed": seed, **summary(out), "wall_seconds": wall,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
-
-
-def summary(out: Path) -> dict:
-    """A finished demo run's budgets (searched widths, scores, test accuracies) and stages."""
+    cpu = _children_cpu() - cpu0
     run = run_files.Run(out)
     rows = []
     for r in run.read_search()["results"]:
@@ -69,11 +70,29 @@ def summary(out: Path) -> dict:
             "text": r["text"], "test": metrics["test"]["widthc"],
             "uniform_test": metrics["test"]["uniform"], "score": r["score"], "flops": r["flops"],
             "measured_ratio": ms["widthc"] / ms["original"] if ms else None,
-            "channels": [w["channels"] for w in r["width"].values()],
-            "uniform_score": r["uniform"]["score"],
+            "width": r["width"], "uniform_score": r["uniform"]["score"],
+            "rescored": _rescored(r),
         })  # fmt: skip
-    stages = {k: v["seconds"] for k, v in run.timings().items()}  # each stage's wall seconds
-    return {"budgets": rows, "stages": stages}
+    return {"demo": demo, "seed": seed, "budgets": rows, "wall_seconds": round(time.perf_counter() - t0),
+            "cpu_seconds": round(cpu), "stages": run.timings(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rescored(r: dict) -> dict | None:
+    """--score-top: the searched width before tuning, its shared and tuned scores, the widths
+    tuned and the one chosen."""
+    if "rescored" not in r:
+        return None
+    t = r["rescored"]
+    return {"searched_before": t["searched_before"], "chosen": t["chosen"],
+            "tuned": [{k: s[k] for k in ("width", "score_before", "score")} for s in t["scores"]],
+            "over_limit": t.get("over_limit", [])}  # fmt: skip
 
 
 def table() -> None:
@@ -97,17 +116,6 @@ def table() -> None:
         if every:
             print(f"{demo}: every searched width's test accuracy: "
                   f"{', '.join(f'{v:.1f}' for v in every)}")  # fmt: skip
-        timed = [r for r in mine if "stages" in r]
-        if timed:
-            print(f"{demo}: wall s per seed (seed: whole run = train + search + retrain + rest): "
-                  + "; ".join(_stages(r) for r in timed))  # fmt: skip
-
-
-def _stages(r: dict) -> str:
-    st = r["stages"]
-    rest = sum(st.values()) - st["train"] - st["search"] - st["retrain"]
-    return (f"s{r['seed']}: {r['wall_seconds']} = {st['train']:.0f} + {st['search']:.0f} + "
-            f"{st['retrain']:.0f} + {rest:.0f}")  # fmt: skip
 
 
 def _ms(rows, key, scale=100, digits=2) -> str:
@@ -119,13 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--demos", default="latency,flops")
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument("--again", action="store_true", help="run again into RESULTS/again/")
     args = parser.parse_args(argv)
     if not args.table:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for seed in map(int, args.seeds.split(",")):
             for demo in args.demos.split(","):
                 path = RESULTS / f"{demo}-s{seed}.json"
-                if not path.exists():
+                if args.again:  # beside the stored one, which the published tables print
+                    path = RESULTS / "again" / path.name
+                    path.parent.mkdir(exist_ok=True)
+                if args.again or not path.exists():
                     path.write_text(json.dumps(run_demo(demo, seed), indent=1))
     table()
     return 0

@@ -69,24 +69,3 @@ def test_the_known_answer_layout_times_steps_0_n_and_top_k(finished, tmp_path):
     assert list(ways) == ["0", "2", "2-top-1"] and all(len(r) == 2 for r in ways.values())
     assert ways["2"][0]["tuned_widths"] == ways["2"][0]["widths"]  # every width tuned
     assert ways["0"][0]["widths"] == ways["2-top-1"][0]["widths"]  # the same first search
-
-
-def test_a_demo_runs_summary_has_its_widths_scores_and_stage_seconds(
-    finished, tmp_path, monkeypatch, capsys
-):
-    import demo_seeds
-
-    got = demo_seeds.summary(finished)
-    assert [b["text"] for b in got["budgets"]] == ["50%", "25%"]
-    search = json.loads((finished / "search.json").read_text())["results"]
-    for b, r in zip(got["budgets"], search, strict=True):
-        assert b["channels"] == [w["channels"] for w in r["width"].values()]
-        assert b["score"] == r["score"] and b["uniform_score"] == r["uniform"]["score"]
-    assert {"train", "search", "retrain"} <= set(got["stages"])
-    monkeypatch.setattr(demo_seeds, "RESULTS", tmp_path)
-    stages = {"analyze": 1.0, "train": 60.0, "search": 100.0, "retrain": 30.0, "report": 4.0}
-    row = {**got, "demo": "flops", "seed": 3, "wall_seconds": 200, "stages": stages}
-    (tmp_path / "flops-s3.json").write_text(json.dumps(row))
-    demo_seeds.table()
-    assert "flops: wall s per seed (seed: whole run = train + search + retrain + rest): " \
-        "s3: 200 = 60 + 100 + 30 + 5" in capsys.readouterr().out  # fmt: skip

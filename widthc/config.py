@@ -193,14 +193,11 @@ class RunConfig:
             raise WidthcError(private_bn_refusal("stages"))
         if s.refine_epochs and (s.stages > 1 or self.latency):
             raise WidthcError("--refine-epochs refines one-stage FLOPs or params searches only")
+        if s.score_climb and (s.stages > 1 or self.latency or s.refine_epochs):
+            raise WidthcError("--score-climb climbs one-stage FLOPs or params searches only, "
+                              "without --refine-epochs")  # fmt: skip
         if s.refine_epochs and s.refine_widths == "band" and not self.flops:
             raise WidthcError("--refine-widths band draws widths in FLOPs bands: give --flops")
-        if s.score_top and (s.stages > 1 or self.latency):
-            raise WidthcError("--score-top rescores one-stage FLOPs or params searches only")
-        if s.score_top and s.refine_epochs:
-            raise WidthcError(
-                "--score-top and --refine-epochs both score the finalists again: drop one of them"
-            )
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)
         from widthc.passes.order import METHODS
 

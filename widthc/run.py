@@ -153,12 +153,13 @@ class Run:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time a stage and mark it done when it returns (not when it raises)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         yield
         if distributed.rank() != 0:
             return  # rank 0 writes the run directory
         stages = self._read(STAGES_FILE, {})
-        stages[name] = {"done": True, "seconds": round(time.perf_counter() - t0, 3)}
+        stages[name] = {"done": True, "seconds": round(time.perf_counter() - t0, 3),
+                        "cpu_seconds": round(time.process_time() - c0, 3)}  # fmt: skip
         write_text(self.path / STAGES_FILE, json.dumps(stages, indent=2))
 
     def redo(self, stage: str) -> None:

@@ -10,9 +10,13 @@ each stage is reported (table 17). The result of the last stage is the budget's 
 the original one, for slimming the trained weights or retraining from scratch.
 
 With `--stages 1` (the default) this is the plain search stage (stages/search.py), followed by
-the refinement of its finalists with `--refine-epochs` (stages/refine.py) or their tuned
-scoring with `--score-top` (stages/rescore.py), then `--score-climb`'s hill climb on the tuned
-scores (stages/climb.py).
+the refinement of its finalists with `--refine-epochs` (stages/refine.py) and/or their tuned
+scoring with `--score-top` (stages/rescore.py). With `--stages T > 1` and `--score-top`, the
+last stage's finalists are tuned and scored again on the last stage's supernet, the uniform
+baseline on the first's: an earlier stage's winner only seeds the next stage's supernet, which
+trains on from its shared weights, so the shared-weight score is the one that matters there;
+the tuned score answers what only the final width needs (how it does trained alone), at the
+cost of one stage's tuning, not T.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def run(ctx: Context) -> None:
         starts["latency"] = ctx.latency.latency()  # the full model, on the budget's scale
     latency = ctx.latency if ctx.measures_latency else None
     program, net = ctx.program, ctx.supernet(trained=True)
+    first = None  # the first stage's program, supernet and scorer (--score-top's uniform)
     chain, stages = [], []
     uniform = None
     for t, (rest, beta) in enumerate(schedule, 1):
@@ -68,13 +73,14 @@ def run(ctx: Context) -> None:
                 bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
         precision = Precision.of(c.train, ctx.device)  # every stage scores alike
-        scorer = ctx.scorer(net, precision)
+        scorer = ctx.scorer(net, precision, tuned=not cfg.score_top)  # --score-top: tuned later
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )
         entry = search.result_json(program, net, scorer, result, text, seconds, stage_latency)
         if t == 1:
             uniform = _uniform_at_target(ctx, net, scorer, target, latency)
+            first = rescore.Scoring(program, net, scorer, target, latency)
         if t < len(schedule):  # the next stage starts from this stage's winner
             chain.append({"candidate_choice": entry["candidate_choice"], "beta": schedule[t][1]})
         stages.append(
@@ -98,6 +104,13 @@ def run(ctx: Context) -> None:
         **entry, "budget": target.value("flops"), "limits": target.to_json(), "stages": stages,
         "chain": chain, "uniform": uniform,
     }  # fmt: skip
+    if cfg.score_top:  # the last stage's finalists, tuned
+        last = rescore.Scoring(
+            program, net, rescore.tuned_scorer(ctx, net), budget, stage_latency
+        )  # fmt: skip
+        base = first._replace(scorer=rescore.tuned_scorer(ctx, first.net))
+        save = lambda e: search.write(ctx, program, [e], complete=False, latency=latency)  # noqa: E731
+        final = rescore.rescored(ctx, final, last, base, save)
     search.write(ctx, program, [final], complete=True, latency=latency)
 
 

@@ -130,9 +130,7 @@ def measured_winner(ctx: Context, result, text: str, band, latency: LatencyModel
     pool = [result.best, *(e for e in pool if e.width != result.best.width)]
     finalists = sorted(pool, key=lambda e: -e.score)[:FINALISTS]  # stable: the choice first
     widths = [np.array(e.width, dtype=np.int64) for e in finalists]
-    ctx.measurer.measure(widths, f"the {len(widths)} best widths of {text}")
-    scale = latency.latency() / ctx.measurer.full_ms()  # measured ms -> the budget's scale
-    ms = np.array([ctx.measurer.ms(w) * scale for w in widths])
+    ms = measured(ctx, widths, f"the {len(widths)} best widths of {text}", latency)
     within = [e for e, m in zip(finalists, ms) if m <= limit]
     ctx.echo(
         f"budget {text}: {len(within)} of the {len(finalists)} best widths measure within "
@@ -142,6 +140,13 @@ def measured_winner(ctx: Context, result, text: str, band, latency: LatencyModel
     if within:
         return dataclasses.replace(result, best=within[0]), None
     return result, float(np.median(ms / latency.latency_many(np.stack(widths))))
+
+
+def measured(ctx: Context, widths: list[np.ndarray], what: str, latency: LatencyModel):
+    """The run's widths measured for real (cached), in ms on the latency budget's scale."""
+    ctx.measurer.measure(widths, what)
+    scale = latency.latency() / ctx.measurer.full_ms()  # measured ms -> the budget's scale
+    return np.array([ctx.measurer.ms(w) * scale for w in widths])
 
 
 def result_json(
@@ -233,9 +238,11 @@ def scoring(ctx: Context) -> dict:
     with --score-climb, its M)."""
     s = ctx.config.search
     tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
-    if s.score_top:
+    if s.score_top:  # tuned from the refined supernet's weights with --refine-epochs
+        refined = {"refine_epochs": s.refine_epochs} if s.refine_epochs else {}
         climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M
-        return {"score": ctx.score_name, "finalist_tuning": {**tuning, "top": s.score_top, **climb}}
+        return {"score": ctx.score_name,
+                "finalist_tuning": {**tuning, "top": s.score_top, **refined, **climb}}  # fmt: skip
     return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
 
 
