@@ -59,3 +59,7 @@ LEVERS["score-top-16-steps-256-loss-climb-16"] = [
     "--score-climb",
     "16",
 ]
+# the tuned finalists with the other search paths (stages/rescore.py): 3 stages, and a refine
+ST16 = LEVERS["score-top-16-steps-256-loss"]
+LEVERS["stages-3-score-top-16-steps-256-loss"] = [*LEVERS["stages-3"], *ST16]
+LEVERS["refine-5-score-top-16-steps-256-loss"] = [*R5, *ST16]
