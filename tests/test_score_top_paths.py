@@ -181,6 +181,10 @@ def test_refined_finalists_are_tuned_from_the_refined_supernet(tmp_path):
     assert [r["score_before"] for r in rows[: len(finals)]] == [by_width[w] for w in finals]
     net = ctx.supernet(trained=True)  # the refined supernet
     assert (ctx.run.refine_dir() / SUPERNET).exists()
+    shared = ctx.scorer(net, tuned=False)  # refinement scores on shared weights; rescore tunes
+    widths = [tuple(r["width"]) for r in refined]
+    assert list(by_width.values()) == [shared(program.space.choice(np.array(w))).value
+                                       for w in widths]  # fmt: skip
     rows, best = _brute_force(result, ctx.scorer(net), program)
     assert result["rescored"]["chosen"] == best and _bins(result, program) == tuple(
         rows[best]["width"]

@@ -259,8 +259,11 @@ def refined_supernet(ctx: Context, widths: list[tuple[int, ...]] | str):
 
 
 def _scorer(ctx: Context, net) -> MaxMax:
-    """Max-max on the refined supernet, as the search scores (stages/search.py)."""
-    return ctx.scorer(net, Precision.of(ctx.config.train, ctx.device))
+    """Max-max on the refined supernet, as the search scores (stages/search.py): on its shared
+    weights under --score-top, whose finalists stages/rescore.py then tunes (tuned here too, it
+    would tune the same widths twice from the same weights)."""
+    tuned = not ctx.config.search.score_top
+    return ctx.scorer(net, Precision.of(ctx.config.train, ctx.device), tuned=tuned)
 
 
 def evaluation(program, width: tuple[int, ...], score, load: float) -> searchers.Evaluation:
