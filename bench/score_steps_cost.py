@@ -6,10 +6,11 @@ a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-ans
 
 A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best]`: `--score-steps STEPS`, `--score-top K`
 (a shared-weight search, then only each budget's K best widths and its uniform one tuned:
-stages/rescore.py), `--score-climb M` (stages/climb.py), `--score` and `--score-candidates best`
-(only each width's shared-weight winner tuned); what a way does not say is the run's own
-configuration. The default ways are `0,N` (and `N-top-K` with `--top K`), as
-this script timed before `--ways` existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
+stages/rescore.py), `--score-climb M` (stages/climb.py), `--score` and `--score-candidates`:
+`best` (only each width's shared-weight winner tuned) with `-best`, else `all`; what a way does
+not say is the run's own configuration. The default ways are `0,N` (and `N-top-K` with
+`--top K`), as this script timed before `--ways` existed; with `--climb M`,
+`0,N-top-K,N-top-K-climb-M`.
 
 Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
@@ -59,7 +60,7 @@ WAY = re.compile(
 
 def parse_way(text: str) -> dict:
     """`STEPS[-top-K][-climb-M][-loss|-metric][-best]` as search options: {"score_steps",
-    "score_top"[, "score_climb"][, "score"][, "score_candidates"]}."""
+    "score_top"[, "score_climb"], "score_candidates"[, "score"]}."""
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
@@ -68,7 +69,7 @@ def parse_way(text: str) -> dict:
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
-    way |= {"score_candidates": "best"} if m["best"] else {}
+    way |= {"score_candidates": "best" if m["best"] else "all"}  # even where the run's is best
     return way | ({"score": m["score"]} if m["score"] else {})
 
 

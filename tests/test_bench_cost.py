@@ -32,13 +32,14 @@ def finished(tmp_path_factory):
 
 
 def test_a_way_is_steps_top_and_score():
-    assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0}
+    every = {"score_candidates": "all"}  # every candidate tuned unless the way says -best
+    assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0, **every}
     assert score_steps_cost.parse_way("256-top-16-loss") == {
-        "score_steps": 256, "score_top": 16, "score": "loss"}  # fmt: skip
+        "score_steps": 256, "score_top": 16, "score": "loss", **every}  # fmt: skip
     assert score_steps_cost.parse_way("4-metric") == {
-        "score_steps": 4, "score_top": 0, "score": "metric"}  # fmt: skip
+        "score_steps": 4, "score_top": 0, "score": "metric", **every}  # fmt: skip
     assert score_steps_cost.parse_way("8-top-4-climb-2-loss") == {
-        "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss"}  # fmt: skip
+        "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss", **every}  # fmt: skip
     assert score_steps_cost.parse_way("256-top-16-loss-best") == {
         "score_steps": 256, "score_top": 16, "score": "loss",
         "score_candidates": "best"}  # fmt: skip
