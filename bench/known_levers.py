@@ -152,8 +152,23 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
         + (f", a climbed width {won.count('c')}" if "c" in won else "")
         + f"; {base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
         + f"; the chosen width's tuned score above the oracle's: {over} of {len(pairs)} ("
-        f"{base_lever}: {over_base})"
+        f"{base_lever}: {over_base})" + paired_tau(task, pairs)
     )
+
+
+def paired_tau(task: str, pairs: list[tuple[dict, dict]]) -> str:
+    """Kendall τ of the 22 truth widths' scores, the lever's minus the base's per seed (as
+    `known_answer.py --table` computes τ), and how many of those scores are equal in both."""
+    per_seed = ka.truth_metrics(task)
+    if not per_seed or any(r["truth_scores"] is None or b["truth_scores"] is None
+                           for r, b in pairs):  # fmt: skip
+        return ""
+    truth = [float(np.mean(m)) for m in zip(*per_seed)]
+    tau = [ka.kendall_tau(r["truth_scores"], truth) - ka.kendall_tau(b["truth_scores"], truth)
+           for r, b in pairs]  # fmt: skip
+    same = [x == y for r, b in pairs for x, y in zip(r["truth_scores"], b["truth_scores"])]
+    alike = f"truth widths scored alike {sum(same)} of {len(same)}"
+    return f"; Kendall τ paired {mean_std(tau, digits=3)}; {alike}"
 
 
 def _results(lever: str, task: str, seed: int) -> list[dict]:

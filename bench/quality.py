@@ -120,6 +120,8 @@ VARIANTS = {
     "score-steps-64": ["--score-steps", "64"],
     "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],
     "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
+    "score-top-16-steps-256-loss-best": ["--score-top", "16", "--score-steps", "256", "--score",
+                                         "loss", "--score-candidates", "best"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
@@ -151,11 +153,8 @@ class Task:
 def tasks(methods, seeds) -> list[Task]:
     out = []
     for seed in seeds:
-        for m in methods:
-            if METHODS[m][2]:
-                out += [Task(m, seed, b) for b in BUDGETS]
-            else:
-                out.append(Task(m, seed))
+        for m in methods:  # multi-stage: one run per budget
+            out += [Task(m, seed, b) for b in BUDGETS] if METHODS[m][2] else [Task(m, seed)]
     return out
 
 

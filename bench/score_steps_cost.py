@@ -4,11 +4,13 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-climb-M][-loss|-metric]`: `--score-steps STEPS`, `--score-top K` (a
-shared-weight search, then only each budget's K best widths and its uniform one tuned:
-stages/rescore.py), `--score-climb M` (stages/climb.py) and `--score`; what a way does not say
-is the run's own configuration. The default ways are `0,N` (and `N-top-K` with `--top K`), as
-this script timed before `--ways` existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
+A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best]`: `--score-steps STEPS`, `--score-top K`
+(a shared-weight search, then only each budget's K best widths and its uniform one tuned:
+stages/rescore.py), `--score-climb M` (stages/climb.py), `--score` and `--score-candidates`:
+`best` (only each width's shared-weight winner tuned) with `-best`, else `all`; what a way does
+not say is the run's own configuration. The default ways are `0,N` (and `N-top-K` with
+`--top K`), as this script timed before `--ways` existed; with `--climb M`,
+`0,N-top-K,N-top-K-climb-M`.
 
 Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
@@ -52,18 +54,22 @@ from widthc.stages import multistage
 CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
     r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
+    r"(?P<best>-best)?"
 )
 
 
 def parse_way(text: str) -> dict:
-    """`STEPS[-top-K][-loss|-metric]` as search options: {"score_steps", "score_top"[, "score"]}."""
+    """`STEPS[-top-K][-climb-M][-loss|-metric][-best]` as search options: {"score_steps",
+    "score_top"[, "score_climb"], "score_candidates"[, "score"]}."""
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
-            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric] (e.g. 256-top-16-loss)"
+            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best] "
+            "(e.g. 256-top-16-loss)"
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
+    way |= {"score_candidates": "best" if m["best"] else "all"}  # even where the run's is best
     return way | ({"score": m["score"]} if m["score"] else {})
 
 
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
     p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
                    "and --score-top K --score-climb M only (0: not)")  # fmt: skip
-    p.add_argument("--ways", default=None, help="STEPS[-top-K][-loss|-metric], comma-separated")
+    p.add_argument("--ways", default=None, help="STEPS[-top-K][-climb-M][-loss|-metric][-best], "
+                   "comma-separated")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

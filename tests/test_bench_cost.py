@@ -32,20 +32,25 @@ def finished(tmp_path_factory):
 
 
 def test_a_way_is_steps_top_and_score():
-    assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0}
+    every = {"score_candidates": "all"}  # every candidate tuned unless the way says -best
+    assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0, **every}
     assert score_steps_cost.parse_way("256-top-16-loss") == {
-        "score_steps": 256, "score_top": 16, "score": "loss"}  # fmt: skip
+        "score_steps": 256, "score_top": 16, "score": "loss", **every}  # fmt: skip
     assert score_steps_cost.parse_way("4-metric") == {
-        "score_steps": 4, "score_top": 0, "score": "metric"}  # fmt: skip
+        "score_steps": 4, "score_top": 0, "score": "metric", **every}  # fmt: skip
     assert score_steps_cost.parse_way("8-top-4-climb-2-loss") == {
-        "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss"}  # fmt: skip
+        "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss", **every}  # fmt: skip
+    assert score_steps_cost.parse_way("256-top-16-loss-best") == {
+        "score_steps": 256, "score_top": 16, "score": "loss",
+        "score_candidates": "best"}  # fmt: skip
     with pytest.raises(SystemExit, match="top-16-loss"):
         score_steps_cost.parse_way("top-16")
 
 
 def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, tmp_path, capsys):
     out = tmp_path / "cost.json"
-    argv = ["--run", str(finished), "--ways", "0-metric,3-top-1-loss", "--rounds", "1"]
+    ways = "0-metric,3-top-1-loss,3-top-1-loss-best"
+    argv = ["--run", str(finished), "--ways", ways, "--rounds", "1"]
     score_steps_cost.main([*argv, "--json", str(out)])
     data = json.loads(out.read_text())["tiny-s0"]
     plain, top = data["ways"]["0-metric"][0], data["ways"]["3-top-1-loss"][0]
@@ -59,6 +64,9 @@ def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, t
     printed = capsys.readouterr().out
     assert "| tiny-s0 | 0-metric |" in printed and "| tiny-s0 | 3-top-1-loss |" in printed
     assert "tiny-s0: its own stages, wall s: " in printed
+    best = data["ways"]["3-top-1-loss-best"][0]  # one candidate tuned per width
+    assert best["tuned_widths"] == top["tuned_widths"]
+    assert best["tuned_candidates"] == best["tuned_widths"] < top["tuned_candidates"]
 
 
 def test_the_known_answer_layout_times_steps_0_n_and_top_k(finished, tmp_path):

@@ -171,3 +171,16 @@ def test_the_tuning_curve_counts_rankings_margins_and_the_truths_own_agreement(
             known_answer.kendall_tau(truth[2], [1.0, 2.5, 2.5, 4.0])]  # fmt: skip
     assert f"seed/mean of the others {rest[0]:.2f} " in known_curve.ceiling()
     assert f" {rest[1]:.2f} (mean" in known_curve.ceiling()
+
+
+def test_the_paired_tau_of_two_levers_and_their_scores_alike(monkeypatch):
+    import known_levers
+
+    truth = [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]  # two truth seeds, four widths
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: truth)
+    same = {"truth_scores": [1.0, 2.0, 3.0, 4.0]}  # tau 1
+    swapped = {"truth_scores": [1.0, 2.0, 4.0, 3.0]}  # one pair of six discordant: tau 2/3
+    line = known_levers.paired_tau("t", [(swapped, same), (same, same)])
+    assert "Kendall τ paired -0.167 ± 0.236" in line  # -1/3 and 0
+    assert line.endswith("truth widths scored alike 6 of 8")
+    assert known_levers.paired_tau("t", [({"truth_scores": None}, same)]) == ""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from widthc.errors import WidthcError
 from widthc.options import (
     AMP,
+    CANDIDATES,
     EXECUTIONS,
     PROBES,
     REFINES,
@@ -157,6 +158,10 @@ class SearchConfig:
         0, "--score-top: then per budget up to M more widths, neighbours of the best tuned one, "
         "tuned and scored (a hill climb on tuned scores; 0: none).",
     )  # fmt: skip
+    score_candidates: str = option(
+        "all", "--score-steps: fine-tune every candidate of a width (all) or only the one that "
+        "scores best on the shared weights (best).", choices=CANDIDATES,
+    )  # fmt: skip
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -182,7 +187,12 @@ class SearchConfig:
             raise WidthcError("--score-top K fine-tunes the finalists: give --score-steps N too")
         if self.score_climb and not self.score_top:
             raise WidthcError("--score-climb M climbs from tuned finalists: give --score-top K too")
-        check_choices(self)  # score, refine_widths
+        check_choices(self)  # score, refine_widths, score_candidates
+        if self.score_candidates != "all" and not self.score_steps:
+            raise WidthcError(
+                "--score-candidates best chooses which candidates are fine-tuned: "
+                "give --score-steps N too"
+            )
         return self
 
 

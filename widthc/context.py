@@ -292,10 +292,14 @@ class Context:
         """Max-max on `net` as this run scores: the calibration and validation batches, the
         score's metric and seed, and --score-steps' fine-tuning (not if `tuned` is False: the
         shared-weight search of --score-top). Every stage (and benchmark) that scores widths
-        builds its scorer here, so all of them score alike."""
+        builds its scorer here, so all of them score alike. --score-candidates best: the tuned
+        scorer tunes only the candidate an untuned one (built here too) scores best."""
+        tuning = self.tuning() if tuned else None
+        best = tuning is not None and self.config.search.score_candidates == "best"
+        shared = self.scorer(net, precision, tuned=False) if best else None
         return MaxMax(
             net, self.calibration(), self.validation(), self.score_metric,
-            seed=self.config.seed, precision=precision, tuning=self.tuning() if tuned else None,
+            seed=self.config.seed, precision=precision, tuning=tuning, shared=shared,
         )  # fmt: skip
 
     def tuning(self) -> Tuning | None:

@@ -14,9 +14,11 @@ own weights: a private copy of it (widthc.slim) is trained a few SGD steps, the 
 every width, before the recalibration; the supernet is unchanged all the same.
 
 A width's score is the best of its candidates' (max-max); the winning candidate is the one that
-is exported. `MaxMax` caches scores by width (bin counts), across budgets and searchers, and
-scores every width with one `Precision` (autocast, memory format): the same way in every
-searcher and budget. On an accelerator the supernet runs masked (one set of shapes for every
+is exported. With `--score-candidates best` (a `shared` scorer) only the candidate that scores
+best on the supernet's shared weights is fine-tuned, and its tuned score is the width's.
+`MaxMax` caches scores by width (bin counts), across budgets and searchers, and scores every
+width with one `Precision` (autocast, memory format): the same way in every searcher and
+budget. On an accelerator the supernet runs masked (one set of shapes for every
 width) and the metric stays on the device until the width's score is complete.
 """
 
@@ -134,24 +136,31 @@ def against_chance(
 
 @dataclass(frozen=True)
 class Score:
-    """A width's max-max score: the best candidate's metric, which candidate, and all of them."""
+    """A width's max-max score: the best candidate's metric, which candidate, and all of them.
+    With `shared` (--score-candidates best): every candidate's shared-weight score, of which
+    `candidate` is the best and the only one tuned; the others' `candidates` are None."""
 
     value: float
     candidate: int
-    candidates: tuple[float, ...]
+    candidates: tuple[float | None, ...]
+    shared: tuple[float, ...] | None = None
 
     def to_json(self) -> dict:
+        shared = {"shared_candidates": list(self.shared)} if self.shared is not None else {}
         return {
             "score": self.value,
             "candidate": self.candidate,
             "candidates": list(self.candidates),
+            **shared,
         }
 
     @staticmethod
     def from_json(data: dict) -> Score:
         """A score as search.json holds it (older files hold no `candidates`)."""
         values = tuple(data.get("candidates", (data["score"],)))
-        return Score(float(data["score"]), int(data["candidate"]), values)
+        shared = data.get("shared_candidates")
+        shared = tuple(shared) if shared is not None else None
+        return Score(float(data["score"]), int(data["candidate"]), values, shared)
 
 
 def score_choice(
@@ -218,7 +227,9 @@ class MaxMax:
     is recalibrated and measured; the width scores as its best candidate (eq. 13). Cached by
     the width's bin counts. `calibration`: input batches; `val`: (input, target) batches, a list
     or anything iterable more than once (a DataLoader); `tuning`: fine-tune each sub-network
-    alone before it is scored (widthc/tuning.py)."""
+    alone before it is scored (widthc/tuning.py); `shared` (with `tuning`): max-max on the
+    same supernet untuned, and only the candidate it scores best is tuned and scored
+    (--score-candidates best: one fine-tuning per width)."""
 
     def __init__(
         self,
@@ -230,9 +241,10 @@ class MaxMax:
         timer=time.perf_counter,
         precision: Precision | None = None,
         tuning: Tuning | None = None,
+        shared: MaxMax | None = None,
     ):
         self.net, self.calibration, self.val = net, list(calibration), val
-        self.tuning = tuning
+        self.tuning, self.shared = tuning, shared
         self.metric, self.seed, self.timer = metric, seed, timer
         self.precision = precision or Precision()
         self.cache: dict[tuple, Score] = {}
@@ -243,10 +255,20 @@ class MaxMax:
         key = width.ks()
         if key not in self.cache:
             cands = self.net.candidates(width)
+            if self.shared is not None and len(cands) > 1:
+                self.cache[key] = self._shared_best(width, cands)
+                return self.cache[key]
             values = tuple(self.candidate(c) for c in cands)
             best = max(range(len(values)), key=lambda j: (values[j], -j))  # first best on ties
             self.cache[key] = Score(values[best], best, values)
         return self.cache[key]
+
+    def _shared_best(self, width: WidthChoice, cands: list) -> Score:
+        """`width` scored by its shared-weight winner alone, tuned (--score-candidates best)."""
+        shared = self.shared(width)
+        value = self.candidate(cands[shared.candidate])
+        tuned = tuple(value if j == shared.candidate else None for j in range(len(cands)))
+        return Score(value, shared.candidate, tuned, shared.candidates)
 
     def on(self, space):
         """The score function a searcher takes: a width's bin counts in `space` (a row of

@@ -9,8 +9,9 @@ from dataclasses import MISSING, field, fields
 from widthc.errors import WidthcError
 
 __all__ = [
-    "AMP", "BATCHED_NEEDS_MASKED", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME", "EXECUTIONS",
-    "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES", "SORTS",
+    "AMP", "BATCHED_NEEDS_MASKED", "CANDIDATES", "COMPILE_NEEDS_MASKED", "DEFAULT_RUNTIME",
+    "EXECUTIONS", "FP16_NEEDS_CUDA", "PROBES", "REFINES", "RUNTIMES", "SAMPLINGS", "SCORES",
+    "SORTS",
     "check_choices", "default", "device_refusal", "flag_name", "option", "option_fields",
     "private_bn_refusal",
 ]  # fmt: skip
@@ -33,6 +34,7 @@ SAMPLINGS = ("uniform", "extremes", "flops", "log")  # widthc.sampling's laws (n
 SCORES = ("metric", "loss")  # what max-max maximises: the model's metric, or minus its loss
 REFINES = ("finalists", "corners", "band")  # what --refine-epochs trains (widthc/stages/refine.py)
 SORTS = ("l1", "l2", "bn")  # --sort-by: passes/order.py's importances that read no data
+CANDIDATES = ("all", "best")  # --score-candidates: which of a width's candidates are tuned
 
 
 def check_choices(config) -> None:

@@ -63,3 +63,7 @@ LEVERS["score-top-16-steps-256-loss-climb-16"] = [
 ST16 = LEVERS["score-top-16-steps-256-loss"]
 LEVERS["stages-3-score-top-16-steps-256-loss"] = [*LEVERS["stages-3"], *ST16]
 LEVERS["refine-5-score-top-16-steps-256-loss"] = [*R5, *ST16]
+# each width's candidate that scores best on the shared weights is the only one tuned (session 9)
+BEST = [*ST16[2:], "--score-candidates", "best"]  # --score-steps 256 --score loss, the best only
+LEVERS["score-top-16-steps-256-loss-best"] = ["--score-top", "16", *BEST]
+LEVERS["score-top-8-steps-256-loss-best"] = ["--score-top", "8", *BEST]

@@ -19,6 +19,12 @@ candidate and score and its uniform baseline are the tuned ones; `rescored` list
 finalist's tuned score beside its shared one. search.json is rewritten after every tuned score;
 a resumed run re-uses the tuned scores of the same steps, rate and score (`scored_before`).
 
+With `--score-candidates best` each width's candidate that scores best on the shared weights
+(the search's own scores, re-used where the search scored the width on this supernet) is the
+only one tuned (`Context.scorer`); `finalist_tuning` says `"candidates": "best"`, each tuned
+score lists the shared-weight scores (`shared_candidates`) and None for the untuned candidates,
+and tuned scores of one mode are never re-used by the other.
+
 Under a latency limit (`--latency`, alone or with other limits), the finalists are first
 measured for real (cached, as the search measures its winner: stages/search.py
 `measured_winner`) and only those measuring within the limit are tuned and may win; the uniform
@@ -90,6 +96,12 @@ def run(ctx: Context, known: list[dict]) -> None:
     net = ctx.supernet(trained=True)  # with --refine-epochs, the refined one
     scorer = tuned_scorer(ctx, net)
     scorer.preload((program.space.choice(np.array(s["width"])), Score.from_json(s)) for s in known)
+    if scorer.shared is not None and not ctx.config.search.refine_epochs:  # the same supernet
+        history = [h for r in results for h in r["history"]]  # --score-candidates best
+        space = program.space
+        scorer.shared.preload(
+            (space.choice(np.array(h["width"])), Score.from_json(h)) for h in history
+        )
     latency = ctx.latency if ctx.measures_latency else None
     out = list(results)
     for i, r in enumerate(results):

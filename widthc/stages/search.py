@@ -235,9 +235,10 @@ def scoring(ctx: Context) -> dict:
     """How this run scores widths, as search.json records it: what max-max maximises and, with
     --score-steps, the fine-tuning before each score (steps, learning rate), or with
     --score-top only before each finalist's (`finalist_tuning`: the search's own are shared;
-    with --score-climb, its M)."""
+    with --score-climb, its M; with --score-candidates best, "candidates": "best")."""
     s = ctx.config.search
     tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
+    tuning |= {"candidates": "best"} if s.score_candidates == "best" else {}  # absent: all
     if s.score_top:  # tuned from the refined supernet's weights with --refine-epochs
         refined = {"refine_epochs": s.refine_epochs} if s.refine_epochs else {}
         climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M

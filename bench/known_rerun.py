@@ -1,0 +1,47 @@
+"""A stored known-answer lever run again on this machine (bench/known_answer.py's `run_one`),
+its summaries written beside the stored ones, not over them: bench/results/known/rerun/<lever>/.
+For pairing a new lever with a stored one where this machine trains other supernets than the
+stored runs had (session 9: `bottleneck-cls`). The rerun reads as a lever named
+`rerun/<lever>`: `known_levers.py --base rerun/<lever>`, `known_answer.row("rerun/<lever>", task)`.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever score-top-16-steps-256-loss \
+        --tasks bottleneck-cls --seeds 0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import known_answer as ka  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lever", required=True)
+    p.add_argument("--tasks", default=",".join(ka.TASKS))
+    p.add_argument("--seeds", default="0,1,2")
+    args = p.parse_args(argv)
+    out = ka.RESULTS / "rerun" / args.lever
+    for seed in map(int, args.seeds.split(",")):
+        for task in args.tasks.split(","):
+            path = out / f"{task}-s{seed}.json"
+            if path.exists():  # a finished rerun is not run again
+                continue
+            t0 = time.perf_counter()
+            summary = ka.run_one(task, args.lever, seed)
+            failed = "failed" in summary
+            ka._write(path.with_suffix(".failed") if failed else path, summary)
+            print(f"{'FAILED' if failed else 'done'} {args.lever} {task} s{seed} in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
