@@ -63,3 +63,6 @@ LEVERS["score-top-16-steps-256-loss-climb-16"] = [
 ST16 = LEVERS["score-top-16-steps-256-loss"]
 LEVERS["stages-3-score-top-16-steps-256-loss"] = [*LEVERS["stages-3"], *ST16]
 LEVERS["refine-5-score-top-16-steps-256-loss"] = [*R5, *ST16]
+# the last contenders scored more faithfully (stages/top.py): per budget the 4 best tuned widths
+# and uniform tuned again 512 steps (2x), the budget's width the best of that longer tuning
+LEVERS["score-top-16-steps-256-loss-again-4"] = [*ST16, "--score-again", "4"]
