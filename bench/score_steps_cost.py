@@ -4,11 +4,12 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-climb-M][-loss|-metric]`: `--score-steps STEPS`, `--score-top K` (a
-shared-weight search, then only each budget's K best widths and its uniform one tuned:
-stages/rescore.py), `--score-climb M` (stages/climb.py) and `--score`; what a way does not say
-is the run's own configuration. The default ways are `0,N` (and `N-top-K` with `--top K`), as
-this script timed before `--ways` existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
+A way is `STEPS[-top-K][-climb-M][-loss|-metric][-again-M]`: `--score-steps STEPS`, `--score-top
+K` (a shared-weight search, then only each budget's K best widths and its uniform one tuned:
+stages/rescore.py), `--score-climb M` (stages/climb.py), `--score` and `--score-again M`
+(stages/top.py); what a way does not say is the run's own configuration. The default ways are
+`0,N` (and `N-top-K` with `--top K`), as this script timed before `--ways` existed; with
+`--climb M`, `0,N-top-K,N-top-K-climb-M`.
 
 Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
@@ -52,6 +53,7 @@ from widthc.stages import multistage
 CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
     r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
+    r"(?:-again-(?P<again>\d+))?"
 )
 
 
@@ -60,10 +62,12 @@ def parse_way(text: str) -> dict:
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
-            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric] (e.g. 256-top-16-loss)"
+            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-again-M] "
+            "(e.g. 256-top-16-loss)"
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
+    way |= {"score_again": int(m["again"])} if m["again"] else {}  # --score-again M
     return way | ({"score": m["score"]} if m["score"] else {})
 
 
@@ -84,8 +88,8 @@ def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
         scorers = []
         made = ctx.scorer
 
-        def scorer(net, precision=None, tuned=True):
-            scorers.append(made(net, precision, tuned))
+        def scorer(net, precision=None, tuned=True, **longer):  # --score-again: steps=N2
+            scorers.append(made(net, precision, tuned, **longer))
             return scorers[-1]
 
         ctx.scorer = scorer

@@ -39,19 +39,24 @@ def test_a_way_is_steps_top_and_score():
         "score_steps": 4, "score_top": 0, "score": "metric"}  # fmt: skip
     assert score_steps_cost.parse_way("8-top-4-climb-2-loss") == {
         "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss"}  # fmt: skip
+    assert score_steps_cost.parse_way("8-top-4-loss-again-2") == {
+        "score_steps": 8, "score_top": 4, "score": "loss", "score_again": 2}  # fmt: skip
     with pytest.raises(SystemExit, match="top-16-loss"):
         score_steps_cost.parse_way("top-16")
 
 
 def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, tmp_path, capsys):
     out = tmp_path / "cost.json"
-    argv = ["--run", str(finished), "--ways", "0-metric,3-top-1-loss", "--rounds", "1"]
+    ways = "0-metric,3-top-1-loss,3-top-1-loss-again-1"
+    argv = ["--run", str(finished), "--ways", ways, "--rounds", "1"]
     score_steps_cost.main([*argv, "--json", str(out)])
     data = json.loads(out.read_text())["tiny-s0"]
     plain, top = data["ways"]["0-metric"][0], data["ways"]["3-top-1-loss"][0]
     assert plain["tuned_widths"] == 0 and plain["clock"]["tuning"] == 0
     # per budget: its best width and its uniform one (fewer if they coincide), each tuned once
     assert 2 <= top["tuned_widths"] <= 4 and top["clock"]["tuning"] > 0
+    again = data["ways"]["3-top-1-loss-again-1"][0]  # per budget 1 + uniform tuned again
+    assert again["tuned_widths"] == top["tuned_widths"] + 4 and again["scores"] != top["scores"]
     assert plain["widths"] > 0 and plain["candidates"] >= plain["widths"]
     assert set(plain["scores"]) == set(top["scores"]) == {"50%", "25%"}
     assert top["score"] == "minus the validation loss" != plain["score"]
