@@ -83,7 +83,7 @@ def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
         (copy / SEARCH).unlink(missing_ok=True)
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
-        options = {"score_steps": steps, "score_top": top, **search}
+        options = {"score_steps": steps, "score_top": top, "score_again": 0, **search}
         ctx.config = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **options))
         scorers = []
         made = ctx.scorer
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
     p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
                    "and --score-top K --score-climb M only (0: not)")  # fmt: skip
-    p.add_argument("--ways", default=None, help="STEPS[-top-K][-loss|-metric], comma-separated")
+    p.add_argument("--ways", default=None, help="STEPS[-top-K][-climb-M][-loss|-metric]"
+                   "[-again-M], comma-separated")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -46,7 +46,7 @@ def run(ctx: Context) -> None:
         if cfg.score_climb:
             climb.run(ctx, known)  # --score-climb: a hill climb on the tuned scores
         if cfg.score_again:
-            top.run(ctx)  # --score-again: the best tuned widths tuned again, other orders
+            top.run(ctx)  # --score-again: the best tuned widths tuned again, longer
         return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config
