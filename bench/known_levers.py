@@ -134,8 +134,8 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
         (result,) = _results(lever, task, r["seed"])
         chosen, uniform = result["rescored"]["chosen"], _channels(result["uniform"])
         climbed = result["rescored"].get("climb", {}).get("chosen") is not None
-        won.append("c" if climbed else "s" if chosen == 0 else "u" if _channels(result) == uniform
-                   else "f")  # fmt: skip
+        won.append("a" if _moved(result) else "c" if climbed else "s" if chosen == 0
+                   else "u" if _channels(result) == uniform else "f")  # fmt: skip
         if not (ka.RUNS / base_lever / f"{task}-s{r['seed']}" / SEARCH).exists():
             ranks.append("no run")
             continue
@@ -150,6 +150,7 @@ def rescored_summary(lever: str, task: str, seeds: list[int], base_lever: str) -
         f"{mean_std(paired['test'], digits=4)} ({len(pairs)} seeds); won: the searched width "
         f"{won.count('s')}, another finalist {won.count('f')}, uniform {won.count('u')}"
         + (f", a climbed width {won.count('c')}" if "c" in won else "")
+        + (f", another contender tuned longer {won.count('a')}" if "a" in won else "")
         + f"; {base_lever}'s width in the shared-weight search's band ranking: {', '.join(ranks)}"
         + f"; the chosen width's tuned score above the oracle's: {over} of {len(pairs)} ("
         f"{base_lever}: {over_base})" + paired_tau(task, pairs)
@@ -169,6 +170,15 @@ def paired_tau(task: str, pairs: list[tuple[dict, dict]]) -> str:
     same = [x == y for r, b in pairs for x, y in zip(r["truth_scores"], b["truth_scores"])]
     alike = f"truth widths scored alike {sum(same)} of {len(same)}"
     return f"; Kendall τ paired {mean_std(tau, digits=3)}; {alike}"
+
+
+def _moved(result: dict) -> bool:
+    """Whether `--score-again` (stages/top.py) chose another width than the tuned scores."""
+    again = result["rescored"].get("again")
+    if not again:
+        return False
+    tuned = [r["tuned"]["score"] for r in again["scores"]]
+    return again["chosen"] != tuned.index(max(tuned))
 
 
 def _results(lever: str, task: str, seed: int) -> list[dict]:

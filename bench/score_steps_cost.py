@@ -4,13 +4,13 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best]`: `--score-steps STEPS`, `--score-top K`
-(a shared-weight search, then only each budget's K best widths and its uniform one tuned:
-stages/rescore.py), `--score-climb M` (stages/climb.py), `--score` and `--score-candidates`:
-`best` (only each width's shared-weight winner tuned) with `-best`, else `all`; what a way does
-not say is the run's own configuration. The default ways are `0,N` (and `N-top-K` with
-`--top K`), as this script timed before `--ways` existed; with `--climb M`,
-`0,N-top-K,N-top-K-climb-M`.
+A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]`: `--score-steps STEPS`,
+`--score-top K` (a shared-weight search, then only each budget's K best widths and its uniform one
+tuned: stages/rescore.py), `--score-climb M` (stages/climb.py), `--score`, `--score-candidates`:
+`best` (only each width's shared-weight winner tuned) with `-best`, else `all`, and
+`--score-again M` (stages/top.py); what a way does not say is the run's own configuration. The
+default ways are `0,N` (and `N-top-K` with `--top K`), as this script timed before `--ways`
+existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
 
 Per run and way: the search stage's CPU seconds (this process's `time.process_time`: one
 thread, so it is the compute itself, not what other processes on a shared machine take from it),
@@ -55,21 +55,23 @@ CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
     r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
     r"(?P<best>-best)?"
+    r"(?:-again-(?P<again>\d+))?"
 )
 
 
 def parse_way(text: str) -> dict:
-    """`STEPS[-top-K][-climb-M][-loss|-metric][-best]` as search options: {"score_steps",
-    "score_top"[, "score_climb"], "score_candidates"[, "score"]}."""
+    """`STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]` as search options:
+    {"score_steps", "score_top"[, "score_climb"], "score_candidates"[, "score_again", "score"]}."""
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
-            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best] "
+            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M] "
             "(e.g. 256-top-16-loss)"
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
     way |= {"score_candidates": "best" if m["best"] else "all"}  # even where the run's is best
+    way |= {"score_again": int(m["again"])} if m["again"] else {}  # --score-again M
     return way | ({"score": m["score"]} if m["score"] else {})
 
 
@@ -85,13 +87,13 @@ def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
         (copy / SEARCH).unlink(missing_ok=True)
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
-        options = {"score_steps": steps, "score_top": top, **search}
+        options = {"score_steps": steps, "score_top": top, "score_again": 0, **search}
         ctx.config = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **options))
         scorers = []
         made = ctx.scorer
 
-        def scorer(net, precision=None, tuned=True):
-            scorers.append(made(net, precision, tuned))
+        def scorer(net, precision=None, tuned=True, **longer):  # --score-again: steps=N2
+            scorers.append(made(net, precision, tuned, **longer))
             return scorers[-1]
 
         ctx.scorer = scorer
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=0, help="also time --score-top K (0: not)")
     p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
                    "and --score-top K --score-climb M only (0: not)")  # fmt: skip
-    p.add_argument("--ways", default=None, help="STEPS[-top-K][-climb-M][-loss|-metric][-best], "
-                   "comma-separated")  # fmt: skip
+    p.add_argument("--ways", default=None, help="STEPS[-top-K][-climb-M][-loss|-metric][-best]"
+                   "[-again-M], comma-separated")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -196,6 +196,9 @@ class RunConfig:
         if s.score_climb and (s.stages > 1 or self.latency or s.refine_epochs):
             raise WidthcError("--score-climb climbs one-stage FLOPs or params searches only, "
                               "without --refine-epochs")  # fmt: skip
+        if s.score_again and (s.stages > 1 or self.latency or s.refine_epochs):
+            raise WidthcError("--score-again tunes one-stage FLOPs or params searches only, "
+                              "without --refine-epochs")  # fmt: skip
         if s.refine_epochs and s.refine_widths == "band" and not self.flops:
             raise WidthcError("--refine-widths band draws widths in FLOPs bands: give --flops")
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)

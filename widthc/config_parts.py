@@ -162,6 +162,17 @@ class SearchConfig:
         "all", "--score-steps: fine-tune every candidate of a width (all) or only the one that "
         "scores best on the shared weights (best).", choices=CANDIDATES,
     )  # fmt: skip
+    score_again: int = option(
+        0, "--score-top: then per budget the M best tuned widths and its uniform one tuned "
+        "again, longer, and scored by that tuning (0: none).",
+    )  # fmt: skip
+    score_again_steps: int | None = option(
+        None, "--score-again: the steps of that tuning (default 2 x --score-steps)."
+    )
+
+    def again_steps(self) -> int:
+        """--score-again's tuning steps: --score-again-steps, default twice --score-steps."""
+        return self.score_again_steps or 2 * self.score_steps
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -171,7 +182,8 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0)
+        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0,
+                    score_again=0)  # fmt: skip
         for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
@@ -187,6 +199,10 @@ class SearchConfig:
             raise WidthcError("--score-top K fine-tunes the finalists: give --score-steps N too")
         if self.score_climb and not self.score_top:
             raise WidthcError("--score-climb M climbs from tuned finalists: give --score-top K too")
+        if self.score_again and not self.score_top:
+            raise WidthcError("--score-again M tunes tuned finalists again: give --score-top K too")
+        if self.score_again_steps is not None and self.score_again_steps < 1:
+            raise bad("score_again_steps", "at least 1", self.score_again_steps)
         check_choices(self)  # score, refine_widths, score_candidates
         if self.score_candidates != "all" and not self.score_steps:
             raise WidthcError(

@@ -287,14 +287,16 @@ class Context:
         return batches(data, torch.arange(len(data)), 256)
 
     def scorer(
-        self, net: Supernet, precision: Precision | None = None, tuned: bool = True
-    ) -> MaxMax:
+        self, net: Supernet, precision: Precision | None = None, tuned: bool = True,
+        steps: int | None = None,
+    ) -> MaxMax:  # fmt: skip
         """Max-max on `net` as this run scores: the calibration and validation batches, the
         score's metric and seed, and --score-steps' fine-tuning (not if `tuned` is False: the
-        shared-weight search of --score-top). Every stage (and benchmark) that scores widths
-        builds its scorer here, so all of them score alike. --score-candidates best: the tuned
-        scorer tunes only the candidate an untuned one (built here too) scores best."""
-        tuning = self.tuning() if tuned else None
+        shared-weight search of --score-top; `steps`: that many instead, as --score-again
+        tunes). Every stage (and benchmark) that scores widths builds its scorer here, so all
+        of them score alike. --score-candidates best: the tuned scorer tunes only the candidate
+        an untuned one (built here too) scores best."""
+        tuning = self.tuning(steps) if tuned else None
         best = tuning is not None and self.config.search.score_candidates == "best"
         shared = self.scorer(net, precision, tuned=False) if best else None
         return MaxMax(
@@ -302,18 +304,19 @@ class Context:
             seed=self.config.seed, precision=precision, tuning=tuning, shared=shared,
         )  # fmt: skip
 
-    def tuning(self) -> Tuning | None:
-        """--score-steps: how every scored width is fine-tuned alone first (None: off). The
-        same whole training batches for every width, in a seeded order of their own, with the
-        run's momentum, weight decay and --min-lr, from --score-lr (default --lr)."""
+    def tuning(self, steps: int | None = None) -> Tuning | None:
+        """--score-steps (or `steps`): how every scored width is fine-tuned alone first (None:
+        off). The same whole training batches for every width, in a seeded order of their own,
+        with the run's momentum, weight decay and --min-lr, from --score-lr (default --lr)."""
         s, t = self.config.search, self.config.train
         if not s.score_steps:
             return None
+        steps = steps or s.score_steps
         data, n = self.splits.train, t.batch_size
-        count = min(s.score_steps, max(len(data) // n, 1))  # cycled when fewer than the steps
+        count = min(steps, max(len(data) // n, 1))  # cycled when fewer than the steps
         order = loop.epoch_order(len(data), self.config.seed, -2)[: count * n]
         return Tuning(
-            s.score_steps, s.score_lr or t.lr, batches(data, order, n), self.loss,
+            steps, s.score_lr or t.lr, batches(data, order, n), self.loss,
             t.momentum, t.weight_decay, t.min_lr,
         )  # fmt: skip
 

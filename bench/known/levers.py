@@ -67,3 +67,6 @@ LEVERS["refine-5-score-top-16-steps-256-loss"] = [*R5, *ST16]
 BEST = [*ST16[2:], "--score-candidates", "best"]  # --score-steps 256 --score loss, the best only
 LEVERS["score-top-16-steps-256-loss-best"] = ["--score-top", "16", *BEST]
 LEVERS["score-top-8-steps-256-loss-best"] = ["--score-top", "8", *BEST]
+# the last contenders scored more faithfully (stages/top.py): per budget the 4 best tuned widths
+# and uniform tuned again 512 steps (2x), the budget's width the best of that longer tuning
+LEVERS["score-top-16-steps-256-loss-again-4"] = [*ST16, "--score-again", "4"]

@@ -28,7 +28,7 @@ from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
-from widthc.stages import climb, refine, rescore, search
+from widthc.stages import climb, refine, rescore, search, top
 from widthc.train import train_supernet
 
 
@@ -45,6 +45,8 @@ def run(ctx: Context) -> None:
             rescore.run(ctx, known)
         if cfg.score_climb:
             climb.run(ctx, known)  # --score-climb: a hill climb on the tuned scores
+        if cfg.score_again:
+            top.run(ctx)  # --score-again: the best tuned widths tuned again, longer
         return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config

@@ -70,7 +70,8 @@ def scored_before(ctx: Context) -> list[dict]:
     """The tuned finalist scores an earlier (interrupted) run of this search wrote, if it
     tuned the same way; read before the search rewrites search.json."""
     data, program = ctx.run.read_json(SEARCH), ctx.program
-    same = lambda t: {k: v for k, v in (t or {}).items() if k not in ("top", "climb")}  # noqa: E731
+    counts = ("top", "climb", "again", "again_steps")  # how many widths are tuned, not how
+    same = lambda t: {k: v for k, v in (t or {}).items() if k not in counts}  # noqa: E731
     if not data or data.get("binning") != program.binning or data.get("score") != ctx.score_name:
         return []
     if data.get("groups") != [int(g) for g in program.space.ids]:

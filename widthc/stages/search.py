@@ -242,6 +242,8 @@ def scoring(ctx: Context) -> dict:
     if s.score_top:  # tuned from the refined supernet's weights with --refine-epochs
         refined = {"refine_epochs": s.refine_epochs} if s.refine_epochs else {}
         climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M
+        if s.score_again:  # --score-again M, --score-again-steps N2
+            climb = {**climb, "again": s.score_again, "again_steps": s.again_steps()}
         return {"score": ctx.score_name,
                 "finalist_tuning": {**tuning, "top": s.score_top, **refined, **climb}}  # fmt: skip
     return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
