@@ -3,6 +3,9 @@ its summaries written beside the stored ones, not over them: bench/results/known
 For pairing a new lever with a stored one where this machine trains other supernets than the
 stored runs had (session 9: `bottleneck-cls`). The rerun reads as a lever named
 `rerun/<lever>`: `known_levers.py --base rerun/<lever>`, `known_answer.row("rerun/<lever>", task)`.
+Its run directories are the lever's own (runs/bench/known/<lever>/, git-ignored): where a
+machine still holds the stored runs' directories, `run_one` resumes them instead of training
+anew, so remove them first.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever score-top-16-steps-256-loss \
         --tasks bottleneck-cls --seeds 0,1,2,3,4
