@@ -156,3 +156,26 @@ def test_bad_score_again_values_are_refused_in_one_sentence():
     tuned = SearchConfig(score_top=4, score_steps=8, score_again=4)
     with pytest.raises(WidthcError, match="--score-again tunes one-stage FLOPs or params"):
         RunConfig(model="m.py", latency=("50%",), search=tuned).check()
+
+
+def test_with_score_candidates_best_only_the_shared_winner_is_tuned_again(tmp_path):
+    """The two options compose: the longer tuning of --score-again also tunes each contender's
+    shared-weight winner only, and scores it as a fresh best-mode scorer at N2 steps does."""
+    out, said = tuned_run(tmp_path, "--score-again", "1", "--score-candidates", "best")
+    assert "the 1 best tuned widths and uniform tuned again 10 steps" in said
+    ctx = Context.open(out, progress=False)
+    data = ctx.run.read_search()
+    assert data["finalist_tuning"]["candidates"] == "best"
+    (result,) = data["results"]
+    rows = result["rescored"]["again"]["scores"]
+    net = ctx.supernet(trained=True)
+    shared = ctx.scorer(net, tuned=False)
+    longer = ctx.scorer(net, steps=10)
+    assert longer.shared is not None
+    for row in rows:
+        choice = ctx.program.space.choice(np.array(row["width"]))
+        winner = shared(choice)
+        tuned = [j for j, v in enumerate(row["candidates"]) if v is not None]
+        assert tuned == [winner.candidate] == [row["candidate"]]  # one tuning: the winner
+        assert row["shared_candidates"] == pytest.approx(list(winner.candidates), abs=1e-6)
+        assert row["score"] == longer(choice).value  # brute force, N2 steps
