@@ -98,13 +98,14 @@ def run(ctx: Context, known: dict[tuple, float]) -> None:
     for i, r in enumerate(results):
         out[i] = _budget(ctx, net, out, i, known)
         t = out[i]["tournament"]
-        n, chosen = len(t["scores"]), t["chosen"]
+        n, chosen, rows = len(t["scores"]), t["chosen"], t["scores"]
+        searched = [s["width"] for s in rows].index(list(bins_of(r, program.space.ids)))
         ctx.echo(
             f"budget {r['text']}: the {n - 1} best widths and uniform retrained {t['epochs']} "
             f"epoch(s) (seed {t['seed']}): "
             + ("the uniform width" if chosen == n - 1 else f"contender {chosen + 1}")
-            + f" scores best on validation ({t['scores'][chosen]['val']:.4f}; the search's "
-            f"width {t['scores'][0]['val']:.4f})"
+            + f" scores best on validation ({rows[chosen]['val']:.4f}; the search's width "
+            f"{rows[searched]['val']:.4f})"
         )  # fmt: skip
     write(ctx, program, out, complete=True)
 
