@@ -3,8 +3,9 @@
 often the tournament changed the search's pick (and how often uniform won), the share of the
 oracle gap recovered on validation and on test (as known_targets.py: mean(widthc − uniform) /
 mean(oracle − uniform)), the retrainings the tournament added per run, the winner's curse the
-seed + 1 keeps out (the winner's tournament validation score minus the retrain stage's, mean),
-and the searched width's validation and test metric paired per seed with `--base` (the seeds
+seed + 1 keeps out (the winner's tournament validation score minus the retrain stage's model
+of it scored alike, by the run's score: minus the validation loss with `--score loss`), and the
+searched width's validation and test metric paired per seed with `--base` (the seeds
 both levers ran; Δ = lever − base, mean ± std); `--base-cls` for `bottleneck-cls`, whose stored
 runs trained other supernets than this machine does (a rerun here: bench/known_rerun.py).
 
@@ -25,7 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import known_answer as ka  # noqa: E402
 from mean_std import mean_std  # noqa: E402
 
-from widthc.run import SEARCH  # noqa: E402
+import widthc  # noqa: E402
+from widthc.context import Context  # noqa: E402
+from widthc.evaluate import measure  # noqa: E402
+from widthc.run import SEARCH, SLIM  # noqa: E402
 
 
 def recovered(runs: list[dict], split: str) -> float | None:
@@ -38,6 +42,18 @@ def tournaments(lever: str, task: str, seed: int) -> list[dict]:
     """The `tournament` record of every budget of one run (its search.json)."""
     data = json.loads((ka.RUNS / lever / f"{task}-s{seed}" / SEARCH).read_text())
     return [r["tournament"] for r in data["results"]]
+
+
+def curses(lever: str, task: str, seed: int) -> list[float]:
+    """Per budget of one run: the winner's tournament score (seed + 1) minus the retrain
+    stage's model of it (the run's seed) scored alike, on validation by the run's score."""
+    ctx = Context.open(ka.RUNS / lever / f"{task}-s{seed}", progress=False)
+    out = []
+    for r in ctx.run.read_search()["results"]:
+        model = widthc.load(ctx.run.budget_dir(r["text"]) / SLIM)
+        stage = measure(model, ctx.splits.val, ctx.score_metric, ctx.device)
+        out.append(r["tournament"]["scores"][r["tournament"]["chosen"]]["val"] - stage)
+    return out
 
 
 def changed(t: dict) -> tuple[bool, bool]:
@@ -54,11 +70,7 @@ def row(lever: str, base: str, task: str) -> str | None:
     based = {r["seed"]: r for r in ka.summaries(base, task)}
     records = [t for s in runs for t in tournaments(lever, task, s)]
     moves = [changed(t) for t in records]
-    curse = [
-        t["scores"][t["chosen"]]["val"] - runs[s]["widthc"]["val"]
-        for s in runs
-        for t in tournaments(lever, task, s)
-    ]
+    curse = [c for s in runs for c in curses(lever, task, s)]
     paired = sorted(set(runs) & set(based))
     dv = [runs[s]["widthc"]["val"] - based[s]["widthc"]["val"] for s in paired]
     dt = [runs[s]["widthc"]["test"] - based[s]["widthc"]["test"] for s in paired]
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     cls = f" ({args.base_cls} on bottleneck-cls)" if args.base_cls else ""
     print(f"{args.lever} against {args.base}{cls} (Δ: lever − base, paired by seed)\n")
     print("| task | seeds | pick changed | recovered, val | recovered, test | retrainings "
-          "| winner's val − retrain stage's val | paired | Δ val | Δ test |")  # fmt: skip
+          "| winner's val score − retrain stage's | paired | Δ val | Δ test |")  # fmt: skip
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for task in args.tasks.split(","):
         base = args.base_cls if task == "bottleneck-cls" and args.base_cls else args.base
