@@ -7,8 +7,9 @@ seed + 1 keeps out (the winner's tournament validation score minus the retrain s
 of it scored alike, by the run's score: minus the validation loss with `--score loss`), whether
 the oracle's score beats uniform's score before the tournament (the summaries' uniform score is
 the tournament's, not comparable with the oracle's), and the searched width's validation and
-test metric paired per seed with `--base` (the seeds both levers ran; Δ = lever − base, mean ± std); `--base-cls` for `bottleneck-cls`, whose stored
-runs trained other supernets than this machine does (a rerun here: bench/known_rerun.py).
+test metric paired per seed with `--base` (the seeds both levers ran; Δ = lever − base, mean ±
+std); `--base-cls` for `bottleneck-cls`, whose stored runs trained other supernets than this
+machine does (a rerun here: bench/known_rerun.py).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_tournament.py \
         --lever score-top-16-steps-256-loss-retrain-3 --base score-top-16-steps-256-loss \
@@ -88,8 +89,12 @@ def row(lever: str, base: str, task: str) -> str | None:
         f"| {task} | {','.join(map(str, sorted(runs)))} | {sum(m for m, _ in moves)}/{len(moves)}"
         f" ({sum(u for _, u in moves)} uniform) | {100 * rv:.0f}% | {100 * rt:.0f}% | "
         f"{statistics.mean(len(t['scores']) for t in records):.0f} | {mean_std(curse, digits=4)} | "
-        f"{sum(above)}/{len(above)} | {len(paired)} | {mean_std(dv, digits=4) if dv else '-'} | {mean_std(dt, digits=4) if dt else '-'} |"
+        f"{sum(above)}/{len(above)} | {len(paired)} | {_ms(dv)} | {_ms(dt)} |"
     )
+
+
+def _ms(xs: list[float]) -> str:
+    return mean_std(xs, digits=4) if xs else "-"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     cls = f" ({args.base_cls} on bottleneck-cls)" if args.base_cls else ""
     print(f"{args.lever} against {args.base}{cls} (Δ: lever − base, paired by seed)\n")
     print("| task | seeds | pick changed | recovered, val | recovered, test | retrainings "
-          "| winner's val score − retrain stage's | oracle > uniform, scores before | paired | Δ val | Δ test |")  # fmt: skip
+          "| winner's val score − retrain stage's | oracle > uniform, scores before | paired "
+          "| Δ val | Δ test |")  # fmt: skip
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for task in args.tasks.split(","):
         base = args.base_cls if task == "bottleneck-cls" and args.base_cls else args.base
