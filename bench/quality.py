@@ -117,7 +117,7 @@ VARIANTS = {
     "distill": ["--distill"], "log": ["--sampling", "log"], "refine-5": ["--refine-epochs", "5"],
     "bins-32-extremes": ["--uniform-bins", "32", "--sampling", "extremes"],
     "sort-1": ["--sort-every", "1"], "private-bn": ["--private-bn"],
-    "score-steps-64": ["--score-steps", "64"],
+    "score-steps-64": ["--score-steps", "64"], "retrain-3": ["--score-retrain", "3"],
     "score-steps-64-loss": ["--score-steps", "64", "--score", "loss"],
     "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
     "score-top-16-steps-256-loss-best": ["--score-top", "16", "--score-steps", "256", "--score",

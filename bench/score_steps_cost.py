@@ -4,11 +4,12 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]`: `--score-steps STEPS`,
+A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]`: `--score-steps N`,
 `--score-top K` (a shared-weight search, then only each budget's K best widths and its uniform one
 tuned: stages/rescore.py), `--score-climb M` (stages/climb.py), `--score`, `--score-candidates`:
 `best` (only each width's shared-weight winner tuned) with `-best`, else `all`, and
-`--score-again M` (stages/top.py); what a way does not say is the run's own configuration. The
+`--score-again M` (stages/top.py), `--score-retrain M` (stages/tournament.py: its retrainings
+count in the search stage's seconds); what a way does not say is the run's own configuration. The
 default ways are `0,N` (and `N-top-K` with `--top K`), as this script timed before `--ways`
 existed; with `--climb M`, `0,N-top-K,N-top-K-climb-M`.
 
@@ -55,23 +56,25 @@ CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
     r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
     r"(?P<best>-best)?"
-    r"(?:-again-(?P<again>\d+))?"
+    r"(?:-again-(?P<again>\d+))?(?:-retrain-(?P<retrain>\d+))?"
 )
 
 
 def parse_way(text: str) -> dict:
-    """`STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]` as search options:
-    {"score_steps", "score_top"[, "score_climb"], "score_candidates"[, "score_again", "score"]}."""
+    """`STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]` as search options:
+    {"score_steps", "score_top"[, "score_climb"], "score_candidates"[, "score_again",
+    "score_retrain", "score"]}."""
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
-            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M] "
-            "(e.g. 256-top-16-loss)"
+            f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]"
+            "[-retrain-M] (e.g. 256-top-16-loss)"
         )
     way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
     way |= {"score_candidates": "best" if m["best"] else "all"}  # even where the run's is best
     way |= {"score_again": int(m["again"])} if m["again"] else {}  # --score-again M
+    way |= {"score_retrain": int(m["retrain"])} if m["retrain"] else {}  # --score-retrain M
     return way | ({"score": m["score"]} if m["score"] else {})
 
 
@@ -82,12 +85,17 @@ def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
         shutil.copytree(
-            run, copy, ignore=shutil.ignore_patterns(*(f"{p}*" for p in BUDGET_PREFIXES), "refine")
+            run,
+            copy,
+            ignore=shutil.ignore_patterns(
+                *(f"{p}*" for p in BUDGET_PREFIXES), "refine", "tournament"
+            ),
         )
         (copy / SEARCH).unlink(missing_ok=True)
         ctx = Context.open(copy, progress=False)
         cfg = ctx.config
-        options = {"score_steps": steps, "score_top": top, "score_again": 0, **search}
+        options = {"score_steps": steps, "score_top": top, "score_again": 0, "score_retrain": 0,
+                   **search}  # fmt: skip
         ctx.config = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, **options))
         scorers = []
         made = ctx.scorer
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--climb", type=int, default=0, help="with --top: time steps 0, --score-top K "
                    "and --score-top K --score-climb M only (0: not)")  # fmt: skip
     p.add_argument("--ways", default=None, help="STEPS[-top-K][-climb-M][-loss|-metric][-best]"
-                   "[-again-M], comma-separated")  # fmt: skip
+                   "[-again-M][-retrain-M], comma-separated")  # fmt: skip
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from widthc.config_parts import RetrainConfig, SearchConfig, TrainConfig, bad
+from widthc.config_parts import RetrainConfig, SearchConfig, TrainConfig, bad, tournament_check
 from widthc.errors import WidthcError
 from widthc.options import (
     AMP,
@@ -199,6 +199,8 @@ class RunConfig:
         if s.score_again and (s.stages > 1 or self.latency or s.refine_epochs):
             raise WidthcError("--score-again tunes one-stage FLOPs or params searches only, "
                               "without --refine-epochs")  # fmt: skip
+        if s.score_retrain:
+            tournament_check(self)
         if s.refine_epochs and s.refine_widths == "band" and not self.flops:
             raise WidthcError("--refine-widths band draws widths in FLOPs bands: give --flops")
         # lazy: the importance methods live with the pass, which imports torch (`--help` does not)

@@ -170,6 +170,14 @@ class SearchConfig:
         None, "--score-again: the steps of that tuning (default 2 x --score-steps)."
     )
 
+    score_retrain: int = option(
+        0, "Then per budget the M best widths and its uniform one retrained with the retrain "
+        "stage's recipe (seed + 1) and judged on validation (0: none).",
+    )  # fmt: skip
+    score_retrain_epochs: int | None = option(
+        None, "--score-retrain: epochs of each retraining (default the run's retraining epochs)."
+    )
+
     def again_steps(self) -> int:
         """--score-again's tuning steps: --score-again-steps, default twice --score-steps."""
         return self.score_again_steps or 2 * self.score_steps
@@ -183,7 +191,7 @@ class SearchConfig:
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
         more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0,
-                    score_again=0)  # fmt: skip
+                    score_again=0, score_retrain=0)  # fmt: skip
         for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
@@ -203,6 +211,8 @@ class SearchConfig:
             raise WidthcError("--score-again M tunes tuned finalists again: give --score-top K too")
         if self.score_again_steps is not None and self.score_again_steps < 1:
             raise bad("score_again_steps", "at least 1", self.score_again_steps)
+        if self.score_retrain_epochs is not None and self.score_retrain_epochs < 1:
+            raise bad("score_retrain_epochs", "at least 1", self.score_retrain_epochs)
         check_choices(self)  # score, refine_widths, score_candidates
         if self.score_candidates != "all" and not self.score_steps:
             raise WidthcError(
@@ -229,3 +239,17 @@ class RetrainConfig:
         if self.retrain_epochs is not None and self.retrain_epochs < 0:
             raise bad("retrain_epochs", "0 or more", self.retrain_epochs)
         return self
+
+
+def tournament_check(c) -> None:
+    """--score-retrain M on run config `c`: what the tournament cannot do, refused."""
+    s = c.search
+    if s.stages > 1 or c.latency:
+        raise WidthcError("--score-retrain retrains one-stage FLOPs or params searches only")
+    if c.retrain.finetune:
+        raise WidthcError("--score-retrain retrains from scratch or --pretrained: drop --finetune")
+    if not (s.score_retrain_epochs or c.schedule().retrain):
+        raise WidthcError(
+            "--score-retrain needs retraining epochs: give --score-retrain-epochs E "
+            "(--retrain-epochs is 0)"
+        )

@@ -70,3 +70,7 @@ LEVERS["score-top-8-steps-256-loss-best"] = ["--score-top", "8", *BEST]
 # the last contenders scored more faithfully (stages/top.py): per budget the 4 best tuned widths
 # and uniform tuned again 512 steps (2x), the budget's width the best of that longer tuning
 LEVERS["score-top-16-steps-256-loss-again-4"] = [*ST16, "--score-again", "4"]
+# a tournament of the last contenders by retraining (stages/tournament.py, session 10): per budget
+# the 3 best widths by the search's final order and uniform retrained (seed + 1), judged on val
+LEVERS["score-top-16-steps-256-loss-retrain-3"] = [*ST16, "--score-retrain", "3"]
+LEVERS["retrain-3"] = ["--score-retrain", "3"]  # the default shared-weight search's 3 best

@@ -28,7 +28,7 @@ from widthc.passes.bins import stage_schedule
 from widthc.precision import Precision
 from widthc.run import SUPERNET
 from widthc.space import Budget, human
-from widthc.stages import climb, refine, rescore, search, top
+from widthc.stages import climb, refine, rescore, search, top, tournament
 from widthc.train import train_supernet
 
 
@@ -38,6 +38,7 @@ def run(ctx: Context) -> None:
     cfg = ctx.config.search
     if cfg.stages == 1:
         known = rescore.scored_before(ctx) if cfg.score_top else []  # before search.run writes
+        retrained = tournament.retrained_before(ctx) if cfg.score_retrain else {}
         search.run(ctx)
         if cfg.refine_epochs:
             refine.run(ctx)
@@ -47,6 +48,8 @@ def run(ctx: Context) -> None:
             climb.run(ctx, known)  # --score-climb: a hill climb on the tuned scores
         if cfg.score_again:
             top.run(ctx)  # --score-again: the best tuned widths tuned again, longer
+        if cfg.score_retrain:
+            tournament.run(ctx, retrained)  # --score-retrain: the last contenders retrained
         return
     ((text, target),) = ctx.budgets.items()
     c = ctx.config

@@ -76,11 +76,11 @@ def run(ctx: Context) -> None:
         )
 
 
-def fresh(ctx, cand: WidthChoice, chain: list | None = None):
-    """The model built anew under the run's seed, slimmed to `cand` (its own initial weights;
-    a multi-stage width through its chain of stages). With --pretrained the model's own
-    trained weights, in the channel order pretrained.json records (the supernet's)."""
-    program = compile_source(ctx.config, ctx.source(), ctx.align)
+def fresh(ctx, cand: WidthChoice, chain: list | None = None, seed: int | None = None):
+    """The model built anew under the run's seed (or `seed`), slimmed to `cand` (its own
+    initial weights; a multi-stage width through its chain of stages). With --pretrained the
+    model's own trained weights, in the channel order pretrained.json records (the supernet's)."""
+    program = compile_source(ctx.config, ctx.source(seed), ctx.align)
     if program.binning != ctx.program.binning:
         raise InternalError("the model built anew has other bins than the searched one")
     if ctx.config.pretrained:
@@ -92,9 +92,11 @@ def fresh(ctx, cand: WidthChoice, chain: list | None = None):
     return widthc.slim(program, program.validate(cand))
 
 
-def train(ctx, model, folder, epochs: int, label: str):
-    """Plain training of a slimmed model with the run's recipe; resumable from retrain.pt."""
+def train(ctx, model, folder, epochs: int, label: str, seed: int | None = None):
+    """Plain training of a slimmed model with the run's recipe (under the run's seed, or
+    `seed`: dropout and batch order); resumable from retrain.pt."""
     cfg = dataclasses.replace(ctx.config.train, epochs=epochs)
+    cfg = cfg if seed is None else dataclasses.replace(cfg, seed=seed)
     model = model.to(ctx.device).train()
     data = ctx.splits.train
     steps = epochs * (len(data) // cfg.batch_size)
