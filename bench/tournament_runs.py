@@ -11,7 +11,8 @@ and a lever's runs paired with another set of runs of the same seeds.
 its tournament retraining (the search's own width first, the uniform width last), the one
 chosen and whether the search's own pick was kept (then the run's searched width, retrained by
 the retrain stage under the run's seed, is what a run without the tournament would have
-retrained). `--json`: those records, kept beside the results (run folders are git-ignored).
+retrained), and the test metric the retrain stage measured, if it ran. `--json`: those records,
+kept beside the results (run folders are git-ignored).
 `--lever A --base B` (bench/quality.py summary folders): per seed in both, the searched width's
 validation and test accuracy of A minus B's, per budget, and both supernets' validation accuracy
 at the largest width (equal: the same supernet, so a paired comparison of what came after it).
@@ -23,6 +24,8 @@ import argparse
 import glob
 import json
 from pathlib import Path
+
+from widthc.run import METRICS, budget_folder
 
 BUDGETS = ("25%", "50%")
 
@@ -41,12 +44,20 @@ def winner(t: dict) -> str:
     return "the search's own (kept)" if t["chosen"] == 0 else f"contender {t['chosen'] + 1}"
 
 
-def rows(name: str, records: dict[str, dict]) -> list[str]:
-    """One table row per budget: the contenders' validation scores, the winner."""
+def tested(run: Path, text: str) -> str:
+    """The retrain stage's test metric of the budget's width and of uniform, if it ran."""
+    path = Path(run) / budget_folder(text) / METRICS
+    test = json.loads(path.read_text()).get("test", {}) if path.exists() else {}
+    return " / ".join(f"{test[k]:.4f}" for k in ("widthc", "uniform") if k in test) or "-"
+
+
+def rows(run: Path, records: dict[str, dict]) -> list[str]:
+    """One table row per budget: the contenders' validation scores, the winner, the test."""
     out = []
     for text, t in records.items():
         vals = " / ".join(f"{s['val']:.4f}" for s in t["scores"])
-        out.append(f"| {name} | {text} | {t['seed']} | {t['epochs']} | {vals} | {winner(t)} |")
+        out.append(f"| {run.name} | {text} | {t['seed']} | {t['epochs']} | {vals} | {winner(t)} "
+                   f"| {tested(run, text)} |")  # fmt: skip
     return out
 
 
@@ -79,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     records = {r.name: tournaments(r) for r in runs}
     if runs:
         head = "validation: search's width / … / uniform"
-        print(f"| run | budget | seed | epochs | {head} | chose |")
-        print("|---|---|---:|---:|---|---|")
-        print("\n".join(line for name, rec in records.items() for line in rows(name, rec)))
+        print(f"| run | budget | seed | epochs | {head} | chose | test: chosen / uniform |")
+        print("|---|---|---:|---:|---|---|---|")
+        print("\n".join(line for r in runs for line in rows(r, records[r.name])))
         chosen = [t["chosen"] for rec in records.values() for t in rec.values()]
         print(f"the search's own width kept in {chosen.count(0)} of {len(chosen)} budgets")
     if args.json:

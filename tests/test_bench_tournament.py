@@ -31,16 +31,20 @@ def test_the_winner_of_each_budget_and_the_count_of_kept_picks(tmp_path, capsys)
     results = [{"text": "25%", "tournament": record([0.9, 0.8, 0.7], 0)},
                {"text": "50%", "tournament": record([0.8, 0.7, 0.9], 2)}]  # fmt: skip
     (run / "search.json").write_text(json.dumps({"results": results}))
+    (run / "flops-50pct").mkdir()  # the retrain stage's test of the 50% budget
+    test = {"test": {"widthc": 0.91, "uniform": 0.92}}
+    (run / "flops-50pct" / "metrics.json").write_text(json.dumps(test))
     other = tmp_path / "plain"  # a run without the tournament: no rows
     other.mkdir()
     (other / "search.json").write_text(json.dumps({"results": [{"text": "25%"}]}))
     out = tmp_path / "records.json"
     tournament_runs.main(["--run", str(tmp_path / "*"), "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "| widthc-s0 | 25% | 1 | 3 | 0.9000 / 0.8000 / 0.7000 | the search's own (kept) |" in (
+    kept = "0.9000 / 0.8000 / 0.7000 | the search's own (kept) | - |"
+    assert f"| widthc-s0 | 25% | 1 | 3 | {kept}" in printed
+    assert "| widthc-s0 | 50% | 1 | 3 | 0.8000 / 0.7000 / 0.9000 | uniform | 0.9100 / 0.9200 |" in (
         printed
     )
-    assert "| widthc-s0 | 50% | 1 | 3 | 0.8000 / 0.7000 / 0.9000 | uniform |" in printed
     assert "kept in 1 of 2 budgets" in printed
     assert json.loads(out.read_text()) == {"plain": {}, "widthc-s0": {
         "25%": results[0]["tournament"], "50%": results[1]["tournament"]}}  # fmt: skip
