@@ -45,13 +45,15 @@ def test_a_way_is_steps_top_and_score():
         "score_candidates": "best"}  # fmt: skip
     assert score_steps_cost.parse_way("8-top-4-loss-again-2") == {
         "score_steps": 8, "score_top": 4, "score": "loss", "score_again": 2, **every}  # fmt: skip
+    assert score_steps_cost.parse_way("0-metric-retrain-3") == {
+        "score_steps": 0, "score_top": 0, "score": "metric", "score_retrain": 3, **every}  # fmt: skip
     with pytest.raises(SystemExit, match="top-16-loss"):
         score_steps_cost.parse_way("top-16")
 
 
 def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, tmp_path, capsys):
     out = tmp_path / "cost.json"
-    ways = "0-metric,3-top-1-loss,3-top-1-loss-best,3-top-1-loss-again-1"
+    ways = "0-metric,3-top-1-loss,3-top-1-loss-best,3-top-1-loss-again-1,0-metric-retrain-1"
     argv = ["--run", str(finished), "--ways", ways, "--rounds", "1"]
     score_steps_cost.main([*argv, "--json", str(out)])
     data = json.loads(out.read_text())["tiny-s0"]
@@ -61,6 +63,8 @@ def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, t
     assert 2 <= top["tuned_widths"] <= 4 and top["clock"]["tuning"] > 0
     again = data["ways"]["3-top-1-loss-again-1"][0]  # per budget 1 + uniform tuned again
     assert again["tuned_widths"] == top["tuned_widths"] + 4 and again["scores"] != top["scores"]
+    retrained = data["ways"]["0-metric-retrain-1"][0]  # per budget 1 + uniform retrained
+    assert retrained["tuned_widths"] == 0 and retrained["scores"] != plain["scores"]
     assert plain["widths"] > 0 and plain["candidates"] >= plain["widths"]
     assert set(plain["scores"]) == set(top["scores"]) == {"50%", "25%"}
     assert top["score"] == "minus the validation loss" != plain["score"]
