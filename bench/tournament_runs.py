@@ -14,7 +14,8 @@ the retrain stage under the run's seed, is what a run without the tournament wou
 retrained), and the test metric the retrain stage measured, if it ran. `--json`: those records,
 kept beside the results (run folders are git-ignored).
 `--lever A --base B` (bench/quality.py summary folders): per seed in both, the searched width's
-validation and test accuracy of A minus B's, per budget, and both supernets' validation accuracy
+validation and test accuracy of A minus B's, per budget (after the levers' table of both: widthc −
+uniform of each run), and both supernets' validation accuracy
 at the largest width (equal: the same supernet, so a paired comparison of what came after it).
 """
 
@@ -24,6 +25,8 @@ import argparse
 import glob
 import json
 from pathlib import Path
+
+from quality_table import levers  # bench/
 
 from widthc.run import METRICS, budget_folder
 
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(records, indent=1))
     if args.lever and args.base:
+        print(levers({"base": Path(args.base), "lever": Path(args.lever)}))
         head = [f"{b} Δ {s}" for s in ("val", "test") for b in BUDGETS]
         print(f"\n{args.lever} − {args.base}, the searched width (points)")
         print(f"| seed | {' | '.join(head)} | supernet val, largest width (lever / base) |")

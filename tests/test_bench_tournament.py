@@ -22,7 +22,9 @@ def record(vals: list[float], chosen: int) -> dict:
 
 def summary(seed: int, val: float, test: float, largest: float) -> dict:
     rows = {b: {"val": val, "test": test} for b in ("25%", "50%")}
-    return {"seed": seed, "rows": {"widthc": rows}, "supernet": {"val_acc_largest": largest}}
+    uniform = {b: {"val": 0.9, "test": 0.9} for b in ("25%", "50%")}
+    return {"seed": seed, "method": "widthc", "rows": {"widthc": rows, "uniform": uniform},
+            "supernet": {"val_acc_largest": largest}}  # fmt: skip
 
 
 def test_the_winner_of_each_budget_and_the_count_of_kept_picks(tmp_path, capsys):
@@ -60,4 +62,6 @@ def test_a_lever_paired_with_its_base_seed_by_seed(tmp_path, capsys):
     tournament_runs.main(["--lever", str(lever), "--base", str(base)])
     printed = capsys.readouterr().out
     assert "| 0 | +1.00 | +1.00 | -1.00 | -1.00 | 80.00 / 80.00 |" in printed
-    assert "| 1 |" not in printed
+    assert "\n| 1 |" not in printed
+    # the levers' table: widthc − uniform of each folder's runs
+    assert "| base | 1 | 4.00 ± 0.00 |" in printed and "| lever | 2 |" in printed
