@@ -81,7 +81,8 @@ def parse_way(text: str) -> dict:
 def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
     """The search stage of (a copy of) `run` with --score-steps `steps` (--score-top `top`, and
     any other search option in `search`, e.g. score="loss"): CPU seconds, widths and candidates
-    scored (and of them tuned), the scorers' clock and each budget's score."""
+    scored (and of them tuned), the scorers' clock, each budget's score and, with
+    --score-retrain, its tournament record (contenders, validation scores, the one chosen)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "run"
         shutil.copytree(
@@ -117,7 +118,9 @@ def timed_search(run: Path, steps: int = 0, top: int = 0, **search) -> dict:
             "candidates": sum(s.scored for s in scorers), "clock": clock,
             "tuned_widths": sum(len(s.cache) for s in tuned),
             "tuned_candidates": sum(s.scored for s in tuned),
-            "scores": {r["text"]: r["score"] for r in results}, "score": ctx.score_name}  # fmt: skip
+            "scores": {r["text"]: r["score"] for r in results}, "score": ctx.score_name,
+            "tournament": {r["text"]: r["tournament"] for r in results if r.get("tournament")}
+            }  # fmt: skip
 
 
 def measure(run: Path, ways: list[str], rounds: int) -> dict[str, list[dict]]:

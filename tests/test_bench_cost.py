@@ -85,3 +85,21 @@ def test_the_known_answer_layout_times_steps_0_n_and_top_k(finished, tmp_path):
     assert list(ways) == ["0", "2", "2-top-1"] and all(len(r) == 2 for r in ways.values())
     assert ways["2"][0]["tuned_widths"] == ways["2"][0]["widths"]  # every width tuned
     assert ways["0"][0]["widths"] == ways["2-top-1"][0]["widths"]  # the same first search
+
+
+def test_a_retrain_way_records_each_budgets_tournament(finished, tmp_path):
+    """`-retrain-M`: the tournament's record per budget in the JSON (contenders, validation
+    scores, the chosen one, its seed), the budget's score the winner's; none without it."""
+    out = tmp_path / "cost.json"
+    argv = ["--run", str(finished), "--ways", "0-metric,0-metric-retrain-1", "--rounds", "1"]
+    score_steps_cost.main([*argv, "--json", str(out)])
+    ways = json.loads(out.read_text())["tiny-s0"]["ways"]
+    plain, retrained = ways["0-metric"][0], ways["0-metric-retrain-1"][0]
+    assert plain["tournament"] == {}
+    assert set(retrained["tournament"]) == {"50%", "25%"}
+    seed = json.loads((finished / "config.json").read_text())["seed"]
+    for text, record in retrained["tournament"].items():
+        vals = [s["val"] for s in record["scores"]]
+        assert len(vals) == 2 and record["seed"] == seed + 1  # its best width and uniform
+        assert record["chosen"] == vals.index(max(vals))
+        assert retrained["scores"][text] == max(vals)
