@@ -70,3 +70,6 @@ LEVERS["score-top-8-steps-256-loss-best"] = ["--score-top", "8", *BEST]
 # the last contenders scored more faithfully (stages/top.py): per budget the 4 best tuned widths
 # and uniform tuned again 512 steps (2x), the budget's width the best of that longer tuning
 LEVERS["score-top-16-steps-256-loss-again-4"] = [*ST16, "--score-again", "4"]
+# every candidate pattern of only each budget's 8 best widths (and uniform) tuned (session 10,
+# helper halving16): a cost/quality point between `-best` and the candidate
+LEVERS["score-top-8-steps-256-loss"] = ["--score-top", "8", *ST16[2:]]
