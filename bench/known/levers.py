@@ -74,3 +74,6 @@ LEVERS["score-top-16-steps-256-loss-again-4"] = [*ST16, "--score-again", "4"]
 # the 3 best widths by the search's final order and uniform retrained (seed + 1), judged on val
 LEVERS["score-top-16-steps-256-loss-retrain-3"] = [*ST16, "--score-retrain", "3"]
 LEVERS["retrain-3"] = ["--score-retrain", "3"]  # the default shared-weight search's 3 best
+# every candidate pattern of only each budget's 8 best widths (and uniform) tuned (session 10,
+# helper halving16): a cost/quality point between `-best` and the candidate
+LEVERS["score-top-8-steps-256-loss"] = ["--score-top", "8", *ST16[2:]]
