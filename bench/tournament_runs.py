@@ -28,14 +28,14 @@ from pathlib import Path
 
 from quality_table import levers  # bench/
 
-from widthc.run import METRICS, budget_folder
+from widthc.run import METRICS, SEARCH, budget_folder
 
 BUDGETS = ("25%", "50%")
 
 
 def tournaments(run: Path) -> dict[str, dict]:
     """{budget: its tournament record} of a run's search.json (none without --score-retrain)."""
-    results = json.loads((Path(run) / "search.json").read_text())["results"]
+    results = json.loads((Path(run) / SEARCH).read_text())["results"]
     return {r["text"]: r["tournament"] for r in results if r.get("tournament")}
 
 
