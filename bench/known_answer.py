@@ -183,7 +183,7 @@ def run_one(task: str, lever: str, seed: int) -> dict:
         "oracle": {**oracle_metric, "score": None if target is None else scorer(target).value,
                    "channels": None if target is None else channels_of(program, target)},
         "uniform": {"val": val["uniform"], "test": metrics["test"]["uniform"],
-                    "score": result["uniform"]["score"],
+                    "score": baseline_score(result),
                     "channels": [w["channels"] for w in result["uniform"]["width"].values()]},
         "widthc": {"val": val["widthc"], "test": metrics["test"]["widthc"],
                    "score": result["score"], "flops": result["flops"],
@@ -195,6 +195,18 @@ def run_one(task: str, lever: str, seed: int) -> dict:
         "seconds": round(slim_seconds, 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
+
+
+def baseline_score(result: dict) -> float:
+    """The uniform width's score by the scorer the oracle is scored with (`scorer_of`): where
+    `--score-again` (a longer tuning) or `--score-retrain` (a retraining) scored the last
+    contenders again, the result's uniform score is theirs, not that scorer's."""
+    again = result.get("rescored", {}).get("again")
+    if again:
+        return again["scores"][-1]["tuned"]["score"]
+    if result.get("tournament"):
+        return result["tournament"]["scores"][-1]["score_before"]
+    return result["uniform"]["score"]
 
 
 def oracle_refined(result: dict, oracle: np.ndarray) -> bool | None:

@@ -184,3 +184,33 @@ def test_the_paired_tau_of_two_levers_and_their_scores_alike(monkeypatch):
     assert "Kendall τ paired -0.167 ± 0.236" in line  # -1/3 and 0
     assert line.endswith("truth widths scored alike 6 of 8")
     assert known_levers.paired_tau("t", [({"truth_scores": None}, same)]) == ""
+
+
+def test_the_uniform_baseline_is_scored_as_the_oracle_is(tmp_path):
+    """The board's "oracle above uniform" compares the oracle's score by the run's scorer with
+    uniform's by the same scorer: not the longer tuning's (--score-again) or the tournament's
+    (--score-retrain), which overwrite the result's; stored summaries re-derived alike."""
+    import json
+
+    import known_baselines
+
+    plain = {"uniform": {"score": -0.3}}
+    tournament = {
+        "uniform": {"score": -0.1},
+        "tournament": {"scores": [{"score_before": -0.2}, {"score_before": -0.4}]},
+    }
+    again = {"uniform": {"score": -0.1}, "rescored": {"again": {"scores": [
+        {"tuned": {"score": -0.6}}, {"tuned": {"score": -0.5}}]}}, "tournament": tournament}  # fmt: skip
+    assert known_answer.baseline_score(plain) == -0.3
+    assert known_answer.baseline_score(tournament) == -0.4
+    assert known_answer.baseline_score(again) == -0.5  # the N-step tuned score, as the oracle's
+    summaries, runs = tmp_path / "lever", tmp_path / "runs"
+    for name, result in (("a-s0", tournament), ("b-s0", plain), ("c-s0", plain)):
+        known_answer._write(summaries / f"{name}.json", {"uniform": {"score": -0.1}})
+        if name != "c-s0":  # no run folder: left as it is
+            (runs / name).mkdir(parents=True)
+            (runs / name / "search.json").write_text(json.dumps({"results": [result]}))
+    changed = known_baselines.rederive(summaries, runs)
+    assert changed == [("a-s0", -0.1, -0.4), ("b-s0", -0.1, -0.3)]
+    stored = {p.stem: json.loads(p.read_text())["uniform"]["score"] for p in summaries.iterdir()}
+    assert stored == {"a-s0": -0.4, "b-s0": -0.3, "c-s0": -0.1}
