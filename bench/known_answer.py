@@ -260,6 +260,14 @@ def _ms(xs: list[float], digits: int = 4) -> str:
     return mean_std(xs, digits=digits)
 
 
+def recovered(runs: list[dict], split: str) -> float | None:
+    """The share of the oracle gap the searched width recovers on `split` over `runs`:
+    mean(widthc − uniform) / mean(oracle − uniform) (None on a zero gap)."""
+    gap = statistics.mean(r["oracle"][split] - r["uniform"][split] for r in runs)
+    won = statistics.mean(r["widthc"][split] - r["uniform"][split] for r in runs)
+    return won / gap if gap else None
+
+
 def row(lever: str, task: str) -> str | None:
     runs = summaries(lever, task)
     if not runs:
@@ -273,8 +281,8 @@ def row(lever: str, task: str) -> str | None:
     for split in ("val", "test"):
         gap = [r["oracle"][split] - r["uniform"][split] for r in runs]
         won = [r["widthc"][split] - r["uniform"][split] for r in runs]
-        recovered = statistics.mean(won) / statistics.mean(gap) if statistics.mean(gap) else None
-        out += [_ms(gap), _ms(won), f"{100 * recovered:.0f}%" if recovered is not None else "-"]
+        share = recovered(runs, split)
+        out += [_ms(gap), _ms(won), f"{100 * share:.0f}%" if share is not None else "-"]
     base = {r["seed"]: r["widthc"]["val"] for r in summaries("default", task)}
     paired = [r["widthc"]["val"] - base[r["seed"]] for r in runs if r["seed"] in base]
     out += [_ms([r["widthc"]["val"] for r in runs]), _ms(paired) if lever != "default" else "-"]

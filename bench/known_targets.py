@@ -35,7 +35,6 @@ def measures(runs: list[dict], task: str) -> dict | None:
     (`above`) among those that score it (`scored`)."""
     if not runs:
         return None
-    gap = statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs)
     won = [r["widthc"]["val"] - r["uniform"]["val"] for r in runs]
     spread = statistics.stdev(won) if len(won) > 1 else 0.0
     scored = [r for r in runs if r["oracle"]["score"] is not None]
@@ -46,7 +45,7 @@ def measures(runs: list[dict], task: str) -> dict | None:
         taus = [ka.kendall_tau(r["truth_scores"], mean_truth) for r in runs if r["truth_scores"]]
     return {
         "seeds": len(runs),
-        "recovered": statistics.mean(won) / gap if gap else None,
+        "recovered": ka.recovered(runs, "val"),
         "stds": statistics.mean(won) / spread if spread else None,
         "ranks": above / len(scored) if scored else None,
         "tau": statistics.mean(taus) if taus else None,

@@ -5,8 +5,8 @@ oracle gap recovered on validation and on test (as known_targets.py: mean(widthc
 mean(oracle − uniform)), the retrainings the tournament added per run, the winner's curse the
 seed + 1 keeps out (the winner's tournament validation score minus the retrain stage's model
 of it scored alike, by the run's score: minus the validation loss with `--score loss`), whether
-the oracle's score beats uniform's score before the tournament (the summaries' uniform score is
-the tournament's, not comparable with the oracle's), and the searched width's validation and
+the oracle's score beats uniform's by the same scorer (the summaries' uniform score is the one
+before the tournament: known_answer.baseline_score), and the searched width's validation and
 test metric paired per seed with `--base` (the seeds both levers ran; Δ = lever − base, mean ±
 std); `--base-cls` for `bottleneck-cls`, whose stored runs trained other supernets than this
 machine does (a rerun here: bench/known_rerun.py).
@@ -32,12 +32,6 @@ import widthc  # noqa: E402
 from widthc.context import Context  # noqa: E402
 from widthc.evaluate import measure  # noqa: E402
 from widthc.run import SEARCH, SLIM  # noqa: E402
-
-
-def recovered(runs: list[dict], split: str) -> float | None:
-    gap = statistics.mean(r["oracle"][split] - r["uniform"][split] for r in runs)
-    won = statistics.mean(r["widthc"][split] - r["uniform"][split] for r in runs)
-    return won / gap if gap else None
 
 
 def tournaments(lever: str, task: str, seed: int) -> list[dict]:
@@ -73,18 +67,14 @@ def row(lever: str, base: str, task: str) -> str | None:
     records = [t for s in runs for t in tournaments(lever, task, s)]
     moves = [changed(t) for t in records]
     curse = [c for s in runs for c in curses(lever, task, s)]
-    # the oracle's tuned score against uniform's score before the tournament (the summary's
-    # uniform score is the tournament's: its retrained validation score)
-    above = [
-        runs[s]["oracle"]["score"] > t["scores"][-1]["score_before"]
-        for s in runs
-        for t in tournaments(lever, task, s)
-        if runs[s]["oracle"]["score"] is not None
-    ]
+    # the oracle's score against uniform's by the same scorer (known_answer.baseline_score:
+    # the score before the tournament)
+    above = [r["oracle"]["score"] > r["uniform"]["score"] for r in runs.values()
+             if r["oracle"]["score"] is not None]  # fmt: skip
     paired = sorted(set(runs) & set(based))
     dv = [runs[s]["widthc"]["val"] - based[s]["widthc"]["val"] for s in paired]
     dt = [runs[s]["widthc"]["test"] - based[s]["widthc"]["test"] for s in paired]
-    rv, rt = recovered(list(runs.values()), "val"), recovered(list(runs.values()), "test")
+    rv, rt = (ka.recovered(list(runs.values()), split) for split in ("val", "test"))
     return (
         f"| {task} | {','.join(map(str, sorted(runs)))} | {sum(m for m, _ in moves)}/{len(moves)}"
         f" ({sum(u for _, u in moves)} uniform) | {100 * rv:.0f}% | {100 * rt:.0f}% | "

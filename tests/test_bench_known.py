@@ -214,3 +214,27 @@ def test_the_uniform_baseline_is_scored_as_the_oracle_is(tmp_path):
     assert changed == [("a-s0", -0.1, -0.4), ("b-s0", -0.1, -0.3)]
     stored = {p.stem: json.loads(p.read_text())["uniform"]["score"] for p in summaries.iterdir()}
     assert stored == {"a-s0": -0.4, "b-s0": -0.3, "c-s0": -0.1}
+
+
+def test_the_tournament_table_counts_changed_picks_and_pairs_by_seed(monkeypatch):
+    """bench/known_tournament.py's row: picks changed (and uniform's wins) over every budget,
+    the recovered shares, the oracle above uniform by one scorer, Δ paired on common seeds."""
+    import known_tournament as kt
+
+    def summary(seed, widthc, oracle_score=-0.1):
+        return {"seed": seed, "oracle": {"val": 0.3, "test": 0.3, "score": oracle_score},
+                "uniform": {"val": 0.1, "test": 0.1, "score": -0.2},
+                "widthc": {"val": widthc, "test": widthc + 0.05}}  # fmt: skip
+
+    lever = [summary(0, 0.2), summary(1, 0.3, oracle_score=-0.3), summary(2, 0.25, -0.15)]
+    base = [summary(1, 0.25), summary(3, 0.0)]
+    monkeypatch.setattr(kt.ka, "summaries", lambda name, task: lever if name == "L" else base)
+    chosen = {0: 1, 1: 2, 2: 1}  # contender 2 won twice; seed 1: uniform (the last) won
+    monkeypatch.setattr(kt, "tournaments", lambda name, task, seed: [
+        {"chosen": chosen[seed], "scores": [{}, {}, {}]}])  # fmt: skip
+    monkeypatch.setattr(kt, "curses", lambda name, task, seed: [0.01 * (seed + 1)])
+    cells = [c.strip() for c in kt.row("L", "B", "t").strip("|").split("|")]
+    assert cells[:6] == ["t", "0,1,2", "3/3 (1 uniform)", "75%", "100%", "3"]
+    assert cells[6].startswith("0.0200")  # the winner's curse, mean over the budgets
+    assert cells[7:9] == ["2/3", "1"]  # seed 1's oracle scores below uniform; seed 1 paired
+    assert cells[9].startswith("0.0500")  # 0.30 − 0.25

@@ -169,7 +169,6 @@ class SearchConfig:
     score_again_steps: int | None = option(
         None, "--score-again: the steps of that tuning (default 2 x --score-steps)."
     )
-
     score_retrain: int = option(
         0, "Then per budget the M best widths and its uniform one retrained with the retrain "
         "stage's recipe (seed + 1) and judged on validation (0: none).",
