@@ -384,8 +384,8 @@ def agreement(only: tuple[int, ...] | None = None) -> str:
             halves = split_halves(per_seed)
             lines.append(
                 f"truth {task} ({len(seeds)} seeds): Kendall τ between retraining seeds: {each} "
-                f"(mean {statistics.mean(taus):.2f}); mean of {len(seeds) // 2} seeds / of the "
-                f"other {len(seeds) - len(seeds) // 2}: {_ms(halves, 2)} ({len(halves)} splits)"
+                f"(mean {statistics.mean(taus):.2f}); mean of {len(seeds) // 2} / of the other "
+                f"{len(seeds) - len(seeds) // 2} seeds: {_ms(halves, 2)} ({len(halves)} splits)"
             )
     return "\n".join(lines)
 

@@ -303,7 +303,7 @@ def test_the_truths_agreement_with_itself_per_seed_pair_and_split_half(tmp_path,
     assert halves[0] == first
     line = known_answer.agreement().splitlines()[0]
     assert line.startswith("truth bottleneck (5 seeds): ") and " s3/s4 " in line
-    assert line.endswith(f"of the other 3: {known_answer._ms(halves, 2)} (10 splits)")
+    assert line.endswith(f"of the other 3 seeds: {known_answer._ms(halves, 2)} (10 splits)")
     three = known_answer.agreement((0, 1, 2)).splitlines()[0]
     assert " s3/s4 " not in three and three.endswith("(3 splits)")
 
@@ -351,3 +351,21 @@ def test_truth_seeds_option_retrains_those_seeds(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "argv", argv + extra)
         known_answer.main()
         assert asked.pop() == ("bottleneck", seeds)
+
+
+def test_the_rerun_comparison_pairs_stored_and_rerun_by_seed(tmp_path, monkeypatch):
+    """`known_rerun.py --compare`: one row per seed rerun that is also stored."""
+    import known_rerun
+
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+
+    def run(seed, channels, val):
+        return {"seed": seed, "widthc": {"channels": channels, "val": val},
+                "uniform": {"val": -0.5}}  # fmt: skip
+
+    for lever, seed, channels, val in (("default", 0, [4, 2], -0.1), ("default", 1, [4, 2], -0.2),
+                                       ("rerun/default", 1, [4, 3], -0.3),
+                                       ("rerun/default", 2, [4, 2], -0.4)):  # fmt: skip
+        known_answer._write(tmp_path / lever / f"bottleneck-s{seed}.json", run(seed, channels, val))
+    rows = known_rerun.compare("default", ["bottleneck"]).splitlines()[2:]
+    assert rows == ["| bottleneck | 1 | 4,2 | 4,3 | no | -0.2000 | -0.3000 | -0.5000 | -0.5000 |"]
