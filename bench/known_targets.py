@@ -109,8 +109,10 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[0].set_yticks(range(len(levers)), levers, fontsize=8)
+    counts = sorted({len(ka.truth_seeds(t)) for t in tasks})
     fig.suptitle("Issue 16's targets on the known-answer tasks (bench/known_targets.py; "
-                 "validation, the levers' runs of every seed stored)")  # fmt: skip
+                 "validation, the levers' runs of every seed stored; τ against the truth's "
+                 f"mean over {'/'.join(map(str, counts))} retraining seeds)")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
