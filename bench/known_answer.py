@@ -14,10 +14,14 @@ all, the lever's options added), 3 seeds. Per run:
   uniform width's (search.json);
 - Kendall tau between the supernet's scores and the retrained test metric of 22 widths at the
   budget (20 drawn with fixed seeds, the oracle, the uniform), each retrained with the seeds
-  0-2 (the truth; cached per task in bench/results/known/truth/).
+  0-2, or `--truth-seeds` (the truth; cached per task and seed in bench/results/known/truth/);
+  the tables' truth is the mean over every retraining seed a task has complete (or over
+  `--truth-seeds`).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_answer.py --levers default,distill
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_answer.py --table
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_answer.py --levers default --truth \
+        --truth-seeds 3,4 --tasks bottleneck-cls  # needs the default runs of seeds 3, 4
 
 One JSON summary per run under bench/results/known/<lever>/<task>-s<seed>.json (a finished run is
 not run again; an interrupted one resumes); run directories under runs/bench/known/ (git-ignored).
@@ -33,6 +37,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import datetime
+import itertools
 import json
 import statistics
 import subprocess
@@ -69,6 +74,7 @@ SEEDS = (0, 1, 2)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
 N_WIDTHS = 20
 TABLE_SEEDS: set[int] | None = None  # --table --seeds: the table of those seeds' runs only
+TRUTH_SEEDS: tuple[int, ...] | None = None  # --table --truth-seeds: the truth of those seeds only
 
 
 # --- the oracle and the widths of the truth --------------------------------------------------------
@@ -225,7 +231,7 @@ def truth(task: str, seeds=SEEDS) -> list[float]:
     """The test metric of the 22 widths, each the mean over `seeds` retrainings (each seed in
     the context of the default lever's run of that seed); cached per width and seed."""
     path = RESULTS / "truth" / f"{task}.json"
-    done = json.loads(path.read_text()) if path.exists() else {}
+    done = _truth_done(task)
     budget = budget_of(task)
     for seed in seeds:
         ctx = _context(RUNS / "default" / f"{task}-s{seed}")
@@ -272,11 +278,7 @@ def row(lever: str, task: str) -> str | None:
     runs = summaries(lever, task)
     if not runs:
         return None
-    per_seed = truth_metrics(task)
-    taus = []
-    if per_seed:
-        t = [statistics.mean(metrics) for metrics in zip(*per_seed)]
-        taus = [kendall_tau(r["truth_scores"], t) for r in runs if r["truth_scores"] is not None]
+    taus = truth_taus(runs, task)
     out = []
     for split in ("val", "test"):
         gap = [r["oracle"][split] - r["uniform"][split] for r in runs]
@@ -310,13 +312,39 @@ def _failed(lever: str, task: str) -> str:
     )
 
 
-def truth_metrics(task: str) -> list[list[float]] | None:
-    """The truth's test metric of the 22 widths per retraining seed, if every one is done."""
+def _truth_done(task: str) -> dict[str, float]:
+    """The truth's cache: "<width>-s<seed>" -> the retrained test metric."""
     path = RESULTS / "truth" / f"{task}.json"
-    done = json.loads(path.read_text()) if path.exists() else {}
-    if not all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2) for s in SEEDS):
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def truth_seeds(task: str) -> tuple[int, ...]:
+    """`--truth-seeds`, or else every retraining seed whose 22 widths the task's truth has."""
+    if TRUTH_SEEDS is not None:
+        return TRUTH_SEEDS
+    done = _truth_done(task)
+    seeds = {int(key.rsplit("-s", 1)[1]) for key in done}
+    return tuple(s for s in sorted(seeds) if all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2)))
+
+
+def truth_metrics(task: str, seeds: tuple[int, ...] | None = None) -> list[list[float]] | None:
+    """The truth's test metric of the 22 widths per retraining seed (`seeds`, or else
+    `truth_seeds`), if every one is done."""
+    seeds = truth_seeds(task) if seeds is None else seeds
+    done = _truth_done(task)
+    if not seeds or not all(f"{i}-s{s}" in done for i in range(N_WIDTHS + 2) for s in seeds):
         return None
-    return [[done[f"{i}-s{s}"] for i in range(N_WIDTHS + 2)] for s in SEEDS]
+    return [[done[f"{i}-s{s}"] for i in range(N_WIDTHS + 2)] for s in seeds]
+
+
+def truth_taus(runs: list[dict], task: str, seeds: tuple[int, ...] | None = None) -> list[float]:
+    """Kendall τ per run between its scores of the 22 widths and the truth's mean over `seeds`
+    (or else `truth_seeds`); the runs without truth scores (other bins) have none."""
+    per_seed = truth_metrics(task, seeds)
+    if not per_seed:
+        return []
+    mean = [statistics.mean(metrics) for metrics in zip(*per_seed)]
+    return [kendall_tau(r["truth_scores"], mean) for r in runs if r["truth_scores"] is not None]
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -325,16 +353,40 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return float(stats.kendalltau(a, b).statistic)
 
 
-def agreement() -> str:
-    """How well the truth agrees with itself: Kendall tau between two retraining seeds."""
+def split_halves(per_seed: list[list[float]]) -> list[float]:
+    """Kendall τ between the mean of k // 2 retraining seeds and the mean of the others, for
+    every such split of the k seeds (an even k's once each): how well the truth's mean agrees
+    with itself."""
+    k = len(per_seed)
+    taus = []
+    for half in itertools.combinations(range(k), k // 2):
+        if k % 2 == 0 and 0 not in half:  # the other half of a split already counted
+            continue
+        rest = [s for s in range(k) if s not in half]
+        means = [[statistics.mean(m) for m in zip(*(per_seed[s] for s in part))]
+                 for part in (half, rest)]  # fmt: skip
+        taus.append(kendall_tau(*means))
+    return taus
+
+
+def agreement(only: tuple[int, ...] | None = None) -> str:
+    """How well the truth (of the seeds `only`, or else `truth_seeds`) agrees with itself:
+    Kendall tau between two retraining seeds, and between the means of two halves of its
+    seeds (`split_halves`)."""
     lines = []
     for task in TASKS:
-        per_seed = truth_metrics(task)
-        if per_seed:
-            pairs = [(a, b) for a in range(len(SEEDS)) for b in range(a + 1, len(SEEDS))]
-            taus = ", ".join(f"s{SEEDS[a]}/s{SEEDS[b]} {kendall_tau(per_seed[a], per_seed[b]):.2f}"
-                             for a, b in pairs)  # fmt: skip
-            lines.append(f"truth {task}: Kendall τ between retraining seeds: {taus}")
+        seeds = truth_seeds(task) if only is None else only
+        per_seed = truth_metrics(task, seeds)
+        if per_seed and len(seeds) > 1:
+            pairs = list(itertools.combinations(range(len(seeds)), 2))
+            taus = [kendall_tau(per_seed[a], per_seed[b]) for a, b in pairs]
+            each = ", ".join(f"s{seeds[a]}/s{seeds[b]} {t:.2f}" for (a, b), t in zip(pairs, taus))
+            halves = split_halves(per_seed)
+            lines.append(
+                f"truth {task} ({len(seeds)} seeds): Kendall τ between retraining seeds: {each} "
+                f"(mean {statistics.mean(taus):.2f}); mean of {len(seeds) // 2} / of the other "
+                f"{len(seeds) - len(seeds) // 2} seeds: {_ms(halves, 2)} ({len(halves)} splits)"
+            )
     return "\n".join(lines)
 
 
@@ -361,9 +413,14 @@ def main() -> None:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--truth", action="store_true", help="retrain the 22 widths (after default)")
+    p.add_argument("--truth-seeds", help="the truth's retraining seeds (--truth: default 0,1,2; "
+                   "--table: default every seed a task's truth has complete)")  # fmt: skip
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
     levers = args.levers.split(",")
+    if args.truth_seeds:
+        global TRUTH_SEEDS
+        TRUTH_SEEDS = tuple(int(s) for s in args.truth_seeds.split(","))
     if args.table:
         global TABLE_SEEDS  # --seeds given: the table of those seeds' runs only
         TABLE_SEEDS = {int(s) for s in args.seeds.split(",")} if "--seeds" in sys.argv else None
@@ -386,7 +443,7 @@ def main() -> None:
                 )
     if args.truth:
         for task in args.tasks.split(","):
-            truth(task)
+            truth(task, TRUTH_SEEDS or SEEDS)
             print(f"truth {task} done", flush=True)
 
 

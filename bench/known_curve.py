@@ -87,8 +87,8 @@ def curve(levers: list[str], seeds: set[int], roots: list[Path]) -> str:
 
 
 def ceiling() -> str:
-    """The truth against itself: pairwise tau between retraining seeds, and each seed against
-    the mean of the other two."""
+    """The truth (of every retraining seed complete) against itself: pairwise tau between
+    retraining seeds, and each seed against the mean of the others."""
     lines = []
     for task in ORDER:
         per_seed = ka.truth_metrics(task)

@@ -9,6 +9,11 @@ anew, so remove them first.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever score-top-16-steps-256-loss \
         --tasks bottleneck-cls --seeds 0,1,2,3,4
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever default --compare
+
+`--compare`: how this machine reproduces the stored runs, per rerun: the searched width's
+channels the same or not, the validation metric of the searched and the uniform width, stored
+beside rerun.
 """
 
 from __future__ import annotations
@@ -26,12 +31,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import known_answer as ka  # noqa: E402
 
 
+def compare(lever: str, tasks: list[str]) -> str:
+    """Stored beside rerun, per task and seed the lever has rerun."""
+    lines = ["| task | seed | widthc's channels, stored | rerun | same | widthc, val, stored "
+             "| rerun | uniform, val, stored | rerun |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for task in tasks:
+        stored = {r["seed"]: r for r in ka.summaries(lever, task)}
+        for rerun in ka.summaries(f"rerun/{lever}", task):
+            old = stored.get(rerun["seed"])
+            if old is None:
+                continue
+            width = [",".join(map(str, r["widthc"]["channels"])) for r in (old, rerun)]
+            vals = [f"{r[side]['val']:.4f}" for side in ("widthc", "uniform") for r in (old, rerun)]
+            lines.append(f"| {task} | {rerun['seed']} | {' | '.join(width)} | "
+                         f"{'yes' if width[0] == width[1] else 'no'} | {' | '.join(vals)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lever", required=True)
     p.add_argument("--tasks", default=",".join(ka.TASKS))
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--compare", action="store_true", help="stored beside rerun: a table")
     args = p.parse_args(argv)
+    if args.compare:
+        print(compare(args.lever, args.tasks.split(",")))
+        return
     out = ka.RESULTS / "rerun" / args.lever
     for seed in map(int, args.seeds.split(",")):
         for task in args.tasks.split(","):

@@ -112,7 +112,7 @@ def test_a_run_whose_bins_cannot_keep_the_oracle_is_tabled_without_its_score(tmp
     """Its oracle score is None (not a width of its bins): the ranking counts only the scored
     runs, the seed-0 scores show '-' for the oracle, the recovered gap still counts it."""
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: None)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: None)
 
     def run(seed, oracle_score):
         side = {"val": -0.5, "test": -0.5, "score": -0.3, "channels": [1]}
@@ -142,7 +142,7 @@ def test_the_tuning_curve_counts_rankings_margins_and_the_truths_own_agreement(
     truth = [[1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0]]
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(known_answer, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(known_answer, "truth_metrics", lambda t: truth)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda t, seeds=None: truth)
     monkeypatch.setattr(known_curve, "ORDER", ("bottleneck",))
     right, wrong = [0, 2, 1, 3], [3, 2, 1, 0]  # the truth's seed mean orders 0 < 2 < 1 < 3
     for seed, oracle_score, won, scores in ((0, 0.1, 0.1, right), (1, -0.1, 0.3, wrong),
@@ -177,7 +177,7 @@ def test_the_paired_tau_of_two_levers_and_their_scores_alike(monkeypatch):
     import known_levers
 
     truth = [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]  # two truth seeds, four widths
-    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: truth)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: truth)
     same = {"truth_scores": [1.0, 2.0, 3.0, 4.0]}  # tau 1
     swapped = {"truth_scores": [1.0, 2.0, 4.0, 3.0]}  # one pair of six discordant: tau 2/3
     line = known_levers.paired_tau("t", [(swapped, same), (same, same)])
@@ -238,3 +238,134 @@ def test_the_tournament_table_counts_changed_picks_and_pairs_by_seed(monkeypatch
     assert cells[6].startswith("0.0200")  # the winner's curse, mean over the budgets
     assert cells[7:9] == ["2/3", "1"]  # seed 1's oracle scores below uniform; seed 1 paired
     assert cells[9].startswith("0.0500")  # 0.30 − 0.25
+
+
+def _truth_cache(tmp_path, monkeypatch, seeds: dict[int, list[float]]) -> None:
+    """A synthetic truth of `bottleneck`: per retraining seed, the test metric of 22 widths."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    done = {f"{i}-s{s}": m for s, metrics in seeds.items() for i, m in enumerate(metrics)}
+    known_answer._write(tmp_path / "truth" / "bottleneck.json", done)
+
+
+def test_tau_is_against_the_mean_of_the_truths_seeds(tmp_path, monkeypatch):
+    """Seeds 0-2 rank the 22 widths in order, seeds 3-4 (twice as far apart) in reverse: the
+    3-seed truth and the 5-seed truth are each the mean over their own seeds, the tables and
+    the board read every seed complete (or `--truth-seeds`), a seed with a width missing is
+    not complete."""
+    import known_targets
+    import known_truth
+
+    n = known_answer.N_WIDTHS + 2
+    up, down = [float(i) for i in range(n)], [2.0 * (n - i) for i in range(n)]
+    _truth_cache(tmp_path, monkeypatch, {0: up, 1: up, 2: up, 3: down, 4: down})
+    run = {"seed": 0, "truth_scores": up}
+    assert known_answer.truth_seeds("bottleneck") == (0, 1, 2, 3, 4)
+    assert known_answer.truth_metrics("bottleneck", (0, 1, 2)) == [up, up, up]
+    assert known_answer.truth_metrics("bottleneck") == [up, up, up, down, down]
+    assert known_answer.truth_metrics("bottleneck", (0, 5)) is None  # no seed 5
+    mean5 = [(3 * u + 2 * d) / 5 for u, d in zip(up, down)]  # (4 n - i) / 5: falls
+    assert known_answer.truth_taus([run], "bottleneck", (0, 1, 2)) == [1.0]
+    assert (
+        known_answer.truth_taus([run], "bottleneck")
+        == [known_answer.kendall_tau(up, mean5)]
+        == [-1.0]
+    )
+    assert known_targets.measures([{**run, **_side()}], "bottleneck")["tau"] == -1.0
+    assert known_truth.cell([run], "bottleneck") == "1.00 ± 0.00 → -1.00 ± 0.00 (1)"
+    monkeypatch.setattr(known_answer, "TRUTH_SEEDS", (0, 1, 2))  # --truth-seeds 0,1,2
+    assert known_targets.measures([{**run, **_side()}], "bottleneck")["tau"] == 1.0
+    monkeypatch.setattr(known_answer, "TRUTH_SEEDS", None)
+    done = known_answer._truth_done("bottleneck")
+    del done[f"{n - 1}-s4"]
+    known_answer._write(tmp_path / "truth" / "bottleneck.json", done)
+    assert known_answer.truth_seeds("bottleneck") == (0, 1, 2, 3)
+
+
+def _side() -> dict:
+    side = {"val": 0.0, "test": 0.0, "score": 0.0}
+    return {"widthc": side, "uniform": side, "oracle": {**side, "val": 1.0}}
+
+
+def test_the_truths_agreement_with_itself_per_seed_pair_and_split_half(tmp_path, monkeypatch):
+    """`agreement`: τ between every two retraining seeds, and between the means of k // 2 seeds
+    and of the others over every split (5 seeds: 10 splits of 2 and 3; 4 seeds: 3 of 2 and 2)."""
+    n = known_answer.N_WIDTHS + 2
+    rng = np.random.default_rng(0)
+    seeds = {s: [float(x) for x in rng.normal(size=n)] for s in range(5)}
+    _truth_cache(tmp_path, monkeypatch, seeds)
+    per_seed = [seeds[s] for s in range(5)]
+    halves = known_answer.split_halves(per_seed)
+    assert len(halves) == 10 and len(known_answer.split_halves(per_seed[:4])) == 3
+    first = known_answer.kendall_tau(  # seeds 0, 1 against 2, 3, 4
+        [(a + b) / 2 for a, b in zip(*per_seed[:2])],
+        [(a + b + c) / 3 for a, b, c in zip(*per_seed[2:])],
+    )
+    assert halves[0] == first
+    line = known_answer.agreement().splitlines()[0]
+    assert line.startswith("truth bottleneck (5 seeds): ") and " s3/s4 " in line
+    assert line.endswith(f"of the other 3 seeds: {known_answer._ms(halves, 2)} (10 splits)")
+    three = known_answer.agreement((0, 1, 2)).splitlines()[0]
+    assert " s3/s4 " not in three and three.endswith("(3 splits)")
+
+
+def test_the_truth_retrains_only_its_seeds_in_their_default_runs(tmp_path, monkeypatch):
+    """`truth(task, seeds)`: each seed's 22 widths retrained in the default lever's run of
+    that seed, the cached ones not again, the mean over those seeds only."""
+    from types import SimpleNamespace
+
+    n = known_answer.N_WIDTHS + 2
+    _truth_cache(tmp_path, monkeypatch, {s: [0.0] * n for s in (0, 1, 2)})
+    program = SimpleNamespace(uniform=lambda flops: n - 1)
+    monkeypatch.setattr(known_answer, "budget_of", lambda task: 1.0)
+    monkeypatch.setattr(known_answer, "truth_widths", lambda p, b: list(range(n - 2)))
+    monkeypatch.setattr(known_answer, "oracle", lambda p, teacher: n - 2)
+    monkeypatch.setattr(known_answer, "_context", lambda run: SimpleNamespace(
+        program=program, seed=int(run.name.rsplit("-s", 1)[1]), run=run))  # fmt: skip
+    trained = []
+
+    def retrain(ctx, width, folder):
+        trained.append((ctx.run.parent.name, ctx.run.name, width))
+        return {"val": 0.0, "test": 10.0 * width + ctx.seed}
+
+    monkeypatch.setattr(known_answer, "retrain_width", retrain)
+    means = known_answer.truth("bottleneck", (3, 4))
+    assert means == [10.0 * w + 3.5 for w in range(n)]
+    assert trained == [("default", f"bottleneck-s{s}", w) for s in (3, 4) for w in range(n)]
+    trained.clear()
+    assert known_answer.truth("bottleneck", (0, 1, 2, 3)) == [(10.0 * w + 3) / 4 for w in range(n)]
+    assert trained == []  # all cached
+    assert known_answer.truth_seeds("bottleneck") == (0, 1, 2, 3, 4)
+
+
+def test_truth_seeds_option_retrains_those_seeds(tmp_path, monkeypatch):
+    """`known_answer.py --levers default --truth --truth-seeds 3,4`: the default runs stored
+    are not run again, the truth retrains seeds 3 and 4 (without the option: 0-2)."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_answer, "TRUTH_SEEDS", None)  # main sets it; restored after
+    for seed in known_answer.SEEDS:
+        known_answer._write(tmp_path / "default" / f"bottleneck-s{seed}.json", {})
+    asked = []
+    monkeypatch.setattr(known_answer, "truth", lambda task, seeds: asked.append((task, seeds)))
+    for extra, seeds in (([], (0, 1, 2)), (["--truth-seeds", "3,4"], (3, 4))):
+        argv = ["known_answer.py", "--levers", "default", "--truth", "--tasks", "bottleneck"]
+        monkeypatch.setattr(sys, "argv", argv + extra)
+        known_answer.main()
+        assert asked.pop() == ("bottleneck", seeds)
+
+
+def test_the_rerun_comparison_pairs_stored_and_rerun_by_seed(tmp_path, monkeypatch):
+    """`known_rerun.py --compare`: one row per seed rerun that is also stored."""
+    import known_rerun
+
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+
+    def run(seed, channels, val):
+        return {"seed": seed, "widthc": {"channels": channels, "val": val},
+                "uniform": {"val": -0.5}}  # fmt: skip
+
+    for lever, seed, channels, val in (("default", 0, [4, 2], -0.1), ("default", 1, [4, 2], -0.2),
+                                       ("rerun/default", 1, [4, 3], -0.3),
+                                       ("rerun/default", 2, [4, 2], -0.4)):  # fmt: skip
+        known_answer._write(tmp_path / lever / f"bottleneck-s{seed}.json", run(seed, channels, val))
+    rows = known_rerun.compare("default", ["bottleneck"]).splitlines()[2:]
+    assert rows == ["| bottleneck | 1 | 4,2 | 4,3 | no | -0.2000 | -0.3000 | -0.5000 | -0.5000 |"]
