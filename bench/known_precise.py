@@ -13,7 +13,10 @@ stages/tournament.py does) in the context of a default-lever run of that task an
 with bench/known_rerun.py, whose run directory is opened; a retraining depends on the context's
 recipe, data and the seed given, not on its supernet). Each retraining's val and test metric is
 cached in bench/results/known/precise/<task>-s<seed>.json keyed by channels and seed, so a
-width two levers share (uniform, the oracle) is retrained once.
+width two levers share (uniform, the oracle) is retrained once. The table prints, per lever
+and task, each figure with 1 retraining (the stored one) / the mean of 3, the recovered share
+with the 2 extra retrainings alone (this machine's only: the stored one was another's), and the
+retraining's own std (each width's std over its 3 retrainings, root mean square).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever default --tasks bottleneck-cls \
         --seeds 0,1,2,3,4    # the contexts (runs/bench/known/default/)
@@ -99,17 +102,36 @@ def fill(task: str, seed: int, levers=LEVERS, deadline: float | None = None) -> 
     return n
 
 
-def averaged(run: dict, done: dict) -> dict | None:
-    """`run` (a summary) with each width's val and test the mean of its stored retraining and
-    the extra ones in `done` (a cache); None if one is missing."""
+def retrained(run: dict, done: dict, w: str, split: str) -> list[float] | None:
+    """Width `w`'s metric on `split` in every retraining: the stored one, then the extra ones
+    in `done` (a cache); None if one is missing."""
+    keys = [key(run[w]["channels"], run["seed"] + e) for e in EXTRA]
+    if not all(k in done for k in keys):
+        return None
+    return [run[w][split], *(done[k][split] for k in keys)]
+
+
+def averaged(run: dict, done: dict, stored: bool = True) -> dict | None:
+    """`run` (a summary) with each width's val and test the mean of its retrainings (without
+    the stored one if not `stored`); None if one is missing."""
     out = dict(run)
     for w in WIDTHS:
-        keys = [key(run[w]["channels"], run["seed"] + e) for e in EXTRA]
-        if not all(k in done for k in keys):
-            return None
-        out[w] = {**run[w], **{s: statistics.mean([run[w][s], *(done[k][s] for k in keys)])
-                               for s in ("val", "test")}}  # fmt: skip
+        means = {}
+        for s in ("val", "test"):
+            values = retrained(run, done, w, s)
+            if values is None:
+                return None
+            means[s] = statistics.mean(values if stored else values[1:])
+        out[w] = {**run[w], **means}
     return out
+
+
+def noise(runs: list[dict], done_of) -> float:
+    """The retraining's own std on validation: the root mean of each width's variance over its
+    3 retrainings (`done_of(seed)`: the cache of that seed)."""
+    variances = [statistics.variance(retrained(r, done_of(r["seed"]), w, "val"))
+                 for r in runs for w in WIDTHS]  # fmt: skip
+    return statistics.mean(variances) ** 0.5
 
 
 def margin(runs: list[dict], better: str) -> float | None:
@@ -122,6 +144,7 @@ def margin(runs: list[dict], better: str) -> float | None:
 def measures(runs: list[dict]) -> dict:
     return {
         "seeds": len(runs),
+        "gap": statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs),
         "recovered_val": ka.recovered(runs, "val"),
         "recovered_test": ka.recovered(runs, "test"),
         "margin": margin(runs, "widthc"),
@@ -131,18 +154,20 @@ def measures(runs: list[dict]) -> dict:
 
 def row(lever: str, task: str) -> str | None:
     """One table row: the stored figures (1 retraining) / the mean of 3, on the seeds whose
-    widths are all retrained 3 times."""
+    widths are all retrained 3 times; the mean of the 2 extra ones alone; the retraining's std."""
     runs = [r for r in ka.summaries(lever, task) if r["seed"] in SEEDS]
-    pairs = [(r, averaged(r, cache(task, r["seed"]))) for r in runs]
-    pairs = [(r, a) for r, a in pairs if a is not None]
-    if not pairs:
+    runs = [r for r in runs if averaged(r, cache(task, r["seed"])) is not None]
+    if not runs:
         return None
-    one, three = measures([r for r, _ in pairs]), measures([a for _, a in pairs])
-    cells = []
+    one = measures(runs)
+    three = measures([averaged(r, cache(task, r["seed"])) for r in runs])
+    here = measures([averaged(r, cache(task, r["seed"]), stored=False) for r in runs])
+    cells = [f"{one['gap']:.4f} / {three['gap']:.4f}"]
     for name, fmt in (("recovered_val", _pct), ("recovered_test", _pct), ("margin", _x),
                       ("oracle_margin", _x)):  # fmt: skip
         cells.append(f"{fmt(one[name])} / {fmt(three[name])}")
-    seeds = ",".join(str(r["seed"]) for r, _ in pairs)
+    cells += [_pct(here["recovered_val"]), f"{noise(runs, lambda s: cache(task, s)):.4f}"]
+    seeds = ",".join(str(r["seed"]) for r in runs)
     return f"| {task} | {lever} | {seeds} | {' | '.join(cells)} |"
 
 
@@ -156,9 +181,12 @@ def _x(v: float | None) -> str:
 
 def table(levers=LEVERS, tasks=tuple(ka.TASKS)) -> str:
     head = (
-        "| task | lever | seeds | recovered, val (1 / mean of 3) | recovered, test (1 / 3) "
+        "| task | lever | seeds | oracle − uniform, val (1 retraining / mean of 3) "
+        "| recovered, val (1 / 3) | recovered, test (1 / 3) "
         "| widthc − uniform over its seed std, val (1 / 3) "
-        "| oracle − uniform over its seed std, val (1 / 3) |\n|---|---|---|---:|---:|---:|---:|"
+        "| oracle − uniform over its seed std, val (1 / 3) "
+        "| recovered, val, the 2 extra retrainings alone | retraining std, val |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = [row(lv, t) for t in tasks for lv in levers]
     return "\n".join([head, *[r for r in rows if r]])

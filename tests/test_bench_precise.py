@@ -76,7 +76,13 @@ def test_recovered_and_margins_with_one_and_with_three_retrainings(stored):
     assert three["recovered_val"] != pytest.approx(one["recovered_val"])  # the extras count
     row = known_precise.row("default", "bottleneck").split(" | ")
     assert row[2] == "0,1,2"
-    assert row[3] == f"{100 * one['recovered_val']:.0f}% / {100 * three['recovered_val']:.0f}%"
+    assert row[4] == f"{100 * one['recovered_val']:.0f}% / {100 * three['recovered_val']:.0f}%"
+    here, _, _ = _expected([EXTRA[k] for k in STORED])  # the 2 extra retrainings alone
+    assert row[8] == f"{100 * here:.0f}%"
+    variances = [
+        statistics.variance([s, e, e]) for k in STORED for s, e in zip(STORED[k], EXTRA[k])
+    ]
+    assert row[9] == f"{statistics.mean(variances) ** 0.5:.4f} |"
 
 
 def test_a_seed_missing_an_extra_retraining_is_left_out(stored):
