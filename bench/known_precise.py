@@ -11,7 +11,8 @@ keep exactly them), each retrained with widthc's retraining (`widthc.stages.retr
 train, measure: the recipe of `known_answer.retrain_width`, another seed as
 stages/tournament.py does) in the context of a default-lever run of that task and seed (made
 with bench/known_rerun.py, whose run directory is opened; a retraining depends on the context's
-recipe, data and the seed given, not on its supernet). Each retraining's val and test metric is
+recipe, data and the seed given, not on its supernet: a seed without a run here is retrained in
+the configuration of the task's run of another seed, its seed set, `context`). Each retraining's val and test metric is
 cached in bench/results/known/precise/<task>-s<seed>.json keyed by channels and seed, so a
 width two levers share (uniform, the oracle) is retrained once. The table prints, per lever
 and task, each figure with 1 retraining (the stored one) / the mean of 3, the recovered share
@@ -79,6 +80,24 @@ def cache(task: str, seed: int) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def context(task: str, seed: int):
+    """The context of `task` and `seed`: the default lever's run of them if there is one
+    (bench/known_rerun.py), else the configuration of its run of another seed with this seed
+    (the default lever's configurations of one task differ in nothing else but the command
+    line; a retraining reads the configuration, not the run's supernet)."""
+    from widthc.config import RunConfig
+    from widthc.context import Context
+    from widthc.run import CONFIG, Run
+
+    run = ka.RUNS / "default" / f"{task}-s{seed}"
+    if (run / CONFIG).exists():
+        return ka._context(run)
+    base = min((ka.RUNS / "default").glob(f"{task}-s*/{CONFIG}"))
+    config = {**json.loads(base.read_text()), "seed": seed, "command": None}
+    path = ka.RUNS / "precise" / f"{task}-s{seed}" / "context"  # never written
+    return Context(RunConfig.from_json(config), Run(path, config), progress=False)
+
+
 def fill(task: str, seed: int, levers=LEVERS, deadline: float | None = None) -> int:
     """Every width of the levers' summaries of `task` and `seed` retrained under the extra
     seeds, where not cached; the number retrained (stops before `deadline`, a time.time())."""
@@ -93,7 +112,7 @@ def fill(task: str, seed: int, levers=LEVERS, deadline: float | None = None) -> 
             if deadline is not None and time.time() > deadline:
                 return n
             if ctx is None:
-                ctx = ka._context(ka.RUNS / "default" / f"{task}-s{seed}")
+                ctx = context(task, seed)
                 assert ctx.config.seed == seed, "the context is the run of this seed"
             folder = ka.RUNS / "precise" / f"{task}-s{seed}" / k
             done[k] = retrain(ctx, choice_of(ctx.program, list(channels)), folder, seed + extra)

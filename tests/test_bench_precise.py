@@ -92,3 +92,26 @@ def test_a_seed_missing_an_extra_retraining_is_left_out(stored):
     run = known_answer.summaries("default", "bottleneck")[2]
     assert known_precise.averaged(run, done) is None
     assert known_precise.row("default", "bottleneck").split(" | ")[2] == "0,1"
+
+
+def test_a_seed_without_a_run_is_retrained_in_its_tasks_configuration_under_that_seed(
+    tmp_path, monkeypatch
+):
+    """The context of a seed whose default run is not here: another seed's run configuration,
+    the seed alone changed; a seed with its own run opens that run."""
+    from widthc.config import RunConfig
+
+    monkeypatch.setattr(known_answer, "RUNS", tmp_path)
+    for seed in (0, 1):
+        config = {**RunConfig(model="m.py", flops=("3072",)).to_json(), "seed": seed}
+        known_answer._write(
+            tmp_path / "default" / f"bottleneck-cls-s{seed}" / "config.json", config
+        )
+    own = known_precise.context("bottleneck-cls", 1)
+    assert own.config.seed == 1 and own.run.path == tmp_path / "default" / "bottleneck-cls-s1"
+    derived = known_precise.context("bottleneck-cls", 3)
+    assert derived.config.seed == 3
+    assert derived.config.to_json() == {**own.config.to_json(), "seed": 3}
+    assert not derived.run.path.exists()
+    with pytest.raises(ValueError):  # no run of the task at all
+        known_precise.context("residual", 0)
