@@ -1,0 +1,119 @@
+"""bench/known_precise.py: the stored widths' channels become the program's widths exactly, and
+the recovered share and the margins are the known-answer targets' arithmetic on the mean of the
+stored retraining and the two extra ones (seeds run seed + 100, + 200)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import known_answer  # noqa: E402
+import known_precise  # noqa: E402
+
+
+def test_channels_round_trip_to_the_programs_width_or_are_refused():
+    program = known_answer.default_program("bottleneck")
+    for channels in ([96, 4, 96], [34, 33, 34], [78, 15, 28]):
+        choice = known_precise.choice_of(program, channels)
+        assert known_answer.channels_of(program, choice) == channels
+    with pytest.raises(ValueError):  # the outer groups' bins hold 2 channels each
+        known_precise.choice_of(program, [33, 4, 96])
+
+
+# per seed: the stored (val, test) of oracle, uniform, widthc, and their two extra retrainings
+STORED = {0: (1.0, 0.5, 0.9), 1: (1.2, 0.6, 0.9), 2: (1.0, 0.4, 0.9)}
+EXTRA = {0: (0.7, 0.5, 0.6), 1: (0.9, 0.6, 0.8), 2: (0.7, 0.4, 0.5)}  # both extra seeds alike
+CHANNELS = {"oracle": [96, 4, 96], "uniform": [34, 33, 34], "widthc": [78, 15, 28]}
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_precise, "CACHE", tmp_path / "precise")
+    for seed, values in STORED.items():
+        run = {"seed": seed, "task": "bottleneck", "lever": "default"}
+        done = {}
+        for (w, channels), v, e in zip(CHANNELS.items(), values, EXTRA[seed]):
+            run[w] = {"val": v, "test": v / 2, "channels": channels}
+            for extra in (seed + 100, seed + 200):  # the extra seeds; + 1 is the tournament's
+                done[known_precise.key(channels, extra)] = {"val": e, "test": e / 2}
+            done[known_precise.key(channels, seed + 1)] = {"val": 99.0, "test": 99.0}
+        known_answer._write(tmp_path / "default" / f"bottleneck-s{seed}.json", run)
+        known_answer._write(tmp_path / "precise" / f"bottleneck-s{seed}.json", done)
+    return tmp_path
+
+
+def _expected(per_seed):
+    """recovered and the two margins from (oracle, uniform, widthc) per seed, by hand."""
+    gap = [o - u for o, u, _ in per_seed]
+    won = [w - u for _, u, w in per_seed]
+    return (
+        statistics.mean(won) / statistics.mean(gap),
+        statistics.mean(won) / statistics.stdev(won),
+        statistics.mean(gap) / statistics.stdev(gap),
+    )
+
+
+def test_recovered_and_margins_with_one_and_with_three_retrainings(stored):
+    runs = known_answer.summaries("default", "bottleneck")
+    one = known_precise.measures(runs)
+    three = known_precise.measures(
+        [known_precise.averaged(r, known_precise.cache("bottleneck", r["seed"])) for r in runs]
+    )
+    mean3 = [tuple((s + 2 * e) / 3 for s, e in zip(STORED[k], EXTRA[k])) for k in STORED]
+    for got, values in ((one, list(STORED.values())), (three, mean3)):
+        recovered, margin, oracle_margin = _expected(values)
+        assert got["recovered_val"] == pytest.approx(recovered)
+        assert got["recovered_test"] == pytest.approx(recovered)  # test = val / 2
+        assert got["margin"] == pytest.approx(margin)
+        assert got["oracle_margin"] == pytest.approx(oracle_margin)
+    assert three["recovered_val"] != pytest.approx(one["recovered_val"])  # the extras count
+    row = known_precise.row("default", "bottleneck").split(" | ")
+    assert row[2] == "0,1,2"
+    assert row[4] == f"{100 * one['recovered_val']:.0f}% / {100 * three['recovered_val']:.0f}%"
+    here, _, _ = _expected([EXTRA[k] for k in STORED])  # the 2 extra retrainings alone
+    assert row[8] == f"{100 * here:.0f}%"
+    variances = [
+        statistics.variance([s, e, e]) for k in STORED for s, e in zip(STORED[k], EXTRA[k])
+    ]
+    assert row[9] == f"{statistics.mean(variances) ** 0.5:.4f} |"
+    met = known_precise.met("default", ("bottleneck",))  # recovered 71% / 61%, margin 4.0 / 11.5
+    assert "recovered >= 90% on 0 / 0 of 1 tasks, margin > 3 on 1 / 1" in met
+
+
+def test_a_seed_missing_an_extra_retraining_is_left_out(stored):
+    done = known_precise.cache("bottleneck", 2)
+    del done[known_precise.key(CHANNELS["uniform"], 202)]
+    known_answer._write(stored / "precise" / "bottleneck-s2.json", done)
+    run = known_answer.summaries("default", "bottleneck")[2]
+    assert known_precise.averaged(run, done) is None
+    assert known_precise.row("default", "bottleneck").split(" | ")[2] == "0,1"
+
+
+def test_a_seed_without_a_run_is_retrained_in_its_tasks_configuration_under_that_seed(
+    tmp_path, monkeypatch
+):
+    """The context of a seed whose default run is not here: another seed's run configuration,
+    the seed alone changed; a seed with its own run opens that run."""
+    from widthc.config import RunConfig
+
+    monkeypatch.setattr(known_answer, "RUNS", tmp_path)
+    for seed in (0, 1):
+        config = {**RunConfig(model="m.py", flops=("3072",)).to_json(), "seed": seed}
+        known_answer._write(
+            tmp_path / "default" / f"bottleneck-cls-s{seed}" / "config.json", config
+        )
+    own = known_precise.context("bottleneck-cls", 1)
+    assert own.config.seed == 1 and own.run.path == tmp_path / "default" / "bottleneck-cls-s1"
+    derived = known_precise.context("bottleneck-cls", 3)
+    assert derived.config.seed == 3
+    assert derived.config.to_json() == {**own.config.to_json(), "seed": 3}
+    assert not derived.run.path.exists()
+    with pytest.raises(ValueError):  # no run of the task at all
+        known_precise.context("residual", 0)
