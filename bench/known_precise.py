@@ -177,10 +177,10 @@ def measures(runs: list[dict]) -> dict:
     }
 
 
-def row(lever: str, task: str) -> str | None:
+def row(lever: str, task: str, seeds=SEEDS) -> str | None:
     """One table row: the stored figures (1 retraining) / the mean of 3, on the seeds whose
     widths are all retrained 3 times; the mean of the 2 extra ones alone; the retraining's std."""
-    runs = [r for r in ka.summaries(lever, task) if r["seed"] in SEEDS]
+    runs = [r for r in ka.summaries(lever, task) if r["seed"] in seeds]
     runs = [r for r in runs if averaged(r, cache(task, r["seed"])) is not None]
     if not runs:
         return None
@@ -192,17 +192,17 @@ def row(lever: str, task: str) -> str | None:
                       ("oracle_margin", _x)):  # fmt: skip
         cells.append(f"{fmt(one[name])} / {fmt(three[name])}")
     cells += [_pct(here["recovered_val"]), f"{noise(runs, lambda s: cache(task, s)):.4f}"]
-    seeds = ",".join(str(r["seed"]) for r in runs)
-    return f"| {task} | {lever} | {seeds} | {' | '.join(cells)} |"
+    done = ",".join(str(r["seed"]) for r in runs)
+    return f"| {task} | {lever} | {done} | {' | '.join(cells)} |"
 
 
-def met(lever: str, tasks=tuple(ka.TASKS)) -> str:
+def met(lever: str, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
     """The tasks where `lever` meets the recovered (>= 90%, val) and the margin (> 3) targets
     (known_targets' thresholds), with 1 retraining / the mean of 3."""
     counts = {n: [0, 0] for n in ("recovered", "stds")}
     shown = 0
     for task in tasks:
-        runs = [r for r in ka.summaries(lever, task) if r["seed"] in SEEDS]
+        runs = [r for r in ka.summaries(lever, task) if r["seed"] in seeds]
         runs = [r for r in runs if averaged(r, cache(task, r["seed"])) is not None]
         if not runs:
             continue
@@ -224,7 +224,7 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def table(levers=LEVERS, tasks=tuple(ka.TASKS)) -> str:
+def table(levers=LEVERS, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
     head = (
         "| task | lever | seeds | oracle − uniform, val (1 retraining / mean of 3) "
         "| recovered, val (1 / 3) | recovered, test (1 / 3) "
@@ -233,7 +233,7 @@ def table(levers=LEVERS, tasks=tuple(ka.TASKS)) -> str:
         "| recovered, val, the 2 extra retrainings alone | retraining std, val |\n"
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
-    rows = [row(lv, t) for t in tasks for lv in levers]
+    rows = [row(lv, t, seeds) for t in tasks for lv in levers]
     return "\n".join([head, *[r for r in rows if r]])
 
 
@@ -245,11 +245,11 @@ def main() -> None:
     p.add_argument("--until", help="start no retraining after this UTC time (HH:MM)")
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
-    levers = args.levers.split(",")
+    levers, seeds = args.levers.split(","), tuple(map(int, args.seeds.split(",")))
     if args.table:
-        print(table(levers, args.tasks.split(",")))
+        print(table(levers, args.tasks.split(","), seeds))
         for lever in levers:
-            print(met(lever, args.tasks.split(",")))
+            print(met(lever, args.tasks.split(","), seeds))
         return
     deadline = None
     if args.until:
@@ -257,7 +257,7 @@ def main() -> None:
         h, m = map(int, args.until.split(":"))
         deadline = now.replace(hour=h, minute=m, second=0).timestamp()
     for task in args.tasks.split(","):
-        for seed in map(int, args.seeds.split(",")):
+        for seed in seeds:
             t0 = time.perf_counter()
             n = fill(task, seed, levers, deadline)
             print(f"{task} s{seed}: {n} retrained in {time.perf_counter() - t0:.0f} s", flush=True)
