@@ -4,9 +4,13 @@ uniform on validation over its seed std (> 3), the supernets whose max-max score
 oracle above uniform (>= 5 of 6, so >= 83%) and Kendall τ between the scores of 22 widths and
 their retrained test metric (>= 0.6; the metric's mean over every retraining seed the task's
 truth has complete, `known_answer.truth_seeds`). The same numbers as `known_answer.py --table`,
-one target at a time, for the levers with at least `--min-seeds` runs of a task.
+one target at a time, for the levers with at least `--min-seeds` runs of a task. `--seeds` keeps
+those seeds' runs only (the board as it stood before a seed was added); `--levers` names the rows,
+a rerun's too (`rerun/<lever>`: bench/known_rerun.py), which the board otherwise leaves out.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --seeds 0,1,2,3,4 \
+        --levers default,score-top-16-steps-256-loss,rerun/score-top-16-steps-256-loss
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --plot bench/results/known-targets.png
 """
 
@@ -52,11 +56,15 @@ def measures(runs: list[dict], task: str) -> dict | None:
     }
 
 
-def board(min_seeds: int) -> dict[str, dict[str, dict]]:
-    """lever -> task -> measures, for the levers with >= `min_seeds` runs of some task."""
+def board(
+    min_seeds: int, levers: list[str] | None = None, seeds: set[int] | None = None
+) -> dict[str, dict[str, dict]]:
+    """lever -> task -> measures, for `levers` (default: every lever in bench/known/levers.py)
+    with >= `min_seeds` runs of some task, of `seeds` only if given."""
     out = {}
-    for lever in ka.LEVERS:
-        found = {task: ka.summaries(lever, task) for task in ka.TASKS}
+    for lever in ka.LEVERS if levers is None else levers:
+        found = {task: [r for r in ka.summaries(lever, task) if seeds is None or r["seed"] in seeds]
+                 for task in ka.TASKS}  # fmt: skip
         cells = {t: measures(runs, t) for t, runs in found.items() if len(runs) >= min_seeds}
         if cells:
             out[lever] = cells
@@ -117,16 +125,19 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--min-seeds", type=int, default=5, help="runs of a task a lever needs")
+    p.add_argument("--seeds", help="comma-separated: only these seeds' runs (default: all)")
+    p.add_argument("--levers", help="comma-separated, rerun/<lever> too (default: every lever)")
     p.add_argument("--plot", type=Path, help="also draw the four heatmaps into this PNG")
-    args = p.parse_args()
-    rows = board(args.min_seeds)
+    args = p.parse_args(argv)
+    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
+    rows = board(args.min_seeds, args.levers.split(",") if args.levers else None, seeds)
     print(table(rows))
-    seeds = {task: ka.truth_seeds(task) for task in ka.TASKS}
+    truth = {task: ka.truth_seeds(task) for task in ka.TASKS}
     print("τ's truth, retraining seeds: " + "; ".join(
-        f"{task} {','.join(map(str, s)) or 'none'}" for task, s in seeds.items()))  # fmt: skip
+        f"{task} {','.join(map(str, s)) or 'none'}" for task, s in truth.items()))  # fmt: skip
     if args.plot:
         plot(rows, args.plot)
         print(f"wrote {args.plot}")

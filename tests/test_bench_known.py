@@ -369,3 +369,42 @@ def test_the_rerun_comparison_pairs_stored_and_rerun_by_seed(tmp_path, monkeypat
         known_answer._write(tmp_path / lever / f"bottleneck-s{seed}.json", run(seed, channels, val))
     rows = known_rerun.compare("default", ["bottleneck"]).splitlines()[2:]
     assert rows == ["| bottleneck | 1 | 4,2 | 4,3 | no | -0.2000 | -0.3000 | -0.5000 | -0.5000 |"]
+
+
+def test_the_targets_board_counts_the_sixth_supernet_and_reads_some_seeds_or_a_rerun(
+    tmp_path, monkeypatch, capsys
+):
+    """bench/known_targets.py: "ranks the oracle above uniform in >= 5 of 6 supernets" is met by
+    5 of 6 runs and missed by 4 of the first 5; `--seeds` gives the board before the sixth seed,
+    `--levers` the rows named, a rerun (`rerun/<lever>`) too, which the board otherwise leaves out."""
+    import known_targets
+
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: None)
+
+    def run(seed, oracle_score):
+        return {"seed": seed, "truth_scores": None, "widthc": {"val": 0.2 + 0.01 * seed},
+                "oracle": {"val": 0.3, "score": oracle_score},
+                "uniform": {"val": 0.1, "score": 0.0}}  # fmt: skip
+
+    for seed in range(6):  # seed 4's supernet scores the oracle below uniform
+        known_answer._write(
+            tmp_path / "default" / f"residual-s{seed}.json", run(seed, 1 - 2 * (seed == 4))
+        )
+        if seed < 5:
+            known_answer._write(
+                tmp_path / "rerun" / "default" / f"residual-s{seed}.json", run(seed, 1.0)
+            )
+
+    def ranks(*argv):
+        known_targets.main(["--levers", "default,rerun/default", *argv])
+        out = capsys.readouterr().out.split("score ranks oracle above uniform")[1].splitlines()
+        rows = [line.split("|") for line in out[4 : out.index("", 4)]]
+        return {c[1].strip(): c[-3].strip() for c in rows}  # lever: residual's cell
+
+    assert ranks() == {"default": "83%* (6)", "rerun/default": "100%* (5)"}
+    assert ranks("--seeds", "0,1,2,3,4") == {"default": "80% (5)", "rerun/default": "100%* (5)"}
+    assert ranks("--seeds", "0,1,2,3,5") == {"default": "100%* (5)"}  # the rerun: 4 runs
+    cells = known_targets.board(5, ["default", "rerun/default"], {0, 1, 2, 3, 4, 5})
+    assert cells["default"]["residual"]["above"] == 5 and cells["default"]["residual"]["seeds"] == 6
+    assert "rerun/default" not in known_targets.board(5)  # only the levers of levers.py
