@@ -216,6 +216,64 @@ def met(lever: str, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
             f"{m[0]} / {m[1]} (1 retraining / mean of 3)")  # fmt: skip
 
 
+def pairs(specs: list[str], tasks, seeds) -> dict[str, list[tuple[dict, dict]]]:
+    """task -> the (base, lever) summaries of one seed, each the mean of its 3 retrainings, for
+    every `BASE:LEVER` spec (e.g. `confirm/default:confirm/score-top-16-steps-256-loss`) and
+    seed in `seeds` where both runs and all their retrainings exist."""
+    out = {task: [] for task in tasks}
+    for spec in specs:
+        base, lever = spec.split(":")
+        for task in tasks:
+            a = {r["seed"]: r for r in ka.summaries(base, task) if r["seed"] in seeds}
+            for run in ka.summaries(lever, task):
+                if run["seed"] in a:
+                    done = cache(task, run["seed"])
+                    both = (averaged(a[run["seed"]], done), averaged(run, done))
+                    if None not in both:
+                        out[task].append(both)
+    return out
+
+
+def paired(found: dict[str, list[tuple[dict, dict]]]) -> dict:
+    """The lever's searched width against the base's, paired by task and seed, on validation
+    (the mean of 3 retrainings): per task the deltas and both recovered shares; over every pair
+    the one-sided sign test (ties dropped) and the one-sided Wilcoxon signed-rank test of the
+    deltas over their task's oracle gap (the base's runs), that the lever is better."""
+    from scipy import stats
+
+    tasks, deltas, scaled = {}, [], []
+    for task, both in found.items():
+        if not both:
+            continue
+        d = [b["widthc"]["val"] - a["widthc"]["val"] for a, b in both]
+        gap = statistics.mean(a["oracle"]["val"] - a["uniform"]["val"] for a, _ in both)
+        tasks[task] = {"deltas": d, "base": ka.recovered([a for a, _ in both], "val"),
+                       "lever": ka.recovered([b for _, b in both], "val")}  # fmt: skip
+        deltas += d
+        scaled += [x / abs(gap) for x in d]
+    wins, n = sum(x > 0 for x in deltas), sum(x != 0 for x in deltas)
+    return {"tasks": tasks, "wins": wins, "n": n,
+            "sign_p": float(stats.binomtest(wins, n, alternative="greater").pvalue),
+            "wilcoxon_p": float(stats.wilcoxon(scaled, alternative="greater").pvalue),
+            "scaled_mean": statistics.mean(scaled)}  # fmt: skip
+
+
+def paired_table(result: dict) -> str:
+    lines = ["| task | pairs | lever − base, val (mean of 3) | recovered, base | recovered, lever |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for task, t in result["tasks"].items():
+        d = t["deltas"]
+        spread = f" ± {statistics.stdev(d):.4f}" if len(d) > 1 else ""
+        lines.append(f"| {task} | {len(d)} | {statistics.mean(d):+.4f}{spread} | "
+                     f"{_pct(t['base'])} | {_pct(t['lever'])} |")  # fmt: skip
+    lines.append(
+        f"\nthe lever better in {result['wins']} of {result['n']} pairs (ties dropped): one-sided "
+        f"sign test p = {result['sign_p']:.3f}; Wilcoxon signed-rank on delta / the task's oracle "
+        f"gap (mean {result['scaled_mean']:+.2f}) p = {result['wilcoxon_p']:.3f}"
+    )
+    return "\n".join(lines)
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
@@ -244,8 +302,17 @@ def main() -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--until", help="start no retraining after this UTC time (HH:MM)")
     p.add_argument("--table", action="store_true")
+    p.add_argument(
+        "--paired",
+        action="append",
+        metavar="BASE:LEVER",
+        help="the lever's searched width against the base's, paired (repeatable)",
+    )
     args = p.parse_args()
     levers, seeds = args.levers.split(","), tuple(map(int, args.seeds.split(",")))
+    if args.paired:
+        print(paired_table(paired(pairs(args.paired, args.tasks.split(","), seeds))))
+        return
     if args.table:
         print(table(levers, args.tasks.split(","), seeds))
         for lever in levers:
