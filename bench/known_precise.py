@@ -177,10 +177,10 @@ def measures(runs: list[dict]) -> dict:
     }
 
 
-def row(lever: str, task: str) -> str | None:
+def row(lever: str, task: str, seeds=SEEDS) -> str | None:
     """One table row: the stored figures (1 retraining) / the mean of 3, on the seeds whose
     widths are all retrained 3 times; the mean of the 2 extra ones alone; the retraining's std."""
-    runs = [r for r in ka.summaries(lever, task) if r["seed"] in SEEDS]
+    runs = [r for r in ka.summaries(lever, task) if r["seed"] in seeds]
     runs = [r for r in runs if averaged(r, cache(task, r["seed"])) is not None]
     if not runs:
         return None
@@ -192,17 +192,17 @@ def row(lever: str, task: str) -> str | None:
                       ("oracle_margin", _x)):  # fmt: skip
         cells.append(f"{fmt(one[name])} / {fmt(three[name])}")
     cells += [_pct(here["recovered_val"]), f"{noise(runs, lambda s: cache(task, s)):.4f}"]
-    seeds = ",".join(str(r["seed"]) for r in runs)
-    return f"| {task} | {lever} | {seeds} | {' | '.join(cells)} |"
+    done = ",".join(str(r["seed"]) for r in runs)
+    return f"| {task} | {lever} | {done} | {' | '.join(cells)} |"
 
 
-def met(lever: str, tasks=tuple(ka.TASKS)) -> str:
+def met(lever: str, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
     """The tasks where `lever` meets the recovered (>= 90%, val) and the margin (> 3) targets
     (known_targets' thresholds), with 1 retraining / the mean of 3."""
     counts = {n: [0, 0] for n in ("recovered", "stds")}
     shown = 0
     for task in tasks:
-        runs = [r for r in ka.summaries(lever, task) if r["seed"] in SEEDS]
+        runs = [r for r in ka.summaries(lever, task) if r["seed"] in seeds]
         runs = [r for r in runs if averaged(r, cache(task, r["seed"])) is not None]
         if not runs:
             continue
@@ -216,6 +216,64 @@ def met(lever: str, tasks=tuple(ka.TASKS)) -> str:
             f"{m[0]} / {m[1]} (1 retraining / mean of 3)")  # fmt: skip
 
 
+def pairs(specs: list[str], tasks, seeds) -> dict[str, list[tuple[dict, dict]]]:
+    """task -> the (base, lever) summaries of one seed, each the mean of its 3 retrainings, for
+    every `BASE:LEVER` spec (e.g. `confirm/default:confirm/score-top-16-steps-256-loss`) and
+    seed in `seeds` where both runs and all their retrainings exist."""
+    out = {task: [] for task in tasks}
+    for spec in specs:
+        base, lever = spec.split(":")
+        for task in tasks:
+            a = {r["seed"]: r for r in ka.summaries(base, task) if r["seed"] in seeds}
+            for run in ka.summaries(lever, task):
+                if run["seed"] in a:
+                    done = cache(task, run["seed"])
+                    both = (averaged(a[run["seed"]], done), averaged(run, done))
+                    if None not in both:
+                        out[task].append(both)
+    return out
+
+
+def paired(found: dict[str, list[tuple[dict, dict]]]) -> dict:
+    """The lever's searched width against the base's, paired by task and seed, on validation
+    (the mean of 3 retrainings): per task the deltas and both recovered shares; over every pair
+    the one-sided sign test (ties dropped) and the one-sided Wilcoxon signed-rank test of the
+    deltas over their task's oracle gap (the base's runs), that the lever is better."""
+    from scipy import stats
+
+    tasks, deltas, scaled = {}, [], []
+    for task, both in found.items():
+        if not both:
+            continue
+        d = [b["widthc"]["val"] - a["widthc"]["val"] for a, b in both]
+        gap = statistics.mean(a["oracle"]["val"] - a["uniform"]["val"] for a, _ in both)
+        tasks[task] = {"deltas": d, "base": ka.recovered([a for a, _ in both], "val"),
+                       "lever": ka.recovered([b for _, b in both], "val")}  # fmt: skip
+        deltas += d
+        scaled += [x / abs(gap) for x in d]
+    wins, n = sum(x > 0 for x in deltas), sum(x != 0 for x in deltas)
+    return {"tasks": tasks, "wins": wins, "n": n,
+            "sign_p": float(stats.binomtest(wins, n, alternative="greater").pvalue),
+            "wilcoxon_p": float(stats.wilcoxon(scaled, alternative="greater").pvalue),
+            "scaled_mean": statistics.mean(scaled)}  # fmt: skip
+
+
+def paired_table(result: dict) -> str:
+    lines = ["| task | pairs | lever − base, val (mean of 3) | recovered, base | recovered, lever |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for task, t in result["tasks"].items():
+        d = t["deltas"]
+        spread = f" ± {statistics.stdev(d):.4f}" if len(d) > 1 else ""
+        lines.append(f"| {task} | {len(d)} | {statistics.mean(d):+.4f}{spread} | "
+                     f"{_pct(t['base'])} | {_pct(t['lever'])} |")  # fmt: skip
+    lines.append(
+        f"\nthe lever better in {result['wins']} of {result['n']} pairs (ties dropped): one-sided "
+        f"sign test p = {result['sign_p']:.3f}; Wilcoxon signed-rank on delta / the task's oracle "
+        f"gap (mean {result['scaled_mean']:+.2f}) p = {result['wilcoxon_p']:.3f}"
+    )
+    return "\n".join(lines)
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
@@ -224,7 +282,7 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def table(levers=LEVERS, tasks=tuple(ka.TASKS)) -> str:
+def table(levers=LEVERS, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
     head = (
         "| task | lever | seeds | oracle − uniform, val (1 retraining / mean of 3) "
         "| recovered, val (1 / 3) | recovered, test (1 / 3) "
@@ -233,7 +291,7 @@ def table(levers=LEVERS, tasks=tuple(ka.TASKS)) -> str:
         "| recovered, val, the 2 extra retrainings alone | retraining std, val |\n"
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
-    rows = [row(lv, t) for t in tasks for lv in levers]
+    rows = [row(lv, t, seeds) for t in tasks for lv in levers]
     return "\n".join([head, *[r for r in rows if r]])
 
 
@@ -244,12 +302,21 @@ def main() -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--until", help="start no retraining after this UTC time (HH:MM)")
     p.add_argument("--table", action="store_true")
+    p.add_argument(
+        "--paired",
+        action="append",
+        metavar="BASE:LEVER",
+        help="the lever's searched width against the base's, paired (repeatable)",
+    )
     args = p.parse_args()
-    levers = args.levers.split(",")
+    levers, seeds = args.levers.split(","), tuple(map(int, args.seeds.split(",")))
+    if args.paired:
+        print(paired_table(paired(pairs(args.paired, args.tasks.split(","), seeds))))
+        return
     if args.table:
-        print(table(levers, args.tasks.split(",")))
+        print(table(levers, args.tasks.split(","), seeds))
         for lever in levers:
-            print(met(lever, args.tasks.split(",")))
+            print(met(lever, args.tasks.split(","), seeds))
         return
     deadline = None
     if args.until:
@@ -257,7 +324,7 @@ def main() -> None:
         h, m = map(int, args.until.split(":"))
         deadline = now.replace(hour=h, minute=m, second=0).timestamp()
     for task in args.tasks.split(","):
-        for seed in map(int, args.seeds.split(",")):
+        for seed in seeds:
             t0 = time.perf_counter()
             n = fill(task, seed, levers, deadline)
             print(f"{task} s{seed}: {n} retrained in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -10,6 +10,10 @@ anew, so remove them first.
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever score-top-16-steps-256-loss \
         --tasks bottleneck-cls --seeds 0,1,2,3,4
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever default --compare
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_rerun.py --lever default --seeds 6,7 --into confirm
+
+`--into NAME` writes the summaries to bench/results/known/NAME/<lever>/ instead (lever
+`NAME/<lever>`): new seeds kept apart from the board's, e.g. a test decided before its runs.
 
 `--compare`: how this machine reproduces the stored runs, per rerun: the searched width's
 channels the same or not, the validation metric of the searched and the uniform width, stored
@@ -55,11 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default=",".join(ka.TASKS))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--compare", action="store_true", help="stored beside rerun: a table")
+    p.add_argument("--into", default="rerun", help="bench/results/known/INTO/<lever>/")
     args = p.parse_args(argv)
     if args.compare:
         print(compare(args.lever, args.tasks.split(",")))
         return
-    out = ka.RESULTS / "rerun" / args.lever
+    out = ka.RESULTS / args.into / args.lever
     for seed in map(int, args.seeds.split(",")):
         for task in args.tasks.split(","):
             path = out / f"{task}-s{seed}.json"

@@ -117,3 +117,38 @@ def test_a_seed_without_a_run_is_retrained_in_its_tasks_configuration_under_that
     assert not derived.run.path.exists()
     with pytest.raises(ValueError):  # no run of the task at all
         known_precise.context("residual", 0)
+
+
+def test_paired_compares_two_levers_searched_widths_on_the_mean_of_3_retrainings(stored):
+    """`--paired BASE:LEVER`: per task and seed the lever's searched width minus the base's, each
+    the mean of its 3 retrainings; the sign test counts the pairs the lever wins (ties dropped),
+    the Wilcoxon test reads the deltas over the base's oracle gap (mean of 3 as well)."""
+    from scipy import stats
+
+    lever = {0: (1.0, 0.8), 1: (0.9, 0.8), 2: (0.6, 0.5)}  # stored val, both extra retrainings
+    for seed, (v, e) in lever.items():
+        run = known_answer.summaries("default", "bottleneck")[seed]
+        run = {**run, "lever": "better", "widthc": {"val": v, "test": v, "channels": [80, 14, 26]}}
+        known_answer._write(stored / "better" / f"bottleneck-s{seed}.json", run)
+        done = known_precise.cache("bottleneck", seed)
+        for extra in (seed + 100, seed + 200):
+            done[known_precise.key([80, 14, 26], extra)] = {"val": e, "test": e}
+        known_answer._write(stored / "precise" / f"bottleneck-s{seed}.json", done)
+
+    found = known_precise.pairs(["default:better"], ["bottleneck"], {0, 1, 2})
+    result = known_precise.paired(found)
+
+    mean3 = lambda stored_, extra: (stored_ + 2 * extra) / 3  # noqa: E731
+    base = {s: mean3(STORED[s][2], EXTRA[s][2]) for s in STORED}
+    deltas = [mean3(*lever[s]) - base[s] for s in (0, 1, 2)]  # +0.2, 0 (a tie), −0.1667
+    assert result["tasks"]["bottleneck"]["deltas"] == pytest.approx(deltas)
+    assert (result["wins"], result["n"]) == (1, 2)
+    assert result["sign_p"] == pytest.approx(stats.binomtest(1, 2, alternative="greater").pvalue)
+    gap = statistics.mean(mean3(STORED[s][0], EXTRA[s][0]) - mean3(STORED[s][1], EXTRA[s][1])
+                          for s in STORED)  # fmt: skip
+    assert result["scaled_mean"] == pytest.approx(statistics.mean(deltas) / gap)
+    scaled = [d / gap for d in deltas]
+    assert result["wilcoxon_p"] == pytest.approx(
+        stats.wilcoxon(scaled, alternative="greater").pvalue
+    )
+    assert known_precise.pairs(["default:better"], ["bottleneck"], {3}) == {"bottleneck": []}
