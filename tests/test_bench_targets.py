@@ -22,7 +22,7 @@ def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, m
     met target, levers with fewer runs than --min-seeds are left out."""
     monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
     truth = [[0.1, 0.2, 0.3], [0.1, 0.3, 0.2]]  # two retraining seeds of three widths
-    monkeypatch.setattr(known_answer, "truth_metrics", lambda task: truth)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: truth)
 
     def run(seed, won, oracle_score, scores):
         side = {"val": 0.0, "test": 0.0, "score": 0.5, "channels": [1]}
