@@ -100,11 +100,13 @@ def _context(run: Path):
     return Context.open(run, progress=False)
 
 
-def retrain_width(ctx, choice, folder: Path) -> dict:
-    """`choice` trained from scratch by widthc's retraining (the run's seed and recipe),
-    measured on the validation and the test split with the model's metric."""
+def retrain_width(ctx, choice, folder: Path, seed: int | None = None) -> dict:
+    """`choice` trained from scratch by widthc's retraining (the run's recipe, under the run's
+    seed or `seed`: initial weights, batch order), measured on the validation and the test
+    split with the model's metric."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = train(ctx, fresh(ctx, choice), folder, RECIPE.epochs, f"retrain {folder.name}")
+    model = fresh(ctx, choice, seed=seed)
+    model = train(ctx, model, folder, RECIPE.epochs, f"retrain {folder.name}", seed=seed)
     splits = ctx.splits
     return {s: measure(model, getattr(splits, s), ctx.metric, ctx.device) for s in ("val", "test")}
 
@@ -272,6 +274,13 @@ def recovered(runs: list[dict], split: str) -> float | None:
     gap = statistics.mean(r["oracle"][split] - r["uniform"][split] for r in runs)
     won = statistics.mean(r["widthc"][split] - r["uniform"][split] for r in runs)
     return won / gap if gap else None
+
+
+def margin(runs: list[dict], better: str = "widthc") -> float | None:
+    """mean(`better` − uniform) over its seed std, on validation (None on a zero spread)."""
+    won = [r[better]["val"] - r["uniform"]["val"] for r in runs]
+    spread = statistics.stdev(won) if len(won) > 1 else 0.0
+    return statistics.mean(won) / spread if spread else None
 
 
 def row(lever: str, task: str) -> str | None:

@@ -69,18 +69,6 @@ def key(channels: list[int], seed: int) -> str:
     return f"{','.join(map(str, channels))}-s{seed}"
 
 
-def retrain(ctx, choice, folder: Path, seed: int) -> dict:
-    """`choice` trained from scratch by widthc's retraining, the context's recipe under `seed`
-    (initial weights, batch order, calibration), measured on val and test by the metric."""
-    from widthc.stages.retrain import fresh, measure, train
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model = fresh(ctx, choice, seed=seed)
-    model = train(ctx, model, folder, ka.RECIPE.epochs, f"precise {folder.name}", seed=seed)
-    splits = ctx.splits
-    return {s: measure(model, getattr(splits, s), ctx.metric, ctx.device) for s in ("val", "test")}
-
-
 def cache(task: str, seed: int) -> dict:
     path = CACHE / f"{task}-s{seed}.json"
     return json.loads(path.read_text()) if path.exists() else {}
@@ -121,7 +109,8 @@ def fill(task: str, seed: int, levers=LEVERS, deadline: float | None = None) -> 
                 ctx = context(task, seed)
                 assert ctx.config.seed == seed, "the context is the run of this seed"
             folder = ka.RUNS / "precise" / f"{task}-s{seed}" / k
-            done[k] = retrain(ctx, choice_of(ctx.program, list(channels)), folder, seed + extra)
+            choice = choice_of(ctx.program, list(channels))
+            done[k] = ka.retrain_width(ctx, choice, folder, seed + extra)
             ka._write(path, done)
             n += 1
     return n
@@ -159,21 +148,14 @@ def noise(runs: list[dict], done_of) -> float:
     return statistics.mean(variances) ** 0.5
 
 
-def margin(runs: list[dict], better: str) -> float | None:
-    """mean(`better` − uniform) over its seed std, on validation (None on a zero spread)."""
-    won = [r[better]["val"] - r["uniform"]["val"] for r in runs]
-    spread = statistics.stdev(won) if len(won) > 1 else 0.0
-    return statistics.mean(won) / spread if spread else None
-
-
 def measures(runs: list[dict]) -> dict:
     return {
         "seeds": len(runs),
         "gap": statistics.mean(r["oracle"]["val"] - r["uniform"]["val"] for r in runs),
         "recovered_val": ka.recovered(runs, "val"),
         "recovered_test": ka.recovered(runs, "test"),
-        "margin": margin(runs, "widthc"),
-        "oracle_margin": margin(runs, "oracle"),
+        "margin": ka.margin(runs, "widthc"),
+        "oracle_margin": ka.margin(runs, "oracle"),
     }
 
 
@@ -210,7 +192,7 @@ def met(lever: str, tasks=tuple(ka.TASKS), seeds=SEEDS) -> str:
         three = [averaged(r, cache(task, r["seed"])) for r in runs]
         for i, rs in enumerate((runs, three)):
             counts["recovered"][i] += kt.met("recovered", ka.recovered(rs, "val"))
-            counts["stds"][i] += kt.met("stds", margin(rs, "widthc"))
+            counts["stds"][i] += kt.met("stds", ka.margin(rs, "widthc"))
     r, m = counts["recovered"], counts["stds"]
     return (f"{lever}: recovered >= 90% on {r[0]} / {r[1]} of {shown} tasks, margin > 3 on "
             f"{m[0]} / {m[1]} (1 retraining / mean of 3)")  # fmt: skip
@@ -232,6 +214,13 @@ def pairs(specs: list[str], tasks, seeds) -> dict[str, list[tuple[dict, dict]]]:
                     if None not in both:
                         out[task].append(both)
     return out
+
+
+def spec(text: str) -> str:
+    """A `--paired` argument: BASE:LEVER, two lever names."""
+    if len(text.split(":")) != 2 or not all(text.split(":")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not BASE:LEVER (e.g. default:retrain-3)")
+    return text
 
 
 def paired(found: dict[str, list[tuple[dict, dict]]]) -> dict:
@@ -306,12 +295,17 @@ def main() -> None:
         "--paired",
         action="append",
         metavar="BASE:LEVER",
+        type=spec,
         help="the lever's searched width against the base's, paired (repeatable)",
     )
     args = p.parse_args()
     levers, seeds = args.levers.split(","), tuple(map(int, args.seeds.split(",")))
     if args.paired:
-        print(paired_table(paired(pairs(args.paired, args.tasks.split(","), seeds))))
+        found = pairs(args.paired, args.tasks.split(","), seeds)
+        if not any(found.values()):
+            p.error("no pair of runs has all its widths retrained 3 times on those seeds: "
+                    "run known_precise.py --levers BASE,LEVER --seeds ... first")  # fmt: skip
+        print(paired_table(paired(found)))
         return
     if args.table:
         print(table(levers, args.tasks.split(","), seeds))

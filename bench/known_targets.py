@@ -40,15 +40,13 @@ def measures(runs: list[dict], task: str) -> dict | None:
     (`above`) among those that score it (`scored`)."""
     if not runs:
         return None
-    won = [r["widthc"]["val"] - r["uniform"]["val"] for r in runs]
-    spread = statistics.stdev(won) if len(won) > 1 else 0.0
     scored = [r for r in runs if r["oracle"]["score"] is not None]
     above = sum(r["oracle"]["score"] > r["uniform"]["score"] for r in scored)
     taus = ka.truth_taus(runs, task)  # the truth of every retraining seed the task has complete
     return {
         "seeds": len(runs),
         "recovered": ka.recovered(runs, "val"),
-        "stds": statistics.mean(won) / spread if spread else None,
+        "stds": ka.margin(runs),
         "ranks": above / len(scored) if scored else None,
         "tau": statistics.mean(taus) if taus else None,
         "above": above,

@@ -152,3 +152,59 @@ def test_paired_compares_two_levers_searched_widths_on_the_mean_of_3_retrainings
         stats.wilcoxon(scaled, alternative="greater").pvalue
     )
     assert known_precise.pairs(["default:better"], ["bottleneck"], {3}) == {"bottleneck": []}
+
+
+def test_fill_retrains_each_width_once_per_extra_seed_and_shares_it_between_levers(
+    stored, monkeypatch
+):
+    """Every width of the levers' summaries of one task and seed, retrained under the run's seed
+    + 100 and + 200 (never + 1, the tournament's) through known_answer.retrain_width; a width two
+    levers share (uniform, the oracle) once; a cached retraining is not redone."""
+    seed = 0
+    other = {**known_answer.summaries("default", "bottleneck")[seed], "lever": "other"}
+    other["widthc"] = {**other["widthc"], "channels": [80, 14, 26]}
+    known_answer._write(stored / "other" / "bottleneck-s0.json", other)
+    known_answer._write(stored / "precise" / "bottleneck-s0.json", {})  # nothing cached
+    program = known_answer.default_program("bottleneck")
+    ctx = type("Ctx", (), {"program": program, "config": type("C", (), {"seed": seed})()})()
+    monkeypatch.setattr(known_precise, "context", lambda task, s: ctx)
+    asked = []
+
+    def retrain(ctx_, choice, folder, seed_):
+        asked.append((tuple(known_answer.channels_of(program, choice)), seed_))
+        return {"val": float(seed_), "test": 0.0}
+
+    monkeypatch.setattr(known_answer, "retrain_width", retrain)
+    assert known_precise.fill("bottleneck", seed, ("default", "other")) == 8
+    widths = [(96, 4, 96), (34, 33, 34), (78, 15, 28), (80, 14, 26)]
+    assert sorted(asked) == sorted((w, seed + e) for w in widths for e in (100, 200))
+    done = known_precise.cache("bottleneck", seed)
+    assert done[known_precise.key([80, 14, 26], 200)] == {"val": 200.0, "test": 0.0}
+    assert known_precise.fill("bottleneck", seed, ("default", "other")) == 0  # all cached
+
+
+def test_retrain_width_trains_under_the_seed_it_is_given(monkeypatch, tmp_path):
+    """known_answer.retrain_width: the model built and trained under `seed` (the run's when
+    None), measured on val and test."""
+    calls = []
+    monkeypatch.setattr(known_answer, "fresh", lambda ctx, c, seed=None: calls.append(seed) or c)
+    monkeypatch.setattr(
+        known_answer, "train", lambda ctx, m, f, e, label, seed=None: calls.append(seed) or m
+    )
+    monkeypatch.setattr(known_answer, "measure", lambda model, split, metric, device: split)
+    ctx = type("Ctx", (), {"splits": type("S", (), {"val": 1.0, "test": 2.0})(),
+                           "metric": None, "device": "cpu"})()  # fmt: skip
+    assert known_answer.retrain_width(ctx, "w", tmp_path / "a", 103) == {"val": 1.0, "test": 2.0}
+    known_answer.retrain_width(ctx, "w", tmp_path / "b")
+    assert calls == [103, 103, None, None]
+
+
+@pytest.mark.parametrize(
+    "argv", [["--paired", "default"], ["--paired", "default:x", "--seeds", "7"]]
+)
+def test_a_bad_paired_request_ends_in_one_sentence_and_exit_2(stored, monkeypatch, capsys, argv):
+    monkeypatch.setattr(sys, "argv", ["known_precise.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        known_precise.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("known_precise.py: error: ")
