@@ -27,6 +27,7 @@ import torch
 from click.testing import CliRunner
 
 import widthc
+from widthc import machine
 from widthc.cli import main
 from widthc.errors import WidthcError
 
@@ -286,4 +287,5 @@ def test_same_command_same_seed_same_results(run, tmp_path):
     sb = torch.load(again / "flops-50pct" / "slim.pt", weights_only=True)["state_dict"]
     assert _same(sa, sb)
     config = json.loads((again / "config.json").read_text())
-    assert config["seed"] == 0 and set(config["versions"]) == {"widthc", "torch", "python"}
+    assert config["seed"] == 0 and set(config["versions"]) == {"widthc", "torch", "python", "cpu"}
+    assert config["versions"]["cpu"] == machine.cpu()  # the report says where it reproduces

@@ -2,7 +2,7 @@
 
 This module is the one owner of a run directory's layout. Nothing else spells a file name.
 
-    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions
+    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions, CPU
     RUN_DIR/stages.json        which stages are done, and how long each took
     RUN_DIR/analysis.json      the analysis (`widthc analyze --json`)
     RUN_DIR/supernet.pt        the supernet checkpoint; train.jsonl its log
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from widthc import __version__, distributed
+from widthc import __version__, distributed, machine
 from widthc.errors import WidthcError
 from widthc.files import write_text
 
@@ -219,7 +219,10 @@ class Run:
 
 
 def versions() -> dict:
-    return {"widthc": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    """What the run's numbers depend on besides its options: the versions and the CPU (another
+    CPU rounds matrix products otherwise: widthc/machine.py)."""
+    return {"widthc": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": machine.cpu()}  # fmt: skip
 
 
 def model_key(spec: str) -> str:
