@@ -287,5 +287,7 @@ def test_same_command_same_seed_same_results(run, tmp_path):
     sb = torch.load(again / "flops-50pct" / "slim.pt", weights_only=True)["state_dict"]
     assert _same(sa, sb)
     config = json.loads((again / "config.json").read_text())
-    assert config["seed"] == 0 and set(config["versions"]) == {"widthc", "torch", "python", "cpu"}
+    assert config["seed"] == 0
+    assert set(config["versions"]) == {"widthc", "torch", "python", "cpu", "threads"}
     assert config["versions"]["cpu"] == machine.cpu()  # the report says where it reproduces
+    assert config["versions"]["threads"] == torch.get_num_threads()

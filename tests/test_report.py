@@ -392,10 +392,11 @@ def test_a_latency_budget_missed_is_said_first_and_in_the_table(tmp_path):
 
 
 def test_reproduce_names_the_cpu_and_where_the_run_reproduces(tmp_path):
-    cpu = {"widthc": "0.1.0", "torch": "2.14.1", "cpu": "Intel(R) Xeon(R) Processor (AVX512)"}
+    cpu = {"widthc": "0.1.0", "torch": "2.14.1", "cpu": "Intel(R) Xeon(R) Processor (AVX512)",
+           "threads": 2}  # fmt: skip
     on_cpu = write_report(fake_run(tmp_path / "cpu", config=_config(versions=cpu, device="cpu")))
     section = on_cpu.read_text().split("## Reproduce")[1]
-    assert "torch 2.14.1, cpu Intel(R) Xeon(R) Processor (AVX512)." in section
+    assert "torch 2.14.1, cpu Intel(R) Xeon(R) Processor (AVX512), threads 2." in section
     assert SAME_CPU in section
     on_gpu = fake_run(tmp_path / "gpu", config=_config(versions=cpu, device="cuda"))
     assert SAME_CPU not in write_report(on_gpu).read_text()  # measured on CPUs only

@@ -1,8 +1,9 @@
 """The machine a run computes on, as far as its numbers depend on it.
 
 Matrix products round differently on another CPU (the BLAS library picks its kernels by the
-CPU's vector extensions), and training amplifies the difference: the same command and seed
-give the same bits on a CPU of the same kind, and other widths of similar quality on another.
+CPU's vector extensions) and with another number of threads, and training amplifies the
+difference: the same command and seed give the same bits on a CPU of the same kind with as
+many threads, and other widths of similar quality otherwise (BENCHMARKS.md, "reproducibility").
 """
 
 from __future__ import annotations

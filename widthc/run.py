@@ -2,7 +2,7 @@
 
 This module is the one owner of a run directory's layout. Nothing else spells a file name.
 
-    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions, CPU
+    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions, CPU, threads
     RUN_DIR/stages.json        which stages are done, and how long each took
     RUN_DIR/analysis.json      the analysis (`widthc analyze --json`)
     RUN_DIR/supernet.pt        the supernet checkpoint; train.jsonl its log
@@ -219,10 +219,11 @@ class Run:
 
 
 def versions() -> dict:
-    """What the run's numbers depend on besides its options: the versions and the CPU (another
-    CPU rounds matrix products otherwise: widthc/machine.py)."""
+    """What the run's numbers depend on besides its options: the versions, the CPU and torch's
+    threads (another CPU, or as many threads otherwise, rounds otherwise: widthc/machine.py)."""
     return {"widthc": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "cpu": machine.cpu()}  # fmt: skip
+            "python": platform.python_version(), "cpu": machine.cpu(),
+            "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def model_key(spec: str) -> str:

@@ -337,9 +337,9 @@ def _timings(run: RunData) -> str:
 
 
 SAME_CPU = (
-    "On a CPU of the same kind, with as many threads, the command gives the same widths and "
-    "weights; another CPU rounds matrix products otherwise and training amplifies that: expect "
-    "other widths of similar quality."
+    "On a CPU of the same kind with as many threads the command gives the same widths and "
+    "weights; another CPU or another thread count rounds otherwise and training amplifies "
+    "that: expect other widths of similar quality."
 )
 
 
