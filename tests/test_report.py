@@ -400,6 +400,9 @@ def test_reproduce_names_the_cpu_and_where_the_run_reproduces(tmp_path):
     assert SAME_CPU in section
     on_gpu = fake_run(tmp_path / "gpu", config=_config(versions=cpu, device="cuda"))
     assert SAME_CPU not in write_report(on_gpu).read_text()  # measured on CPUs only
+    moved = _config(versions=cpu, device="cpu", resumed_with={"threads": 1})
+    section = write_report(fake_run(tmp_path / "moved", config=moved)).read_text()
+    assert SAME_CPU not in section and "It was resumed with threads 1, so the command" in section
     older = write_report(fake_run(tmp_path / "old")).read_text()  # a run that names no CPU
     assert SAME_CPU not in older and "with widthc 0.1.0, torch 2.14.1." in older
 

@@ -341,6 +341,7 @@ SAME_CPU = (
     "weights; another CPU or another thread count rounds otherwise and training amplifies "
     "that: expect other widths of similar quality."
 )
+RESUMED = "It was resumed with {other}, so the command does not reproduce it bit for bit."
 
 
 def _reproduce(run: RunData) -> str:
@@ -351,7 +352,11 @@ def _reproduce(run: RunData) -> str:
     versions = run.config.get("versions", {})
     used = ", ".join(f"{k} {v}" for k, v in versions.items())
     text = head + f"```\n{command}\n```" + (f"\n\nwith {used}." if used else "")
-    if "cpu" in versions and run.config.get("device", "cpu") == "cpu":
+    resumed = run.config.get("resumed_with")
+    if resumed:
+        other = ", ".join(f"{k} {v}" for k, v in resumed.items())
+        text += f" {RESUMED.format(other=other)}"
+    elif "cpu" in versions and run.config.get("device", "cpu") == "cpu":
         text += f" {SAME_CPU}"
     return text
 
