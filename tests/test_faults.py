@@ -27,6 +27,7 @@ import torch
 from click.testing import CliRunner
 
 import widthc
+from widthc import machine
 from widthc.cli import main
 from widthc.errors import WidthcError
 
@@ -286,4 +287,25 @@ def test_same_command_same_seed_same_results(run, tmp_path):
     sb = torch.load(again / "flops-50pct" / "slim.pt", weights_only=True)["state_dict"]
     assert _same(sa, sb)
     config = json.loads((again / "config.json").read_text())
-    assert config["seed"] == 0 and set(config["versions"]) == {"widthc", "torch", "python"}
+    assert config["seed"] == 0
+    assert set(config["versions"]) == {"widthc", "torch", "python", "cpu", "threads"}
+    assert config["versions"]["cpu"] == machine.cpu()  # the report says where it reproduces
+    assert config["versions"]["threads"] == torch.get_num_threads()
+
+
+def test_a_run_resumed_on_another_cpu_or_thread_count_says_so(tmp_path, monkeypatch):
+    """config.json keeps the versions, CPU and threads a run started with; resumed with others
+    it records them (`resumed_with`), and the report says it no longer reproduces bit for bit."""
+    from widthc import run
+
+    config, path = {"model": "m.py", "seed": 0}, tmp_path / "run"
+    first = run.versions()
+    run.Run.create(path, config)
+    assert "resumed_with" not in run.Run.create(path, config, resume=True).config
+    monkeypatch.setattr(run, "versions", lambda: {**first, "threads": first["threads"] + 1})
+    again = run.Run.create(path, config, resume=True)
+    assert again.config["versions"] == first
+    saved = json.loads((path / "config.json").read_text())
+    assert (
+        saved["resumed_with"] == {"threads": first["threads"] + 1} == again.config["resumed_with"]
+    )

@@ -18,9 +18,11 @@ import torch
 from matplotlib.image import imread
 from rich.console import Console
 
+from widthc import machine
 from widthc.errors import WidthcError
 from widthc.report import onnx_latency, summary_table, write_report
 from widthc.report.figures import bins_figure, search_figure, widths_figure
+from widthc.report.markdown import SAME_CPU
 from widthc.report.rundir import load
 
 # id, name, channels, bins (None: frozen, with the reason)
@@ -387,3 +389,26 @@ def test_a_latency_budget_missed_is_said_first_and_in_the_table(tmp_path):
     metrics = run / "flops-50pct" / "metrics.json"
     _write(metrics, {**json.loads(metrics.read_text()), "latency": {"measured_ms": 0.39}})
     assert "over its" not in write_report(run).read_text()
+
+
+def test_reproduce_names_the_cpu_and_where_the_run_reproduces(tmp_path):
+    cpu = {"widthc": "0.1.0", "torch": "2.14.1", "cpu": "Intel(R) Xeon(R) Processor (AVX512)",
+           "threads": 2}  # fmt: skip
+    on_cpu = write_report(fake_run(tmp_path / "cpu", config=_config(versions=cpu, device="cpu")))
+    section = on_cpu.read_text().split("## Reproduce")[1]
+    assert "torch 2.14.1, cpu Intel(R) Xeon(R) Processor (AVX512), threads 2." in section
+    assert SAME_CPU in section
+    on_gpu = fake_run(tmp_path / "gpu", config=_config(versions=cpu, device="cuda"))
+    assert SAME_CPU not in write_report(on_gpu).read_text()  # measured on CPUs only
+    moved = _config(versions=cpu, device="cpu", resumed_with={"threads": 1})
+    section = write_report(fake_run(tmp_path / "moved", config=moved)).read_text()
+    assert SAME_CPU not in section and "It was resumed with threads 1, so the command" in section
+    older = write_report(fake_run(tmp_path / "old")).read_text()  # a run that names no CPU
+    assert SAME_CPU not in older and "with widthc 0.1.0, torch 2.14.1." in older
+
+
+def test_cpu_name_reads_the_model_name():
+    info = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx2\n"
+    assert machine.cpu_name(info) == "AMD EPYC 7B13"
+    assert machine.cpu().startswith(machine.cpu_name() or "")
+    assert machine.cpu().endswith(f"({torch.backends.cpu.get_cpu_capability()})")

@@ -2,7 +2,7 @@
 
 This module is the one owner of a run directory's layout. Nothing else spells a file name.
 
-    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions
+    RUN_DIR/config.json        every option, resolved; the seed; widthc, torch, Python versions, CPU, threads
     RUN_DIR/stages.json        which stages are done, and how long each took
     RUN_DIR/analysis.json      the analysis (`widthc analyze --json`)
     RUN_DIR/supernet.pt        the supernet checkpoint; train.jsonl its log
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from widthc import __version__, distributed
+from widthc import __version__, distributed, machine
 from widthc.errors import WidthcError
 from widthc.files import write_text
 
@@ -130,6 +130,9 @@ class Run:
                 )
         merged = {**config, **{k: v for k, v in saved.items() if k not in NOT_COMPARED}}
         merged["versions"] = saved.get("versions", versions())
+        other = {k: v for k, v in versions().items() if merged["versions"].get(k) != v}
+        if other:  # resumed on another CPU, thread count or version: no longer one of its runs
+            merged["resumed_with"] = {**saved.get("resumed_with", {}), **other}
         run = Run(path, merged)
         run.save_config()
         return run
@@ -219,7 +222,11 @@ class Run:
 
 
 def versions() -> dict:
-    return {"widthc": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    """What the run's numbers depend on besides its options: the versions, the CPU and torch's
+    threads (another CPU, or as many threads otherwise, rounds otherwise: widthc/machine.py)."""
+    return {"widthc": __version__, "torch": torch.__version__,
+            "python": platform.python_version(), "cpu": machine.cpu(),
+            "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def model_key(spec: str) -> str:

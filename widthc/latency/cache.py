@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from widthc.files import write_text
+from widthc.machine import cpu_name, cpuinfo
 from widthc.ops.registry import op_name
 from widthc.trace import VALUE
 
@@ -34,11 +35,10 @@ def root(option: str | None = None) -> Path:
 
 def machine() -> str:
     """The CPU as a folder name: architecture and a hash of its model, extensions and cores."""
-    info = _cpuinfo()
-    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    info = cpuinfo()
     flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
     have = sorted(set(flags.group(1).split()) & set(_FLAGS)) if flags else []
-    text = f"{model.group(1) if model else platform.processor()}|{have}|{os.cpu_count()}"
+    text = f"{cpu_name(info)}|{have}|{os.cpu_count()}"
     return f"{platform.machine()}-{_digest(text)}"
 
 
@@ -74,13 +74,6 @@ def read(path: Path) -> dict | None:
 def write(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps(data, indent=1))
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
 
 
 def _digest(text: str) -> str:

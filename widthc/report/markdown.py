@@ -336,6 +336,14 @@ def _timings(run: RunData) -> str:
     return head + "\n".join(rows)
 
 
+SAME_CPU = (
+    "On a CPU of the same kind with as many threads the command gives the same widths and "
+    "weights; another CPU or another thread count rounds otherwise and training amplifies "
+    "that: expect other widths of similar quality."
+)
+RESUMED = "It was resumed with {other}, so the command does not reproduce it bit for bit."
+
+
 def _reproduce(run: RunData) -> str:
     head = "## Reproduce\n\n"
     command = run.config.get("command")
@@ -343,7 +351,14 @@ def _reproduce(run: RunData) -> str:
         return head + "_Skipped: config.json records no command._"
     versions = run.config.get("versions", {})
     used = ", ".join(f"{k} {v}" for k, v in versions.items())
-    return head + f"```\n{command}\n```" + (f"\n\nwith {used}." if used else "")
+    text = head + f"```\n{command}\n```" + (f"\n\nwith {used}." if used else "")
+    resumed = run.config.get("resumed_with")
+    if resumed:
+        other = ", ".join(f"{k} {v}" for k, v in resumed.items())
+        text += f" {RESUMED.format(other=other)}"
+    elif "cpu" in versions and run.config.get("device", "cpu") == "cpu":
+        text += f" {SAME_CPU}"
+    return text
 
 
 def _cell(text: str) -> str:
