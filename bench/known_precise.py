@@ -309,13 +309,8 @@ def main() -> None:
         return
     if args.table:
         print(table(levers, args.tasks.split(","), seeds))
-        tasks = args.tasks.split(",")
-        five = [t for t in tasks if t not in ka.ADDED]  # the counts as before session 12
         for lever in levers:
-            first, every = met(lever, five, seeds), met(lever, tasks, seeds)
-            print(first)
-            if every != first:  # an added task has the lever's runs
-                print(f"{every} (with {', '.join(ka.ADDED)})")
+            print(met(lever, args.tasks.split(","), seeds))
         return
     deadline = None
     if args.until:

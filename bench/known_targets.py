@@ -7,8 +7,6 @@ truth has complete, `known_answer.truth_seeds`). The same numbers as `known_answ
 one target at a time, for the levers with at least `--min-seeds` runs of a task. `--seeds` keeps
 those seeds' runs only (the board as it stood before a seed was added); `--levers` names the rows,
 a rerun's too (`rerun/<lever>`: bench/known_rerun.py), which the board otherwise leaves out.
-The column `met` counts the first five tasks (`known_answer.FIVE`), as before session 12 added
-`bottleneck-cls-16k`, whose column follows it, then `met, all 6` counts all six.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --seeds 0,1,2,3,4 \
@@ -77,37 +75,23 @@ def met(target: str, value: float | None) -> bool:
 
 def table(rows: dict[str, dict[str, dict]]) -> str:
     """One markdown table per target: levers down, tasks across, `*` where the target is met,
-    the seeds in brackets; the column `met` counts the first five tasks that meet it (as the
-    board did before session 12), then the added tasks (`ka.ADDED`) and `met, all` counts all."""
-    added = [t for t in ka.TASKS if t in ka.ADDED]
-    tail = f" | {' | '.join(added)} | met, all {len(ka.TASKS)}" if added else ""
-    columns = len(ka.FIVE) + 1 + (len(added) + 1 if added else 0)
+    the seeds in brackets; the last column counts the tasks that meet it."""
+    tasks = list(ka.TASKS)
     out = []
-    for target, (title, _, _) in TARGETS.items():
-        out += [f"{title}:", "", f"| lever | {' | '.join(ka.FIVE)} | met{tail} |",
-                "|---|" + "---:|" * columns]  # fmt: skip
+    for target, (title, _, fmt) in TARGETS.items():
+        out += [f"{title}:", "", f"| lever | {' | '.join(tasks)} | met |",
+                "|---|" + "---:|" * (len(tasks) + 1)]  # fmt: skip
         for lever, cells in rows.items():
-            five, hits = _cells(cells, target, ka.FIVE)
-            line = f"| {lever} | {' | '.join(five)} | {hits} |"
-            if added:
-                more, extra = _cells(cells, target, added)
-                line += f" {' | '.join(more)} | {hits + extra} |"
-            out.append(line)
+            texts, hits = [], 0
+            for task in tasks:
+                cell = cells.get(task)
+                value = cell[target] if cell else None
+                hits += met(target, value)
+                text = "-" if value is None else fmt(value) + ("*" if met(target, value) else "")
+                texts.append(f"{text} ({cell['seeds']})" if cell else "")
+            out.append(f"| {lever} | {' | '.join(texts)} | {hits} |")
         out.append("")
     return "\n".join(out)
-
-
-def _cells(cells: dict[str, dict], target: str, tasks) -> tuple[list[str], int]:
-    """The cells of `tasks` for `target` (empty where a task has no runs), and how many meet it."""
-    texts, hits = [], 0
-    _, _, fmt = TARGETS[target]
-    for task in tasks:
-        cell = cells.get(task)
-        value = cell[target] if cell else None
-        hits += met(target, value)
-        text = "-" if value is None else fmt(value) + ("*" if met(target, value) else "")
-        texts.append(f"{text} ({cell['seeds']})" if cell else "")
-    return texts, hits
 
 
 def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:

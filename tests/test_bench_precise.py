@@ -208,25 +208,3 @@ def test_a_bad_paired_request_ends_in_one_sentence_and_exit_2(stored, monkeypatc
         known_precise.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("known_precise.py: error: ")
-
-
-def test_the_table_counts_the_first_five_tasks_as_before_and_all_beside(
-    stored, monkeypatch, capsys
-):
-    """`--table`: the met counts over the first five tasks as before session 12, then over all
-    the tasks asked, session 12's bottleneck-cls-16k with them (here a copy of bottleneck's)."""
-    for seed in STORED:
-        for kind in ("default", "precise"):
-            copy = (stored / kind / f"bottleneck-s{seed}.json").read_text()
-            (stored / kind / f"bottleneck-cls-16k-s{seed}.json").write_text(copy)
-    argv = ["known_precise.py", "--table", "--levers", "default", "--seeds", "0,1,2"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "bottleneck,bottleneck-cls-16k"])
-    known_precise.main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[-2] == known_precise.met("default", ("bottleneck",))
-    assert "on 0 / 0 of 1 tasks, margin > 3 on 1 / 1" in lines[-2]
-    assert "on 0 / 0 of 2 tasks, margin > 3 on 2 / 2" in lines[-1]
-    assert lines[-1].endswith("(with bottleneck-cls-16k)")
-    monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "bottleneck"])
-    known_precise.main()
-    assert capsys.readouterr().out.splitlines()[-1] == lines[-2]  # no line of all tasks

@@ -44,25 +44,3 @@ def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, m
     text = known_targets.table(rows)
     assert "| default | 100%* (3) |" in text and "| default | 67% (3) |" in text
     assert "sandwich" in known_targets.table(known_targets.board(min_seeds=1))
-
-
-def test_the_board_counts_the_first_five_tasks_as_before_and_all_six_beside(tmp_path, monkeypatch):
-    """Session 12's sixth task (bottleneck-cls-16k) is a column after the first five's count
-    `met`, which stays the five tasks' count; `met, all 6` counts the six."""
-    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
-    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: None)
-    for task, won in (("bottleneck", (0.09, 0.10, 0.11)), ("bottleneck-cls-16k", (0.1, 0.2, 0.3))):
-        for seed, w in enumerate(won):  # the gap 0.1: recovered 100% / 200%
-            known_answer._write(tmp_path / "default" / f"{task}-s{seed}.json", {
-                "seed": seed, "truth_scores": None, "widthc": {"val": w},
-                "oracle": {"val": 0.1, "score": 1.0}, "uniform": {"val": 0.0, "score": 0.0}})  # fmt: skip
-    text = known_targets.table(known_targets.board(min_seeds=3))
-    lines = text.splitlines()
-    head = (
-        "| lever | bottleneck | bottleneck-6 | bottleneck-cls | double-bottleneck | residual | met"
-    )
-    assert lines[2] == head + " | bottleneck-cls-16k | met, all 6 |"
-    assert lines[3] == "|---|" + "---:|" * 8
-    assert lines[4] == "| default | 100%* (3) |  |  |  |  | 1 | 200%* (3) | 2 |"  # recovered
-    stds = text.split(known_targets.TARGETS["stds"][0])[1].splitlines()  # margins 10 and 2
-    assert stds[4] == "| default | 10.0* (3) |  |  |  |  | 1 | 2.0 (3) | 1 |"
