@@ -5,6 +5,8 @@ the student's, and the data is the task's alone (the run's seed does not change 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import sys
 from pathlib import Path
 
@@ -49,6 +51,59 @@ def test_the_data_is_the_tasks_and_the_run_seed_does_not_change_it():
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
     assert np.allclose(y0.std(0).numpy(), 1.0, atol=0.1)  # standardised targets
     assert not torch.equal(t.split("val").tensors[0], t.split("test").tensors[0])
+
+
+def test_bottleneck_cls_16k_is_bottleneck_cls_with_4x_the_data():
+    """Session 12's task: the same teacher, student, labels' seed and scale, splits of 16000,
+    4000 and 8000 (bottleneck-cls: 4000, 1000, 2000), cut in that order from one data set."""
+    big, small = TASKS["bottleneck-cls-16k"], TASKS["bottleneck-cls"]
+    assert dataclasses.replace(big, name=small.name, sizes=small.sizes) == small
+    sizes = {s: len(big.split(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 16000, "val": 4000, "test": 8000}
+    assert {s: len(small.split(s)) for s in sizes} == {"train": 4000, "val": 1000, "test": 2000}
+    x = torch.cat([big.split(s).tensors[0] for s in sizes])
+    assert len(x) == 28000 and len(torch.unique(x, dim=0)) == 28000  # disjoint splits
+    assert set(big.split("val").tensors[1].tolist()) == set(range(8))  # 8 classes
+    assert known_answer.OFF_BOARD["bottleneck-cls-16k"] == "bench/known/bottleneck_cls_16k.py"
+    assert list(known_answer.TASKS) == [  # the boards' tasks: it failed its premise
+        "bottleneck", "bottleneck-6", "bottleneck-cls", "double-bottleneck", "residual"
+    ]  # fmt: skip
+
+
+def test_a_task_off_the_boards_is_tabled_only_when_asked():
+    """bottleneck-cls-16k failed the known answer's premise: its stored runs are tabled with
+    `--table --tasks bottleneck-cls-16k`, never among the five tasks of the boards."""
+    five = known_answer.table(["default"])
+    assert "| bottleneck-cls |" in five and "bottleneck-cls-16k" not in five
+    asked = known_answer.table(["default"], ("bottleneck-cls-16k",))
+    (row,) = [line for line in asked.splitlines() if line.startswith("| bottleneck-cls-16k |")]
+    assert row.startswith("| bottleneck-cls-16k | default | 3 | 0.0161 ± 0.0109 |")
+
+
+# sha256 (first 16 hex digits) of each task's inputs over its three splits, of bottleneck-cls's
+# labels, and the last targets of the regression tasks: as they were before session 12 added
+# bottleneck-cls-16k (every stored run and truth retraining was made with these data)
+INPUTS = {"bottleneck": "9b90729323c6e674", "bottleneck-6": "8a0b8aab6f50ceab",
+          "bottleneck-cls": "9b90729323c6e674", "double-bottleneck": "b9508dae1bd119a2",
+          "residual": "52e6de926f85f144"}  # fmt: skip
+LABELS = "fe5aed7f6161b695"
+LAST = {"bottleneck": [-0.77629, -1.24544, 0.30226], "bottleneck-6": [1.86833, -0.44819, -0.40549],
+        "double-bottleneck": [-0.64217, 0.05264, -0.25472], "residual": [-0.64141, -0.56091, 0.54297]}  # fmt: skip
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("task", sorted(INPUTS))
+def test_the_first_five_tasks_data_are_as_before_session_12(task):
+    t = TASKS[task]
+    x, y = (torch.cat([t.split(s).tensors[i] for s in ("train", "val", "test")]) for i in (0, 1))
+    assert len(x) == 7000 and _digest(x) == INPUTS[task]
+    if t.classify:
+        assert _digest(y) == LABELS
+    else:
+        assert y[-1, :3].tolist() == pytest.approx(LAST[task], abs=1e-4)
 
 
 @pytest.mark.parametrize("task", ["bottleneck", "double-bottleneck", "residual"])
@@ -399,8 +454,9 @@ def test_the_targets_board_counts_the_sixth_supernet_and_reads_some_seeds_or_a_r
     def ranks(*argv):
         known_targets.main(["--levers", "default,rerun/default", *argv])
         out = capsys.readouterr().out.split("score ranks oracle above uniform")[1].splitlines()
+        column = [c.strip() for c in out[2].split("|")].index("residual")
         rows = [line.split("|") for line in out[4 : out.index("", 4)]]
-        return {c[1].strip(): c[-3].strip() for c in rows}  # lever: residual's cell
+        return {c[1].strip(): c[column].strip() for c in rows}  # lever: residual's cell
 
     assert ranks() == {"default": "83%* (6)", "rerun/default": "100%* (5)"}
     assert ranks("--seeds", "0,1,2,3,4") == {"default": "80% (5)", "rerun/default": "100%* (5)"}
