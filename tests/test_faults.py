@@ -309,3 +309,9 @@ def test_a_run_resumed_on_another_cpu_or_thread_count_says_so(tmp_path, monkeypa
     assert (
         saved["resumed_with"] == {"threads": first["threads"] + 1} == again.config["resumed_with"]
     )
+    older = tmp_path / "older"  # a run of a widthc that recorded no CPU and threads
+    run.Run.create(older, config)
+    saved = json.loads((older / "config.json").read_text())
+    saved["versions"] = {k: first[k] for k in ("widthc", "torch", "python")}
+    (older / "config.json").write_text(json.dumps(saved))
+    assert "resumed_with" not in run.Run.create(older, config, resume=True).config

@@ -130,7 +130,8 @@ class Run:
                 )
         merged = {**config, **{k: v for k, v in saved.items() if k not in NOT_COMPARED}}
         merged["versions"] = saved.get("versions", versions())
-        other = {k: v for k, v in versions().items() if merged["versions"].get(k) != v}
+        saved_with = merged["versions"]  # a run of an older widthc names fewer: those compare
+        other = {k: v for k, v in versions().items() if k in saved_with and saved_with[k] != v}
         if other:  # resumed on another CPU, thread count or version: no longer one of its runs
             merged["resumed_with"] = {**saved.get("resumed_with", {}), **other}
         run = Run(path, merged)
