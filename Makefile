@@ -18,7 +18,7 @@ export ORT_DISABLE_TELEMETRY := 1
 # model's latency in onnxruntime (40 widths, cached), train the CafeNet supernet (min-min),
 # search two latency budgets (evolutionary, max-max), slim and prove, export ONNX and time it
 # beside the original, retrain the searched and the uniform widths, write runs/demo/report.md
-# (~4 min on 2 quiet CPUs, a minute more the first time: the latency model)
+# (4-6 min on 2 quiet CPUs: README.md has one run's transcript and time)
 demo: $(STAMP)
 	$(BIN)/widthc slim examples/mobilenet_digits.py --data digits --latency 85%,75% \
 		--epochs 30 --retrain-epochs 30 --population 16 --generations 10 --calib-batches 4 \
