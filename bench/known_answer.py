@@ -204,6 +204,7 @@ def run_one(task: str, lever: str, seed: int) -> dict:
         "oracle_refined": None if target is None
         else oracle_refined(result, program.space.array(target)),
         "supernet": _supernet_validation(out),
+        "made_on": made_on(out),
         "seconds": round(slim_seconds, 1),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip
@@ -225,6 +226,13 @@ def oracle_refined(result: dict, oracle: np.ndarray) -> bool | None:
     """Whether the oracle width was refined (None: no --refine-epochs, or in the band)."""
     trained = result.get("refined", {}).get("trained")
     return oracle.tolist() in trained if isinstance(trained, list) else None
+
+
+def made_on(run: Path) -> dict:
+    """The CPU and torch's thread count the run computed with (its config.json; widthc recorded
+    none before session 12): runs of other CPUs or thread counts train other supernets."""
+    versions = json.loads((run / CONFIG).read_text()).get("versions", {})
+    return {k: versions[k] for k in ("cpu", "threads") if k in versions}
 
 
 def _supernet_validation(run: Path) -> dict:

@@ -80,6 +80,18 @@ def test_a_task_off_the_boards_is_tabled_only_when_asked():
     assert row.startswith("| bottleneck-cls-16k | default | 3 | 0.0161 ± 0.0109 |")
 
 
+def test_a_summary_names_the_cpu_and_threads_its_run_computed_with(tmp_path):
+    """Runs pair only with runs of the same CPU and thread count (BENCHMARKS.md
+    "reproducibility"): each summary says which, from the run's config.json."""
+    import json
+
+    versions = {"widthc": "0.1.0", "cpu": "Intel(R) Xeon(R) Processor (AVX512)", "threads": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0, "versions": versions}))
+    assert known_answer.made_on(tmp_path) == {"cpu": versions["cpu"], "threads": 1}
+    (tmp_path / "config.json").write_text(json.dumps({"versions": {"widthc": "0.1.0"}}))
+    assert known_answer.made_on(tmp_path) == {}  # a run of an older widthc
+
+
 # sha256 (first 16 hex digits) of each task's inputs over its three splits, of bottleneck-cls's
 # labels, and the last targets of the regression tasks: as they were before session 12 added
 # bottleneck-cls-16k (every stored run and truth retraining was made with these data)
