@@ -439,6 +439,9 @@ def main() -> None:
                    "--table: default every seed a task's truth has complete)")  # fmt: skip
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
+    unknown = [t for t in args.tasks.split(",") if t not in {**TASKS, **OFF_BOARD}]
+    if unknown:
+        p.error(f"unknown task {unknown[0]}: choose from {', '.join([*TASKS, *OFF_BOARD])}")
     levers = args.levers.split(",")
     if args.truth_seeds:
         global TRUTH_SEEDS

@@ -92,6 +92,16 @@ def test_a_summary_names_the_cpu_and_threads_its_run_computed_with(tmp_path):
     assert known_answer.made_on(tmp_path) == {}  # a run of an older widthc
 
 
+def test_an_unknown_task_is_refused_in_one_sentence(monkeypatch, capsys):
+    for flags in ([], ["--table"]):
+        argv = ["known_answer.py", "--tasks", "bottleneck,bottlenek", *flags]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_:
+            known_answer.main()
+        assert exit_.value.code == 2
+        assert "unknown task bottlenek: choose from bottleneck, " in capsys.readouterr().err
+
+
 # sha256 (first 16 hex digits) of each task's inputs over its three splits, of bottleneck-cls's
 # labels, and the last targets of the regression tasks: as they were before session 12 added
 # bottleneck-cls-16k (every stored run and truth retraining was made with these data)
