@@ -71,8 +71,12 @@ TASKS = {  # task -> its model file
     "residual": "bench/known/residual.py",
 }
 # run and tabled (`--tasks`), never on the boards: each failed the known answer's premise (its
-# teacher's width beats uniform by 5 seed stds or more: BENCHMARKS.md, session 12, bigcls16)
-OFF_BOARD = {"bottleneck-cls-16k": "bench/known/bottleneck_cls_16k.py"}  # bottleneck-cls, 4x data
+# teacher's width beats uniform by 5 seed stds or more: BENCHMARKS.md, sessions 12 and 13)
+OFF_BOARD = {
+    "bottleneck-cls-16k": "bench/known/bottleneck_cls_16k.py",  # bottleneck-cls, 4x the data
+    "bottleneck-signs": "bench/known/bottleneck_signs.py",  # each output's sign a label (session 13)
+    "bottleneck-cls-64": "bench/known/bottleneck_cls_64.py",  # 64 classes (session 13)
+}
 SEEDS = (0, 1, 2)
 EFFORT = Search()  # population 16 x 12 generations, 200 scored widths, band 0.9 (as quality.py)
 N_WIDTHS = 20

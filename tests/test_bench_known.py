@@ -80,6 +80,50 @@ def test_a_task_off_the_boards_is_tabled_only_when_asked():
     assert row.startswith("| bottleneck-cls-16k | default | 3 | 0.0161 ± 0.0109 |")
 
 
+def test_session_13s_classification_tasks_are_the_bottleneck_teachers_labels():
+    """bottleneck-signs labels each of bottleneck's standardised targets by its sign (8 binary
+    labels per sample, the same inputs); bottleneck-cls-64 is bottleneck-cls with 64 outputs
+    (labels the argmax of 64). Both failed the premise: off the boards."""
+    signs, regression = TASKS["bottleneck-signs"], TASKS["bottleneck"]
+    assert dataclasses.replace(signs, name="bottleneck", classify=False, multilabel=False) == (
+        regression
+    )
+    for split in ("train", "val", "test"):
+        (x, y), (x0, y0) = signs.split(split).tensors, regression.split(split).tensors
+        assert torch.equal(x, x0) and torch.equal(y, (y0 > 0).float())
+    assert 0.3 < float(y.mean()) < 0.7  # both signs common
+    wide = TASKS["bottleneck-cls-64"]
+    assert dataclasses.replace(wide, name="bottleneck-cls", outputs=8) == TASKS["bottleneck-cls"]
+    labels = torch.cat([wide.split(s).tensors[1] for s in ("train", "val", "test")])
+    assert labels.max() == 63 and len(labels.unique()) == 51  # 13 classes never win the argmax
+    assert known_answer.budget_of("bottleneck-cls-64") == 16 * 96 + 96 * 4 + 4 * 96 + 96 * 64
+    for task in ("bottleneck-signs", "bottleneck-cls-64"):
+        assert task in known_answer.OFF_BOARD and task not in known_answer.TASKS
+
+
+def test_the_share_of_labels_right():
+    from tasks import binary_cross_entropy, label_accuracy
+
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0], [-0.1, 0.2, 4.0, 1.0]])
+    target = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    assert label_accuracy(logits, target) == 6 / 8  # 3 of 4 and 3 of 4
+    assert float(binary_cross_entropy(logits, target)) == pytest.approx(
+        float(torch.nn.BCEWithLogitsLoss()(logits, target))
+    )
+
+
+@pytest.mark.parametrize(
+    "task, gap", [("bottleneck-signs", "0.0013 ± 0.0010"), ("bottleneck-cls-64", "0.0293 ± 0.0272")]
+)
+def test_session_13s_tasks_are_tabled_with_their_premise_figures(task, gap):
+    (row,) = [
+        line
+        for line in known_answer.table(["default"], (task,)).splitlines()
+        if line.startswith(f"| {task} |")
+    ]
+    assert row.startswith(f"| {task} | default | 3 | {gap} |")
+
+
 def test_a_summary_names_the_cpu_and_threads_its_run_computed_with(tmp_path):
     """Runs pair only with runs of the same CPU and thread count (BENCHMARKS.md
     "reproducibility"): each summary says which, from the run's config.json."""

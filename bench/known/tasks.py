@@ -61,6 +61,7 @@ class Task:
     teacher: tuple[int, ...]  # hidden widths of the teacher: the known answer
     student: tuple[int, ...]  # hidden widths of the model to slim (uniform, over-wide)
     classify: bool
+    multilabel: bool = False  # with classify: one binary label per output (its sign), not argmax
     inputs: int = 16
     outputs: int = 8
     scale: float = 2.0  # teacher weights: N(0, scale^2 / fan_in)
@@ -101,7 +102,9 @@ def _data(task: Task) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn(sum(task.sizes), task.inputs, generator=gen)
         out = teacher.train()(x)
         out = (out - out.mean(0)) / out.std(0)
-    return x, (out.argmax(1) if task.classify else out)
+    if not task.classify:
+        return x, out
+    return x, ((out > 0).float() if task.multilabel else out.argmax(1))
 
 
 TASKS = {
@@ -135,6 +138,22 @@ TASKS = {
             classify=True,
             sizes=(16000, 4000, 8000),
         ),  # fmt: skip
+        # session 13, bottleneck-cls's answer with more of the teacher per sample: each output's
+        # sign a binary label (multi-label), or the argmax of 64 outputs
+        Task(
+            "bottleneck-signs",
+            teacher=(96, 4, 96),
+            student=(128, 128, 128),
+            classify=True,
+            multilabel=True,
+        ),  # fmt: skip
+        Task(
+            "bottleneck-cls-64",
+            teacher=(96, 4, 96),
+            student=(128, 128, 128),
+            classify=True,
+            outputs=64,
+        ),  # fmt: skip
     )
 }
 
@@ -147,6 +166,15 @@ def hooks(name: str):
 
 def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.mse_loss(output, target)
+
+
+def binary_cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(output, target)
+
+
+def label_accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """the share of (sample, label) pairs whose sign is right"""
+    return float(((output > 0).float() == target).float().mean())
 
 
 def minus_mse(output: torch.Tensor, target: torch.Tensor) -> float:
