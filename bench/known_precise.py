@@ -86,7 +86,11 @@ def context(task: str, seed: int):
     run = ka.RUNS / "default" / f"{task}-s{seed}"
     if (run / CONFIG).exists():
         return ka._context(run)
-    base = min((ka.RUNS / "default").glob(f"{task}-s*/{CONFIG}"))
+    base = min(
+        run / CONFIG
+        for run in ka.seed_files(ka.RUNS / "default", task, "")
+        if (run / CONFIG).exists()
+    )
     config = {**json.loads(base.read_text()), "seed": seed, "command": None}
     path = ka.RUNS / "precise" / f"{task}-s{seed}" / "context"  # never written
     return Context(RunConfig.from_json(config), Run(path, config), progress=False)

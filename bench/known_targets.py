@@ -12,6 +12,9 @@ a rerun's too (`rerun/<lever>`: bench/known_rerun.py), which the board otherwise
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --seeds 0,1,2,3,4 \
         --levers default,score-top-16-steps-256-loss,rerun/score-top-16-steps-256-loss
     OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --plot bench/results/known-targets.png
+    OMP_NUM_THREADS=1 .venv/bin/python bench/known_targets.py --min-seeds 6 \
+        --levers default,score-top-16-steps-256-loss \
+        --tasks bottleneck,bottleneck-6,bottleneck-cls,double-bottleneck,residual,bottleneck-cls-64-16k
 """
 
 from __future__ import annotations
@@ -55,14 +58,18 @@ def measures(runs: list[dict], task: str) -> dict | None:
 
 
 def board(
-    min_seeds: int, levers: list[str] | None = None, seeds: set[int] | None = None
+    min_seeds: int,
+    levers: list[str] | None = None,
+    seeds: set[int] | None = None,
+    tasks: tuple[str, ...] = tuple(ka.TASKS),
 ) -> dict[str, dict[str, dict]]:
     """lever -> task -> measures, for `levers` (default: every lever in bench/known/levers.py)
-    with >= `min_seeds` runs of some task, of `seeds` only if given."""
+    with >= `min_seeds` runs of some task of `tasks` (default: the board's five), of `seeds`
+    only if given."""
     out = {}
     for lever in ka.LEVERS if levers is None else levers:
         found = {task: [r for r in ka.summaries(lever, task) if seeds is None or r["seed"] in seeds]
-                 for task in ka.TASKS}  # fmt: skip
+                 for task in tasks}  # fmt: skip
         cells = {t: measures(runs, t) for t, runs in found.items() if len(runs) >= min_seeds}
         if cells:
             out[lever] = cells
@@ -73,10 +80,9 @@ def met(target: str, value: float | None) -> bool:
     return value is not None and value >= TARGETS[target][1]
 
 
-def table(rows: dict[str, dict[str, dict]]) -> str:
-    """One markdown table per target: levers down, tasks across, `*` where the target is met,
+def table(rows: dict[str, dict[str, dict]], tasks: tuple[str, ...] = tuple(ka.TASKS)) -> str:
+    """One markdown table per target: levers down, `tasks` across, `*` where the target is met,
     the seeds in brackets; the last column counts the tasks that meet it."""
-    tasks = list(ka.TASKS)
     out = []
     for target, (title, _, fmt) in TARGETS.items():
         out += [f"{title}:", "", f"| lever | {' | '.join(tasks)} | met |",
@@ -94,7 +100,7 @@ def table(rows: dict[str, dict[str, dict]]) -> str:
     return "\n".join(out)
 
 
-def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
+def plot(rows: dict[str, dict[str, dict]], path: Path, tasks=tuple(ka.TASKS)) -> None:
     """The tables as four heatmaps: green where a target is met, red where it is missed."""
     import matplotlib
 
@@ -102,7 +108,7 @@ def plot(rows: dict[str, dict[str, dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    tasks, levers = list(ka.TASKS), list(rows)
+    tasks, levers = list(tasks), list(rows)
     fig, axes = plt.subplots(1, 4, figsize=(17, 0.32 * len(levers) + 2), sharey=True)
     for ax, (target, (title, goal, fmt)) in zip(axes, TARGETS.items()):
         values = [[(rows[lv].get(t) or {}).get(target) for t in tasks] for lv in levers]
@@ -128,16 +134,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-seeds", type=int, default=5, help="runs of a task a lever needs")
     p.add_argument("--seeds", help="comma-separated: only these seeds' runs (default: all)")
     p.add_argument("--levers", help="comma-separated, rerun/<lever> too (default: every lever)")
+    p.add_argument("--tasks", help="comma-separated, a task off the board too (default: the five)")
     p.add_argument("--plot", type=Path, help="also draw the four heatmaps into this PNG")
     args = p.parse_args(argv)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    rows = board(args.min_seeds, args.levers.split(",") if args.levers else None, seeds)
-    print(table(rows))
-    truth = {task: ka.truth_seeds(task) for task in ka.TASKS}
+    tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(ka.TASKS)
+    unknown = [t for t in tasks if t not in {**ka.TASKS, **ka.OFF_BOARD}]
+    if unknown:
+        p.error(f"unknown task {unknown[0]}: choose from {', '.join([*ka.TASKS, *ka.OFF_BOARD])}")
+    rows = board(args.min_seeds, args.levers.split(",") if args.levers else None, seeds, tasks)
+    print(table(rows, tasks))
+    truth = {task: ka.truth_seeds(task) for task in tasks}
     print("τ's truth, retraining seeds: " + "; ".join(
         f"{task} {','.join(map(str, s)) or 'none'}" for task, s in truth.items()))  # fmt: skip
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, tasks)
         print(f"wrote {args.plot}")
 
 

@@ -83,7 +83,8 @@ def test_a_task_off_the_boards_is_tabled_only_when_asked():
 def test_session_13s_classification_tasks_are_the_bottleneck_teachers_labels():
     """bottleneck-signs labels each of bottleneck's standardised targets by its sign (8 binary
     labels per sample, the same inputs); bottleneck-cls-64 is bottleneck-cls with 64 outputs
-    (labels the argmax of 64). Both failed the premise: off the boards."""
+    (labels the argmax of 64), bottleneck-cls-64-16k the same with 4x the data. The first two
+    failed the premise; none is on the five tasks' boards."""
     signs, regression = TASKS["bottleneck-signs"], TASKS["bottleneck"]
     assert dataclasses.replace(signs, name="bottleneck", classify=False, multilabel=False) == (
         regression
@@ -97,8 +98,34 @@ def test_session_13s_classification_tasks_are_the_bottleneck_teachers_labels():
     labels = torch.cat([wide.split(s).tensors[1] for s in ("train", "val", "test")])
     assert labels.max() == 63 and len(labels.unique()) == 51  # 13 classes never win the argmax
     assert known_answer.budget_of("bottleneck-cls-64") == 16 * 96 + 96 * 4 + 4 * 96 + 96 * 64
-    for task in ("bottleneck-signs", "bottleneck-cls-64"):
+    big = TASKS["bottleneck-cls-64-16k"]  # with 4x the data: it passed the premise
+    assert dataclasses.replace(big, name=wide.name, sizes=wide.sizes) == wide
+    assert {s: len(big.split(s)) for s in ("train", "val", "test")} == {
+        "train": 16000, "val": 4000, "test": 8000
+    }  # fmt: skip
+    for task in ("bottleneck-signs", "bottleneck-cls-64", "bottleneck-cls-64-16k"):
         assert task in known_answer.OFF_BOARD and task not in known_answer.TASKS
+
+
+def test_a_tasks_runs_are_its_own_not_those_of_a_task_whose_name_starts_with_its(
+    tmp_path, monkeypatch
+):
+    """`bottleneck-s*` also matches `bottleneck-signs-s0.json`: the board's `bottleneck` column
+    counted session 13's signs runs as 3 more seeds until runs were matched by whole name."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    for task, seed in [("bottleneck", 0), ("bottleneck", 1), ("bottleneck-signs", 0)]:
+        known_answer._write(
+            tmp_path / "default" / f"{task}-s{seed}.json", {"task": task, "seed": seed}
+        )
+    (tmp_path / "default" / "bottleneck-signs-s1.failed").write_text('{"failed": "x"}')
+    assert [r["task"] for r in known_answer.summaries("default", "bottleneck")] == [
+        "bottleneck"
+    ] * 2
+    assert known_answer._failed("default", "bottleneck") == ""
+    assert [r["seed"] for r in known_answer.summaries("default", "bottleneck-signs")] == [0]
+    monkeypatch.setattr(known_answer, "RESULTS", ROOT / "bench" / "results" / "known")
+    for task in (*known_answer.TASKS, *known_answer.OFF_BOARD):  # the stored runs
+        assert {r["task"] for r in known_answer.summaries("default", task)} == {task}
 
 
 def test_the_share_of_labels_right():

@@ -44,3 +44,27 @@ def test_the_targets_board_measures_each_target_from_the_stored_runs(tmp_path, m
     text = known_targets.table(rows)
     assert "| default | 100%* (3) |" in text and "| default | 67% (3) |" in text
     assert "sandwich" in known_targets.table(known_targets.board(min_seeds=1))
+
+
+def test_a_task_off_the_board_is_counted_only_when_named(tmp_path, monkeypatch, capsys):
+    """`--tasks` adds a task off the board (known_answer.OFF_BOARD) as a sixth column whose met
+    targets count in the last column; without it the board is the five tasks; an unknown task is
+    refused in one sentence with exit 2."""
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    monkeypatch.setattr(known_answer, "truth_metrics", lambda task, seeds=None: None)
+    side = {"val": 0.0, "test": 0.0, "score": 0.5, "channels": [1]}
+    for seed, won in enumerate([0.09, 0.10, 0.11]):
+        run = {"seed": seed, "seconds": 1.0, "supernet": {}, "truth_scores": None,
+               "oracle": {"val": 0.1, "test": 0.1, "score": 0.6, "channels": [1]},
+               "uniform": side, "widthc": {**side, "val": won}}  # fmt: skip
+        known_answer._write(tmp_path / "default" / f"bottleneck-cls-64-16k-s{seed}.json", run)
+    assert known_targets.board(min_seeds=3) == {}  # not on the board
+    six = (*known_answer.TASKS, "bottleneck-cls-64-16k")
+    rows = known_targets.board(min_seeds=3, tasks=six)
+    assert list(rows["default"]) == ["bottleneck-cls-64-16k"]
+    text = known_targets.table(rows, six)
+    assert f"| lever | {' | '.join(six)} | met |" in text
+    assert "| default |  |  |  |  |  | 100%* (3) | 1 |" in text  # recovered, counted
+    with pytest.raises(SystemExit) as exit_:
+        known_targets.main(["--tasks", "bottleneck,bottlenek"])
+    assert exit_.value.code == 2 and "unknown task bottlenek" in capsys.readouterr().err

@@ -154,6 +154,15 @@ TASKS = {
             classify=True,
             outputs=64,
         ),  # fmt: skip
+        # bottleneck-cls-64 with 4x the data (its validation split could not resolve its gap)
+        Task(
+            "bottleneck-cls-64-16k",
+            teacher=(96, 4, 96),
+            student=(128, 128, 128),
+            classify=True,
+            outputs=64,
+            sizes=(16000, 4000, 8000),
+        ),  # fmt: skip
     )
 }
 
