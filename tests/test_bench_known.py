@@ -557,3 +557,32 @@ def test_the_targets_board_counts_the_sixth_supernet_and_reads_some_seeds_or_a_r
     cells = known_targets.board(5, ["default", "rerun/default"], {0, 1, 2, 3, 4, 5})
     assert cells["default"]["residual"]["above"] == 5 and cells["default"]["residual"]["seeds"] == 6
     assert "rerun/default" not in known_targets.board(5)  # only the levers of levers.py
+
+
+def test_the_truth_keeps_the_retrainings_another_process_wrote_meanwhile(tmp_path, monkeypatch):
+    """Two processes retrain the truth's seeds side by side into one file: each write keeps the
+    other's entries (session 13 ran seeds 3 and 4 so)."""
+    import json
+    import types
+
+    monkeypatch.setattr(known_answer, "RESULTS", tmp_path)
+    program = known_answer.default_program("bottleneck")
+    monkeypatch.setattr(
+        known_answer, "_context", lambda run: types.SimpleNamespace(program=program)
+    )
+    path = tmp_path / "truth" / "bottleneck.json"
+    calls = []
+
+    def retrain(ctx, width, folder):
+        calls.append(folder.name)
+        if len(calls) == 3:  # meanwhile another process finished seed 4's first width
+            on_disk = json.loads(path.read_text())
+            known_answer._write(path, {**on_disk, "0-s4": -0.5})
+        return {"test": -0.1 * len(calls)}
+
+    monkeypatch.setattr(known_answer, "retrain_width", retrain)
+    means = known_answer.truth("bottleneck", seeds=(3,))
+    stored = json.loads(path.read_text())
+    assert stored["0-s4"] == -0.5 and len(stored) == known_answer.N_WIDTHS + 2 + 1
+    assert means == pytest.approx([-0.1 * (i + 1) for i in range(known_answer.N_WIDTHS + 2)])
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no part left

@@ -68,3 +68,17 @@ def test_a_task_off_the_board_is_counted_only_when_named(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as exit_:
         known_targets.main(["--tasks", "bottleneck,bottlenek"])
     assert exit_.value.code == 2 and "unknown task bottlenek" in capsys.readouterr().err
+
+
+def test_the_longer_tuning_table_counts_the_supernets_ranking_the_oracle_above_uniform():
+    import known_longer
+
+    rows = {
+        0: {256: {"oracle": -1.10, "uniform": -1.05}, 4096: {"oracle": -0.90, "uniform": -0.95}},
+        1: {256: {"oracle": -1.00, "uniform": -1.02}, 4096: {"oracle": -0.99, "uniform": -0.98}},
+    }
+    lines = known_longer.table(rows).splitlines()
+    assert lines[0] == "| seed | 256 steps: oracle / uniform | 4096 steps: oracle / uniform |"
+    assert lines[2] == "| 0 | -1.1000 < -1.0500 | -0.9000 > -0.9500 |"
+    assert lines[3] == "| 1 | -1.0000 > -1.0200 | -0.9900 < -0.9800 |"
+    assert lines[-1] == "| above | 1 of 2 | 1 of 2 |"

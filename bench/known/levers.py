@@ -52,6 +52,8 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
     "score-top-16-steps-64-loss": ["--score-top", "16", "--score-steps", "64", "--score", "loss"],
     "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
 }
+# session 13: on bottleneck-cls-64-16k 256 steps are one pass over its 16000 training samples
+LEVERS["score-top-16-steps-1024-loss"] = "--score-top 16 --score-steps 1024 --score loss".split()
 # a hill climb on the tuned scores from the best finalist (stages/climb.py): 16 more tuned widths
 # per budget, as many as the finalists, so the tuned part of the search stage about doubles
 LEVERS["score-top-16-steps-256-loss-climb-16"] = [
