@@ -140,29 +140,11 @@ TASKS = {
         ),  # fmt: skip
         # session 13, bottleneck-cls's answer with more of the teacher per sample: each output's
         # sign a binary label (multi-label), or the argmax of 64 outputs
-        Task(
-            "bottleneck-signs",
-            teacher=(96, 4, 96),
-            student=(128, 128, 128),
-            classify=True,
-            multilabel=True,
-        ),  # fmt: skip
-        Task(
-            "bottleneck-cls-64",
-            teacher=(96, 4, 96),
-            student=(128, 128, 128),
-            classify=True,
-            outputs=64,
-        ),  # fmt: skip
+        Task("bottleneck-signs", (96, 4, 96), (128, 128, 128), classify=True, multilabel=True),
+        Task("bottleneck-cls-64", (96, 4, 96), (128, 128, 128), classify=True, outputs=64),
         # bottleneck-cls-64 with 4x the data (its validation split could not resolve its gap)
-        Task(
-            "bottleneck-cls-64-16k",
-            teacher=(96, 4, 96),
-            student=(128, 128, 128),
-            classify=True,
-            outputs=64,
-            sizes=(16000, 4000, 8000),
-        ),  # fmt: skip
+        Task("bottleneck-cls-64-16k", (96, 4, 96), (128, 128, 128), classify=True, outputs=64,
+             sizes=(16000, 4000, 8000)),  # fmt: skip
     )
 }
 
