@@ -143,8 +143,14 @@ TASKS = {
         Task("bottleneck-signs", (96, 4, 96), (128, 128, 128), classify=True, multilabel=True),
         Task("bottleneck-cls-64", (96, 4, 96), (128, 128, 128), classify=True, outputs=64),
         # bottleneck-cls-64 with 4x the data (its validation split could not resolve its gap)
-        Task("bottleneck-cls-64-16k", (96, 4, 96), (128, 128, 128), classify=True, outputs=64,
-             sizes=(16000, 4000, 8000)),  # fmt: skip
+        Task(
+            "bottleneck-cls-64-16k",
+            (96, 4, 96),
+            (128, 128, 128),
+            classify=True,
+            outputs=64,
+            sizes=(16000, 4000, 8000),
+        ),
     )
 }
 
