@@ -22,7 +22,7 @@ from widthc import machine
 from widthc.errors import WidthcError
 from widthc.report import onnx_latency, summary_table, write_report
 from widthc.report.figures import bins_figure, search_figure, widths_figure
-from widthc.report.markdown import SAME_CPU
+from widthc.report.markdown import SAME_CPU, TIMED
 from widthc.report.rundir import load
 
 # id, name, channels, bins (None: frozen, with the reason)
@@ -397,7 +397,10 @@ def test_reproduce_names_the_cpu_and_where_the_run_reproduces(tmp_path):
     on_cpu = write_report(fake_run(tmp_path / "cpu", config=_config(versions=cpu, device="cpu")))
     section = on_cpu.read_text().split("## Reproduce")[1]
     assert "torch 2.14.1, cpu Intel(R) Xeon(R) Processor (AVX512), threads 2." in section
-    assert SAME_CPU in section
+    assert SAME_CPU in section and TIMED not in section  # a FLOPs budget: no timing chooses
+    timed = _config(versions=cpu, device="cpu", latency=["85%"])
+    section = write_report(fake_run(tmp_path / "timed", config=timed)).read_text()
+    assert f"{SAME_CPU} {TIMED}" in " ".join(section.split("## Reproduce")[1].split())
     on_gpu = fake_run(tmp_path / "gpu", config=_config(versions=cpu, device="cuda"))
     assert SAME_CPU not in write_report(on_gpu).read_text()  # measured on CPUs only
     moved = _config(versions=cpu, device="cpu", resumed_with={"threads": 1})

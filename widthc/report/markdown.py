@@ -341,6 +341,11 @@ SAME_CPU = (
     "weights; another CPU or another thread count rounds otherwise and training amplifies "
     "that: expect other widths of similar quality."
 )
+TIMED = (
+    "With a latency budget timings choose too (the latency model, unless cached, and each "
+    "budget's finalists are measured), so a width measured near its limit may fall on the other "
+    "side of it in another run."
+)
 RESUMED = "It was resumed with {other}, so the command does not reproduce it bit for bit."
 
 
@@ -357,7 +362,7 @@ def _reproduce(run: RunData) -> str:
         other = ", ".join(f"{k} {v}" for k, v in resumed.items())
         text += f" {RESUMED.format(other=other)}"
     elif "cpu" in versions and run.config.get("device", "cpu") == "cpu":
-        text += f" {SAME_CPU}"
+        text += f" {SAME_CPU}" + (f" {TIMED}" if run.config.get("latency") else "")
     return text
 
 
