@@ -447,6 +447,14 @@ def table(levers: list[str], tasks=tuple(TASKS)) -> str:
     return "\n".join([head, *[r for r in rows if r]])
 
 
+def refuse_unknown(parser: argparse.ArgumentParser, tasks) -> None:
+    """An unknown task name ends the command in one sentence (exit 2)."""
+    unknown = [t for t in tasks if t not in {**TASKS, **OFF_BOARD}]
+    if unknown:
+        names = ", ".join([*TASKS, *OFF_BOARD])
+        parser.error(f"unknown task {unknown[0]}: choose from {names}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--levers", default="default", help="comma-separated: " + ",".join(LEVERS))
@@ -458,9 +466,7 @@ def main() -> None:
                    "--table: default every seed a task's truth has complete)")  # fmt: skip
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
-    unknown = [t for t in args.tasks.split(",") if t not in {**TASKS, **OFF_BOARD}]
-    if unknown:
-        p.error(f"unknown task {unknown[0]}: choose from {', '.join([*TASKS, *OFF_BOARD])}")
+    refuse_unknown(p, args.tasks.split(","))
     levers = args.levers.split(",")
     if args.truth_seeds:
         global TRUTH_SEEDS

@@ -55,14 +55,21 @@ def table(rows: dict[int, dict[int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="bottleneck-cls-64-16k")
     p.add_argument("--lever", default="score-top-16-steps-256-loss")
     p.add_argument("--seeds", default="0,1,2,3,4,5")
     p.add_argument("--steps", default="256,1024,4096")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    ka.refuse_unknown(p, [args.task])
+    if not all(n.isdigit() and int(n) > 0 for n in args.steps.split(",")):
+        p.error(f"--steps takes positive whole numbers, comma-separated, not {args.steps!r}")
     steps = [int(n) for n in args.steps.split(",")]
+    for seed in args.seeds.split(","):
+        if not (ka.RUNS / args.lever / f"{args.task}-s{seed}" / ka.CONFIG).exists():
+            p.error(f"no run of {args.lever} on {args.task} with seed {seed}: run "
+                    f"bench/known_answer.py --levers {args.lever} --tasks {args.task} first")  # fmt: skip
     path = RESULTS / args.lever / f"{args.task}.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     for seed in args.seeds.split(","):

@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
     tasks = tuple(args.tasks.split(",")) if args.tasks else tuple(ka.TASKS)
-    unknown = [t for t in tasks if t not in {**ka.TASKS, **ka.OFF_BOARD}]
-    if unknown:
-        p.error(f"unknown task {unknown[0]}: choose from {', '.join([*ka.TASKS, *ka.OFF_BOARD])}")
+    ka.refuse_unknown(p, tasks)
     rows = board(args.min_seeds, args.levers.split(",") if args.levers else None, seeds, tasks)
     print(table(rows, tasks))
     truth = {task: ka.truth_seeds(task) for task in tasks}

@@ -82,3 +82,26 @@ def test_the_longer_tuning_table_counts_the_supernets_ranking_the_oracle_above_u
     assert lines[2] == "| 0 | -1.1000 < -1.0500 | -0.9000 > -0.9500 |"
     assert lines[3] == "| 1 | -1.0000 > -1.0200 | -0.9900 < -0.9800 |"
     assert lines[-1] == "| above | 1 of 2 | 1 of 2 |"
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--task", "bottlenek"], "unknown task bottlenek: choose from bottleneck, "),
+        (
+            ["--steps", "256,x"],
+            "--steps takes positive whole numbers, comma-separated, not '256,x'",
+        ),
+        (["--steps", "0"], "--steps takes positive whole numbers"),
+        (
+            ["--lever", "no-such-lever"],
+            "no run of no-such-lever on bottleneck-cls-64-16k with seed 0",
+        ),
+    ],
+)
+def test_the_longer_tuning_refuses_a_bad_input_in_one_sentence(argv, said, capsys):
+    import known_longer
+
+    with pytest.raises(SystemExit) as exit_:
+        known_longer.main(argv)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
