@@ -104,6 +104,8 @@ CASES = [
     ("a negative number of scoring steps", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "-1", "--out", "OUT"], "--score-steps must be at least 0"),
     ("a scoring learning rate of 0", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-lr", "0", "--out", "OUT"], "--score-lr must be positive"),
     ("a negative number of tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "-1", "--out", "OUT"], "--score-top must be at least 0"),
+    ("a negative number of scoring passes", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-epochs", "-1", "--out", "OUT"], "--score-epochs must be at least 0"),
+    ("scoring steps and passes both", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-epochs", "2", "--out", "OUT"], "--score-steps and --score-epochs both set the fine-tuning's length: give one"),
     ("tuned finalists without tuning steps", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-top", "4", "--out", "OUT"], "--score-top K fine-tunes the finalists: give --score-steps N too"),
     ("a negative number of climbed widths", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-climb", "-1", "--out", "OUT"], "--score-climb must be at least 0"),
     ("a climb without tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-climb", "4", "--out", "OUT"], "--score-climb M climbs from tuned finalists: give --score-top K too"),

@@ -147,6 +147,10 @@ class SearchConfig:
     score_steps: int = option(
         0, "SGD steps that fine-tune a private copy of each scored width before it is scored."
     )
+    score_epochs: int = option(
+        0, "--score-steps counted in passes over the training split: E x its whole batches "
+        "(instead of --score-steps; 0: off).",
+    )  # fmt: skip
     score_lr: float | None = option(
         None, "--score-steps: the fine-tuning's learning rate (default --lr; cosine to --min-lr)."
     )
@@ -177,9 +181,15 @@ class SearchConfig:
         None, "--score-retrain: epochs of each retraining (default the run's retraining epochs)."
     )
 
-    def again_steps(self) -> int:
-        """--score-again's tuning steps: --score-again-steps, default twice --score-steps."""
-        return self.score_again_steps or 2 * self.score_steps
+    @property
+    def tuned(self) -> bool:
+        """Whether scored widths are fine-tuned first (--score-steps or --score-epochs)."""
+        return bool(self.score_steps or self.score_epochs)
+
+    def again_steps(self, steps: int) -> int:
+        """--score-again's tuning steps: --score-again-steps, default twice the run's tuning
+        steps (`steps`: --score-steps, or --score-epochs resolved by Context.score_steps)."""
+        return self.score_again_steps or 2 * steps
 
     def check(self) -> SearchConfig:
         # lazy: the searchers' registry imports numpy and the width space, which `--help` skips
@@ -189,8 +199,8 @@ class SearchConfig:
             names = ", ".join(sorted(SEARCHERS))
             raise WidthcError(f"--search {self.search} is not a searcher: choose one of {names}")
         lows = {"population": 2, "generations": 0, "samples": 1, "calib_batches": 0, "stages": 1}
-        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_top=0, score_climb=0,
-                    score_again=0, score_retrain=0)  # fmt: skip
+        more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_epochs=0, score_top=0,
+                    score_climb=0, score_again=0, score_retrain=0)  # fmt: skip
         for name, low in {**lows, **more}.items():
             if getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
@@ -202,8 +212,15 @@ class SearchConfig:
             raise bad("alpha", "positive", self.alpha)
         if self.score_lr is not None and not self.score_lr > 0:
             raise bad("score_lr", "positive", self.score_lr)
-        if self.score_top and not self.score_steps:
-            raise WidthcError("--score-top K fine-tunes the finalists: give --score-steps N too")
+        if self.score_steps and self.score_epochs:
+            raise WidthcError(
+                "--score-steps and --score-epochs both set the fine-tuning's length: give one"
+            )
+        if self.score_top and not self.tuned:
+            raise WidthcError(
+                "--score-top K fine-tunes the finalists: give --score-steps N too "
+                "(or --score-epochs E)"
+            )
         if self.score_climb and not self.score_top:
             raise WidthcError("--score-climb M climbs from tuned finalists: give --score-top K too")
         if self.score_again and not self.score_top:
@@ -213,10 +230,10 @@ class SearchConfig:
         if self.score_retrain_epochs is not None and self.score_retrain_epochs < 1:
             raise bad("score_retrain_epochs", "at least 1", self.score_retrain_epochs)
         check_choices(self)  # score, refine_widths, score_candidates
-        if self.score_candidates != "all" and not self.score_steps:
+        if self.score_candidates != "all" and not self.tuned:
             raise WidthcError(
                 "--score-candidates best chooses which candidates are fine-tuned: "
-                "give --score-steps N too"
+                "give --score-steps N too (or --score-epochs E)"
             )
         return self
 

@@ -304,14 +304,23 @@ class Context:
             seed=self.config.seed, precision=precision, tuning=tuning, shared=shared,
         )  # fmt: skip
 
+    @property
+    def score_steps(self) -> int:
+        """The fine-tuning's steps before each score: --score-steps, or --score-epochs E as E
+        passes over the training split's whole batches (at least one batch a pass); 0: off."""
+        s = self.config.search
+        if s.score_epochs:
+            return s.score_epochs * max(len(self.splits.train) // self.config.train.batch_size, 1)
+        return s.score_steps
+
     def tuning(self, steps: int | None = None) -> Tuning | None:
         """--score-steps (or `steps`): how every scored width is fine-tuned alone first (None:
         off). The same whole training batches for every width, in a seeded order of their own,
         with the run's momentum, weight decay and --min-lr, from --score-lr (default --lr)."""
         s, t = self.config.search, self.config.train
-        if not s.score_steps:
+        if not s.tuned:
             return None
-        steps = steps or s.score_steps
+        steps = steps or self.score_steps
         data, n = self.splits.train, t.batch_size
         count = min(steps, max(len(data) // n, 1))  # cycled when fewer than the steps
         order = loop.epoch_order(len(data), self.config.seed, -2)[: count * n]

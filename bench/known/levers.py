@@ -54,6 +54,9 @@ LEVERS = {  # lever -> widthc slim options (widthc's defaults otherwise)
 }
 # session 13: on bottleneck-cls-64-16k 256 steps are one pass over its 16000 training samples
 LEVERS["score-top-16-steps-1024-loss"] = "--score-top 16 --score-steps 1024 --score loss".split()
+# session 14: the finalists' tuning counted in passes over the training split (--score-epochs):
+# 4 passes are 248 steps on the 4000-sample tasks (the candidate's 256) and 1000 on the 16000
+LEVERS["score-top-16-epochs-4-loss"] = "--score-top 16 --score-epochs 4 --score loss".split()
 # a hill climb on the tuned scores from the best finalist (stages/climb.py): 16 more tuned widths
 # per budget, as many as the finalists, so the tuned part of the search stage about doubles
 LEVERS["score-top-16-steps-256-loss-climb-16"] = [

@@ -111,6 +111,26 @@ def _warnings(run: RunData) -> str:
     return "\n".join(f"- **Warning: {line}**" for line in lines)
 
 
+def _tuning(search: dict) -> str:
+    """How search.json says scored widths were fine-tuned first (--score-steps, --score-epochs,
+    --score-top), as a sentence; "" where they were not."""
+    every, top = search.get("score_tuning"), search.get("finalist_tuning")
+    tuning = every or top
+    if not tuning:
+        return ""
+    passes = tuning.get("epochs")
+    length = f"{tuning['steps']} SGD steps" + (
+        f" ({passes} pass{'es' * (passes != 1)} over the training split)" if passes else ""
+    )
+    if every:
+        return f" Each width scored was first fine-tuned alone {length}."
+    return (
+        f" The search scored on the supernet's shared weights; then each budget's "
+        f"{top.get('top')} best widths and its uniform one were fine-tuned alone {length} "
+        "and scored again, and the best tuned score chose."
+    )
+
+
 def _unfinished(run: RunData) -> list[str]:
     """Stages after the last one done (one skipped before it, e.g. no training for a uniform
     search, is not missing)."""
@@ -145,6 +165,7 @@ def _header(run: RunData) -> str:
         done.append(
             f"Metric: {run.metric} (higher is better), measured on the test split after "
             f"retraining; the search maximised {score} on the validation split."
+            + _tuning(run.search)
         )
     if a:
         done.append(

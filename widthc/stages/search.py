@@ -233,20 +233,22 @@ def _described(latency: LatencyModel) -> dict:
 
 def scoring(ctx: Context) -> dict:
     """How this run scores widths, as search.json records it: what max-max maximises and, with
-    --score-steps, the fine-tuning before each score (steps, learning rate), or with
+    --score-steps, the fine-tuning before each score (steps, learning rate; with --score-epochs,
+    its E too), or with
     --score-top only before each finalist's (`finalist_tuning`: the search's own are shared;
     with --score-climb, its M; with --score-candidates best, "candidates": "best")."""
     s = ctx.config.search
-    tuning = {"steps": s.score_steps, "lr": s.score_lr or ctx.config.train.lr}
+    tuning = {"steps": ctx.score_steps, "lr": s.score_lr or ctx.config.train.lr}
+    tuning |= {"epochs": s.score_epochs} if s.score_epochs else {}  # --score-epochs E
     tuning |= {"candidates": "best"} if s.score_candidates == "best" else {}  # absent: all
     if s.score_top:  # tuned from the refined supernet's weights with --refine-epochs
         refined = {"refine_epochs": s.refine_epochs} if s.refine_epochs else {}
         climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M
         if s.score_again:  # --score-again M, --score-again-steps N2
-            climb = {**climb, "again": s.score_again, "again_steps": s.again_steps()}
+            climb = {**climb, "again": s.score_again, "again_steps": s.again_steps(ctx.score_steps)}
         return {"score": ctx.score_name,
                 "finalist_tuning": {**tuning, "top": s.score_top, **refined, **climb}}  # fmt: skip
-    return {"score": ctx.score_name, **({"score_tuning": tuning} if s.score_steps else {})}
+    return {"score": ctx.score_name, **({"score_tuning": tuning} if s.tuned else {})}
 
 
 def preload(scorer: MaxMax, program, previous: dict | None, scored: dict) -> int:

@@ -36,7 +36,7 @@ Width = tuple[int, ...]
 def run(ctx: Context) -> None:
     """Every budget of search.json (rescored by stages/rescore.py) with its contenders tuned
     again, longer (see the module docstring)."""
-    steps = ctx.config.search.again_steps()
+    steps = ctx.config.search.again_steps(ctx.score_steps)
     results = ctx.run.read_search()["results"]
     net = ctx.supernet(trained=True, refined=False)
     scorer = ctx.scorer(net, Precision.of(ctx.config.train, ctx.device), steps=steps)
@@ -50,7 +50,7 @@ def run(ctx: Context) -> None:
             f"{steps} steps: "
             + ("the uniform width" if chosen == len(rows) - 1 else f"contender {chosen + 1}")
             + f" scores best ({rows[chosen]['score']:.4f}; the tuned choice was "
-            f"{r['score']:.4f} after {ctx.config.search.score_steps} steps)"
+            f"{r['score']:.4f} after {ctx.score_steps} steps)"
         )  # fmt: skip
     write(ctx, ctx.program, out, complete=True)
 
@@ -74,7 +74,7 @@ def _budget(ctx: Context, net, scorer: MaxMax, out: list[dict], i: int) -> dict:
     space, rows, scores = program.space, [], []
 
     def entry(chosen: int | None) -> dict:
-        record = {"widths": cfg.score_again, "steps": cfg.again_steps()}
+        record = {"widths": cfg.score_again, "steps": cfg.again_steps(ctx.score_steps)}
         return {**r, "rescored": {**r["rescored"], "again": {**record, "scores": rows,
                                                              "chosen": chosen}}}  # fmt: skip
 
