@@ -125,7 +125,7 @@ def test_the_longer_tuning_takes_n2_steps_of_the_same_batches(again_run, monkeyp
     first, longer = ctx.tuning(), ctx.tuning(steps=10)
     assert (first.steps, longer.steps) == (5, 10)
     assert all((a[0] == b[0]).all() for a, b in zip(first.batches, longer.batches))
-    assert _with(ctx, score_again_steps=7).config.search.again_steps() == 7
+    assert _with(ctx, score_again_steps=7).config.search.again_steps(5) == 7
     steps = []
     monkeypatch.setattr(Tuning, "tuned", lambda self, net, c: steps.append(self.steps) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
