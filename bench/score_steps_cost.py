@@ -4,7 +4,8 @@ alternately, `--rounds` times. Any finished run directory works (`--run DIR`, re
 a `widthc slim` of examples/mobilenet_digits.py); without `--run`, the known-answer runs
 (bench/known_answer.py) `--runs/<task>-s<seed>` of `--tasks`.
 
-A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]`: `--score-steps N`,
+A way is `STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]`: `--score-steps N`
+(or `eE`: `--score-epochs E`, E passes over the run's training split),
 `--score-top K` (a shared-weight search, then only each budget's K best widths and its uniform one
 tuned: stages/rescore.py), `--score-climb M` (stages/climb.py), `--score`, `--score-candidates`:
 `best` (only each width's shared-weight winner tuned) with `-best`, else `all`, and
@@ -54,23 +55,24 @@ from widthc.stages import multistage
 
 CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
-    r"(?P<steps>\d+)(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
+    r"(?:(?P<steps>\d+)|e(?P<epochs>\d+))(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
     r"(?P<best>-best)?"
     r"(?:-again-(?P<again>\d+))?(?:-retrain-(?P<retrain>\d+))?"
 )
 
 
 def parse_way(text: str) -> dict:
-    """`STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]` as search options:
-    {"score_steps", "score_top"[, "score_climb"], "score_candidates"[, "score_again",
-    "score_retrain", "score"]}."""
+    """`STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M][-retrain-M]` (STEPS: N, or eE
+    for --score-epochs E) as search options: {"score_steps", "score_epochs", "score_top"[,
+    "score_climb"], "score_candidates"[, "score_again", "score_retrain", "score"]}."""
     m = WAY.fullmatch(text.strip())
     if not m:
         raise SystemExit(
             f"--ways: {text!r} is not STEPS[-top-K][-climb-M][-loss|-metric][-best][-again-M]"
-            "[-retrain-M] (e.g. 256-top-16-loss)"
+            "[-retrain-M] (STEPS: N or eE; e.g. 256-top-16-loss, e4-top-16-loss)"
         )
-    way = {"score_steps": int(m["steps"]), "score_top": int(m["top"] or 0)}
+    way = {"score_steps": int(m["steps"] or 0), "score_epochs": int(m["epochs"] or 0),
+           "score_top": int(m["top"] or 0)}  # fmt: skip
     way |= {"score_climb": int(m["climb"])} if m["climb"] else {}
     way |= {"score_candidates": "best" if m["best"] else "all"}  # even where the run's is best
     way |= {"score_again": int(m["again"])} if m["again"] else {}  # --score-again M

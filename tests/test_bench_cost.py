@@ -32,7 +32,7 @@ def finished(tmp_path_factory):
 
 
 def test_a_way_is_steps_top_and_score():
-    every = {"score_candidates": "all"}  # every candidate tuned unless the way says -best
+    every = {"score_candidates": "all", "score_epochs": 0}  # all tuned unless the way says -best
     assert score_steps_cost.parse_way("0") == {"score_steps": 0, "score_top": 0, **every}
     assert score_steps_cost.parse_way("256-top-16-loss") == {
         "score_steps": 256, "score_top": 16, "score": "loss", **every}  # fmt: skip
@@ -41,19 +41,27 @@ def test_a_way_is_steps_top_and_score():
     assert score_steps_cost.parse_way("8-top-4-climb-2-loss") == {
         "score_steps": 8, "score_top": 4, "score_climb": 2, "score": "loss", **every}  # fmt: skip
     assert score_steps_cost.parse_way("256-top-16-loss-best") == {
-        "score_steps": 256, "score_top": 16, "score": "loss",
+        "score_steps": 256, "score_epochs": 0, "score_top": 16, "score": "loss",
         "score_candidates": "best"}  # fmt: skip
     assert score_steps_cost.parse_way("8-top-4-loss-again-2") == {
         "score_steps": 8, "score_top": 4, "score": "loss", "score_again": 2, **every}  # fmt: skip
     assert score_steps_cost.parse_way("0-metric-retrain-3") == {
         "score_steps": 0, "score_top": 0, "score": "metric", "score_retrain": 3, **every}  # fmt: skip
+    assert score_steps_cost.parse_way("e4-top-16-loss") == {
+        "score_steps": 0, "score_epochs": 4, "score_top": 16, "score": "loss",
+        "score_candidates": "all"}  # fmt: skip
     with pytest.raises(SystemExit, match="top-16-loss"):
         score_steps_cost.parse_way("top-16")
+    with pytest.raises(SystemExit, match="e4-top-16-loss"):
+        score_steps_cost.parse_way("e-top-16")
 
 
 def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, tmp_path, capsys):
     out = tmp_path / "cost.json"
-    ways = "0-metric,3-top-1-loss,3-top-1-loss-best,3-top-1-loss-again-1,0-metric-retrain-1"
+    ways = (
+        "0-metric,3-top-1-loss,3-top-1-loss-best,3-top-1-loss-again-1,0-metric-retrain-1,"
+        "e1-top-1-loss"
+    )
     argv = ["--run", str(finished), "--ways", ways, "--rounds", "1"]
     score_steps_cost.main([*argv, "--json", str(out)])
     data = json.loads(out.read_text())["tiny-s0"]
@@ -75,6 +83,8 @@ def test_any_run_each_way_tunes_what_it_says_and_scores_every_budget(finished, t
     best = data["ways"]["3-top-1-loss-best"][0]  # one candidate tuned per width
     assert best["tuned_widths"] == top["tuned_widths"]
     assert best["tuned_candidates"] == best["tuned_widths"] < top["tuned_candidates"]
+    passes = data["ways"]["e1-top-1-loss"][0]  # one pass: 6 steps (192 samples, batches of 32)
+    assert passes["tuned_widths"] == top["tuned_widths"] and passes["scores"] != top["scores"]
 
 
 def test_the_known_answer_layout_times_steps_0_n_and_top_k(finished, tmp_path):
