@@ -122,6 +122,7 @@ VARIANTS = {
     "score-top-16-steps-256-loss": ["--score-top", "16", "--score-steps", "256", "--score", "loss"],
     "score-top-16-steps-256-loss-best": ["--score-top", "16", "--score-steps", "256", "--score",
                                          "loss", "--score-candidates", "best"],
+    "score-top-16-epochs-4-loss": ["--score-top", "16", "--score-epochs", "4", "--score", "loss"],
 }  # fmt: skip
 ROWS = ["widthc", "uniform", "fixed pattern", "random candidate", "uniform bins", "greedy search",
         "random search", "multi-stage", "tp-magnitude-scratch", "tp-magnitude-finetune",
