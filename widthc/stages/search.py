@@ -233,10 +233,10 @@ def _described(latency: LatencyModel) -> dict:
 
 def scoring(ctx: Context) -> dict:
     """How this run scores widths, as search.json records it: what max-max maximises and, with
-    --score-steps, the fine-tuning before each score (steps, learning rate; with --score-epochs,
-    its E too), or with
-    --score-top only before each finalist's (`finalist_tuning`: the search's own are shared;
-    with --score-climb, its M; with --score-candidates best, "candidates": "best")."""
+    --score-steps (or --score-epochs E: its E too), the fine-tuning before each score (steps,
+    learning rate), or with --score-top only before each finalist's (`finalist_tuning`: the
+    search's own are shared; with --score-climb, its M; with --score-candidates best,
+    "candidates": "best")."""
     s = ctx.config.search
     tuning = {"steps": ctx.score_steps, "lr": s.score_lr or ctx.config.train.lr}
     tuning |= {"epochs": s.score_epochs} if s.score_epochs else {}  # --score-epochs E
