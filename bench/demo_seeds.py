@@ -15,7 +15,8 @@ today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score
 budget's channels and flat stage seconds, as cost16's branch wrote them). One JSON
 per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
 the run's wall and CPU seconds, whole and per stage from stages.json); runs under
-runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (for
+runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (`--into NAME`:
+NAME/ instead; a summary already there is never overwritten) (for
 timings side by side; the stored ones stay as the published tables printed them).
 """
 
@@ -128,17 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demos", default="latency,flops")
     parser.add_argument("--table", action="store_true", help="only print the table")
     parser.add_argument("--again", action="store_true", help="run again into RESULTS/again/")
+    parser.add_argument("--into", default="again", help="--again: into RESULTS/INTO/ instead")
     args = parser.parse_args(argv)
     if not args.table:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        for seed in map(int, args.seeds.split(",")):
-            for demo in args.demos.split(","):
-                path = RESULTS / f"{demo}-s{seed}.json"
-                if args.again:  # beside the stored one, which the published tables print
-                    path = RESULTS / "again" / path.name
-                    path.parent.mkdir(exist_ok=True)
-                if args.again or not path.exists():
-                    path.write_text(json.dumps(run_demo(demo, seed), indent=1))
+        seeds, demos = map(int, args.seeds.split(",")), args.demos.split(",")
+        runs = [(demo, seed) for seed in seeds for demo in demos]
+        if args.again:  # beside the stored ones; never over an earlier rerun (tables print it)
+            taken = [RESULTS / args.into / f"{d}-s{s}.json" for d, s in runs]
+            taken = [p for p in taken if p.exists()]
+            if taken:
+                parser.error(f"{taken[0]} exists (published tables may print it): give --into NAME")
+        for demo, seed in runs:
+            path = RESULTS / f"{demo}-s{seed}.json"
+            if args.again:  # beside the stored one, which the published tables print
+                path = RESULTS / args.into / path.name
+                path.parent.mkdir(exist_ok=True)
+            if args.again or not path.exists():
+                path.write_text(json.dumps(run_demo(demo, seed), indent=1))
     table()
     return 0
 
