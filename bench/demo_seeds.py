@@ -15,9 +15,9 @@ today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score
 budget's channels and flat stage seconds, as cost16's branch wrote them). One JSON
 per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
 the run's wall and CPU seconds, whole and per stage from stages.json); runs under
-runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (`--into NAME`:
-NAME/ instead; a summary already there is never overwritten) (for
-timings side by side; the stored ones stay as the published tables printed them).
+runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (for
+timings side by side; the stored ones stay as the published tables printed them), or with
+`--into NAME` into NAME/; a rerun already stored there is never overwritten (refused).
 """
 
 from __future__ import annotations

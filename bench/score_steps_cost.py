@@ -55,7 +55,8 @@ from widthc.stages import multistage
 
 CLOCKS = ("tuning", "calibration", "validation")
 WAY = re.compile(
-    r"(?:(?P<steps>\d+)|e(?P<epochs>\d+))(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
+    r"(?:(?P<steps>\d+)|e(?P<epochs>\d+))"
+    r"(?:-top-(?P<top>\d+))?(?:-climb-(?P<climb>\d+))?(?:-(?P<score>loss|metric))?"
     r"(?P<best>-best)?"
     r"(?:-again-(?P<again>\d+))?(?:-retrain-(?P<retrain>\d+))?"
 )
