@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
-
-from widthc.cli import main
+from test_tasks import REGRESSION, slim_run  # the tiny regression model file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -23,12 +20,7 @@ import score_steps_cost  # noqa: E402
 def finished(tmp_path_factory):
     """A finished tiny run with two FLOPs budgets, named as a known-answer run is."""
     root = tmp_path_factory.mktemp("cost")
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "runs" / "tiny-s0"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%,25%", "--out", str(out), *TINY]
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    return out
+    return slim_run(root, REGRESSION, flops="50%,25%", out=root / "runs" / "tiny-s0")[0]
 
 
 def test_a_way_is_steps_top_and_score():

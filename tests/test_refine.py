@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
+from test_tasks import REGRESSION, TINY, slim_run  # the tiny regression model file
 
 import widthc
 from widthc.cli import main
@@ -29,13 +29,8 @@ from widthc.train import TrainConfig, train_supernet
 def refined(tmp_path_factory):
     """A tiny regression run with 2 refinement epochs over 3 finalists per budget."""
     root = tmp_path_factory.mktemp("refine")
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "run"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--refine-epochs", "2", "--refine-top", "3"]  # fmt: skip
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    assert "finalist" in res.output and "uniform" in res.output
+    out, output = slim_run(root, REGRESSION, "--refine-epochs", "2", "--refine-top", "3")
+    assert "finalist" in output and "uniform" in output
     return out
 
 

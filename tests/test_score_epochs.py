@@ -14,10 +14,8 @@ import dataclasses
 import json
 
 import pytest
-from click.testing import CliRunner
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
+from test_tasks import REGRESSION, slim_run  # the tiny regression model file
 
-from widthc.cli import main
 from widthc.config import SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
@@ -32,13 +30,7 @@ BATCHES = 6  # 192 training samples in batches of 32 (TINY)
 def epochs_run(tmp_path_factory):
     """A tiny regression run whose search fine-tunes every scored width 2 passes."""
     root = tmp_path_factory.mktemp("score_epochs")
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "run"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--score-epochs", str(PASSES), "--score-lr", "0.05"]  # fmt: skip
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    return out
+    return slim_run(root, REGRESSION, "--score-epochs", str(PASSES), "--score-lr", "0.05")[0]
 
 
 def _search(ctx, **options) -> Context:

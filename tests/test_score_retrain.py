@@ -17,12 +17,10 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from test_score_top import _drop_seconds, _with
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
+from test_tasks import REGRESSION, slim_run  # the tiny regression model file
 
 import widthc
-from widthc.cli import main
 from widthc.config import RunConfig, SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
@@ -38,14 +36,9 @@ def tournament_run(tmp_path_factory):
     """A tiny regression run (shared-weight search, retraining 1 epoch), then a tournament of
     its 2 best widths and uniform."""
     root = tmp_path_factory.mktemp("score_retrain")
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "run"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--score-retrain", str(M)]  # fmt: skip
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    assert "the 2 best widths and uniform retrained 1 epoch(s) (seed 1)" in res.output
-    assert res.output.count("contender ") >= M + 1  # a progress line per retraining
+    out, output = slim_run(root, REGRESSION, "--score-retrain", str(M))
+    assert "the 2 best widths and uniform retrained 1 epoch(s) (seed 1)" in output
+    assert output.count("contender ") >= M + 1  # a progress line per retraining
     return out
 
 

@@ -19,11 +19,9 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
+from test_tasks import REGRESSION, slim_run  # the tiny regression model file
 
 import widthc
-from widthc.cli import main
 from widthc.config import RunConfig, SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
@@ -38,15 +36,10 @@ STEPS, TOP = 5, 2
 def tuned_run(root, *options: str):
     """A tiny regression run in `root`, its search scored on shared weights, then 2 finalists +
     uniform tuned 5 steps (and `options`): its folder and the CLI's output."""
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "run"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--score-steps", str(STEPS), "--score-lr", "0.05", "--score-top", str(TOP),
-            *options]  # fmt: skip
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    assert "fine-tuned 5 steps and scored again" in res.output
-    return out, res.output
+    out, output = slim_run(root, REGRESSION, "--score-steps", str(STEPS), "--score-lr", "0.05",
+                           "--score-top", str(TOP), *options)  # fmt: skip
+    assert "fine-tuned 5 steps and scored again" in output
+    return out, output
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from test_tasks import REGRESSION, TINY  # the tiny regression model file
+from test_tasks import REGRESSION, slim_run  # the tiny regression model file
 
 import widthc
-from widthc.cli import main
 from widthc.config import SearchConfig
 from widthc.context import Context
 from widthc.errors import WidthcError
@@ -39,13 +37,7 @@ STEPS = 5
 def tuned_run(tmp_path_factory):
     """A tiny regression run whose search fine-tunes every scored width 5 steps."""
     root = tmp_path_factory.mktemp("score_steps")
-    (root / "model.py").write_text(REGRESSION)
-    out = root / "run"
-    argv = ["slim", str(root / "model.py"), "--flops", "50%", "--out", str(out), *TINY,
-            "--score-steps", str(STEPS), "--score-lr", "0.05"]  # fmt: skip
-    res = CliRunner().invoke(main, argv)
-    assert res.exit_code == 0, res.output
-    return out
+    return slim_run(root, REGRESSION, "--score-steps", str(STEPS), "--score-lr", "0.05")[0]
 
 
 def _state(net) -> str:

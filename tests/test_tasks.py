@@ -78,12 +78,15 @@ def metric(output, target):
 )
 
 
-def _slim(tmp_path, source: str, *extra) -> tuple:
-    path = tmp_path / "model.py"
+def slim_run(root, source: str, *extra: str, flops: str = "50%", out=None) -> tuple:
+    """`widthc slim` of the model file `source` (written to `root`/model.py) at `flops` with
+    TINY and `extra`, into `out` (default `root`/run); it must succeed: its folder and output.
+    The tiny runs of the other test modules are made here."""
+    path = root / "model.py"
     path.write_text(source)
-    out = tmp_path / "run"
+    out = out or root / "run"
     res = CliRunner().invoke(
-        main, ["slim", str(path), "--flops", "50%", "--out", str(out), *TINY, *extra]
+        main, ["slim", str(path), "--flops", flops, "--out", str(out), *TINY, *extra]
     )
     assert res.exit_code == 0, res.output
     return out, res.output
@@ -105,7 +108,7 @@ def _test_metric(out, budget_dir: str, metric_fn) -> float:
 
 
 def test_regression_model_file_runs_end_to_end(tmp_path):
-    out, output = _slim(tmp_path, REGRESSION)
+    out, output = slim_run(tmp_path, REGRESSION)
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     validation = [r for r in log if "val_largest" in r]
     assert len(validation) == 2  # one per epoch, measured with the model's metric: -MSE <= 0
@@ -126,7 +129,7 @@ def test_regression_model_file_runs_end_to_end(tmp_path):
 
 
 def test_custom_metric_is_what_the_run_measures_and_names(tmp_path):
-    out, _ = _slim(tmp_path, CUSTOM_METRIC)
+    out, _ = slim_run(tmp_path, CUSTOM_METRIC)
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert {r["metric"] for r in log if "val_largest" in r} == {"top-2 accuracy"}
     metrics = json.loads((out / "flops-50pct" / "metrics.json").read_text())
@@ -139,7 +142,7 @@ def test_custom_metric_is_what_the_run_measures_and_names(tmp_path):
 
 
 def test_score_loss_ranks_widths_by_minus_the_validation_loss(tmp_path):
-    out, _ = _slim(tmp_path, CUSTOM_METRIC, "--score", "loss")
+    out, _ = slim_run(tmp_path, CUSTOM_METRIC, "--score", "loss")
     search = json.loads((out / "search.json").read_text())
     assert search["metric"] == "top-2 accuracy" and search["score"] == "minus the validation loss"
     (result,) = search["results"]
