@@ -36,6 +36,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from mean_std import mean_std  # noqa: E402  (bench/)
+from plain import PAPER_SCORING  # noqa: E402  (bench/)
 
 from widthc import run as run_files  # noqa: E402
 
@@ -56,7 +57,7 @@ DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
 
 def run_demo(demo: str, seed: int) -> dict:
     out = OUT / f"{demo}-s{seed}"
-    cmd = [WIDTHC, "slim", "examples/mobilenet_digits.py", *DEMOS[demo], *RECIPE,
+    cmd = [WIDTHC, "slim", "examples/mobilenet_digits.py", *PAPER_SCORING, *DEMOS[demo], *RECIPE,
            "--seed", str(seed), "--out", str(out), "--force"]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
     t0, cpu0 = time.perf_counter(), _children_cpu()

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "known"))
 import ranking  # noqa: E402
 from levers import LEVERS, RECIPE  # noqa: E402  (bench/known/levers.py)
 from mean_std import mean_std  # noqa: E402
+from plain import PAPER_SCORING  # noqa: E402
 from quality import WIDTHC, Search  # noqa: E402
 from tasks import TASKS as DEFINED  # noqa: E402  (bench/known/tasks.py)
 
@@ -162,7 +163,8 @@ def run_one(task: str, lever: str, seed: int) -> dict:
     budget = budget_of(task)
     model = ROOT / {**TASKS, **OFF_BOARD}[task]
     cmd = [WIDTHC, "slim", str(model), "--flops", f"{budget:.0f}", "--seed", str(seed),
-           "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *LEVERS[lever]]  # fmt: skip
+           "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *PAPER_SCORING,
+           *LEVERS[lever]]  # fmt: skip
     if (out / CONFIG).exists():
         cmd.append("--resume")
     t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from mean_std import mean_std  # noqa: E402
+from plain import PAPER_SCORING  # noqa: E402
 from quality import DATASETS  # noqa: E402
 
 from widthc import run as run_files  # noqa: E402
@@ -60,7 +61,7 @@ TIMINGS = 5  # side-by-side sessions of the two slimmed models and the original
 
 
 def _slim(args: list[str], out: Path) -> None:
-    cmd = [WIDTHC, "slim", *args, "--out", str(out), *COMMON]
+    cmd = [WIDTHC, "slim", *PAPER_SCORING, *args, "--out", str(out), *COMMON]
     if (out / run_files.CONFIG).exists():
         cmd.append("--resume")
     print("$", " ".join(cmd[1:]), flush=True)

@@ -32,6 +32,11 @@ from widthc.context import Context
 from widthc.run import Run
 from widthc.stages import retrain
 
+# The scoring every benchmark pins: the paper's (widths scored on the shared weights by the
+# model's metric), widthc's default until session 15. So each figure published before then stays
+# reproducible by its name; today's default is the lever (and variant) score-top-16-epochs-4-loss.
+PAPER_SCORING = ["--score", "metric", "--score-epochs", "0"]
+
 
 @dataclass(frozen=True)
 class Recipe:

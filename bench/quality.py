@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plain import Recipe  # noqa: E402
+from plain import PAPER_SCORING, Recipe  # noqa: E402
 
 from widthc import run as run_files  # noqa: E402
 
@@ -193,7 +193,7 @@ def command(
     flops = task.budget or ",".join(BUDGETS)
     cmd = [WIDTHC, "slim", model or str(ROOT / bench.model), "--data", data, "--flops", flops,
            "--seed", str(task.seed), "--out", str(out / task.key), "--no-onnx",
-           *bench.recipe.cli(), *bench.search.cli(),
+           *bench.recipe.cli(), *bench.search.cli(), *PAPER_SCORING,
            *[a.replace("{K}", str(bench.uniform_bins)) for a in extra]]  # fmt: skip
     if base:
         cmd += ["--from", str(out / Task(base, task.seed).key)]

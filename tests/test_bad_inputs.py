@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 
 from widthc.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "examples" / "mobilenet_digits.py")
 TINY = ["--epochs", "1", "--population", "4", "--generations", "1", "--calib-batches", "2",
-        "--retrain-epochs", "0"]  # fmt: skip
+        "--retrain-epochs", "0", *CHEAP_TUNING]  # fmt: skip
 
 FIVE_CLASSES = """
 from torch import nn
@@ -106,16 +107,16 @@ CASES = [
     ("a negative number of tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "-1", "--out", "OUT"], "--score-top must be at least 0"),
     ("a negative number of scoring passes", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-epochs", "-1", "--out", "OUT"], "--score-epochs must be at least 0"),
     ("scoring steps and passes both", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-epochs", "2", "--out", "OUT"], "--score-steps and --score-epochs both set the fine-tuning's length: give one"),
-    ("tuned finalists without tuning steps", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-top", "4", "--out", "OUT"], "--score-top K fine-tunes the finalists: give --score-steps N too"),
+    ("tuned finalists with the tuning off", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-epochs", "0", "--score-top", "4", "--out", "OUT"], "--score-top works on fine-tuned widths, and --score-steps 0 or --score-epochs 0 turned the fine-tuning off"),
     ("a negative number of climbed widths", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-climb", "-1", "--out", "OUT"], "--score-climb must be at least 0"),
-    ("a climb without tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-climb", "4", "--out", "OUT"], "--score-climb M climbs from tuned finalists: give --score-top K too"),
+    ("a climb without tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-climb", "4", "--out", "OUT"], "--score-climb M climbs from tuned finalists: give --score-top K too (with --score-steps or --score-epochs alone every scored width is tuned, and there are no finalists)"),
     ("a climb of a latency search", ["slim", DIGITS, "--data", "digits", "--latency", "50%", "--score-steps", "8", "--score-top", "4", "--score-climb", "4", "--out", "OUT"], "--score-climb climbs one-stage FLOPs or params searches only"),
     ("a climb of a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-climb", "4", "--stages", "2", "--out", "OUT"], "--score-climb climbs one-stage FLOPs or params searches only"),
     ("a climb of a refinement", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-climb", "4", "--refine-epochs", "2", "--out", "OUT"], "--score-climb climbs one-stage FLOPs or params searches only"),
-    ("the best candidate tuned without tuning steps", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-candidates", "best", "--out", "OUT"], "--score-candidates best chooses which candidates are fine-tuned: give --score-steps N too"),
+    ("the best candidate tuned with the tuning off", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "0", "--score-candidates", "best", "--out", "OUT"], "--score-candidates works on fine-tuned widths, and --score-steps 0 or --score-epochs 0 turned the fine-tuning off"),
     ("a negative number of widths tuned again", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-again", "-1", "--out", "OUT"], "--score-again must be at least 0"),
     ("no steps for the widths tuned again", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-again", "2", "--score-again-steps", "0", "--out", "OUT"], "--score-again-steps must be at least 1"),
-    ("tuning again without tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-again", "2", "--out", "OUT"], "--score-again M tunes tuned finalists again: give --score-top K too"),
+    ("tuning again without tuned finalists", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-again", "2", "--out", "OUT"], "--score-again M tunes tuned finalists: give --score-top K too (with --score-steps or --score-epochs alone every scored width is tuned, and there are no finalists)"),
     ("tuning again in a latency search", ["slim", DIGITS, "--data", "digits", "--latency", "50%", "--score-steps", "8", "--score-top", "4", "--score-again", "2", "--out", "OUT"], "--score-again tunes one-stage FLOPs or params searches only"),
     ("tuning again in a multi-stage search", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-again", "2", "--stages", "2", "--out", "OUT"], "--score-again tunes one-stage FLOPs or params searches only"),
     ("tuning again after a refinement", ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--score-steps", "8", "--score-top", "4", "--score-again", "2", "--refine-epochs", "2", "--out", "OUT"], "--score-again tunes one-stage FLOPs or params searches only"),

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 
 import widthc
 from widthc import machine
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "examples" / "mobilenet_digits.py")
 SMALL = str(ROOT / "examples" / "model.py")
 TINY = ["--epochs", "1", "--batch-size", "64", "--population", "4", "--generations", "1",
-        "--calib-batches", "2", "--retrain-epochs", "0"]  # fmt: skip
+        "--calib-batches", "2", "--retrain-epochs", "0", *CHEAP_TUNING]  # fmt: skip
 
 
 def _widthc(*args):

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 from torch import nn
 
 import widthc
@@ -402,7 +403,7 @@ def test_random_transformers(attention, heads, head_dim, kv_ratio, hidden, depth
 
 VIT = str(Path(__file__).resolve().parents[1] / "examples" / "vit_digits.py")
 TINY = ["--epochs", "1", "--batch-size", "64", "--population", "4", "--generations", "1",
-        "--calib-batches", "2", "--retrain-epochs", "1"]  # fmt: skip
+        "--calib-batches", "2", "--retrain-epochs", "1", *CHEAP_TUNING]  # fmt: skip
 
 
 @pytest.mark.slow

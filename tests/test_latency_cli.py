@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 
 from widthc.cli import main
 from widthc.context import Context
@@ -74,6 +75,7 @@ def test_a_run_under_a_latency_budget_records_its_limits_and_latencies(fake_cloc
         "slim", DIGITS, "--data", "digits", "--latency", "70%", "--runtime", "torch-cpu",
         "--latency-samples", "8", "--epochs", "1", "--population", "4", "--generations", "1",
         "--calib-batches", "2", "--retrain-epochs", "0", "--batch-size", "128", "--out", run,
+        *CHEAP_TUNING,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     search = json.loads((run / "search.json").read_text())
@@ -145,7 +147,7 @@ def test_a_multi_stage_latency_budget_decays_from_the_full_models_predicted_late
         "slim", DIGITS, "--data", "digits", "--latency", "70%", "--runtime", "torch-cpu",
         "--latency-samples", "8", "--stages", "2", "--alpha", "2", "--epochs", "1",
         "--population", "4", "--generations", "1", "--calib-batches", "2",
-        "--retrain-epochs", "0", "--batch-size", "128", "--out", run,
+        "--retrain-epochs", "0", "--batch-size", "128", "--out", run, *CHEAP_TUNING,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     (result,) = json.loads((run / "search.json").read_text())["results"]

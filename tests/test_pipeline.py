@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 
 import widthc
 from widthc.cli import main
@@ -23,7 +24,7 @@ from widthc.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "examples" / "mobilenet_digits.py")
 TINY = ["--epochs", "1", "--batch-size", "64", "--population", "4", "--generations", "1",
-        "--calib-batches", "2", "--retrain-epochs", "1"]  # fmt: skip
+        "--calib-batches", "2", "--retrain-epochs", "1", *CHEAP_TUNING]  # fmt: skip
 
 
 def _widthc(*args) -> object:
@@ -132,7 +133,8 @@ def test_from_run_searches_new_budgets_without_training(digits_run, tmp_path):
     source, _ = digits_run
     out = tmp_path / "again"
     res = _widthc("slim", DIGITS, "--from", source, "--flops", "30%", "--out", out,
-                  "--population", "4", "--generations", "1", "--retrain-epochs", "0")  # fmt: skip
+                  "--population", "4", "--generations", "1", "--retrain-epochs", "0",
+                  *CHEAP_TUNING)  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "supernet epoch" not in res.output and "trained" not in res.output.split("budget")[0]
     assert (out / "supernet.pt").read_bytes() == (source / "supernet.pt").read_bytes()
@@ -145,7 +147,7 @@ def test_library_model_on_synthetic_data(tmp_path):
     res = _widthc("slim", "torchvision:resnet18", "--data", "synthetic", "--input-shape",
                   "2,3,32,32", "--flops", "50%", "--out", out, "--beta", "4", "--samples", "2",
                   "--search", "random", *TINY[:4], "--calib-batches", "1",
-                  "--retrain-epochs", "1")  # fmt: skip
+                  "--retrain-epochs", "1", *CHEAP_TUNING)  # fmt: skip
     assert res.exit_code == 0, res.output
     config = json.loads((out / "config.json").read_text())
     assert config["num_classes"] == 10 and config["input_shape"] == "2,3,32,32"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -162,7 +163,7 @@ def test_slim_end_to_end_masked_bf16_channels_last(tmp_path):
         ["slim", digits, "--data", "digits", "--flops", "50%", "--out", str(out),
          "--epochs", "1", "--population", "4", "--generations", "1", "--calib-batches", "2",
          "--retrain-epochs", "0", "--execution", "masked", "--amp", "bf16", "--channels-last",
-         "--log-every", "5", "--probes", "batched"],
+         "--log-every", "5", "--probes", "batched", *CHEAP_TUNING],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "slimmed and proved" in res.output

@@ -2,7 +2,8 @@
 only each budget's finalists and its uniform width, then the finalists scored again and the best
 chosen. The steps train exactly that set; the finalists are the first pass's best widths in the
 band; the budget's width is the best re-scored finalist, scored on the refined supernet, which
-the later stages (slim) use."""
+the later stages (slim) use. These runs score on shared weights (`--score-epochs 0`, the
+paper's scoring); the default's tuned finalists after a refinement are tests/test_score_top_paths.py's."""
 
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ from widthc.sampling import WidthSet
 from widthc.stages import refine
 from widthc.train import TrainConfig, train_supernet
 
+SHARED = ["--score-epochs", "0"]  # scored on the shared weights: refinement's own choice
+
 
 @pytest.fixture(scope="module")
 def refined(tmp_path_factory):
     """A tiny regression run with 2 refinement epochs over 3 finalists per budget."""
     root = tmp_path_factory.mktemp("refine")
-    out, output = slim_run(root, REGRESSION, "--refine-epochs", "2", "--refine-top", "3")
+    out, output = slim_run(root, REGRESSION, *SHARED, "--refine-epochs", "2", "--refine-top", "3")
     assert "finalist" in output and "uniform" in output
     return out
 
@@ -235,7 +238,7 @@ def test_corner_refinement_trains_the_corners_and_takes_the_best_rescored_width(
     deeper = "nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3))"
     (tmp_path / "model.py").write_text(REGRESSION.replace("nn.Linear(16, 3))", deeper))
     run = tmp_path / "run"  # three hidden layers: two can be starved and the others fill 30%
-    argv = ["slim", str(tmp_path / "model.py"), "--flops", "30%", "--out", str(run), *TINY,
+    argv = ["slim", str(tmp_path / "model.py"), "--flops", "30%", "--out", str(run), *TINY, *SHARED,
             "--refine-epochs", "1", "--refine-top", "2", "--refine-widths", "corners"]  # fmt: skip
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 0, res.output

@@ -161,8 +161,8 @@ def test_a_score_keeps_its_untuned_candidates_through_json():
 
 
 def test_bad_score_candidates_are_refused_in_one_sentence():
-    with pytest.raises(WidthcError, match="--score-candidates best chooses which candidates"):
-        SearchConfig(score_candidates="best").check()
+    with pytest.raises(WidthcError, match="--score-candidates works on fine-tuned widths"):
+        SearchConfig(score_candidates="best", score_steps=0).check()
     with pytest.raises(WidthcError, match="--score-candidates must be one of all, best"):
         SearchConfig(score_candidates="first", score_steps=8).check()
     SearchConfig(score_candidates="best", score_steps=8).check()

@@ -201,7 +201,9 @@ def test_the_climb_reaches_a_known_optimum_within_its_budget():
 def test_bad_score_climb_values_are_refused_in_one_sentence():
     with pytest.raises(WidthcError, match="--score-climb must be at least 0, got -1"):
         SearchConfig(score_climb=-1, score_top=4, score_steps=8).check()
-    with pytest.raises(WidthcError, match="climbs from tuned finalists: give --score-top K too"):
+    with pytest.raises(
+        WidthcError, match="climbs from tuned finalists: give --score-top K too \\("
+    ):
         SearchConfig(score_climb=4, score_steps=8).check()
     tuned = SearchConfig(score_top=4, score_steps=8, score_climb=4)
     with pytest.raises(WidthcError, match="one-stage FLOPs or params"):

@@ -84,12 +84,11 @@ def test_a_split_smaller_than_a_batch_makes_one_step_a_pass(epochs_run):
     assert ctx.score_steps == PASSES and ctx.tuning().steps == PASSES
 
 
-def test_score_epochs_is_off_by_default_and_refused_with_steps_or_below_0():
-    assert SearchConfig().score_epochs == 0 and not SearchConfig().tuned
+def test_score_epochs_is_refused_with_steps_or_below_0():
     SearchConfig(score_epochs=3, score_top=4, score_candidates="best").check()  # tuned: fine
     with pytest.raises(WidthcError, match="--score-steps and --score-epochs both set"):
         SearchConfig(score_steps=8, score_epochs=2).check()
     with pytest.raises(WidthcError, match="--score-epochs must be at least 0"):
         SearchConfig(score_epochs=-1).check()
-    with pytest.raises(WidthcError, match="give --score-steps N too \\(or --score-epochs E\\)"):
-        SearchConfig(score_top=4).check()
+    with pytest.raises(WidthcError, match="--score-epochs 0 turned the fine-tuning off"):
+        SearchConfig(score_top=4, score_epochs=0).check()

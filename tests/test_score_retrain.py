@@ -36,7 +36,7 @@ def tournament_run(tmp_path_factory):
     """A tiny regression run (shared-weight search, retraining 1 epoch), then a tournament of
     its 2 best widths and uniform."""
     root = tmp_path_factory.mktemp("score_retrain")
-    out, output = slim_run(root, REGRESSION, "--score-retrain", str(M))
+    out, output = slim_run(root, REGRESSION, "--score-epochs", "0", "--score-retrain", str(M))
     assert "the 2 best widths and uniform retrained 1 epoch(s) (seed 1)" in output
     assert output.count("contender ") >= M + 1  # a progress line per retraining
     return out

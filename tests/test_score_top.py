@@ -158,7 +158,7 @@ def _drop_seconds(data: dict) -> dict:
 
 
 def test_score_top_0_tunes_every_scored_width_as_before(top_run, tmp_path, monkeypatch):
-    assert SearchConfig().score_top == 0  # off by default
+    assert SearchConfig(score_steps=STEPS).tune_top == 0  # --score-steps alone: every width
     run = tmp_path / "run"
     shutil.copytree(top_run, run)
     (run / SEARCH).unlink()
@@ -210,8 +210,8 @@ def test_a_resumed_run_reuses_tuned_scores_of_the_same_steps_only(top_run, tmp_p
 def test_bad_score_top_values_are_refused_in_one_sentence():
     with pytest.raises(WidthcError, match="--score-top must be at least 0, got -1"):
         SearchConfig(score_top=-1, score_steps=8).check()
-    with pytest.raises(WidthcError, match="fine-tunes the finalists: give --score-steps N too"):
-        SearchConfig(score_top=4).check()
+    with pytest.raises(WidthcError, match="--score-top works on fine-tuned widths, and"):
+        SearchConfig(score_top=4, score_epochs=0).check()
     tuned = SearchConfig(score_top=4, score_steps=8)
     with pytest.raises(WidthcError, match="--refine-epochs refines one-stage FLOPs or params"):
         latency = dataclasses.replace(tuned, refine_epochs=2)

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from test_tasks import CHEAP_TUNING  # the default's tuning, made cheap
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -231,7 +232,7 @@ def test_slim_sorts_proves_and_reuses_the_sorted_supernet(tmp_path):
     from widthc.cli import main
 
     digits = str(Path(__file__).resolve().parents[1] / "examples" / "mobilenet_digits.py")
-    tiny = ["--population", "4", "--generations", "1", "--calib-batches", "2"]
+    tiny = ["--population", "4", "--generations", "1", "--calib-batches", "2", *CHEAP_TUNING]
     out = tmp_path / "sorted"
     res = CliRunner().invoke(main, ["slim", digits, "--data", "digits", "--flops", "50%",
                                     "--epochs", "2", "--sort-every", "1", "--sort-by", "l2",

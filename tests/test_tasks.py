@@ -15,6 +15,9 @@ from widthc.cli import main
 
 TINY = ["--epochs", "2", "--batch-size", "32", "--population", "4", "--generations", "1",
         "--calib-batches", "2", "--retrain-epochs", "1", "--no-onnx"]  # fmt: skip
+# the default's tuned finalists made cheap for runs on the digits data (the default: 16 widths
+# a budget, 4 passes each; tests/test_score_default.py runs it as it is)
+CHEAP_TUNING = ["--score-epochs", "1", "--score-top", "2"]
 
 SPLITS = """
 def train_data():
@@ -108,7 +111,7 @@ def _test_metric(out, budget_dir: str, metric_fn) -> float:
 
 
 def test_regression_model_file_runs_end_to_end(tmp_path):
-    out, output = slim_run(tmp_path, REGRESSION)
+    out, output = slim_run(tmp_path, REGRESSION, "--score", "metric")  # the search's too
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     validation = [r for r in log if "val_largest" in r]
     assert len(validation) == 2  # one per epoch, measured with the model's metric: -MSE <= 0

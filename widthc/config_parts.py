@@ -27,6 +27,18 @@ from widthc.options import (
 __all__ = ["RetrainConfig", "SearchConfig", "TrainConfig", "bad"]
 
 
+# The fine-tuning before a score when the user gives none (BENCHMARKS.md, "The default since
+# session 15"): each budget's 16 best widths on the shared weights, and its uniform one, tuned
+# alone 4 passes over the training split and scored again by minus the validation loss.
+DEFAULT_PASSES = 4
+DEFAULT_TOP = 16
+# .format(what the option does): --score-climb or --score-again without tuned finalists
+ONLY_FINALISTS = (
+    "{} tuned finalists: give --score-top K too (with --score-steps or --score-epochs "
+    "alone every scored width is tuned, and there are no finalists)"
+)
+
+
 def bad(name: str, rule: str, value) -> WidthcError:
     return WidthcError(f"{flag_name(name)} must be {rule}, got {value}")
 
@@ -140,38 +152,44 @@ class SearchConfig:
     calib_batches: int = option(10, "Batch-norm recalibration batches per scored sub-network.")
     stages: int = option(1, "Multi-stage search with evolving bins (eq. 10).")
     alpha: float = option(2.0, "Multi-stage: beta shrinks by this each stage.")
-    score: str = option("metric", "What max-max maximises: metric or minus loss.", choices=SCORES)
+    score: str = option(
+        "loss", "What max-max maximises: minus the validation loss (loss) or the model's metric "
+        "(metric, the paper's).", choices=SCORES,
+    )  # fmt: skip
     refine_epochs: int = option(0, "Epochs that then train each budget's finalists; rescored.")
     refine_top: int = option(4, "--refine-epochs: finalists per budget (the best scores).")
     refine_widths: str = option("finalists", "Refine: finalists, corners or band.", choices=REFINES)
-    score_steps: int = option(
-        0, "SGD steps that fine-tune a private copy of each scored width before it is scored."
-    )
-    score_epochs: int = option(
-        0, "--score-steps counted in passes over the training split: E x its whole batches "
-        "(instead of --score-steps; 0: off).",
+    score_steps: int | None = option(
+        None, "SGD steps that fine-tune a private copy of each scored width before it is scored "
+        "(instead of --score-epochs; 0: no fine-tuning).",
+    )  # fmt: skip
+    score_epochs: int | None = option(
+        None, "That fine-tuning counted in passes over the training split: E x its whole "
+        f"batches (default {DEFAULT_PASSES} unless --score-steps is given; 0: no fine-tuning, "
+        "the paper's shared-weight scores).",
     )  # fmt: skip
     score_lr: float | None = option(
-        None, "--score-steps: the fine-tuning's learning rate (default --lr; cosine to --min-lr)."
+        None, "The fine-tuning's learning rate (default --lr; cosine to --min-lr)."
     )
-    score_top: int = option(
-        0, "--score-steps: search on shared weights, then fine-tune only each budget's K best "
-        "widths and its uniform one (0: every scored width).",
+    score_top: int | None = option(
+        None, "Search on shared weights, then fine-tune only each budget's K best widths and its "
+        f"uniform one (0: every scored width; default {DEFAULT_TOP} with the default "
+        "fine-tuning, 0 with --score-steps or --score-epochs).",
     )  # fmt: skip
     score_climb: int = option(
         0, "--score-top: then per budget up to M more widths, neighbours of the best tuned one, "
         "tuned and scored (a hill climb on tuned scores; 0: none).",
     )  # fmt: skip
     score_candidates: str = option(
-        "all", "--score-steps: fine-tune every candidate of a width (all) or only the one that "
-        "scores best on the shared weights (best).", choices=CANDIDATES,
+        "all", "Fine-tune every candidate of a width (all) or only the one that scores best on "
+        "the shared weights (best).", choices=CANDIDATES,
     )  # fmt: skip
     score_again: int = option(
         0, "--score-top: then per budget the M best tuned widths and its uniform one tuned "
         "again, longer, and scored by that tuning (0: none).",
     )  # fmt: skip
     score_again_steps: int | None = option(
-        None, "--score-again: the steps of that tuning (default 2 x --score-steps)."
+        None, "--score-again: the steps of that tuning (default twice the fine-tuning's steps)."
     )
     score_retrain: int = option(
         0, "Then per budget the M best widths and its uniform one retrained with the retrain "
@@ -182,9 +200,34 @@ class SearchConfig:
     )
 
     @property
+    def default_tuning(self) -> bool:
+        """Whether the fine-tuning before a score is widthc's default: neither --score-steps nor
+        --score-epochs given (a stored 0 from an older run's config counts as given)."""
+        return self.score_steps is None and self.score_epochs is None
+
+    @property
+    def tune_steps(self) -> int:
+        """--score-steps, resolved: 0 unless given."""
+        return self.score_steps or 0
+
+    @property
+    def tune_passes(self) -> int:
+        """--score-epochs, resolved: DEFAULT_PASSES when no tuning is given, else E or 0."""
+        return DEFAULT_PASSES if self.default_tuning else self.score_epochs or 0
+
+    @property
+    def tune_top(self) -> int:
+        """--score-top, resolved: DEFAULT_TOP with the default tuning, else K or 0 (with
+        --score-steps or --score-epochs alone every scored width is tuned, as before)."""
+        if self.score_top is not None:
+            return self.score_top
+        return DEFAULT_TOP if self.default_tuning else 0
+
+    @property
     def tuned(self) -> bool:
-        """Whether scored widths are fine-tuned first (--score-steps or --score-epochs)."""
-        return bool(self.score_steps or self.score_epochs)
+        """Whether scored widths are fine-tuned first (by default, or --score-steps or
+        --score-epochs above 0)."""
+        return bool(self.tune_steps or self.tune_passes)
 
     def again_steps(self, steps: int) -> int:
         """--score-again's tuning steps: --score-again-steps, default twice the run's tuning
@@ -202,7 +245,7 @@ class SearchConfig:
         more = dict(refine_epochs=0, refine_top=1, score_steps=0, score_epochs=0, score_top=0,
                     score_climb=0, score_again=0, score_retrain=0)  # fmt: skip
         for name, low in {**lows, **more}.items():
-            if getattr(self, name) < low:
+            if getattr(self, name) is not None and getattr(self, name) < low:
                 raise bad(name, f"at least {low}", getattr(self, name))
         if self.max_evals is not None and self.max_evals < 1:
             raise bad("max_evals", "at least 1", self.max_evals)
@@ -212,29 +255,27 @@ class SearchConfig:
             raise bad("alpha", "positive", self.alpha)
         if self.score_lr is not None and not self.score_lr > 0:
             raise bad("score_lr", "positive", self.score_lr)
-        if self.score_steps and self.score_epochs:
+        check_choices(self)  # score, refine_widths, score_candidates
+        if self.tune_steps and self.tune_passes:
             raise WidthcError(
                 "--score-steps and --score-epochs both set the fine-tuning's length: give one"
             )
-        if self.score_top and not self.tuned:
+        needs_tuning = {"score_top": self.tune_top, "score_climb": self.score_climb,
+                        "score_again": self.score_again,
+                        "score_candidates": self.score_candidates != "all"}  # fmt: skip
+        if not self.tuned and (name := next((k for k, v in needs_tuning.items() if v), None)):
             raise WidthcError(
-                "--score-top K fine-tunes the finalists: give --score-steps N too "
-                "(or --score-epochs E)"
+                f"{flag_name(name)} works on fine-tuned widths, and --score-steps 0 or "
+                "--score-epochs 0 turned the fine-tuning off"
             )
-        if self.score_climb and not self.score_top:
-            raise WidthcError("--score-climb M climbs from tuned finalists: give --score-top K too")
-        if self.score_again and not self.score_top:
-            raise WidthcError("--score-again M tunes tuned finalists again: give --score-top K too")
+        if self.score_climb and not self.tune_top:
+            raise WidthcError(ONLY_FINALISTS.format("--score-climb M climbs from"))
+        if self.score_again and not self.tune_top:
+            raise WidthcError(ONLY_FINALISTS.format("--score-again M tunes"))
         if self.score_again_steps is not None and self.score_again_steps < 1:
             raise bad("score_again_steps", "at least 1", self.score_again_steps)
         if self.score_retrain_epochs is not None and self.score_retrain_epochs < 1:
             raise bad("score_retrain_epochs", "at least 1", self.score_retrain_epochs)
-        check_choices(self)  # score, refine_widths, score_candidates
-        if self.score_candidates != "all" and not self.tuned:
-            raise WidthcError(
-                "--score-candidates best chooses which candidates are fine-tuned: "
-                "give --score-steps N too (or --score-epochs E)"
-            )
         return self
 
 

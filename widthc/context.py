@@ -306,12 +306,13 @@ class Context:
 
     @property
     def score_steps(self) -> int:
-        """The fine-tuning's steps before each score: --score-steps, or --score-epochs E as E
-        passes over the training split's whole batches (at least one batch a pass); 0: off."""
+        """The fine-tuning's steps before each score: --score-steps, or --score-epochs E (by
+        default 4) as E passes over the training split's whole batches (at least one batch a
+        pass); 0: off."""
         s = self.config.search
-        if s.score_epochs:
-            return s.score_epochs * max(len(self.splits.train) // self.config.train.batch_size, 1)
-        return s.score_steps
+        if s.tune_passes:
+            return s.tune_passes * max(len(self.splits.train) // self.config.train.batch_size, 1)
+        return s.tune_steps
 
     def tuning(self, steps: int | None = None) -> Tuning | None:
         """--score-steps (or `steps`): how every scored width is fine-tuned alone first (None:

@@ -37,12 +37,12 @@ def run(ctx: Context) -> None:
     --refine-epochs or stages/rescore.py with --score-top), or `--stages T` of them."""
     cfg = ctx.config.search
     if cfg.stages == 1:
-        known = rescore.scored_before(ctx) if cfg.score_top else []  # before search.run writes
+        known = rescore.scored_before(ctx) if cfg.tune_top else []  # before search.run writes
         retrained = tournament.retrained_before(ctx) if cfg.score_retrain else {}
         search.run(ctx)
         if cfg.refine_epochs:
             refine.run(ctx)
-        if cfg.score_top:
+        if cfg.tune_top:
             rescore.run(ctx, known)
         if cfg.score_climb:
             climb.run(ctx, known)  # --score-climb: a hill climb on the tuned scores
@@ -78,7 +78,7 @@ def run(ctx: Context) -> None:
                 bands=[(cfg.budget_band * flops, flops)] if flops else [],
             )  # fmt: skip
         precision = Precision.of(c.train, ctx.device)  # every stage scores alike
-        scorer = ctx.scorer(net, precision, tuned=not cfg.score_top)  # --score-top: tuned later
+        scorer = ctx.scorer(net, precision, tuned=not cfg.tune_top)  # --score-top: tuned later
         result, seconds = search.search_one(
             ctx, program, scorer, cfg, f"{text} stage {t}", budget, [], stage_latency
         )
@@ -109,7 +109,7 @@ def run(ctx: Context) -> None:
         **entry, "budget": target.value("flops"), "limits": target.to_json(), "stages": stages,
         "chain": chain, "uniform": uniform,
     }  # fmt: skip
-    if cfg.score_top:  # the last stage's finalists, tuned
+    if cfg.tune_top:  # the last stage's finalists, tuned
         last = rescore.Scoring(
             program, net, rescore.tuned_scorer(ctx, net), budget, stage_latency
         )  # fmt: skip

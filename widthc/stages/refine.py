@@ -262,7 +262,7 @@ def _scorer(ctx: Context, net) -> MaxMax:
     """Max-max on the refined supernet, as the search scores (stages/search.py): on its shared
     weights under --score-top, whose finalists stages/rescore.py then tunes (tuned here too, it
     would tune the same widths twice from the same weights)."""
-    tuned = not ctx.config.search.score_top
+    tuned = not ctx.config.search.tune_top
     return ctx.scorer(net, Precision.of(ctx.config.train, ctx.device), tuned=tuned)
 
 

@@ -126,9 +126,9 @@ def pool(ctx: Context, r: dict, ids) -> tuple[list[tuple[int, ...]], dict]:
         rows = rows["finalists"] + rows.get("corners", [])
         ranked = [tuple(x["width"]) for x in sorted(rows, key=lambda x: -x["score"])]
         before = {tuple(x["width"]): x["score"] for x in rows}
-        return list(dict.fromkeys([bins_of(r, ids), *ranked]))[: cfg.score_top], before
+        return list(dict.fromkeys([bins_of(r, ids), *ranked]))[: cfg.tune_top], before
     before = {tuple(h["width"]): h["score"] for h in r["history"]}
-    return finalists(r, ids, cfg.score_top, cfg.budget_band), before
+    return finalists(r, ids, cfg.tune_top, cfg.budget_band), before
 
 
 def rescored(ctx: Context, r: dict, at: Scoring, base_at: Scoring, save) -> dict:

@@ -37,7 +37,7 @@ def run(ctx: Context) -> None:
     cfg, program = ctx.config.search, ctx.program
     net = ctx.supernet(trained=True, refined=False)  # --refine-epochs refines after this
     precision = Precision.of(ctx.config.train, ctx.device)  # one way for every budget
-    scorer = ctx.scorer(net, precision, tuned=not cfg.score_top)  # --score-top: tuned later
+    scorer = ctx.scorer(net, precision, tuned=not cfg.tune_top)  # --score-top: tuned later
     preload(scorer, program, ctx.run.read_json(SEARCH), scoring(ctx))
     results = []
     latency = ctx.latency if ctx.measures_latency else None
@@ -239,15 +239,15 @@ def scoring(ctx: Context) -> dict:
     "candidates": "best")."""
     s = ctx.config.search
     tuning = {"steps": ctx.score_steps, "lr": s.score_lr or ctx.config.train.lr}
-    tuning |= {"epochs": s.score_epochs} if s.score_epochs else {}  # --score-epochs E
+    tuning |= {"epochs": s.tune_passes} if s.tune_passes else {}  # --score-epochs E
     tuning |= {"candidates": "best"} if s.score_candidates == "best" else {}  # absent: all
-    if s.score_top:  # tuned from the refined supernet's weights with --refine-epochs
+    if s.tune_top:  # tuned from the refined supernet's weights with --refine-epochs
         refined = {"refine_epochs": s.refine_epochs} if s.refine_epochs else {}
         climb = {"climb": s.score_climb} if s.score_climb else {}  # --score-climb M
         if s.score_again:  # --score-again M, --score-again-steps N2
             climb = {**climb, "again": s.score_again, "again_steps": s.again_steps(ctx.score_steps)}
         return {"score": ctx.score_name,
-                "finalist_tuning": {**tuning, "top": s.score_top, **refined, **climb}}  # fmt: skip
+                "finalist_tuning": {**tuning, "top": s.tune_top, **refined, **climb}}  # fmt: skip
     return {"score": ctx.score_name, **({"score_tuning": tuning} if s.tuned else {})}
 
 
