@@ -12,7 +12,9 @@ between the two demos has to beat. `--demos latency-bins-32-extremes`: today's d
 16's lever (`--uniform-bins 32 --sampling extremes`); `--demos latency-score-top-16-steps-256-loss`:
 today's demo with the finalists tuned (`--score-top 16 --score-steps 256 --score loss`);
 `--demos score-top-16-steps-256-loss`: the FLOPs demo with them (its seed-0 JSON has each
-budget's channels and flat stage seconds, as cost16's branch wrote them). One JSON
+budget's channels and flat stage seconds, as cost16's branch wrote them);
+`--demos latency-score-top-16-epochs-4-loss`: today's demo as `make demo` runs it since session
+15 (the default scoring; every other demo pins the paper's, bench/plain.py PAPER_SCORING). One JSON
 per seed and demo under bench/results/demo-seeds/ (each budget's width, scores and tuned rows;
 the run's wall and CPU seconds, whole and per stage from stages.json); runs under
 runs/bench/demo/. `--again` runs them again, into bench/results/demo-seeds/again/ (for
@@ -52,7 +54,10 @@ DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
          "latency-score-top-16-steps-256-loss": ["--latency", "85%,75%", "--score-top", "16",
                                                  "--score-steps", "256", "--score", "loss"],
          "score-top-16-steps-256-loss": ["--flops", "50%,25%", "--score-top", "16",
-                                         "--score-steps", "256", "--score", "loss"]}  # fmt: skip
+                                         "--score-steps", "256", "--score", "loss"],
+         # widthc's default since session 15, given whole (PAPER_SCORING comes first)
+         "latency-score-top-16-epochs-4-loss": ["--latency", "85%,75%", "--score-top", "16",
+                                                "--score-epochs", "4", "--score", "loss"]}  # fmt: skip
 
 
 def run_demo(demo: str, seed: int) -> dict:

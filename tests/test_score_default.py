@@ -6,7 +6,8 @@ validation loss.
 - the resolution: the default tuning applies only when neither --score-steps nor --score-epochs
   is given; either alone keeps its landed meaning (every scored width tuned); 0 turns tuning off
   (the paper's shared-weight scores); --score-top K alone takes the default tuning;
-- an older run's config.json (its 0s stored) keeps its untuned meaning when read again;
+- an older run's config.json (its 0s stored, or no scoring keys at all) keeps its untuned
+  meaning when read again;
 - a run with no scoring option records that tuning in search.json and the report, and keeps the
   options unset in config.json, so a resume resolves them alike.
 """
@@ -88,3 +89,17 @@ def test_the_run_keeps_the_options_unset_so_a_resume_resolves_them_alike(default
     assert stored["score_top"] is None and stored["score"] == "loss"
     ctx = Context.open(default_run, progress=False)
     assert ctx.score_steps == 4 * BATCHES and ctx.config.search.tune_top == 16
+
+
+def test_an_older_runs_config_without_the_scoring_keys_reads_as_it_ran(default_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(default_run, run)
+    stored = json.loads((run / CONFIG).read_text())
+    old = {k: v for k, v in stored.items() if k not in ("score", "score_steps", "score_epochs",
+                                                          "score_top")}  # fmt: skip
+    (run / CONFIG).write_text(json.dumps(old))
+    ctx = Context.open(run, progress=False)
+    s = ctx.config.search
+    assert not s.tuned and s.tune_top == 0 and s.score == "metric"  # as that widthc scored

@@ -72,6 +72,9 @@ STAGES = ("analyze", "train", "search", "slim", "export", "retrain", "report")  
 # options that may differ when a run is resumed: they do not change what is computed
 NOT_COMPARED = {"resume", "force", "out", "device", "command", "versions", "debug", "from_run",
                 "latency_cache"}  # fmt: skip
+# options whose default moved, with the value an older config.json that lacks them ran with:
+# session 15's scoring (every config.json since holds both keys, unset ones as null)
+BEFORE_MOVED_DEFAULTS = {"score": "metric", "score_steps": 0}
 
 
 class Run:
@@ -79,7 +82,7 @@ class Run:
 
     def __init__(self, path: str | os.PathLike, config: dict | None = None):
         self.path = Path(path)
-        self.config = config if config is not None else self._read(CONFIG, {})
+        self.config = config if config is not None else _as_ran(self._read(CONFIG, {}))
 
     # --- creating and resuming ----------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class Run:
 
     @staticmethod
     def _resumed(path: Path, config: dict, given: set) -> Run:
-        saved = json.loads((path / CONFIG).read_text())
+        saved = _as_ran(json.loads((path / CONFIG).read_text()))
         if model_key(saved.get("model", "")) != model_key(config.get("model", "")):
             raise WidthcError(
                 f"cannot resume {path} with MODEL {config.get('model')}: it runs {saved.get('model')}"
@@ -315,6 +318,12 @@ def widths_record(
         "checks": checks,
     }
     return record
+
+
+def _as_ran(saved: dict) -> dict:
+    """A stored config with the options it ran with: a key an older widthc did not write takes
+    the default of its time where that default has moved since (BEFORE_MOVED_DEFAULTS)."""
+    return {**BEFORE_MOVED_DEFAULTS, **saved} if saved else saved
 
 
 def _text(value) -> str:
