@@ -16,9 +16,10 @@ export ORT_DISABLE_TELEMETRY := 1
 
 # the main job on the bundled digits data, end to end: analyse the channels, measure the
 # model's latency in onnxruntime (40 widths, cached), train the CafeNet supernet (min-min),
-# search two latency budgets (evolutionary, max-max), slim and prove, export ONNX and time it
+# search two latency budgets (evolutionary, max-max on the shared weights, then each budget's
+# finalists fine-tuned alone and scored again), slim and prove, export ONNX and time it
 # beside the original, retrain the searched and the uniform widths, write runs/demo/report.md
-# (4-6 min on 2 quiet CPUs: README.md has one run's transcript and time)
+# (about 6.5 min on 2 quiet CPUs: README.md has one run's transcript and time)
 demo: $(STAMP)
 	$(BIN)/widthc slim examples/mobilenet_digits.py --data digits --latency 85%,75% \
 		--epochs 30 --retrain-epochs 30 --population 16 --generations 10 --calib-batches 4 \
