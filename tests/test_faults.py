@@ -245,7 +245,8 @@ def _logged_steps(path: Path) -> int:
 def test_ctrl_c_saves_training_and_search_and_resume_finishes_the_same(tmp_path):
     args = ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--epochs", "2",
             "--batch-size", "32", "--checkpoint-every", "1000", "--population", "6",
-            "--generations", "3", "--calib-batches", "2", "--retrain-epochs", "0"]  # fmt: skip
+            "--generations", "3", "--calib-batches", "2", "--retrain-epochs", "0",
+            *CHEAP_TUNING]  # fmt: skip
     straight = tmp_path / "straight"
     assert _widthc(*args, "--out", straight).exit_code == 0
     out = tmp_path / "stopped"

@@ -244,7 +244,8 @@ def _partial_search(path: Path) -> bool:
 def test_killed_during_training_and_search_resumes_to_the_same_search(tmp_path):
     args = ["slim", DIGITS, "--data", "digits", "--flops", "50%", "--epochs", "2",
             "--batch-size", "32", "--checkpoint-every", "5", "--population", "6",
-            "--generations", "3", "--calib-batches", "2", "--retrain-epochs", "0"]  # fmt: skip
+            "--generations", "3", "--calib-batches", "2", "--retrain-epochs", "0",
+            *CHEAP_TUNING]  # fmt: skip
     straight = tmp_path / "straight"
     assert CliRunner().invoke(main, [*args, "--out", str(straight)]).exit_code == 0
     out = tmp_path / "killed"
