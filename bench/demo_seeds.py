@@ -60,10 +60,16 @@ DEMOS = {"latency": ["--latency", "85%,75%"], "flops": ["--flops", "50%,25%"],
                                                 "--score-epochs", "4", "--score", "loss"]}  # fmt: skip
 
 
+def command(demo: str, seed: int, out: Path) -> list[str]:
+    """The `widthc slim` command of a demo run: the paper's scoring, then the demo's options
+    (they win), then make demo's recipe."""
+    return [WIDTHC, "slim", "examples/mobilenet_digits.py", *PAPER_SCORING, *DEMOS[demo], *RECIPE,
+            "--seed", str(seed), "--out", str(out), "--force"]  # fmt: skip
+
+
 def run_demo(demo: str, seed: int) -> dict:
     out = OUT / f"{demo}-s{seed}"
-    cmd = [WIDTHC, "slim", "examples/mobilenet_digits.py", *PAPER_SCORING, *DEMOS[demo], *RECIPE,
-           "--seed", str(seed), "--out", str(out), "--force"]  # fmt: skip
+    cmd = command(demo, seed, out)
     print("$", " ".join(cmd[1:]), flush=True)
     t0, cpu0 = time.perf_counter(), _children_cpu()
     subprocess.run(cmd, check=True, cwd=ROOT)

@@ -158,13 +158,18 @@ def oracle_of(task: str, program):
     return target if channels_of(program, target) == kept else None
 
 
-def run_one(task: str, lever: str, seed: int) -> dict:
-    out = RUNS / lever / f"{task}-s{seed}"
-    budget = budget_of(task)
+def command(task: str, lever: str, seed: int, out: Path) -> list[str]:
+    """The `widthc slim` command of a run: the recipe, the paper's scoring, the lever last (its
+    options win)."""
     model = ROOT / {**TASKS, **OFF_BOARD}[task]
-    cmd = [WIDTHC, "slim", str(model), "--flops", f"{budget:.0f}", "--seed", str(seed),
-           "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *PAPER_SCORING,
-           *LEVERS[lever]]  # fmt: skip
+    return [WIDTHC, "slim", str(model), "--flops", f"{budget_of(task):.0f}", "--seed", str(seed),
+            "--out", str(out), "--no-onnx", *RECIPE.cli(), *EFFORT.cli(), *PAPER_SCORING,
+            *LEVERS[lever]]  # fmt: skip
+
+
+def run_one(task: str, lever: str, seed: int) -> dict:
+    out, budget = RUNS / lever / f"{task}-s{seed}", budget_of(task)
+    cmd = command(task, lever, seed, out)
     if (out / CONFIG).exists():
         cmd.append("--resume")
     t0 = time.perf_counter()
