@@ -134,6 +134,19 @@ def test_measuring_caches_every_width_and_the_fit_predicts_them(fake_clock, tmp_
     assert second.anchors()[1] == pytest.approx(0.02 + 1e-6 * program.flops())
 
 
+def test_a_measurement_says_how_many_of_its_widths_were_cached(fake_clock, tmp_path):
+    program = _program()
+    widths = measure.plan(program, 6)
+    said = []
+    m = measure.Measurer(program, runtime("torch-cpu"), tmp_path, echo=said.append, progress=False)
+    m.measure(widths[:2], "the first 2")
+    m.measure(widths[:5], "the 5 finalists")
+    m.measure(widths[:5], "the same 5")  # all cached: nothing measured, nothing said
+    assert len(said) == 2
+    assert said[0].startswith("latency: measuring the first 2 of ") and "cached" not in said[0]
+    assert " (2 of them cached) on torch" in said[1] and "the 5 finalists" in said[1]
+
+
 def test_a_damaged_cache_file_is_measured_again(fake_clock, tmp_path):
     program = _program("chain")
     rt = runtime("torch-cpu")

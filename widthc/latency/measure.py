@@ -107,15 +107,15 @@ class Measurer:
         them to the cache."""
         space = self.program.space
         known = set() if again else {tuple(r["counts"]) for r in self.records}
-        todo = {}
+        keys: dict = {}  # each distinct width once (the first of equal channel counts)
         for w in widths:
-            key = tuple(float(c) for c in space.counts(w)[0])
-            if key not in known:
-                todo.setdefault(key, np.asarray(w))
+            keys.setdefault(tuple(float(c) for c in space.counts(w)[0]), np.asarray(w))
+        todo = {key: w for key, w in keys.items() if key not in known}
         if not todo:
             return
+        cached = f" ({len(keys) - len(todo)} of them cached)" if len(todo) < len(keys) else ""
         self.echo(
-            f"latency: measuring {what} of {self.program.traced.name} on "
+            f"latency: measuring {what} of {self.program.traced.name}{cached} on "
             f"{self.runtime.describe()} ({self.runtime.clock} clock); cache {self.file}"
         )
         pending = list(todo.items())

@@ -38,7 +38,7 @@ from widthc.context import Context
 from widthc.evaluate import Score
 from widthc.precision import Precision
 from widthc.stages.refine import bins_of, evaluation, filled
-from widthc.stages.search import describe, write
+from widthc.stages.search import WidthsBar, describe, write
 
 FACTORS = (2.0, 2**0.5, 2**0.25)  # a moved group's channels x or / these, the largest first
 
@@ -92,12 +92,15 @@ def _budget(ctx: Context, net, scorer, out: list[dict], i: int) -> dict:
     def score(width: Width) -> float:
         climbed.append((width, scorer(space.choice(np.array(width)))))
         write(ctx, program, [*out[:i], entry(None), *out[i + 1 :]], complete=False)  # snapshot
+        bar.update(len(climbed), max(s.value for _, s in climbed))
         interrupt.check()  # Ctrl-C: the tuned scores so far are saved
         return climbed[-1][1].value
 
     start = bins_of(r, space.ids)
     scores = {tuple(s["width"]): s["score"] for s in r["rescored"]["scores"]}
-    best = climb(space, load, start, scores, cfg.budget_band, cfg.score_climb, score)
+    label = f"climb {r['text']} ({ctx.score_steps} steps each)"
+    with WidthsBar(label, cfg.score_climb, ctx.progress) as bar:
+        best = climb(space, load, start, scores, cfg.budget_band, cfg.score_climb, score)
     if best == start:
         return entry(None)
     k = [w for w, _ in climbed].index(best)

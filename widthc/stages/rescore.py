@@ -147,14 +147,17 @@ def rescored(ctx: Context, r: dict, at: Scoring, base_at: Scoring, save) -> dict
     before = {**before, base: r["uniform"]["score"]} if not apart else before
     rows, scores = [], []
     places = [(w, at) for w in widths] + ([(base, base_at)] if apart else [])
-    for w, where in places:
-        scores.append(where.scorer(where.program.space.choice(np.array(w))))
-        row = {"width": list(w), "score_before": before.get(w) if where is at else
-               r["uniform"]["score"], **scores[-1].to_json()}  # fmt: skip
-        rows.append({**row, **({"stage": 1} if where is not at else {})})
-        r = {**r, "rescored": {**record, "scores": rows}}
-        save(r)
-        interrupt.check()  # Ctrl-C: the tuned scores so far are saved
+    label = f"tune {r['text']} ({record['steps']} steps each)"
+    with search.WidthsBar(label, len(places), ctx.progress) as bar:
+        for w, where in places:
+            scores.append(where.scorer(where.program.space.choice(np.array(w))))
+            row = {"width": list(w), "score_before": before.get(w) if where is at else
+                   r["uniform"]["score"], **scores[-1].to_json()}  # fmt: skip
+            rows.append({**row, **({"stage": 1} if where is not at else {})})
+            r = {**r, "rescored": {**record, "scores": rows}}
+            save(r)
+            bar.update(len(scores), max(s.value for s in scores))
+            interrupt.check()  # Ctrl-C: the tuned scores so far are saved
     u = len(places) - 1 if apart else widths.index(base)
     eligible = [i for i in range(len(places)) if i != u or base_fits] or [0]
     best = max(eligible, key=lambda i: scores[i].value)  # the first of the best: order breaks ties

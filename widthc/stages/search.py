@@ -108,7 +108,7 @@ def _again(ctx: Context, program, score, cfg, text: str, result, ratio: float, l
 
 
 def _searched(ctx: Context, program, score, cfg: SearchConfig, text: str, budget: Budget):
-    with _Bar(f"search {text}", _expected_evaluations(cfg), ctx.progress) as bar:
+    with WidthsBar(f"search {text}", _expected_evaluations(cfg), ctx.progress) as bar:
         return searchers.search(
             program.space, program.flops_many, score, budget, cfg.search,
             seed=ctx.config.seed, band=(cfg.budget_band, 1.0),
@@ -296,8 +296,9 @@ def _expected_evaluations(cfg) -> int | None:
     return n
 
 
-class _Bar(Bar):
-    """The search bar: widths scored, widths per second, the best score so far."""
+class WidthsBar(Bar):
+    """A bar of widths scored (the search's, and the tuned finalists' of stages/rescore.py,
+    climb.py and top.py): widths per second, the best score so far."""
 
     def __init__(self, label: str, total: int | None, enabled: bool):
         columns = [label, "{task.fields[rate]} widths/s, best {task.fields[best]}"]

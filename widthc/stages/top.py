@@ -28,7 +28,7 @@ from widthc.context import Context
 from widthc.evaluate import MaxMax, Score
 from widthc.precision import Precision
 from widthc.stages.refine import bins_of, evaluation
-from widthc.stages.search import describe, write
+from widthc.stages.search import WidthsBar, describe, write
 
 Width = tuple[int, ...]
 
@@ -78,11 +78,15 @@ def _budget(ctx: Context, net, scorer: MaxMax, out: list[dict], i: int) -> dict:
         return {**r, "rescored": {**r["rescored"], "again": {**record, "scores": rows,
                                                              "chosen": chosen}}}  # fmt: skip
 
-    for width, tuned in contenders(r, space.ids, cfg.score_again):
-        scores.append(scorer(space.choice(np.array(width))))
-        rows.append({"width": list(width), "tuned": tuned.to_json(), **scores[-1].to_json()})
-        write(ctx, program, [*out[:i], entry(None), *out[i + 1 :]], complete=False)  # snapshot
-        interrupt.check()  # Ctrl-C: the finalists' tuned scores are saved
+    contending = contenders(r, space.ids, cfg.score_again)
+    label = f"tune again {r['text']} ({cfg.again_steps(ctx.score_steps)} steps each)"
+    with WidthsBar(label, len(contending), ctx.progress) as bar:
+        for width, tuned in contending:
+            scores.append(scorer(space.choice(np.array(width))))
+            rows.append({"width": list(width), "tuned": tuned.to_json(), **scores[-1].to_json()})
+            write(ctx, program, [*out[:i], entry(None), *out[i + 1 :]], complete=False)
+            bar.update(len(scores), max(s.value for s in scores))
+            interrupt.check()  # Ctrl-C: the finalists' tuned scores are saved
     best = max(range(len(rows)), key=lambda j: scores[j].value)  # the first of the best
     width, base = tuple(rows[best]["width"]), tuple(rows[-1]["width"])
     load = float(ctx.budgets[r["text"]].load(np.array(width))[0])
