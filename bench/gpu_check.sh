@@ -76,9 +76,11 @@ part supernet_cost 245 $PY bench/supernet_cost.py --device cuda --models resnet1
   --json "$OUT/supernet_cost.json"
 summarize
 
-# 3. the demo on CUDA with bf16 (target: at most 61 s, half of today's 122 s)
+# 3. the demo on CUDA with bf16 (target: at most 61 s, half of today's 122 s). The 122 s were
+# measured with the paper's scoring, the default then: it is pinned here (bench/plain.py
+# PAPER_SCORING), so the part measures what issue 15 set the target on.
 DEMO="examples/mobilenet_digits.py --data digits --flops 50%,25% --epochs 30 --retrain-epochs 30
-      --population 16 --generations 10 --calib-batches 4 --device cuda"
+      --population 16 --generations 10 --calib-batches 4 --device cuda --score metric --score-epochs 0"
 RUNS=$(mktemp -d)
 part demo-bf16 80 $PY -m widthc slim $DEMO --amp bf16 --out "$RUNS/bf16" --force
 cp "$RUNS/bf16/report.md" "$OUT/demo-bf16-report.md" 2>/dev/null

@@ -4,6 +4,7 @@ lever's or demo's own scoring options still win over it (click keeps an option's
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -58,3 +59,12 @@ def test_mnist1d_methods_and_variants(variant, expected, tmp_path):
                                             ("latency-score-top-16-epochs-4-loss", _default)])  # fmt: skip
 def test_demo_runs(demo, expected, tmp_path):
     assert expected(_search(demo_seeds.command(demo, 0, tmp_path)))
+
+
+def test_the_gpu_checks_demo_pins_the_papers_scoring():
+    """bench/gpu_check.sh times `make demo`'s FLOPs command on CUDA against issue 15's 122 s,
+    measured with the paper's scoring."""
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    demo = re.search(r'^DEMO="([^"]*)"', script, re.M).group(1).split()
+    s = _search(["widthc", "slim", *demo, "--out", "o"])
+    assert _paper(s)
