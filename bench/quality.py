@@ -373,9 +373,10 @@ def main() -> None:
     if args.table:
         folder = results if args.results else results.parent
         print(table.markdown(folder, args.split))
+        plots = folder if args.results else ROOT / "bench" / "results"  # the published ones
         for sub in [folder] if any(folder.glob("*.json")) else sorted(folder.iterdir()):
             if sub.is_dir() and any(sub.glob("*.json")):
-                print(table.figure(sub, ROOT / "bench" / "results" / f"quality-{sub.name}.png"))
+                print(table.figure(sub, plots / f"quality-{sub.name}.png"))
         return
     bench = QUICK if args.quick else DATASETS[args.data]
     methods = args.methods.split(",") if args.methods else list(METHODS)

@@ -267,3 +267,24 @@ def test_figure_draws_every_method_with_widthc_in_red(tmp_path):
     assert image.shape[0] > 100 and image.std() > 0.05  # a drawn figure, not a blank one
     red = (np.abs(image - np.array([0xD6, 0x27, 0x28]) / 255).max(axis=2) < 0.05).sum()
     assert red > 50  # widthc's dots and bars (matplotlib's C3)
+
+
+def test_a_table_of_results_elsewhere_draws_its_figure_there(tmp_path):
+    """`--table --results DIR` (a rerun kept apart, as session 16's) must not overwrite the
+    published figure bench/results/quality-<data>.png."""
+
+    def entry(acc):
+        return {"test": acc, "flops": 90.0, "budget": 100.0}
+
+    results = tmp_path / "mnist1d"
+    results.mkdir()
+    for seed, acc in enumerate([0.90, 0.80]):
+        rows = {m: {"25%": entry(acc)} for m in ("widthc", "uniform")}
+        (results / f"w{seed}.json").write_text(json.dumps(_summary("widthc", seed, rows)))
+    published = ROOT / "bench" / "results" / "quality-mnist1d.png"
+    before = published.stat().st_mtime_ns if published.exists() else None
+    args = ["--table", "--data", "mnist1d", "--results", str(results)]
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), *args],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert (results / "quality-mnist1d.png").is_file() and str(results) in out
+    assert (published.stat().st_mtime_ns if published.exists() else None) == before
