@@ -84,7 +84,7 @@ def _budget(ctx: Context, net, scorer: MaxMax, out: list[dict], i: int) -> dict:
         for width, tuned in contending:
             scores.append(scorer(space.choice(np.array(width))))
             rows.append({"width": list(width), "tuned": tuned.to_json(), **scores[-1].to_json()})
-            write(ctx, program, [*out[:i], entry(None), *out[i + 1 :]], complete=False)
+            write(ctx, program, [*out[:i], entry(None), *out[i + 1 :]], complete=False)  # snapshot
             bar.update(len(scores), max(s.value for s in scores))
             interrupt.check()  # Ctrl-C: the finalists' tuned scores are saved
     best = max(range(len(rows)), key=lambda j: scores[j].value)  # the first of the best
