@@ -269,22 +269,23 @@ def test_figure_draws_every_method_with_widthc_in_red(tmp_path):
     assert red > 50  # widthc's dots and bars (matplotlib's C3)
 
 
-def test_a_table_of_results_elsewhere_draws_its_figure_there(tmp_path):
-    """`--table --results DIR` (a rerun kept apart, as session 16's) must not overwrite the
-    published figure bench/results/quality-<data>.png."""
+def test_a_table_of_results_elsewhere_draws_its_figure_there(tmp_path, monkeypatch, capsys):
+    """`--table --results DIR` (a rerun kept apart, as session 16's) draws its figure in DIR,
+    not over the published bench/results/quality-<data>.png (here under a stand-in ROOT, so a
+    regression cannot overwrite the real one)."""
 
     def entry(acc):
         return {"test": acc, "flops": 90.0, "budget": 100.0}
 
-    results = tmp_path / "mnist1d"
-    results.mkdir()
+    results = tmp_path / "apart" / "mnist1d"
+    results.mkdir(parents=True)
     for seed, acc in enumerate([0.90, 0.80]):
         rows = {m: {"25%": entry(acc)} for m in ("widthc", "uniform")}
         (results / f"w{seed}.json").write_text(json.dumps(_summary("widthc", seed, rows)))
-    published = ROOT / "bench" / "results" / "quality-mnist1d.png"
-    before = published.stat().st_mtime_ns if published.exists() else None
-    args = ["--table", "--data", "mnist1d", "--results", str(results)]
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), *args],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert (results / "quality-mnist1d.png").is_file() and str(results) in out
-    assert (published.stat().st_mtime_ns if published.exists() else None) == before
+    monkeypatch.setattr(quality, "ROOT", tmp_path / "root")
+    argv = ["quality.py", "--table", "--data", "mnist1d", "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    quality.main()
+    assert (results / "quality-mnist1d.png").is_file()
+    assert str(results / "quality-mnist1d.png") in capsys.readouterr().out
+    assert not (tmp_path / "root" / "bench" / "results" / "quality-mnist1d.png").exists()
